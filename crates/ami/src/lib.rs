@@ -3,6 +3,8 @@
 //! The codec and [`Message`] are plain data and synchronous; the client owns the socket and never lets a slow
 //! consumer stall the socket reader (Asterisk drops a manager session whose reader is slower than `writetimeout`).
 
+pub mod codec;
 pub mod message;
 
+pub use codec::{AmiCodec, Frame, SkipReason};
 pub use message::{unescape_c, Header, Message, MessageKind};
