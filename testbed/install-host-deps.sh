@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Host packages the Asterisk test bed needs: debootstrap (builds the sid chroot)
+# and sip-tester (SIPp, which plays phones and the carrier). Idempotent, no prompts.
+set -euo pipefail
+
+need=()
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+# unshare/mount come from util-linux/mount, present on every Debian install.
+
+if [ ${#need[@]} -eq 0 ]; then
+    echo "install-host-deps: all present"
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-host-deps: need root to install: ${need[*]}" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq </dev/null
+apt-get install -y -qq --no-install-recommends "${need[@]}" </dev/null
+echo "install-host-deps: installed ${need[*]}"
