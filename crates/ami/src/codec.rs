@@ -37,7 +37,11 @@ pub enum Frame {
     /// A complete message.
     Message(Message),
     /// Input that was dropped, with where it started in the stream (byte offset) and why.
-    Skipped { offset: u64, bytes: u64, reason: SkipReason },
+    Skipped {
+        offset: u64,
+        bytes: u64,
+        reason: SkipReason,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,7 +444,10 @@ mod tests {
 
     #[test]
     fn bare_lf_and_mixed_line_endings() {
-        let frames = decode_all(b"Event: A\nX: 1\r\n\nEvent: B\r\nY: 2\n\r\n", AmiCodec::without_banner());
+        let frames = decode_all(
+            b"Event: A\nX: 1\r\n\nEvent: B\r\nY: 2\n\r\n",
+            AmiCodec::without_banner(),
+        );
         let m = messages(&frames);
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].get("x"), Some("1"));
@@ -481,7 +488,10 @@ mod tests {
 
     #[test]
     fn c_escaped_caller_name_is_decoded_on_request() {
-        let frames = decode_all(b"Event: Newchannel\r\nCallerIDName: O\\'Brien\r\n\r\n", AmiCodec::without_banner());
+        let frames = decode_all(
+            b"Event: Newchannel\r\nCallerIDName: O\\'Brien\r\n\r\n",
+            AmiCodec::without_banner(),
+        );
         let m = messages(&frames);
         assert_eq!(m[0].get("CallerIDName"), Some("O\\'Brien"));
         assert_eq!(m[0].get_unescaped("CallerIDName").as_deref(), Some("O'Brien"));
@@ -503,7 +513,10 @@ mod tests {
 
     #[test]
     fn non_utf8_bytes_are_decoded_lossily() {
-        let frames = decode_all(b"Event: X\r\nCallerIDName: \xff\xfeab\r\n\r\n", AmiCodec::without_banner());
+        let frames = decode_all(
+            b"Event: X\r\nCallerIDName: \xff\xfeab\r\n\r\n",
+            AmiCodec::without_banner(),
+        );
         let m = messages(&frames);
         assert!(m[0].get("CallerIDName").is_some_and(|v| v.ends_with("ab")));
     }
