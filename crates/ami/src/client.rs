@@ -105,8 +105,8 @@ impl fmt::Debug for ClientConfig {
 /// Everything that can go wrong talking to AMI. Messages name the user and address, never the secret.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot connect to AMI at {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    #[error("cannot connect to AMI at {addr}: {error}")]
+    Connect { addr: String, error: std::io::Error },
     #[error("AMI at {addr} did not answer within {after:?} ({stage})")]
     Timeout {
         addr: String,
@@ -344,7 +344,7 @@ pub(crate) async fn open_session_with_tap(
     let addr = config.addr.clone();
     let tcp = match timeout(config.connect_timeout, TcpStream::connect(&config.addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(source)) => return Err(Error::Connect { addr, source }),
+        Ok(Err(error)) => return Err(Error::Connect { addr, error }),
         Err(_) => {
             return Err(Error::Timeout {
                 addr,

@@ -168,8 +168,8 @@ pub struct RecordSummary {
 pub enum RecordError {
     #[error(transparent)]
     Ami(#[from] Error),
-    #[error("cannot write trace {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    #[error("cannot write trace {path}: {error}")]
+    Write { path: PathBuf, error: io::Error },
 }
 
 /// Logs in with `config` and records the session into `path` until `stop` completes or the server closes the
@@ -179,9 +179,9 @@ pub async fn record(
     path: &Path,
     stop: impl Future<Output = ()>,
 ) -> Result<RecordSummary, RecordError> {
-    let write_err = |source: io::Error| RecordError::Write {
+    let write_err = |error: io::Error| RecordError::Write {
         path: path.to_owned(),
-        source,
+        error,
     };
     let writer = Arc::new(Mutex::new(TraceWriter::create(path).map_err(write_err)?));
     let mut transport = crate::client::open_session_with_tap(config, Some(writer.clone())).await?;

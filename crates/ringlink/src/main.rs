@@ -1,1 +1,207 @@
-fn main() {}
+//! `ringlink`: the Asterisk ⇄ Bitrix24 connector's command line.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "ringlink", version, about = "Connects an Asterisk PBX to Bitrix24")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the connector: follow calls on the AMI given in the config.
+    Run {
+        #[arg(long, short, default_value = "ringlink.toml")]
+        config: PathBuf,
+    },
+    /// Record or inspect raw AMI traces.
+    Trace {
+        #[command(subcommand)]
+        command: TraceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TraceCommand {
+    /// Save the raw AMI byte stream of a session (FILE) with arrival times (FILE.idx) until Ctrl-C or --seconds.
+    Record {
+        #[arg(long, short, default_value = "ringlink.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<f64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ringlink: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("ringlink: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let config = load_config(&config)?;
+            init_logging(&config);
+            run(config).await
+        }
+        Command::Trace {
+            command: TraceCommand::Record { config, out, seconds },
+        } => {
+            let config = load_config(&config)?;
+            init_logging(&config);
+            record(config, out, seconds).await
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path, config::env_overrides())?)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGLINK_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Resolves on Ctrl-C or SIGTERM (systemd's stop).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Connects at start-up, waiting for an AMI that is not up yet; a refused login or a wrong server is fatal.
+async fn connect_with_retry(cfg: &ami::ClientConfig) -> anyhow::Result<Option<(ami::Client, ami::Events)>> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match ami::connect(cfg.clone()).await {
+            Ok(pair) => return Ok(Some(pair)),
+            Err(e @ (ami::Error::Connect { .. } | ami::Error::Timeout { .. } | ami::Error::Disconnected { .. })) => {
+                warn!(error = %e, retry_in = ?delay, "AMI not reachable yet");
+            }
+            Err(e) => return Err(e).context("cannot log in to AMI; check [ami] in the config"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown_signal() => return Ok(None),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    info!(version = env!("CARGO_PKG_VERSION"), ami = %config.ami.address, "ringlink starting");
+    let Some((client, mut events)) = connect_with_retry(&config.ami_client()).await? else {
+        return Ok(());
+    };
+    info!(ami = %client.addr(), "connected to AMI; following events");
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            event = events.recv() => match event {
+                None => break,
+                Some(ami::ClientEvent::Event(m)) => log_event(&m),
+                Some(ami::ClientEvent::Disconnected { reason }) => warn!(%reason, "AMI disconnected"),
+                Some(ami::ClientEvent::Reconnected) => info!("AMI reconnected"),
+                Some(ami::ClientEvent::EventsDropped { count }) => warn!(count, "AMI events dropped by a slow consumer"),
+            }
+        }
+    }
+    info!("shutting down");
+    client.shutdown().await;
+    Ok(())
+}
+
+fn log_event(m: &ami::Message) {
+    let name = m.event_name().unwrap_or("?");
+    info!(
+        event = name,
+        channel = m.get("Channel").unwrap_or(""),
+        uniqueid = m.get("Uniqueid").unwrap_or(""),
+        linkedid = m.get("Linkedid").unwrap_or(""),
+        "AMI event"
+    );
+}
+
+async fn record(config: Config, out: PathBuf, seconds: Option<f64>) -> anyhow::Result<()> {
+    let limit = match seconds {
+        Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("--seconds must be a positive number, got {s}"),
+        None => None,
+    };
+    let stop = async move {
+        match limit {
+            Some(d) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = shutdown_signal() => {}
+                }
+            }
+            None => shutdown_signal().await,
+        }
+    };
+    info!(out = %out.display(), "recording AMI trace");
+    let summary = ami::trace::record(&config.ami_client(), &out, stop)
+        .await
+        .with_context(|| format!("recording into {}", out.display()))?;
+    info!(
+        bytes = summary.bytes,
+        messages = summary.messages,
+        events = summary.events,
+        "trace saved"
+    );
+    Ok(())
+}

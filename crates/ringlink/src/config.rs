@@ -1,0 +1,309 @@
+//! ringlink's settings: one TOML file, every key overridable from the environment.
+//!
+//! Environment overrides use `RINGLINK__<SECTION>__<KEY>=value` (double underscores separate levels, names are
+//! case-insensitive), e.g. `RINGLINK__AMI__SECRET=…`. Values are parsed as TOML scalars when they look like one
+//! (`true`, `5`, `1.5`), else taken as strings, so secrets never need to be written into the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub ami: AmiSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmiSettings {
+    /// `host:port` of the Asterisk Manager Interface.
+    pub address: String,
+    pub username: String,
+    pub secret: String,
+    /// `plain` or `md5`.
+    #[serde(default)]
+    pub auth: AmiAuth,
+    /// PEM file with the certificate(s) to trust; set to use TLS (`tlsbindport`, usually 5039).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    #[serde(default = "default_ping_interval")]
+    pub ping_interval_secs: f64,
+    #[serde(default = "default_ping_timeout")]
+    pub ping_timeout_secs: f64,
+    #[serde(default = "default_event_queue")]
+    pub event_queue: usize,
+}
+
+impl std::fmt::Debug for AmiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmiSettings")
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .field("secret", &"***")
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AmiAuth {
+    #[default]
+    Plain,
+    Md5,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter, e.g. `info` or `ringlink=debug,ami=info`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_ping_interval() -> f64 {
+    15.0
+}
+fn default_ping_timeout() -> f64 {
+    10.0
+}
+fn default_event_queue() -> usize {
+    20_000
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+impl Config {
+    /// Reads `path`, applies `RINGLINK__…` overrides from `env`, and checks the values.
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::parse(&text, path, env)
+    }
+
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        for (var, value) in env {
+            apply_env_override(&mut tree, &var, &value)?;
+        }
+        let config: Config = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                path: path.to_owned(),
+                message: e.message().to_owned(),
+            })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let ami = &self.ami;
+        if ami.address.trim().is_empty() {
+            return Err("ami.address is empty (expected host:port, e.g. 127.0.0.1:5038)".into());
+        }
+        let port_ok = ami
+            .address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        if !port_ok {
+            return Err(format!(
+                "ami.address {:?} is not host:port (e.g. 127.0.0.1:5038)",
+                ami.address
+            ));
+        }
+        if ami.username.trim().is_empty() {
+            return Err("ami.username is empty".into());
+        }
+        for (name, secs) in [
+            ("ami.ping_interval_secs", ami.ping_interval_secs),
+            ("ami.ping_timeout_secs", ami.ping_timeout_secs),
+        ] {
+            if !(secs.is_finite() && secs > 0.0 && secs < 86_400.0) {
+                return Err(format!("{name} must be between 0 and 86400 seconds, got {secs}"));
+            }
+        }
+        if ami.event_queue == 0 {
+            return Err("ami.event_queue must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The AMI client settings this configuration describes.
+    pub fn ami_client(&self) -> ami::ClientConfig {
+        let a = &self.ami;
+        let mut c = ami::ClientConfig::new(&a.address, &a.username, &a.secret);
+        c.auth = match a.auth {
+            AmiAuth::Plain => ami::AuthMethod::Plain,
+            AmiAuth::Md5 => ami::AuthMethod::Md5,
+        };
+        c.tls = a.tls_ca_file.clone().map(|ca_file| ami::TlsOptions {
+            ca_file,
+            server_name: None,
+        });
+        c.ping_interval = Duration::from_secs_f64(a.ping_interval_secs);
+        c.ping_timeout = Duration::from_secs_f64(a.ping_timeout_secs);
+        c.event_queue = a.event_queue;
+        c
+    }
+}
+
+const ENV_PREFIX: &str = "RINGLINK__";
+
+fn apply_env_override(tree: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let Some(path) = var.strip_prefix(ENV_PREFIX) else {
+        return Ok(());
+    };
+    let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        return Err(ConfigError::Env {
+            var: var.to_owned(),
+            message: "empty key between `__` separators".into(),
+        });
+    }
+    let mut table = tree;
+    for key in &keys[..keys.len() - 1] {
+        let entry = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+            var: var.to_owned(),
+            message: format!("`{key}` is not a section"),
+        })?;
+    }
+    let parsed = parse_scalar(value);
+    if let Some(last) = keys.last() {
+        table.insert(last.clone(), parsed);
+    }
+    Ok(())
+}
+
+/// `true`/`false`, integers and floats become typed values; anything else stays a string.
+fn parse_scalar(value: &str) -> toml::Value {
+    if let Ok(b) = value.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    if let Ok(i) = value.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = value.parse::<f64>() {
+        if f.is_finite() {
+            return toml::Value::Float(f);
+        }
+    }
+    toml::Value::String(value.to_owned())
+}
+
+/// The environment variables that can override settings.
+pub fn env_overrides() -> Vec<(String, String)> {
+    std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[ami]\naddress = \"127.0.0.1:5038\"\nusername = \"ringlink\"\nsecret = \"x\"\n";
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            Path::new("test.toml"),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(c.ami.auth, AmiAuth::Plain);
+        assert_eq!(c.log.level, "info");
+        assert_eq!(c.ami_client().ping_interval, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn environment_overrides_any_key() {
+        let c = parse(
+            MINIMAL,
+            &[
+                ("RINGLINK__AMI__SECRET", "from-env"),
+                ("RINGLINK__AMI__AUTH", "md5"),
+                ("RINGLINK__AMI__PING_INTERVAL_SECS", "2"),
+                ("RINGLINK__LOG__FORMAT", "json"),
+                ("OTHER", "ignored"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.ami.secret, "from-env");
+        assert_eq!(c.ami.auth, AmiAuth::Md5);
+        assert_eq!(c.ami.ping_interval_secs, 2.0);
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn errors_are_plain_words() {
+        let e = parse("[ami\n", &[]).expect_err("bad toml");
+        assert!(e.to_string().contains("not valid TOML"), "{e}");
+        let e = parse(&MINIMAL.replace("5038", ""), &[]).expect_err("no port");
+        assert!(e.to_string().contains("ami.address"), "{e}");
+        let e = parse(&format!("{MINIMAL}typo = 1\n"), &[]).expect_err("unknown key");
+        assert!(e.to_string().contains("typo"), "{e}");
+        let e = parse(MINIMAL, &[("RINGLINK__AMI__ADDRESS__X", "1")]).expect_err("not a section");
+        assert!(e.to_string().contains("RINGLINK__AMI__ADDRESS__X"), "{e}");
+    }
+
+    #[test]
+    fn secret_is_not_in_debug_output() {
+        let c = parse(MINIMAL, &[("RINGLINK__AMI__SECRET", "hunter2")]).expect("valid");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
