@@ -1,0 +1,376 @@
+//! A client-side mirror of Bitrix24's per-portal leaky bucket, plus per-method operation-time blocks.
+//!
+//! Bitrix24 adds 1 to a counter per request, drains it by Y per second and answers
+//! `503 QUERY_LIMIT_EXCEEDED` once the counter exceeds X (Y = 2, X = 50; Enterprise Y = 5, X = 250).
+//! The bucket is shared by every application calling the portal from the same IP, so the local mirror
+//! can be optimistic: when the portal still says "too many", the mirror is set full and sending pauses
+//! for a back-off that doubles with each consecutive refusal.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use crate::envelope::TimeInfo;
+
+/// Bucket size, drain rate and back-off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimiterConfig {
+    /// Requests drained per second (Y).
+    pub drain_per_sec: f64,
+    /// Requests the bucket holds before the portal refuses (X).
+    pub capacity: f64,
+    /// First pause after a `QUERY_LIMIT_EXCEEDED`; doubles per consecutive refusal.
+    pub backoff_initial: Duration,
+    /// Longest pause after refusals.
+    pub backoff_max: Duration,
+    /// Pause of a method refused with `OPERATION_TIME_LIMIT` when no `operating_reset_at` was seen.
+    pub operation_block_default: Duration,
+}
+
+impl LimiterConfig {
+    /// Plans other than Enterprise: 2 requests/s, burst 50.
+    pub fn standard() -> Self {
+        LimiterConfig {
+            drain_per_sec: 2.0,
+            capacity: 50.0,
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            operation_block_default: Duration::from_secs(60),
+        }
+    }
+
+    /// Enterprise plans: 5 requests/s, burst 250.
+    pub fn enterprise() -> Self {
+        LimiterConfig {
+            drain_per_sec: 5.0,
+            capacity: 250.0,
+            ..Self::standard()
+        }
+    }
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        Self::standard()
+    }
+}
+
+/// What can be sent right now, for a worker deciding between urgent and deferrable requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// Requests that may go out immediately without waiting.
+    pub available_now: u32,
+    /// Current estimated counter of the portal's bucket.
+    pub level: f64,
+    pub capacity: f64,
+    pub drain_per_sec: f64,
+    /// How long until one more request may go out (zero when `available_now > 0`).
+    pub wait_for_next: Duration,
+    /// Remaining back-off after a `QUERY_LIMIT_EXCEEDED`, if any.
+    pub backoff_remaining: Option<Duration>,
+    /// Methods paused by `OPERATION_TIME_LIMIT`, with the time left.
+    pub blocked_methods: Vec<(String, Duration)>,
+}
+
+#[derive(Debug)]
+struct State {
+    level: f64,
+    updated: Instant,
+    paused_until: Option<Instant>,
+    consecutive_refusals: u32,
+    methods: HashMap<String, MethodState>,
+}
+
+#[derive(Debug, Default)]
+struct MethodState {
+    reset_at_unix: Option<i64>,
+    blocked_until: Option<Instant>,
+}
+
+/// The per-portal limiter. Share one (in an `Arc`) between all clients of the same portal.
+#[derive(Debug)]
+pub struct Limiter {
+    config: LimiterConfig,
+    state: Mutex<State>,
+    // Callers queue here in arrival order (tokio's mutex is fair), so requests leave in the order asked.
+    queue: tokio::sync::Mutex<()>,
+}
+
+impl Limiter {
+    pub fn new(config: LimiterConfig) -> Self {
+        Limiter {
+            config,
+            state: Mutex::new(State {
+                level: 0.0,
+                updated: Instant::now(),
+                paused_until: None,
+                consecutive_refusals: 0,
+                methods: HashMap::new(),
+            }),
+            queue: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn config(&self) -> &LimiterConfig {
+        &self.config
+    }
+
+    /// Waits, in FIFO order, until one request fits in the bucket, and takes its place.
+    pub async fn acquire(&self) {
+        let _turn = self.queue.lock().await;
+        loop {
+            let wait = {
+                let mut state = self.lock_state();
+                let now = Instant::now();
+                self.drain(&mut state, now);
+                let wait = self.wait_for_one(&state, now);
+                if wait.is_zero() {
+                    state.level += 1.0;
+                    return;
+                }
+                wait
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The portal answered `QUERY_LIMIT_EXCEEDED`: the bucket is full whatever we thought.
+    /// Returns the pause imposed before the next request.
+    pub fn on_rate_limited(&self) -> Duration {
+        let mut state = self.lock_state();
+        let now = Instant::now();
+        self.drain(&mut state, now);
+        state.level = state.level.max(self.config.capacity);
+        state.consecutive_refusals = state.consecutive_refusals.saturating_add(1);
+        let factor = 2u32.saturating_pow(state.consecutive_refusals.saturating_sub(1).min(16));
+        let pause = self
+            .config
+            .backoff_initial
+            .saturating_mul(factor)
+            .min(self.config.backoff_max);
+        state.paused_until = Some(now + pause);
+        pause
+    }
+
+    /// A request went through: refusals are over.
+    pub fn on_success(&self) {
+        self.lock_state().consecutive_refusals = 0;
+    }
+
+    /// Remembers when the method's operation-time window resets (from a response's `time`).
+    pub fn observe_time(&self, method: &str, time: &TimeInfo) {
+        if let Some(reset) = time.operating_reset_at {
+            let mut state = self.lock_state();
+            state
+                .methods
+                .entry(method.to_ascii_lowercase())
+                .or_default()
+                .reset_at_unix = Some(reset);
+        }
+    }
+
+    /// The portal answered `OPERATION_TIME_LIMIT` for `method`: pause that method (only) until its
+    /// window resets. Returns the pause.
+    pub fn on_operation_limit(&self, method: &str) -> Duration {
+        let mut state = self.lock_state();
+        let entry = state.methods.entry(method.to_ascii_lowercase()).or_default();
+        let pause = entry
+            .reset_at_unix
+            .and_then(seconds_until)
+            // The window is 10 minutes; a reset time outside it means the clocks disagree.
+            .map(|d| d.clamp(Duration::from_secs(1), Duration::from_secs(600)))
+            .unwrap_or(self.config.operation_block_default);
+        entry.blocked_until = Some(Instant::now() + pause);
+        pause
+    }
+
+    /// Time left before `method` may be called again, if it is paused by the operation-time limit.
+    pub fn method_blocked_for(&self, method: &str) -> Option<Duration> {
+        let state = self.lock_state();
+        let until = state.methods.get(&method.to_ascii_lowercase())?.blocked_until?;
+        let now = Instant::now();
+        (until > now).then(|| until - now)
+    }
+
+    /// A snapshot of the budget.
+    pub fn budget(&self) -> Budget {
+        let mut state = self.lock_state();
+        let now = Instant::now();
+        self.drain(&mut state, now);
+        let backoff_remaining = state.paused_until.filter(|until| *until > now).map(|until| until - now);
+        let free = (self.config.capacity - state.level).max(0.0);
+        let available_now = if backoff_remaining.is_some() {
+            0
+        } else {
+            free.floor().min(u32::MAX as f64) as u32
+        };
+        let mut blocked_methods: Vec<(String, Duration)> = state
+            .methods
+            .iter()
+            .filter_map(|(name, m)| {
+                let until = m.blocked_until?;
+                (until > now).then(|| (name.clone(), until - now))
+            })
+            .collect();
+        blocked_methods.sort();
+        Budget {
+            available_now,
+            level: state.level,
+            capacity: self.config.capacity,
+            drain_per_sec: self.config.drain_per_sec,
+            wait_for_next: self.wait_for_one(&state, now),
+            backoff_remaining,
+            blocked_methods,
+        }
+    }
+
+    fn drain(&self, state: &mut State, now: Instant) {
+        let elapsed = now.saturating_duration_since(state.updated).as_secs_f64();
+        state.level = (state.level - elapsed * self.config.drain_per_sec).max(0.0);
+        state.updated = now;
+    }
+
+    fn wait_for_one(&self, state: &State, now: Instant) -> Duration {
+        let paused = state
+            .paused_until
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+            .unwrap_or_default();
+        let excess = state.level + 1.0 - self.config.capacity;
+        let drain_wait = if excess > 0.0 && self.config.drain_per_sec > 0.0 {
+            Duration::from_secs_f64(excess / self.config.drain_per_sec)
+        } else {
+            Duration::ZERO
+        };
+        paused.max(drain_wait)
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent even if a holder panicked: every update is a plain assignment.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn seconds_until(unix: i64) -> Option<Duration> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
+    Some(Duration::from_secs(unix.saturating_sub(now).max(0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> LimiterConfig {
+        LimiterConfig {
+            drain_per_sec: 2.0,
+            capacity: 5.0,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(4),
+            operation_block_default: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_then_drain_rate() {
+        let limiter = Limiter::new(small());
+        let start = Instant::now();
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        assert_eq!(Instant::now(), start, "the burst goes out at once");
+        assert_eq!(limiter.budget().available_now, 0);
+        for _ in 0..4 {
+            limiter.acquire().await;
+        }
+        // Four more at 2/s take two seconds.
+        let elapsed = Instant::now() - start;
+        assert!(
+            elapsed >= Duration::from_millis(1990) && elapsed <= Duration::from_millis(2010),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_recovers_with_time() {
+        let limiter = Limiter::new(small());
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        assert_eq!(limiter.budget().wait_for_next, Duration::from_millis(500));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(limiter.budget().available_now, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_back_off_exponentially_and_reset() {
+        let limiter = Limiter::new(small());
+        assert_eq!(limiter.on_rate_limited(), Duration::from_secs(1));
+        assert_eq!(limiter.on_rate_limited(), Duration::from_secs(2));
+        assert_eq!(limiter.on_rate_limited(), Duration::from_secs(4));
+        assert_eq!(limiter.on_rate_limited(), Duration::from_secs(4), "capped");
+        let b = limiter.budget();
+        assert_eq!(b.available_now, 0);
+        assert_eq!(b.backoff_remaining, Some(Duration::from_secs(4)));
+        let start = Instant::now();
+        limiter.acquire().await;
+        assert!(Instant::now() - start >= Duration::from_secs(4));
+        limiter.on_success();
+        assert_eq!(limiter.on_rate_limited(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn operation_limit_pauses_one_method() {
+        let limiter = Limiter::new(small());
+        let pause = limiter.on_operation_limit("crm.lead.list");
+        assert_eq!(pause, Duration::from_secs(60));
+        assert!(limiter.method_blocked_for("CRM.LEAD.LIST").is_some());
+        assert!(limiter.method_blocked_for("crm.lead.get").is_none());
+        assert_eq!(limiter.budget().blocked_methods.len(), 1);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(limiter.method_blocked_for("crm.lead.list").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn operation_limit_uses_reset_time() {
+        let limiter = Limiter::new(small());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        limiter.observe_time(
+            "user.get",
+            &TimeInfo {
+                operating_reset_at: Some(now + 120),
+                ..TimeInfo::default()
+            },
+        );
+        let pause = limiter.on_operation_limit("user.get");
+        assert!(
+            pause > Duration::from_secs(100) && pause <= Duration::from_secs(120),
+            "{pause:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fifo_order_under_contention() {
+        let limiter = std::sync::Arc::new(Limiter::new(LimiterConfig {
+            capacity: 1.0,
+            ..small()
+        }));
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for i in 0..6 {
+            let limiter = limiter.clone();
+            let order = order.clone();
+            handles.push(tokio::spawn(async move {
+                limiter.acquire().await;
+                order.lock().unwrap().push(i);
+            }));
+            // Let each task queue before the next one is spawned.
+            tokio::task::yield_now().await;
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4, 5]);
+    }
+}

@@ -1,0 +1,7 @@
+//! Typed requests and results of the methods the connector uses.
+
+pub mod crm;
+pub mod events;
+pub mod tasks;
+pub mod telephony;
+pub mod user;
