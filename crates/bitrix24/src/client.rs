@@ -242,9 +242,11 @@ impl Client {
         }
         let mut refreshed = false;
         let mut refusals = 0u32;
+        // One place in the queue for all attempts: a refused request is not overtaken by later ones.
+        let ticket = self.inner.limiter.ticket();
         loop {
             let auth = self.attempt_auth().await?;
-            self.inner.limiter.acquire().await;
+            self.inner.limiter.acquire_with(ticket).await;
             let outcome = self.send_once(method, params, encoding, &auth).await;
             match outcome {
                 Ok(envelope) => {

@@ -30,6 +30,6 @@ pub use encode::{encode_form, form_pairs, Encoding};
 pub use endpoint::WebhookUrl;
 pub use envelope::{decode_response, Envelope, TimeInfo};
 pub use error::{AuthErrorKind, Error};
-pub use limiter::{Budget, Limiter, LimiterConfig};
+pub use limiter::{Budget, Limiter, LimiterConfig, Ticket};
 pub use method::{ListMethod, Method, Page};
 pub use secret::Secret;

@@ -6,7 +6,8 @@
 //! can be optimistic: when the portal still says "too many", the mirror is set full and sending pauses
 //! for a back-off that doubles with each consecutive refusal.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -94,8 +95,29 @@ struct MethodState {
 pub struct Limiter {
     config: LimiterConfig,
     state: Mutex<State>,
-    // Callers queue here in arrival order (tokio's mutex is fair), so requests leave in the order asked.
-    queue: tokio::sync::Mutex<()>,
+    next_ticket: AtomicU64,
+    // Tickets of callers waiting for their turn; the smallest goes next.
+    waiting: Mutex<BTreeSet<u64>>,
+    turn_changed: tokio::sync::Notify,
+}
+
+/// A place in the limiter's queue. Requests leave in ticket order; a request that is sent again
+/// (after `QUERY_LIMIT_EXCEEDED` or a token refresh) keeps its ticket, so it goes before every request
+/// that asked after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+// Removes the ticket from the queue if the waiting future is dropped (caller cancelled or timed out).
+struct WaitGuard<'a> {
+    limiter: &'a Limiter,
+    ticket: u64,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.limiter.lock_waiting().remove(&self.ticket);
+        self.limiter.turn_changed.notify_waiters();
+    }
 }
 
 impl Limiter {
@@ -109,7 +131,9 @@ impl Limiter {
                 consecutive_refusals: 0,
                 methods: HashMap::new(),
             }),
-            queue: tokio::sync::Mutex::new(()),
+            next_ticket: AtomicU64::new(0),
+            waiting: Mutex::new(BTreeSet::new()),
+            turn_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -117,10 +141,33 @@ impl Limiter {
         &self.config
     }
 
-    /// Waits, in FIFO order, until one request fits in the bucket, and takes its place.
+    /// A place in the queue, for a request that may have to be sent more than once.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.next_ticket.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Waits, in arrival order, until one request fits in the bucket, and takes its place.
     pub async fn acquire(&self) {
-        let _turn = self.queue.lock().await;
+        self.acquire_with(self.ticket()).await
+    }
+
+    /// Waits for `ticket`'s turn and for room in the bucket, and takes its place.
+    pub async fn acquire_with(&self, ticket: Ticket) {
+        self.lock_waiting().insert(ticket.0);
+        let _guard = WaitGuard {
+            limiter: self,
+            ticket: ticket.0,
+        };
         loop {
+            let turn_changed = self.turn_changed.notified();
+            tokio::pin!(turn_changed);
+            // Register before checking, so a turn change between the check and the wait is not missed.
+            turn_changed.as_mut().enable();
+            let first = self.lock_waiting().first().copied();
+            if first != Some(ticket.0) {
+                turn_changed.await;
+                continue;
+            }
             let wait = {
                 let mut state = self.lock_state();
                 let now = Instant::now();
@@ -132,7 +179,10 @@ impl Limiter {
                 }
                 wait
             };
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = turn_changed => {}
+            }
         }
     }
 
@@ -247,6 +297,10 @@ impl Limiter {
         paused.max(drain_wait)
     }
 
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         // The state stays consistent even if a holder panicked: every update is a plain assignment.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -348,6 +402,34 @@ mod tests {
             pause > Duration::from_secs(100) && pause <= Duration::from_secs(120),
             "{pause:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn older_ticket_goes_first_and_cancelled_waiters_leave_the_queue() {
+        let limiter = std::sync::Arc::new(Limiter::new(LimiterConfig {
+            capacity: 1.0,
+            ..small()
+        }));
+        let old = limiter.ticket();
+        limiter.acquire().await; // fills the bucket
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        // A newer caller waits first...
+        let newer = {
+            let (limiter, order) = (limiter.clone(), order.clone());
+            tokio::spawn(async move {
+                limiter.acquire().await;
+                order.lock().unwrap().push("newer");
+            })
+        };
+        tokio::task::yield_now().await;
+        // ...and a cancelled one must not block anyone.
+        let cancelled = limiter.clone();
+        let _ = tokio::time::timeout(Duration::from_millis(1), async move { cancelled.acquire().await }).await;
+        // The older ticket (a request being sent again) overtakes the newer caller.
+        limiter.acquire_with(old).await;
+        order.lock().unwrap().push("older");
+        newer.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), vec!["older", "newer"]);
     }
 
     #[tokio::test(start_paused = true)]
