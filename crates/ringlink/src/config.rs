@@ -133,12 +133,13 @@ impl Config {
         for (var, value) in env {
             apply_env_override(&mut tree, &var, &value)?;
         }
-        let config: Config = toml::Value::Table(tree)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                path: path.to_owned(),
-                message: e.message().to_owned(),
-            })?;
+        let config: Config =
+            toml::Value::Table(tree)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
