@@ -265,17 +265,19 @@ impl Decoder for AmiCodec {
             }
             let Some(pos) = src.iter().position(|&b| b == b'\n') else {
                 // No complete line yet: enforce the guard on what is buffered, so one endless line is caught too.
-                if self.current_bytes + src.len() > self.max_message_bytes {
-                    if self.current.is_empty() && self.current_bytes == 0 {
+                // A trailing CR does not count: it may be the start of the blank line that ends the message,
+                // and a message's terminator never counts against the guard (whatever the read boundaries).
+                let trailing_cr = usize::from(src.last() == Some(&b'\r'));
+                if self.current_bytes + src.len() - trailing_cr > self.max_message_bytes {
+                    if self.current_bytes == 0 {
                         self.current_offset = self.consumed;
                     }
-                    let keep = usize::from(src.last() == Some(&b'\r'));
-                    let drop = src.len() - keep;
+                    let drop = src.len() - trailing_cr;
                     src.advance(drop);
                     self.consumed += drop as u64;
                     self.start_discard(drop as u64);
                     if let Some(d) = self.discard.as_mut() {
-                        d.at_line_start = drop == 0;
+                        d.at_line_start = false;
                     }
                     continue;
                 }
@@ -283,6 +285,15 @@ impl Decoder for AmiCodec {
             };
             let line_start = self.consumed;
             let line_len = pos + 1;
+            let blank = pos == 0 || (pos == 1 && src[0] == b'\r');
+            if blank && !self.in_follows_output && !self.expect_banner {
+                src.advance(line_len);
+                self.consumed += line_len as u64;
+                if let Some(frame) = self.finish_message() {
+                    return Ok(Some(frame));
+                }
+                continue;
+            }
             if self.current_bytes + line_len > self.max_message_bytes {
                 if self.current_bytes == 0 {
                     self.current_offset = line_start;
@@ -559,6 +570,31 @@ mod tests {
             Some(Frame::Message(m)) => assert_eq!(m.event_name(), Some("Ok")),
             other => panic!("expected the next message, got {other:?}"),
         }
+    }
+
+    /// Found by fuzzing: a message exactly at the limit must not depend on where a read splits its final CRLF.
+    #[test]
+    fn message_at_the_limit_is_kept_whatever_the_read_boundaries() {
+        let mut input = b"Event: Edge\r\nPad: ".to_vec();
+        let limit = 64;
+        while input.len() < limit - 2 {
+            input.push(b'x');
+        }
+        input.extend_from_slice(b"\r\n"); // exactly `limit` bytes of content
+        input.extend_from_slice(b"\r\nEvent: Next\r\n\r\n");
+        let whole = decode_all(&input, AmiCodec::without_banner().with_max_message_bytes(limit));
+        let mut codec = AmiCodec::without_banner().with_max_message_bytes(limit);
+        let mut buf = BytesMut::new();
+        let mut bytewise = Vec::new();
+        for b in &input {
+            buf.extend_from_slice(&[*b]);
+            while let Ok(Some(f)) = codec.decode(&mut buf) {
+                bytewise.push(f);
+            }
+        }
+        assert_eq!(whole, bytewise);
+        let names: Vec<_> = messages(&whole).iter().filter_map(|m| m.event_name()).collect();
+        assert_eq!(names, ["Edge", "Next"]);
     }
 
     #[test]
