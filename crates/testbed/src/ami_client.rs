@@ -55,9 +55,14 @@ pub(crate) async fn action(
             .await
             .map_err(|e| err(format!("reading banner: {e}")))?;
 
-        send(&mut write, "Login", &[("Username", user), ("Secret", secret)], "tb-login")
-            .await
-            .map_err(|e| err(format!("sending login: {e}")))?;
+        send(
+            &mut write,
+            "Login",
+            &[("Username", user), ("Secret", secret)],
+            "tb-login",
+        )
+        .await
+        .map_err(|e| err(format!("sending login: {e}")))?;
         let login = read_response(&mut reader, "tb-login").await.map_err(err)?;
         if !login.is_success() {
             return Err(err(format!("login as {user} refused: {:?}", login.get("Message"))));

@@ -26,6 +26,14 @@ pub const DID: &str = instance::DID;
 /// The client of the scenarios.
 pub const CLIENT: &str = "+79001234567";
 
+/// Dialplan globals as extensions.conf sets them.
+const DEFAULT_GLOBALS: [(&str, &str); 4] = [
+    ("INCOMING_ROUTE", "did-ext,101"),
+    ("DIAL_TIMEOUT", "15"),
+    ("QUEUE_MAX_WAIT", "40"),
+    ("OUTBOUND_TIMEOUT", "30"),
+];
+
 /// Long enough to mean "until the other side acts" in a test.
 const FOREVER: Duration = Duration::from_secs(3600);
 const POLL: Duration = Duration::from_millis(100);
@@ -238,7 +246,8 @@ impl TestBed {
 
     /// Sets a dialplan global (e.g. `DIAL_TIMEOUT`, `OUTBOUND_TIMEOUT`).
     pub async fn set_global(&self, name: &str, value: &str) -> Result<()> {
-        self.asterisk_cli(&format!("dialplan set global {name} {value}")).await?;
+        self.asterisk_cli(&format!("dialplan set global {name} {value}"))
+            .await?;
         Ok(())
     }
 
@@ -449,8 +458,11 @@ impl TestBed {
 
     /// Attended transfer: `channel` consults `exten`; hang `channel` up to complete it.
     pub async fn attended_transfer(&self, channel: &str, exten: &str) -> Result<AmiResponse> {
-        self.ami_action("Atxfer", &[("Channel", channel), ("Exten", exten), ("Context", "from-internal")])
-            .await
+        self.ami_action(
+            "Atxfer",
+            &[("Channel", channel), ("Exten", exten), ("Context", "from-internal")],
+        )
+        .await
     }
 
     /// Parks `channel`; `timeout_channel` is dialled back if nobody retrieves it.
@@ -463,7 +475,12 @@ impl TestBed {
     pub async fn redirect(&self, channel: &str, exten: &str, context: &str) -> Result<AmiResponse> {
         self.ami_action(
             "Redirect",
-            &[("Channel", channel), ("Exten", exten), ("Context", context), ("Priority", "1")],
+            &[
+                ("Channel", channel),
+                ("Exten", exten),
+                ("Context", context),
+                ("Priority", "1"),
+            ],
         )
         .await
     }
@@ -497,16 +514,45 @@ impl TestBed {
         let out = self.asterisk_cli("parking show default").await?;
         let mut result = Vec::new();
         let mut space = None;
-        for line in out.lines().map(str::trim) {
-            if let Some(s) = line.strip_prefix("Space:") {
-                space = Some(s.trim().to_owned());
-            } else if let Some(c) = line.strip_prefix("Channel:") {
-                if let Some(s) = space.take() {
-                    result.push((s, c.trim().to_owned()));
+        for line in out.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            match key.trim() {
+                "Space" => space = Some(value.trim().to_owned()),
+                "Channel" => {
+                    if let Some(s) = space.take() {
+                        result.push((s, value.trim().to_owned()));
+                    }
                 }
+                _ => {}
             }
         }
         Ok(result)
+    }
+
+    /// Back to a quiet office: phones unregistered, carrier gone, default
+    /// routing and timeouts. Calls still up are hung up first.
+    pub async fn reset(&self) -> Result<()> {
+        for channel in self.channels().await? {
+            let _ = self
+                .asterisk_cli(&format!("channel request hangup {}", channel.name))
+                .await;
+        }
+        self.wait_all_channels_gone(Duration::from_secs(10)).await?;
+        let phones: Vec<(u16, SippProcess)> = lock(&self.phones).drain().collect();
+        for (ext, phone) in phones {
+            phone.stop().await;
+            self.register(ext, 0).await?;
+        }
+        let carrier = lock(&self.carrier).take();
+        if let Some(carrier) = carrier {
+            carrier.stop().await;
+        }
+        for (name, value) in DEFAULT_GLOBALS {
+            self.set_global(name, value).await?;
+        }
+        Ok(())
     }
 
     /// Stops every phone, the carrier and Asterisk.
@@ -665,7 +711,12 @@ impl<'a> IntoFuture for PhoneSetup<'a> {
                 old.stop().await;
             }
             let n = bed.next();
-            let process = bed.answering_process(format!("phone-{}-{n}", self.ext), &self.ext.to_string(), ip, &self.answer)?;
+            let process = bed.answering_process(
+                format!("phone-{}-{n}", self.ext),
+                &self.ext.to_string(),
+                ip,
+                &self.answer,
+            )?;
             lock(&bed.phones).insert(self.ext, process);
             bed.register(self.ext, 3600).await
         })

@@ -28,10 +28,7 @@ pub enum Error {
     #[error("SIPp {name}: {message}")]
     Sipp { name: String, message: String },
     #[error("template {template}: placeholder {placeholder} left unfilled")]
-    Template {
-        template: String,
-        placeholder: String,
-    },
+    Template { template: String, placeholder: String },
     #[error("extension {0} is not one of the test-bed phones (101-105)")]
     UnknownPhone(u16),
     #[error("scenario {id}: {message}")]

@@ -180,7 +180,10 @@ impl Instance {
             return;
         };
         let _ = self.cli("core stop now").await;
-        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
             if let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
                 crate::process::kill_group(pid);
             }
@@ -216,7 +219,10 @@ async fn ami_banner(addr: SocketAddr) -> bool {
         BufReader::new(stream).read_line(&mut line).await.ok()?;
         line.starts_with("Asterisk Call Manager").then_some(())
     };
-    matches!(tokio::time::timeout(Duration::from_secs(2), attempt).await, Ok(Some(())))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Some(()))
+    )
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {

@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn outcome_lines_parse() {
         assert_eq!(Outcome::parse("OUTCOME answered"), Some(Outcome::Answered));
-        assert_eq!(Outcome::parse("2026-01-01 OUTCOME rejected 486"), Some(Outcome::Rejected(486)));
+        assert_eq!(
+            Outcome::parse("2026-01-01 OUTCOME rejected 486"),
+            Some(Outcome::Rejected(486))
+        );
         assert_eq!(Outcome::parse("OUTCOME hangup remote"), Some(Outcome::HangupRemote));
         assert_eq!(Outcome::parse("OUTCOME rejected x"), None);
         assert_eq!(Outcome::parse("no outcome"), None);

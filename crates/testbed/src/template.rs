@@ -10,20 +10,41 @@ pub(crate) const ASTERISK_CONFIGS: &[(&str, &str)] = &[
     ("logger.conf", include_str!("../../../testbed/asterisk/logger.conf")),
     ("manager.conf", include_str!("../../../testbed/asterisk/manager.conf")),
     ("pjsip.conf", include_str!("../../../testbed/asterisk/pjsip.conf")),
-    ("extensions.conf", include_str!("../../../testbed/asterisk/extensions.conf")),
+    (
+        "extensions.conf",
+        include_str!("../../../testbed/asterisk/extensions.conf"),
+    ),
     ("queues.conf", include_str!("../../../testbed/asterisk/queues.conf")),
     ("features.conf", include_str!("../../../testbed/asterisk/features.conf")),
-    ("res_parking.conf", include_str!("../../../testbed/asterisk/res_parking.conf")),
+    (
+        "res_parking.conf",
+        include_str!("../../../testbed/asterisk/res_parking.conf"),
+    ),
     ("cel.conf", include_str!("../../../testbed/asterisk/cel.conf")),
     ("cdr.conf", include_str!("../../../testbed/asterisk/cdr.conf")),
-    ("cdr_manager.conf", include_str!("../../../testbed/asterisk/cdr_manager.conf")),
+    (
+        "cdr_manager.conf",
+        include_str!("../../../testbed/asterisk/cdr_manager.conf"),
+    ),
     ("rtp.conf", include_str!("../../../testbed/asterisk/rtp.conf")),
-    ("musiconhold.conf", include_str!("../../../testbed/asterisk/musiconhold.conf")),
-    ("indications.conf", include_str!("../../../testbed/asterisk/indications.conf")),
+    (
+        "musiconhold.conf",
+        include_str!("../../../testbed/asterisk/musiconhold.conf"),
+    ),
+    (
+        "indications.conf",
+        include_str!("../../../testbed/asterisk/indications.conf"),
+    ),
     ("acl.conf", include_str!("../../../testbed/asterisk/acl.conf")),
     ("ccss.conf", include_str!("../../../testbed/asterisk/ccss.conf")),
-    ("pjproject.conf", include_str!("../../../testbed/asterisk/pjproject.conf")),
-    ("pjsip_wizard.conf", include_str!("../../../testbed/asterisk/pjsip_wizard.conf")),
+    (
+        "pjproject.conf",
+        include_str!("../../../testbed/asterisk/pjproject.conf"),
+    ),
+    (
+        "pjsip_wizard.conf",
+        include_str!("../../../testbed/asterisk/pjsip_wizard.conf"),
+    ),
     ("udptl.conf", include_str!("../../../testbed/asterisk/udptl.conf")),
 ];
 

@@ -1,1 +1,194 @@
-fn main() {}
+//! `testbed`: run the real-Asterisk test bed by hand.
+//!
+//!   testbed up                                   start a PBX, print AMI details, run until Ctrl-C
+//!   testbed call incoming --from +79001234567 --answer 101 --talk 5
+//!   testbed scenario s3                          play scenarios (all when none given)
+//!   testbed list                                 list the scenarios
+//!   testbed build                                build the Asterisk chroot only
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use testbed::{scenarios, Route, TestBed, CLIENT};
+
+#[derive(Parser)]
+#[command(
+    name = "testbed",
+    about = "A real Asterisk 22 office PBX with SIPp phones, on loopback"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start an instance and keep it running until Ctrl-C.
+    Up {
+        /// Register these phones, answering after 2 s (e.g. --phones 101,102).
+        #[arg(long, value_delimiter = ',')]
+        phones: Vec<u16>,
+    },
+    /// Place one call on a fresh instance.
+    Call {
+        #[command(subcommand)]
+        kind: CallKind,
+    },
+    /// Play scenarios (all when none is named) on one fresh instance.
+    Scenario { ids: Vec<String> },
+    /// List the scenarios.
+    List,
+    /// Build (or check) the Asterisk chroot.
+    Build,
+}
+
+#[derive(Subcommand)]
+enum CallKind {
+    /// A client calls the DID through the carrier.
+    Incoming {
+        #[arg(long, default_value = CLIENT)]
+        from: String,
+        /// Phone that answers (the call is routed to it).
+        #[arg(long, default_value_t = 101)]
+        answer: u16,
+        /// Seconds the phone rings before answering.
+        #[arg(long, default_value_t = 2)]
+        ring: u64,
+        /// Seconds of talk before the client hangs up.
+        #[arg(long, default_value_t = 5)]
+        talk: u64,
+    },
+    /// A phone calls a number out through the carrier.
+    Outgoing {
+        #[arg(long, default_value_t = 101)]
+        from: u16,
+        #[arg(long, default_value = "979001234567")]
+        to: String,
+        /// Seconds the far end rings before answering.
+        #[arg(long, default_value_t = 2)]
+        ring: u64,
+        #[arg(long, default_value_t = 5)]
+        talk: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::List => {
+            for s in scenarios::ALL {
+                println!("{:<12} {}", s.id, s.summary);
+            }
+            Ok(())
+        }
+        Command::Build => {
+            let root = std::env::var("RINGLINK_TESTBED_ROOT").unwrap_or_else(|_| testbed::DEFAULT_ROOT.to_owned());
+            testbed::build_chroot(std::path::Path::new(&root)).await?;
+            println!("chroot ready at {root}");
+            Ok(())
+        }
+        Command::Up { phones } => up(phones).await,
+        Command::Call { kind } => call(kind).await,
+        Command::Scenario { ids } => play(ids).await,
+    }
+}
+
+async fn start() -> anyhow::Result<TestBed> {
+    let bed = TestBed::start().await.context("starting the test bed")?;
+    println!("Asterisk up in {:?} (slot {})", bed.startup_time(), bed.slot());
+    println!(
+        "AMI        {}  user {}  secret {}",
+        bed.ami_addr(),
+        bed.ami_user(),
+        bed.ami_secret()
+    );
+    println!("AMI (MD5)  user {}  secret {}", bed.md5_user(), bed.md5_secret());
+    println!(
+        "SIP        {}  carrier {}  DID {}",
+        bed.sip_addr(),
+        bed.carrier_ip(),
+        bed.did()
+    );
+    println!("recordings {}", bed.recordings_dir().display());
+    println!("instance   {}", bed.instance_dir().display());
+    Ok(bed)
+}
+
+async fn up(phones: Vec<u16>) -> anyhow::Result<()> {
+    let bed = start().await?;
+    for ext in phones {
+        bed.phone(ext).answer_after(Duration::from_secs(2)).await?;
+        println!("phone {ext} registered from {}", bed.phone_ip(ext)?);
+    }
+    println!("running; Ctrl-C stops it");
+    tokio::signal::ctrl_c().await?;
+    bed.stop().await?;
+    Ok(())
+}
+
+async fn call(kind: CallKind) -> anyhow::Result<()> {
+    let bed = start().await?;
+    let result = async {
+        match kind {
+            CallKind::Incoming {
+                from,
+                answer,
+                ring,
+                talk,
+            } => {
+                bed.route_incoming(Route::Extension(answer)).await?;
+                bed.phone(answer).answer_after(Duration::from_secs(ring)).await?;
+                let mut call = bed.incoming(&from).talk(Duration::from_secs(talk)).await?;
+                let outcomes = call.finished(Duration::from_secs(ring + talk + 60)).await?;
+                println!(
+                    "client saw {outcomes:?}; phone {answer} saw {:?}",
+                    bed.phone_outcomes(answer)
+                );
+            }
+            CallKind::Outgoing { from, to, ring, talk } => {
+                bed.carrier().answer_after(Duration::from_secs(ring)).await?;
+                bed.phone(from).answer_after(Duration::from_secs(1)).await?;
+                let mut call = bed.dial(from, &to).talk(Duration::from_secs(talk)).await?;
+                let outcomes = call.finished(Duration::from_secs(ring + talk + 60)).await?;
+                println!(
+                    "phone {from} saw {outcomes:?}; far end saw {:?}",
+                    bed.carrier_outcomes()
+                );
+            }
+        }
+        bed.wait_all_channels_gone(Duration::from_secs(15)).await?;
+        println!("recordings: {:?}", bed.recordings());
+        anyhow::Ok(())
+    }
+    .await;
+    bed.stop().await?;
+    result
+}
+
+async fn play(ids: Vec<String>) -> anyhow::Result<()> {
+    let bed = start().await?;
+    let ids: Vec<String> = if ids.is_empty() {
+        scenarios::ALL.iter().map(|s| s.id.to_owned()).collect()
+    } else {
+        ids
+    };
+    let mut failed = 0;
+    for id in &ids {
+        let started = std::time::Instant::now();
+        match scenarios::play(&bed, id).await {
+            Ok(()) => println!("{id:<12} ok      {:.1} s", started.elapsed().as_secs_f64()),
+            Err(e) => {
+                failed += 1;
+                println!("{id:<12} FAILED  {e}");
+            }
+        }
+    }
+    bed.stop().await?;
+    anyhow::ensure!(failed == 0, "{failed} of {} scenarios failed", ids.len());
+    Ok(())
+}
