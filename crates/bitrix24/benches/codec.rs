@@ -82,7 +82,7 @@ fn bench(c: &mut Criterion) {
             for i in 0..50 {
                 batch.push_method(format!("r{i}"), black_box(&register)).unwrap();
             }
-            black_box(batch.to_params().unwrap())
+            black_box(batch.command_lines().unwrap())
         })
     });
 }

@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 
 use serde::de::DeserializeOwned;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use crate::client::{decode_result, to_params, Client};
+use crate::client::{decode_result, to_params, Client, Payload};
 use crate::encode::{encode_form, Encoding};
 use crate::envelope::{api_error, as_map, as_u64, TimeInfo};
 use crate::error::Error;
@@ -104,19 +104,56 @@ impl Batch {
         out
     }
 
-    /// The `batch` parameters: `{"halt":0|1,"cmd":{key:"method?query"}}`.
-    pub fn to_params(&self) -> Result<Value, Error> {
-        let mut cmd = Map::new();
-        for command in &self.commands {
-            let query = encode_form(&command.params)?;
-            let line = if query.is_empty() {
-                command.method.clone()
-            } else {
-                format!("{}?{}", command.method, query)
-            };
-            cmd.insert(command.key.clone(), Value::String(line));
+    /// The `cmd` entries in order: `(key, "method?php-form-query")`. The portal runs them in this order,
+    /// which is what makes `$result[…]` references to earlier commands work.
+    pub fn command_lines(&self) -> Result<Vec<(String, String)>, Error> {
+        self.commands
+            .iter()
+            .map(|command| {
+                let query = encode_form(&command.params)?;
+                let line = if query.is_empty() {
+                    command.method.clone()
+                } else {
+                    format!("{}?{}", command.method, query)
+                };
+                Ok((command.key.clone(), line))
+            })
+            .collect()
+    }
+
+    /// The `batch` body as JSON, keys in command order (a JSON map type would sort them), with `auth`
+    /// when given.
+    pub(crate) fn json_body(&self, auth: Option<&str>) -> Result<Vec<u8>, Error> {
+        let encode = |e: serde_json::Error| Error::Encode(e.to_string());
+        let mut body = format!("{{\"halt\":{},\"cmd\":{{", u8::from(self.halt));
+        for (index, (key, line)) in self.command_lines()?.iter().enumerate() {
+            if index > 0 {
+                body.push(',');
+            }
+            body.push_str(&serde_json::to_string(key).map_err(encode)?);
+            body.push(':');
+            body.push_str(&serde_json::to_string(line).map_err(encode)?);
         }
-        Ok(json!({"halt": u8::from(self.halt), "cmd": cmd}))
+        body.push('}');
+        if let Some(token) = auth {
+            body.push_str(",\"auth\":");
+            body.push_str(&serde_json::to_string(token).map_err(encode)?);
+        }
+        body.push('}');
+        Ok(body.into_bytes())
+    }
+
+    /// The `batch` body as a form (`cmd[key]=method%3Fquery`, double-encoded), in command order.
+    pub(crate) fn form_body(&self, auth: Option<&str>) -> Result<String, Error> {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("halt", if self.halt { "1" } else { "0" });
+        for (key, line) in self.command_lines()? {
+            form.append_pair(&format!("cmd[{key}]"), &line);
+        }
+        if let Some(token) = auth {
+            form.append_pair("auth", token);
+        }
+        Ok(form.finish())
     }
 
     fn method_of(&self, key: &str) -> &str {
@@ -251,7 +288,7 @@ impl Client {
         if batch.len() > MAX_BATCH_COMMANDS {
             return Err(Error::BatchTooLarge { len: batch.len() });
         }
-        let envelope = self.call_with("batch", &batch.to_params()?, encoding).await?;
+        let envelope = self.call_payload("batch", Payload::Batch(batch), encoding).await?;
         BatchResponse::parse(batch, envelope.result, envelope.time)
     }
 }
@@ -259,6 +296,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn limit_is_fifty_and_nothing_is_split() {
@@ -282,6 +320,17 @@ mod tests {
     }
 
     #[test]
+    fn commands_keep_their_order() {
+        let mut b = Batch::new();
+        for i in 0..12 {
+            b.push(format!("k{i}"), "user.get", json!({})).unwrap();
+        }
+        let body = String::from_utf8(b.json_body(None).unwrap()).unwrap();
+        let positions: Vec<usize> = (0..12).map(|i| body.find(&format!("\"k{i}\"")).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{body}");
+    }
+
+    #[test]
     fn command_lines_and_references() {
         let mut b = Batch::new().halt(true);
         b.push("lead", "crm.lead.add", json!({"fields": {"TITLE": "John&Martin"}}))
@@ -289,11 +338,28 @@ mod tests {
         b.push("get", "crm.lead.get", json!({"id": Batch::reference("lead", &[])}))
             .unwrap();
         b.push("users", "user.get", json!({})).unwrap();
-        let params = b.to_params().unwrap();
-        assert_eq!(params["halt"], 1);
-        assert_eq!(params["cmd"]["lead"], "crm.lead.add?fields%5BTITLE%5D=John%26Martin");
-        assert_eq!(params["cmd"]["get"], "crm.lead.get?id=%24result%5Blead%5D");
-        assert_eq!(params["cmd"]["users"], "user.get");
+        let lines = b.command_lines().unwrap();
+        assert_eq!(
+            lines,
+            vec![
+                (
+                    "lead".to_owned(),
+                    "crm.lead.add?fields%5BTITLE%5D=John%26Martin".to_owned()
+                ),
+                ("get".to_owned(), "crm.lead.get?id=%24result%5Blead%5D".to_owned()),
+                ("users".to_owned(), "user.get".to_owned()),
+            ]
+        );
+        let json: Value = serde_json::from_slice(&b.json_body(Some("T")).unwrap()).unwrap();
+        assert_eq!(json["halt"], 1);
+        assert_eq!(json["auth"], "T");
+        assert_eq!(json["cmd"]["get"], "crm.lead.get?id=%24result%5Blead%5D");
+        let form = b.form_body(None).unwrap();
+        assert_eq!(
+            form,
+            "halt=1&cmd%5Blead%5D=crm.lead.add%3Ffields%255BTITLE%255D%3DJohn%2526Martin\
+             &cmd%5Bget%5D=crm.lead.get%3Fid%3D%2524result%255Blead%255D&cmd%5Busers%5D=user.get"
+        );
         assert_eq!(
             Batch::reference("u", &["UF_DEPARTMENT", "0"]),
             "$result[u][UF_DEPARTMENT][0]"

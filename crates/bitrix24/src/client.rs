@@ -10,6 +10,7 @@ use url::Url;
 use crate::auth::{
     parse_token_response, portal_base, token_endpoint, AppCredentials, Credentials, OAuthTokens, TokenStore,
 };
+use crate::batch::Batch;
 use crate::encode::{encode_form, Encoding};
 use crate::endpoint::{origin_for_display, parse_checked, WebhookUrl};
 use crate::envelope::{decode_response, Envelope};
@@ -233,6 +234,15 @@ impl Client {
 
     /// Calls any method with the chosen encoding and returns the whole envelope (`total`, `next`, `time`).
     pub async fn call_with(&self, method: &str, params: &Value, encoding: Encoding) -> Result<Envelope, Error> {
+        self.call_payload(method, Payload::Params(params), encoding).await
+    }
+
+    pub(crate) async fn call_payload(
+        &self,
+        method: &str,
+        payload: Payload<'_>,
+        encoding: Encoding,
+    ) -> Result<Envelope, Error> {
         check_method_name(method)?;
         if let Some(retry_after) = self.inner.limiter.method_blocked_for(method) {
             return Err(Error::OperationTimeLimit {
@@ -247,7 +257,7 @@ impl Client {
         loop {
             let auth = self.attempt_auth().await?;
             self.inner.limiter.acquire_with(ticket).await;
-            let outcome = self.send_once(method, params, encoding, &auth).await;
+            let outcome = self.send_once(method, payload, encoding, &auth).await;
             match outcome {
                 Ok(envelope) => {
                     self.inner.limiter.on_success();
@@ -402,7 +412,7 @@ impl Client {
     async fn send_once(
         &self,
         method: &str,
-        params: &Value,
+        payload: Payload<'_>,
         encoding: Encoding,
         auth: &AttemptAuth,
     ) -> Result<Envelope, Error> {
@@ -417,47 +427,25 @@ impl Client {
             .map_err(|_| Error::Config("portal URL cannot take a path".into()))?
             .pop_if_empty()
             .push(method);
-
-        let request = match encoding {
-            Encoding::Json => {
-                let body = match (token, params) {
-                    (Some(token), Value::Object(map)) => {
-                        let mut with_auth = map.clone();
-                        with_auth.insert("auth".into(), Value::String(token.to_owned()));
-                        serde_json::to_vec(&Value::Object(with_auth))
-                    }
-                    (Some(token), _) => {
-                        // Positional parameters have no room for `auth`: it goes in the query.
-                        url.query_pairs_mut().append_pair("auth", token);
-                        serde_json::to_vec(params)
-                    }
-                    (None, Value::Null) => Ok(b"{}".to_vec()),
-                    (None, _) => serde_json::to_vec(params),
-                }
-                .map_err(|e| Error::Encode(e.to_string()))?;
-                self.inner
-                    .http
-                    .post(url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body)
+        // Positional parameters have no room for `auth`: it goes in the query there.
+        if let (Some(token), Payload::Params(params)) = (token, payload) {
+            if !params.is_object() && !params.is_null() {
+                url.query_pairs_mut().append_pair("auth", token);
             }
-            Encoding::Form => {
-                let mut body = encode_form(params)?;
-                if let Some(token) = token {
-                    let mut tail = url::form_urlencoded::Serializer::new(String::new());
-                    tail.append_pair("auth", token);
-                    if !body.is_empty() {
-                        body.push('&');
-                    }
-                    body.push_str(&tail.finish());
-                }
-                self.inner
-                    .http
-                    .post(url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(body)
-            }
+        }
+        let (content_type, body) = match encoding {
+            Encoding::Json => ("application/json", payload.json_body(token)?),
+            Encoding::Form => (
+                "application/x-www-form-urlencoded",
+                payload.form_body(token)?.into_bytes(),
+            ),
         };
+        let request = self
+            .inner
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
         self.execute(method, request).await
     }
 
@@ -498,6 +486,52 @@ impl Client {
         let envelope = self.execute("upload", request).await?;
         self.inner.limiter.on_success();
         Ok(envelope.result)
+    }
+}
+
+/// What a call sends: named/positional parameters, or a batch (whose command order must survive).
+#[derive(Clone, Copy)]
+pub(crate) enum Payload<'a> {
+    Params(&'a Value),
+    Batch(&'a Batch),
+}
+
+impl Payload<'_> {
+    fn json_body(self, auth: Option<&str>) -> Result<Vec<u8>, Error> {
+        match self {
+            Payload::Batch(batch) => batch.json_body(auth),
+            Payload::Params(params) => {
+                let encoded = match (auth, params) {
+                    (Some(token), Value::Object(map)) => {
+                        let mut with_auth = map.clone();
+                        with_auth.insert("auth".into(), Value::String(token.to_owned()));
+                        serde_json::to_vec(&Value::Object(with_auth))
+                    }
+                    (Some(token), Value::Null) => serde_json::to_vec(&serde_json::json!({ "auth": token })),
+                    (_, Value::Null) => Ok(b"{}".to_vec()),
+                    (_, other) => serde_json::to_vec(other),
+                };
+                encoded.map_err(|e| Error::Encode(e.to_string()))
+            }
+        }
+    }
+
+    fn form_body(self, auth: Option<&str>) -> Result<String, Error> {
+        match self {
+            Payload::Batch(batch) => batch.form_body(auth),
+            Payload::Params(params) => {
+                let mut body = encode_form(params)?;
+                if let (Some(token), true) = (auth, params.is_object() || params.is_null()) {
+                    let mut tail = url::form_urlencoded::Serializer::new(String::new());
+                    tail.append_pair("auth", token);
+                    if !body.is_empty() {
+                        body.push('&');
+                    }
+                    body.push_str(&tail.finish());
+                }
+                Ok(body)
+            }
+        }
     }
 }
 
