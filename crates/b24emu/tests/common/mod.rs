@@ -81,3 +81,17 @@ pub fn assert_error(a: &Answer, status: u16, code: &str) {
     );
     assert!(a.body.get("result").is_none(), "no result in an error: {}", a.body);
 }
+
+/// POST a JSON text as written (key order preserved, unlike `serde_json::Value`).
+pub async fn post_raw_json(url: &str, body: &str) -> Answer {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("request sent");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.expect("JSON body");
+    Answer { status, body }
+}
