@@ -1,6 +1,7 @@
 //! `ringlink`: the Asterisk ⇄ Bitrix24 connector's command line.
 
 mod config;
+mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +26,16 @@ enum Command {
     Run {
         #[arg(long, short, default_value = "ringlink.toml")]
         config: PathBuf,
+    },
+    /// Run a recorded AMI trace through the call tracker and print every ended call.
+    Replay {
+        /// A trace as `ringlink trace record` writes it (raw AMI bytes, CRLF or LF).
+        trace: PathBuf,
+        /// A ringlink config file; its `[tracker]` section (trunks, internal endpoints, numbers) is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "json")]
+        format: replay::Format,
     },
     /// Record or inspect raw AMI traces.
     Trace {
@@ -72,6 +83,32 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&config)?;
             init_logging(&config);
             run(config).await
+        }
+        Command::Replay { trace, config, format } => {
+            let bytes = std::fs::read(&trace).with_context(|| format!("cannot read trace {}", trace.display()))?;
+            let tracker_config = replay::tracker_config(config.as_deref())?;
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            let summary = replay::replay(
+                &bytes,
+                &trace.display().to_string(),
+                tracker_config,
+                format,
+                &mut stdout.lock(),
+                &mut stderr.lock(),
+            )?;
+            eprintln!(
+                "{}: {} messages, {} calls ended, {} still live at the end, {} input errors",
+                trace.display(),
+                summary.messages,
+                summary.calls_ended,
+                summary.calls_unfinished,
+                summary.input_errors
+            );
+            if summary.input_errors > 0 {
+                anyhow::bail!("{} part(s) of the trace could not be decoded", summary.input_errors);
+            }
+            Ok(())
         }
         Command::Trace {
             command: TraceCommand::Record { config, out, seconds },

@@ -1,0 +1,180 @@
+//! `ringlink replay`: runs a recorded AMI stream through the tracker, offline, for diagnosis and for golden tests.
+//!
+//! Input is a trace as `ringlink trace record` writes it (raw AMI bytes, CRLF or bare LF; the `.idx` file is not
+//! needed). Output is one line per ended call: JSON (`{"call_full": …, "events": […]}`) or a human summary.
+//! Input the decoder has to drop is reported with its byte offset on stderr; the replay goes on.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use ami::codec::decode_all;
+use ami::{AmiCodec, Frame};
+use serde::Serialize;
+use tracker::{CallEvent, CallFull, Tracker, TrackerConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+/// What a replay saw, for the exit status and the closing summary.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplaySummary {
+    pub messages: usize,
+    pub calls_ended: usize,
+    pub calls_unfinished: usize,
+    pub input_errors: usize,
+}
+
+#[derive(Serialize)]
+struct EndedCall<'a> {
+    call_full: &'a CallFull,
+    events: &'a [CallEvent],
+}
+
+/// Reads the `[tracker]` table of a ringlink config file (other sections are ignored, so the service's own
+/// config works as is).
+pub fn tracker_config(path: Option<&Path>) -> anyhow::Result<TrackerConfig> {
+    let Some(path) = path else {
+        return Ok(TrackerConfig::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("{} is not valid TOML: {}", path.display(), e.message()))?;
+    match table.get("tracker") {
+        None => Ok(TrackerConfig::default()),
+        Some(section) => section
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: [tracker]: {}", path.display(), e.message())),
+    }
+}
+
+/// Replays `bytes` (named `source` in error messages), writing results to `out` and input errors to `err`.
+pub fn replay(
+    bytes: &[u8],
+    source: &str,
+    config: TrackerConfig,
+    format: Format,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ReplaySummary> {
+    let mut tracker = Tracker::new(config)?;
+    let mut summary = ReplaySummary::default();
+    let mut pending: HashMap<String, Vec<CallEvent>> = HashMap::new();
+    let mut events = Vec::new();
+    for frame in decode_all(bytes, AmiCodec::new()) {
+        match frame {
+            Frame::Banner(_) => {}
+            Frame::Skipped { offset, bytes, reason } => {
+                summary.input_errors += 1;
+                writeln!(
+                    err,
+                    "{source}: bytes {offset}..{} skipped: {reason}",
+                    offset.saturating_add(bytes)
+                )?;
+            }
+            Frame::Message(m) => {
+                summary.messages += 1;
+                events.clear();
+                tracker.handle_into(&m, None, &mut events);
+                for event in events.drain(..) {
+                    let key = event.call().to_owned();
+                    if let CallEvent::CallEnded { call_full, .. } = &event {
+                        let call_full = call_full.clone();
+                        let mut history = pending.remove(&key).unwrap_or_default();
+                        history.push(event);
+                        summary.calls_ended += 1;
+                        write_call(out, format, &call_full, &history)?;
+                    } else {
+                        pending.entry(key).or_default().push(event);
+                    }
+                }
+            }
+        }
+    }
+    summary.calls_unfinished = tracker.live_calls();
+    Ok(summary)
+}
+
+fn write_call(out: &mut dyn Write, format: Format, call: &CallFull, events: &[CallEvent]) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer(
+                &mut *out,
+                &EndedCall {
+                    call_full: call,
+                    events,
+                },
+            )?;
+            writeln!(out)?;
+        }
+        Format::Text => writeln!(out, "{}", describe(call, events))?,
+    }
+    Ok(())
+}
+
+/// One human line: who called whom, who rang and who talked, how it ended.
+fn describe(call: &CallFull, events: &[CallEvent]) -> String {
+    let ch = &call.channel;
+    let number = |n: &numbers::Number| {
+        if n.custom.is_empty() {
+            n.original.clone()
+        } else {
+            n.custom.clone()
+        }
+    };
+    let mut rang = Vec::new();
+    let mut talked = Vec::new();
+    for e in events {
+        match e {
+            CallEvent::LegRinging(l) | CallEvent::LegDialing(l) if !rang.contains(&l.number) => {
+                rang.push(l.number.clone())
+            }
+            CallEvent::ConversationEnded {
+                conversation,
+                talk_seconds,
+                ..
+            } => {
+                let who = call
+                    .conversations
+                    .get(conversation)
+                    .map(|c| number(&c.channel.from))
+                    .unwrap_or_else(|| conversation.clone());
+                talked.push(format!("{who} {talk_seconds}s"));
+            }
+            _ => {}
+        }
+    }
+    let direction = serde_json::to_value(ch.direction)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut line = format!(
+        "call {} {direction} {} -> {} start {} result {}",
+        ch.id,
+        number(&ch.from),
+        number(&ch.to),
+        ch.start_time,
+        call.result
+    );
+    if !ch.trunk.original.is_empty() {
+        line.push_str(&format!(" trunk {}", ch.trunk.original));
+    }
+    if !rang.is_empty() {
+        line.push_str(&format!(" rang [{}]", rang.join(", ")));
+    }
+    if !talked.is_empty() {
+        line.push_str(&format!(" talked [{}]", talked.join(", ")));
+    }
+    if call.is_ivr {
+        line.push_str(" ivr");
+    }
+    if !call.record.is_empty() {
+        line.push_str(&format!(" record {}", call.record));
+    }
+    line
+}
