@@ -202,6 +202,16 @@ impl TestBed {
         self.instance.dir_host.join("spool/monitor")
     }
 
+    /// The recordings directory as Asterisk names it (what `MIXMONITOR_FILENAME` starts with).
+    pub fn recordings_dir_in_asterisk(&self) -> String {
+        format!("{}/spool/monitor", self.instance.dir_inside)
+    }
+
+    /// Host path of a path Asterisk reports (e.g. a `MIXMONITOR_FILENAME` value).
+    pub fn host_path(&self, asterisk_path: &str) -> PathBuf {
+        self.instance.layout.host_path(asterisk_path)
+    }
+
     /// Host directory of this instance (config, logs, SIPp files).
     pub fn instance_dir(&self) -> PathBuf {
         self.instance.dir_host.clone()

@@ -5,6 +5,7 @@
 //!   testbed scenario s3                          play scenarios (all when none given)
 //!   testbed list                                 list the scenarios
 //!   testbed build                                build the Asterisk chroot only
+//!   testbed record-scenarios --out DIR [IDS...]  record each scenario's raw AMI session as DIR/<id>.ami
 
 use std::time::Duration;
 
@@ -41,6 +42,13 @@ enum Command {
     List,
     /// Build (or check) the Asterisk chroot.
     Build,
+    /// Record the raw AMI session of each scenario (all when none is named)
+    /// into OUT/<id>.ami and OUT/<id>.ami.idx.
+    RecordScenarios {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -95,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Up { phones } => up(phones).await,
         Command::Call { kind } => call(kind).await,
         Command::Scenario { ids } => play(ids).await,
+        Command::RecordScenarios { out, ids } => record(out, ids).await,
     }
 }
 
@@ -170,13 +179,17 @@ async fn call(kind: CallKind) -> anyhow::Result<()> {
     result
 }
 
-async fn play(ids: Vec<String>) -> anyhow::Result<()> {
-    let bed = start().await?;
-    let ids: Vec<String> = if ids.is_empty() {
+fn scenario_ids(ids: Vec<String>) -> Vec<String> {
+    if ids.is_empty() {
         scenarios::ALL.iter().map(|s| s.id.to_owned()).collect()
     } else {
         ids
-    };
+    }
+}
+
+async fn play(ids: Vec<String>) -> anyhow::Result<()> {
+    let bed = start().await?;
+    let ids = scenario_ids(ids);
     let mut failed = 0;
     for id in &ids {
         let started = std::time::Instant::now();
@@ -191,4 +204,72 @@ async fn play(ids: Vec<String>) -> anyhow::Result<()> {
     bed.stop().await?;
     anyhow::ensure!(failed == 0, "{failed} of {} scenarios failed", ids.len());
     Ok(())
+}
+
+/// Events that follow the last hangup (CEL LINKEDID_END, Cdr) need a moment.
+const TRAILING_EVENTS: Duration = Duration::from_millis(1500);
+
+async fn record(out: std::path::PathBuf, ids: Vec<String>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let bed = start().await?;
+    let ids = scenario_ids(ids);
+    let mut failed = 0;
+    for id in &ids {
+        match record_one(&bed, &out, id).await {
+            Ok(summary) => println!(
+                "{id:<12} recorded {} bytes, {} events -> {}",
+                summary.bytes,
+                summary.events,
+                out.join(format!("{id}.ami")).display()
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("{id:<12} FAILED  {e:#}");
+            }
+        }
+    }
+    bed.stop().await?;
+    anyhow::ensure!(failed == 0, "{failed} of {} scenarios failed", ids.len());
+    Ok(())
+}
+
+async fn record_one(bed: &TestBed, out: &std::path::Path, id: &str) -> anyhow::Result<ami::trace::RecordSummary> {
+    bed.reset().await?;
+    let path = out.join(format!("{id}.ami"));
+    let config = ami::ClientConfig::new(bed.ami_addr().to_string(), bed.ami_user(), bed.ami_secret());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let recorder = {
+        let path = path.clone();
+        tokio::spawn(async move {
+            ami::trace::record(&config, &path, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    // The recorder is logged in once Asterisk lists its manager session.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let connected = bed.asterisk_cli("manager show connected").await?;
+        if connected
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(bed.ami_user()))
+        {
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "AMI recorder did not log in");
+        anyhow::ensure!(!recorder.is_finished(), "AMI recorder stopped before the scenario");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let played = scenarios::play_prepared(bed, id).await;
+    tokio::time::sleep(TRAILING_EVENTS).await;
+    let _ = stop_tx.send(());
+    let summary = recorder.await.context("AMI recorder task")?;
+    if let Err(e) = played {
+        // A trace of a scenario that did not play as specified is no golden trace.
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(ami::trace::index_path(&path));
+        return Err(e.into());
+    }
+    Ok(summary?)
 }
