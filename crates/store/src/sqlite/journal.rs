@@ -1,0 +1,108 @@
+//! The call journal: what happened to each call and why.
+
+use rusqlite::{params, Transaction};
+
+use super::{count, from_json, sql_limit, to_json};
+use crate::error::Result;
+use crate::types::*;
+
+pub fn append(tx: &Transaction<'_>, entries: &[NewJournalEntry]) -> Result<()> {
+    let mut insert =
+        tx.prepare_cached("INSERT INTO journal (call_key, at, kind, message, data) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    // Every SET expression reads the row as it was, so `last_at` in the CASEs is the previous latest instant.
+    let mut summarise = tx.prepare_cached(
+        "INSERT INTO journal_calls (call_key, first_at, last_at, entries, errors, last_kind, last_message)
+         VALUES (?1, ?2, ?2, 1, ?3, ?4, ?5)
+         ON CONFLICT (call_key) DO UPDATE SET
+             first_at = MIN(first_at, excluded.first_at),
+             last_at = MAX(last_at, excluded.last_at),
+             entries = entries + 1,
+             errors = errors + excluded.errors,
+             last_kind = CASE WHEN excluded.last_at >= last_at THEN excluded.last_kind ELSE last_kind END,
+             last_message = CASE WHEN excluded.last_at >= last_at THEN excluded.last_message ELSE last_message END",
+    )?;
+    for entry in entries {
+        let data = entry
+            .data
+            .as_ref()
+            .map(|data| to_json(data, "journal data"))
+            .transpose()?;
+        let kind = entry.kind.as_str();
+        insert.execute(params![entry.call_key, entry.at.as_micros(), kind, entry.message, data])?;
+        let is_error = i64::from(entry.kind == EntryKind::Error);
+        summarise.execute(params![
+            entry.call_key,
+            entry.at.as_micros(),
+            is_error,
+            kind,
+            entry.message
+        ])?;
+    }
+    Ok(())
+}
+
+pub fn timeline(tx: &Transaction<'_>, call_key: &str) -> Result<Vec<JournalEntry>> {
+    let mut statement = tx.prepare_cached(
+        "SELECT id, call_key, at, kind, message, data FROM journal WHERE call_key = ?1 ORDER BY at, id",
+    )?;
+    let mut rows = statement.query([call_key])?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next()? {
+        let kind: String = row.get(3)?;
+        let data: Option<String> = row.get(5)?;
+        entries.push(JournalEntry {
+            id: row.get(0)?,
+            call_key: row.get(1)?,
+            at: Timestamp::from_micros(row.get(2)?),
+            kind: EntryKind::parse(&kind),
+            message: row.get(4)?,
+            data: data.map(|text| from_json(&text, "journal data")).transpose()?,
+        });
+    }
+    Ok(entries)
+}
+
+pub fn recent_calls(tx: &Transaction<'_>, limit: usize) -> Result<Vec<CallSummary>> {
+    let mut statement = tx.prepare_cached(
+        "SELECT c.call_key, c.first_at, c.last_at, c.entries, c.errors, c.last_kind, c.last_message,
+                (SELECT COUNT(*) FROM steps s WHERE s.call_key = c.call_key AND s.state IN ('pending', 'in_flight')),
+                (SELECT COUNT(*) FROM steps s WHERE s.call_key = c.call_key AND s.state = 'failed')
+         FROM journal_calls c ORDER BY c.last_at DESC, c.call_key LIMIT ?1",
+    )?;
+    let mut rows = statement.query([sql_limit(limit)])?;
+    let mut calls = Vec::new();
+    while let Some(row) = rows.next()? {
+        let last_kind: String = row.get(5)?;
+        calls.push(CallSummary {
+            call_key: row.get(0)?,
+            first_at: Timestamp::from_micros(row.get(1)?),
+            last_at: Timestamp::from_micros(row.get(2)?),
+            entries: count(row.get(3)?, "journal entry count")?,
+            errors: count(row.get(4)?, "journal error count")?,
+            last_kind: EntryKind::parse(&last_kind),
+            last_message: row.get(6)?,
+            open_steps: count(row.get(7)?, "open step count")?,
+            failed_steps: count(row.get(8)?, "failed step count")?,
+        });
+    }
+    Ok(calls)
+}
+
+pub fn prune(tx: &Transaction<'_>, before: Timestamp) -> Result<u64> {
+    let before = before.as_micros();
+    let deleted = tx
+        .prepare_cached("DELETE FROM journal WHERE at < ?1")?
+        .execute([before])?;
+    tx.prepare_cached("DELETE FROM journal_calls WHERE last_at < ?1")?
+        .execute([before])?;
+    // Calls that lost only their oldest entries: recount what is left.
+    tx.prepare_cached(
+        "UPDATE journal_calls SET
+             first_at = (SELECT MIN(j.at) FROM journal j WHERE j.call_key = journal_calls.call_key),
+             entries = (SELECT COUNT(*) FROM journal j WHERE j.call_key = journal_calls.call_key),
+             errors = (SELECT COUNT(*) FROM journal j WHERE j.call_key = journal_calls.call_key AND j.kind = 'error')
+         WHERE first_at < ?1",
+    )?
+    .execute([before])?;
+    Ok(deleted as u64)
+}

@@ -1,0 +1,303 @@
+//! [`Store`] on an embedded SQLite database.
+
+mod directory;
+mod journal;
+mod outbox;
+mod schema;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use serde_json::Value;
+
+use crate::error::{Result, StoreError};
+use crate::types::*;
+use crate::Store;
+
+pub use schema::SCHEMA_VERSION;
+
+/// When SQLite makes a commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// Every commit is fsynced to the write-ahead log before it returns: an acknowledged step survives a crash of
+    /// the process *and* of the machine (power loss, kernel panic). The default, because an enqueued step that
+    /// vanishes is a call missing from the CRM, and the outbox writes a few rows per call, far below what one
+    /// fsync per commit allows.
+    #[default]
+    Full,
+    /// With WAL, commits survive a crash of the process (the OS holds the log) but the last ones may be lost if the
+    /// machine loses power; the database stays consistent either way. For tests and throwaway databases.
+    Normal,
+}
+
+/// How to open the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    /// How long a write waits for another process holding the write lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The SQLite store. Clones share one connection behind a mutex: SQLite allows a single writer anyway, and each
+/// operation holds the lock for one short transaction.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with the default options, and migrates its schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        Self::setup(conn, options)
+    }
+
+    /// A private database in memory (tests, `ringlink replay`). Nothing survives the last clone.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::setup(Connection::open_in_memory()?, SqliteOptions::default())
+    }
+
+    fn setup(mut conn: Connection, options: SqliteOptions) -> Result<Self> {
+        conn.busy_timeout(options.busy_timeout)?;
+        // WAL: readers never block the writer, and a commit is one append to the log. In-memory databases
+        // answer "memory", which is fine.
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+            return Err(StoreError::Corrupt {
+                what: "journal mode",
+                detail: format!("cannot switch to WAL ({mode})"),
+            });
+        }
+        let synchronous = match options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        schema::migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64> {
+        schema::version(&self.lock())
+    }
+
+    /// SQLite's full integrity check: empty when the file is sound, else its complaints. Reads the whole file.
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut statement = conn.prepare("PRAGMA integrity_check")?;
+        let lines = statement
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(lines.into_iter().filter(|line| line != "ok").collect())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while the lock was held rolled its transaction back when the transaction was dropped, so the
+        // connection is still sound.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `work` in a write transaction, taking the write lock up front so it cannot fail half-way on a lock
+    /// upgrade, and commits if it succeeds.
+    fn write<T>(&self, work: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = work(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// Runs `work` in a read transaction: it sees one consistent snapshot.
+    fn read<T>(&self, work: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let value = work(&tx)?;
+        tx.finish()?;
+        Ok(value)
+    }
+}
+
+impl Store for SqliteStore {
+    fn enqueue(&self, steps: &[NewStep], now: Timestamp) -> Result<Vec<Enqueued>> {
+        self.write(|tx| outbox::enqueue(tx, steps, now))
+    }
+
+    fn due_steps(&self, now: Timestamp, limit: usize) -> Result<Vec<Step>> {
+        self.read(|tx| outbox::due(tx, now, limit))
+    }
+
+    fn claim(&self, ids: &[StepId], now: Timestamp, lease: Duration) -> Result<Vec<Step>> {
+        self.write(|tx| outbox::claim(tx, ids, now, lease))
+    }
+
+    fn claim_due(&self, now: Timestamp, limit: usize, lease: Duration) -> Result<ClaimOutcome> {
+        self.write(|tx| outbox::claim_due(tx, now, limit, lease))
+    }
+
+    fn mark_done(&self, lease: Lease, result: &Value, now: Timestamp) -> Result<()> {
+        self.write(|tx| outbox::finish(tx, lease, outbox::Finish::Done(result), now))
+    }
+
+    fn mark_retry(&self, lease: Lease, error: &str, next_attempt_at: Timestamp, now: Timestamp) -> Result<()> {
+        self.write(|tx| outbox::finish(tx, lease, outbox::Finish::Retry { error, next_attempt_at }, now))
+    }
+
+    fn mark_failed(&self, lease: Lease, reason: &str, now: Timestamp) -> Result<()> {
+        self.write(|tx| outbox::finish(tx, lease, outbox::Finish::Failed(reason), now))
+    }
+
+    fn mark_dropped(&self, lease: Lease, reason: &str, now: Timestamp) -> Result<()> {
+        self.write(|tx| outbox::finish(tx, lease, outbox::Finish::Dropped(reason), now))
+    }
+
+    fn drop_pending(&self, idempotency_key: &str, reason: &str, now: Timestamp) -> Result<bool> {
+        self.write(|tx| outbox::drop_pending(tx, idempotency_key, reason, now))
+    }
+
+    fn drop_expired(&self, now: Timestamp) -> Result<Vec<Step>> {
+        self.write(|tx| outbox::drop_expired(tx, now))
+    }
+
+    fn step_by_key(&self, idempotency_key: &str) -> Result<Option<Step>> {
+        self.read(|tx| outbox::by_key(tx, idempotency_key))
+    }
+
+    fn result_by_key(&self, idempotency_key: &str) -> Result<Option<Value>> {
+        let step = self.step_by_key(idempotency_key)?;
+        Ok(step
+            .filter(|step| step.state == StepState::Done)
+            .map(|step| step.result.unwrap_or(Value::Null)))
+    }
+
+    fn steps_of_call(&self, call_key: &str) -> Result<Vec<Step>> {
+        self.read(|tx| outbox::of_call(tx, call_key))
+    }
+
+    fn step_counts(&self) -> Result<StepCounts> {
+        self.read(outbox::counts)
+    }
+
+    fn reprocess(&self, scope: &ReprocessScope, now: Timestamp) -> Result<u64> {
+        self.write(|tx| outbox::reprocess(tx, scope, now))
+    }
+
+    fn prune_steps(&self, before: Timestamp) -> Result<u64> {
+        self.write(|tx| outbox::prune(tx, before))
+    }
+
+    fn append_journal(&self, entries: &[NewJournalEntry]) -> Result<()> {
+        self.write(|tx| journal::append(tx, entries))
+    }
+
+    fn call_timeline(&self, call_key: &str) -> Result<Vec<JournalEntry>> {
+        self.read(|tx| journal::timeline(tx, call_key))
+    }
+
+    fn recent_calls(&self, limit: usize) -> Result<Vec<CallSummary>> {
+        self.read(|tx| journal::recent_calls(tx, limit))
+    }
+
+    fn prune_journal(&self, before: Timestamp) -> Result<u64> {
+        self.write(|tx| journal::prune(tx, before))
+    }
+
+    fn replace_users(&self, users: &[User], refreshed_at: Timestamp) -> Result<()> {
+        self.write(|tx| directory::replace_users(tx, users, refreshed_at))
+    }
+
+    fn users_refreshed_at(&self) -> Result<Option<Timestamp>> {
+        self.read(directory::users_refreshed_at)
+    }
+
+    fn users(&self) -> Result<Vec<User>> {
+        self.read(directory::all_users)
+    }
+
+    fn user_by_extension(&self, extension: &str) -> Result<Option<User>> {
+        self.read(|tx| directory::user_by_extension(tx, extension))
+    }
+
+    fn users_by_phone(&self, numbers: &[&str]) -> Result<Vec<User>> {
+        self.read(|tx| directory::users_by_phone(tx, numbers))
+    }
+
+    fn save_tokens(&self, portal: &str, tokens: &PortalTokens, now: Timestamp) -> Result<()> {
+        self.write(|tx| directory::save_tokens(tx, portal, tokens, now))
+    }
+
+    fn load_tokens(&self, portal: &str) -> Result<Option<PortalTokens>> {
+        self.read(|tx| directory::load_tokens(tx, portal))
+    }
+
+    fn set_setting(&self, key: &str, value: &Value, now: Timestamp) -> Result<()> {
+        self.write(|tx| directory::set_setting(tx, key, value, now))
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<Value>> {
+        self.read(|tx| directory::setting(tx, key))
+    }
+
+    fn delete_setting(&self, key: &str) -> Result<bool> {
+        self.write(|tx| directory::delete_setting(tx, key))
+    }
+
+    fn settings(&self) -> Result<Vec<(String, Value)>> {
+        self.read(directory::all_settings)
+    }
+}
+
+/// Encodes a JSON value for a TEXT column.
+fn to_json(value: &Value, what: &'static str) -> Result<String> {
+    serde_json::to_string(value).map_err(|source| StoreError::Encode { what, source })
+}
+
+/// Decodes a TEXT column written by [`to_json`].
+fn from_json(text: &str, what: &'static str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt {
+        what,
+        detail: error.to_string(),
+    })
+}
+
+fn optional_timestamp(micros: Option<i64>) -> Option<Timestamp> {
+    micros.map(Timestamp::from_micros)
+}
+
+/// SQLite counts are never negative; a negative one means a damaged file.
+fn count(value: i64, what: &'static str) -> Result<u64> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt {
+        what,
+        detail: value.to_string(),
+    })
+}
+
+/// `LIMIT` takes an i64; anything larger is as good as unlimited.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,133 @@
+//! The schema, versioned in SQLite's `user_version` and brought up to date on open.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::{Result, StoreError};
+
+/// Migration `n` (from 0) takes the schema from version `n` to `n + 1`. Append only: never edit a released one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the outbox, journal, users cache, tokens, settings.
+    "
+    CREATE TABLE steps (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused, even after pruning
+        call_key        TEXT    NOT NULL,
+        seq             INTEGER NOT NULL,                  -- order within the call, from 1
+        idempotency_key TEXT    NOT NULL UNIQUE,
+        kind            TEXT    NOT NULL,
+        payload         TEXT    NOT NULL,                  -- JSON
+        priority        INTEGER NOT NULL DEFAULT 0,
+        state           TEXT    NOT NULL
+                        CHECK (state IN ('pending', 'in_flight', 'done', 'dropped', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,                  -- all instants: microseconds since the epoch, UTC
+        lease_until     INTEGER,
+        last_error      TEXT,
+        result          TEXT,                              -- JSON
+        expires_at      INTEGER,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        UNIQUE (call_key, seq)
+    );
+    -- The due query scans open steps only; the per-call check looks up open earlier steps of the call.
+    CREATE INDEX steps_open ON steps (next_attempt_at) WHERE state IN ('pending', 'in_flight');
+    CREATE INDEX steps_open_by_call ON steps (call_key, seq) WHERE state IN ('pending', 'in_flight');
+    CREATE INDEX steps_by_created ON steps (created_at);
+
+    CREATE TABLE journal (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        call_key TEXT    NOT NULL,
+        at       INTEGER NOT NULL,
+        kind     TEXT    NOT NULL,
+        message  TEXT    NOT NULL,
+        data     TEXT                                      -- JSON
+    );
+    CREATE INDEX journal_by_call ON journal (call_key, at, id);
+    CREATE INDEX journal_by_time ON journal (at);
+
+    -- One row per journalled call, kept up to date on append, for the recent-calls list.
+    CREATE TABLE journal_calls (
+        call_key     TEXT    PRIMARY KEY,
+        first_at     INTEGER NOT NULL,
+        last_at      INTEGER NOT NULL,
+        entries      INTEGER NOT NULL,
+        errors       INTEGER NOT NULL,
+        last_kind    TEXT    NOT NULL,
+        last_message TEXT    NOT NULL
+    );
+    CREATE INDEX journal_calls_by_last ON journal_calls (last_at);
+
+    CREATE TABLE users (
+        id       INTEGER PRIMARY KEY,                      -- Bitrix24's user ID
+        name     TEXT    NOT NULL,
+        email    TEXT,
+        position TEXT,
+        active   INTEGER NOT NULL,
+        raw      TEXT    NOT NULL                          -- JSON
+    );
+    CREATE TABLE user_phones (
+        user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        ordinal INTEGER NOT NULL,
+        field   TEXT    NOT NULL,
+        number  TEXT    NOT NULL,
+        PRIMARY KEY (user_id, ordinal)
+    );
+    CREATE INDEX user_phones_by_number ON user_phones (number, field);
+
+    CREATE TABLE tokens (
+        portal          TEXT    PRIMARY KEY,
+        access_token    TEXT    NOT NULL,
+        refresh_token   TEXT    NOT NULL,
+        expires_at      INTEGER,
+        scope           TEXT,
+        client_endpoint TEXT,
+        member_id       TEXT,
+        updated_at      INTEGER NOT NULL
+    );
+
+    CREATE TABLE settings (
+        key        TEXT    PRIMARY KEY,
+        value      TEXT    NOT NULL,                       -- JSON
+        updated_at INTEGER NOT NULL
+    );
+
+    -- The store's own bookkeeping (e.g. when the users cache was refreshed).
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    ",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub fn version(conn: &Connection) -> Result<i64> {
+    Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
+}
+
+/// Applies the missing migrations, each in its own write transaction. The version is re-read inside the
+/// transaction, so two processes opening the same new file at once do not both create the tables.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found = version(&tx)?;
+        if found < 0 {
+            return Err(StoreError::Corrupt {
+                what: "schema version",
+                detail: found.to_string(),
+            });
+        }
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let Some(migration) = usize::try_from(found).ok().and_then(|index| MIGRATIONS.get(index)) else {
+            return Ok(());
+        };
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", found + 1)?;
+        tx.commit()?;
+    }
+}

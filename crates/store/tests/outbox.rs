@@ -1,0 +1,600 @@
+//! The outbox: enqueue, ordering, claims and leases, marks, expiry, re-processing, pruning.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use store::{NewStep, ReprocessScope, SqliteStore, Step, StepState, Store, StoreError, Timestamp};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_secs(1_700_000_000 + secs)
+}
+
+fn step(call: &str, name: &str) -> NewStep {
+    NewStep::new(
+        call,
+        format!("{call}/{name}"),
+        name,
+        json!({ "call": call, "step": name }),
+    )
+}
+
+fn store() -> SqliteStore {
+    SqliteStore::open_in_memory().unwrap()
+}
+
+fn keys(steps: &[Step]) -> Vec<&str> {
+    steps.iter().map(|step| step.idempotency_key.as_str()).collect()
+}
+
+fn claim_one(store: &SqliteStore, now: Timestamp) -> Step {
+    let outcome = store.claim_due(now, 1, LEASE).unwrap();
+    assert_eq!(outcome.claimed.len(), 1, "expected one claimable step at {now}");
+    outcome.claimed.into_iter().next().unwrap()
+}
+
+#[test]
+fn enqueue_numbers_steps_per_call_in_order() {
+    let store = store();
+    let out = store
+        .enqueue(
+            &[
+                step("a", "register"),
+                step("b", "register"),
+                step("a", "show"),
+                step("a", "finish"),
+            ],
+            at(0),
+        )
+        .unwrap();
+    assert!(out.iter().all(|enqueued| enqueued.created));
+    let seqs: Vec<(&str, i64)> = out.iter().map(|e| (e.step.call_key.as_str(), e.step.seq)).collect();
+    assert_eq!(seqs, [("a", 1), ("b", 1), ("a", 2), ("a", 3)]);
+
+    let stored = store.steps_of_call("a").unwrap();
+    assert_eq!(keys(&stored), ["a/register", "a/show", "a/finish"]);
+    let first = &stored[0];
+    assert_eq!(first, &out[0].step, "the returned step is what was stored");
+    assert_eq!(first.state, StepState::Pending);
+    assert_eq!(first.kind, "register");
+    assert_eq!(first.payload, json!({"call": "a", "step": "register"}));
+    assert_eq!(
+        (first.attempts, first.next_attempt_at, first.created_at),
+        (0, at(0), at(0))
+    );
+    assert_eq!(
+        (first.lease_until, first.result.clone(), first.last_error.clone()),
+        (None, None, None)
+    );
+
+    // A later batch goes after everything the call already has.
+    let later = store.enqueue(&[step("a", "record")], at(5)).unwrap();
+    assert_eq!(later[0].step.seq, 4);
+}
+
+#[test]
+fn enqueueing_an_existing_key_is_a_no_op_returning_the_stored_step() {
+    let store = store();
+    let first = store
+        .enqueue(&[step("a", "register"), step("a", "show")], at(0))
+        .unwrap();
+    let claimed = claim_one(&store, at(1));
+    store
+        .mark_done(claimed.lease(), &json!({"CALL_ID": "X1"}), at(2))
+        .unwrap();
+
+    // Re-planning after a restart: same keys, different payload, plus one new step; a key repeated in the batch.
+    let replanned = NewStep::new("a", "a/register", "register", json!({"changed": true}));
+    let again = store
+        .enqueue(
+            &[replanned, step("a", "show"), step("a", "finish"), step("a", "finish")],
+            at(10),
+        )
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|e| e.created).collect::<Vec<_>>(),
+        [false, false, true, false]
+    );
+    assert_eq!(again[0].step.id, first[0].step.id);
+    assert_eq!(
+        again[0].step.payload,
+        json!({"call": "a", "step": "register"}),
+        "the first write wins"
+    );
+    assert_eq!(again[0].step.state, StepState::Done);
+    assert_eq!(again[1].step, first[1].step);
+    assert_eq!(again[2].step.id, again[3].step.id);
+    assert_eq!(again[2].step.seq, 3);
+    assert_eq!(store.step_counts().unwrap().total(), 3);
+}
+
+#[test]
+fn a_later_step_waits_for_every_earlier_step_of_its_call() {
+    let store = store();
+    store
+        .enqueue(
+            &[
+                step("a", "register"),
+                step("a", "show"),
+                step("a", "finish"),
+                step("b", "register"),
+            ],
+            at(0),
+        )
+        .unwrap();
+
+    // One step per call is due: the first one.
+    assert_eq!(keys(&store.due_steps(at(0), 10).unwrap()), ["a/register", "b/register"]);
+
+    // In flight: the call has nothing due.
+    let register = store
+        .claim(&[store.step_by_key("a/register").unwrap().unwrap().id], at(0), LEASE)
+        .unwrap();
+    assert_eq!(register.len(), 1);
+    assert_eq!(keys(&store.due_steps(at(1), 10).unwrap()), ["b/register"]);
+
+    // Retried: pending again, still first, and nothing after it is due until it is.
+    store.mark_retry(register[0].lease(), "503", at(20), at(1)).unwrap();
+    assert_eq!(keys(&store.due_steps(at(10), 10).unwrap()), ["b/register"]);
+    // b/register has waited since 0, a/register only since 20: the earlier first.
+    assert_eq!(
+        keys(&store.due_steps(at(20), 10).unwrap()),
+        ["b/register", "a/register"]
+    );
+
+    // Done: the next step comes due.
+    let register = store.claim(&[register[0].id], at(20), LEASE).unwrap();
+    assert_eq!(register[0].attempts, 2);
+    store
+        .mark_done(register[0].lease(), &json!({"CALL_ID": "C"}), at(21))
+        .unwrap();
+    assert_eq!(keys(&store.due_steps(at(21), 10).unwrap()), ["a/show", "b/register"]);
+
+    // Failed permanently and dropped both let later steps go.
+    let show = store
+        .claim(&[store.step_by_key("a/show").unwrap().unwrap().id], at(21), LEASE)
+        .unwrap();
+    store.mark_failed(show[0].lease(), "ERROR_ARGUMENT", at(22)).unwrap();
+    assert_eq!(keys(&store.due_steps(at(22), 10).unwrap()), ["a/finish", "b/register"]);
+
+    let b = store
+        .claim(&[store.step_by_key("b/register").unwrap().unwrap().id], at(22), LEASE)
+        .unwrap();
+    store.mark_dropped(b[0].lease(), "black-listed", at(23)).unwrap();
+    assert_eq!(keys(&store.due_steps(at(23), 10).unwrap()), ["a/finish"]);
+}
+
+#[test]
+fn claim_only_takes_steps_that_are_due() {
+    let store = store();
+    let out = store
+        .enqueue(&[step("a", "register"), step("a", "show")], at(0))
+        .unwrap();
+    let (register, show) = (out[0].step.id, out[1].step.id);
+
+    assert!(
+        store.claim(&[show], at(0), LEASE).unwrap().is_empty(),
+        "not reachable yet"
+    );
+    let claimed = store.claim(&[show, register], at(0), LEASE).unwrap();
+    assert_eq!(keys(&claimed), ["a/register"]);
+    assert_eq!(claimed[0].state, StepState::InFlight);
+    assert_eq!(claimed[0].attempts, 1);
+    assert_eq!(claimed[0].lease_until, Some(at(30)));
+    assert!(
+        store.claim(&[register], at(1), LEASE).unwrap().is_empty(),
+        "already claimed"
+    );
+    assert!(store.claim_due(at(1), 10, LEASE).unwrap().claimed.is_empty());
+}
+
+#[test]
+fn due_steps_come_by_priority_then_time_within_the_limit() {
+    let store = store();
+    store
+        .enqueue(&[step("a", "register"), step("b", "register").priority(5)], at(0))
+        .unwrap();
+    store
+        .enqueue(
+            &[step("c", "register").not_before(at(3)), step("d", "show").priority(9)],
+            at(1),
+        )
+        .unwrap();
+    assert_eq!(
+        keys(&store.due_steps(at(2), 10).unwrap()),
+        ["d/show", "b/register", "a/register"]
+    );
+    assert_eq!(
+        keys(&store.due_steps(at(3), 10).unwrap()),
+        ["d/show", "b/register", "a/register", "c/register"]
+    );
+    assert_eq!(keys(&store.due_steps(at(3), 2).unwrap()), ["d/show", "b/register"]);
+    let outcome = store.claim_due(at(3), 3, LEASE).unwrap();
+    assert_eq!(keys(&outcome.claimed), ["d/show", "b/register", "a/register"]);
+    assert_eq!(keys(&store.due_steps(at(3), 10).unwrap()), ["c/register"]);
+}
+
+#[test]
+fn a_crashed_workers_claim_comes_back_when_its_lease_runs_out() {
+    let store = store();
+    store
+        .enqueue(&[step("a", "register"), step("a", "finish")], at(0))
+        .unwrap();
+    let first = claim_one(&store, at(0));
+    assert!(
+        store.due_steps(at(29), 10).unwrap().is_empty(),
+        "held until the lease ends"
+    );
+
+    let second = claim_one(&store, at(30));
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.attempts, 2);
+    assert_eq!(second.lease_until, Some(at(60)));
+
+    // The first worker comes back late: its lease is stale and changes nothing.
+    let stale = store.mark_done(first.lease(), &json!({"CALL_ID": "old"}), at(31));
+    assert!(matches!(stale, Err(StoreError::LeaseLost { lease }) if lease == first.lease()));
+    assert_eq!(
+        store.step_by_key("a/register").unwrap().unwrap().state,
+        StepState::InFlight
+    );
+
+    store
+        .mark_done(second.lease(), &json!({"CALL_ID": "new"}), at(32))
+        .unwrap();
+    assert_eq!(
+        store.result_by_key("a/register").unwrap(),
+        Some(json!({"CALL_ID": "new"}))
+    );
+    // Marking twice is refused too.
+    assert!(matches!(
+        store.mark_retry(second.lease(), "x", at(40), at(33)),
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert_eq!(keys(&store.due_steps(at(33), 10).unwrap()), ["a/finish"]);
+}
+
+#[test]
+fn a_late_answer_is_kept_if_nobody_claimed_the_step_again() {
+    let store = store();
+    store.enqueue(&[step("a", "register")], at(0)).unwrap();
+    let claimed = claim_one(&store, at(0));
+    store
+        .mark_done(claimed.lease(), &json!({"CALL_ID": "C"}), at(100))
+        .unwrap();
+    let stored = store.step_by_key("a/register").unwrap().unwrap();
+    assert_eq!(
+        (stored.state, stored.lease_until, stored.updated_at),
+        (StepState::Done, None, at(100))
+    );
+}
+
+#[test]
+fn retry_keeps_the_error_and_schedules_the_next_attempt() {
+    let store = store();
+    store.enqueue(&[step("a", "register")], at(0)).unwrap();
+    let claimed = claim_one(&store, at(0));
+    store
+        .mark_retry(claimed.lease(), "QUERY_LIMIT_EXCEEDED", at(8), at(1))
+        .unwrap();
+    let stored = store.step_by_key("a/register").unwrap().unwrap();
+    assert_eq!(stored.state, StepState::Pending);
+    assert_eq!(stored.last_error.as_deref(), Some("QUERY_LIMIT_EXCEEDED"));
+    assert_eq!(
+        (stored.next_attempt_at, stored.attempts, stored.lease_until),
+        (at(8), 1, None)
+    );
+    assert!(store.due_steps(at(7), 10).unwrap().is_empty());
+    assert_eq!(claim_one(&store, at(8)).attempts, 2);
+}
+
+#[test]
+fn failed_and_dropped_steps_keep_their_reason() {
+    let store = store();
+    store
+        .enqueue(&[step("a", "register"), step("b", "show")], at(0))
+        .unwrap();
+    let outcome = store.claim_due(at(0), 10, LEASE).unwrap();
+    let [register, show] = [&outcome.claimed[0], &outcome.claimed[1]];
+    store
+        .mark_failed(register.lease(), "ERROR_CORE: bad USER_ID", at(1))
+        .unwrap();
+    store.mark_dropped(show.lease(), "leg stopped ringing", at(1)).unwrap();
+    let register = store.step_by_key("a/register").unwrap().unwrap();
+    let show = store.step_by_key("b/show").unwrap().unwrap();
+    assert_eq!(
+        (register.state, register.last_error.as_deref()),
+        (StepState::Failed, Some("ERROR_CORE: bad USER_ID"))
+    );
+    assert_eq!(
+        (show.state, show.last_error.as_deref()),
+        (StepState::Dropped, Some("leg stopped ringing"))
+    );
+    assert_eq!(store.result_by_key("a/register").unwrap(), None);
+    assert!(store.due_steps(at(100), 10).unwrap().is_empty());
+}
+
+#[test]
+fn card_steps_not_sent_in_time_are_dropped_and_unblock_the_call() {
+    let store = store();
+    store
+        .enqueue(
+            &[
+                step("a", "register"),
+                step("a", "show").expires_at(at(10)),
+                step("a", "finish"),
+                step("b", "show").expires_at(at(10)),
+            ],
+            at(0),
+        )
+        .unwrap();
+    // Bitrix24 is down: the register keeps failing while the card's moment passes.
+    let register = claim_one(&store, at(0));
+    assert_eq!(register.idempotency_key, "a/register");
+    store
+        .mark_retry(register.lease(), "connection refused", at(11), at(1))
+        .unwrap();
+    let b_show = claim_one(&store, at(2));
+    assert_eq!(b_show.idempotency_key, "b/show");
+    store
+        .mark_retry(b_show.lease(), "connection refused", at(12), at(2))
+        .unwrap();
+
+    // An expired step is never due, even before anyone drops it.
+    assert_eq!(keys(&store.due_steps(at(11), 10).unwrap()), ["a/register"]);
+
+    let outcome = store.claim_due(at(11), 10, LEASE).unwrap();
+    assert_eq!(keys(&outcome.expired), ["a/show", "b/show"]);
+    assert!(outcome
+        .expired
+        .iter()
+        .all(|s| s.state == StepState::Dropped && s.last_error.is_some()));
+    assert_eq!(keys(&outcome.claimed), ["a/register"]);
+    store
+        .mark_done(outcome.claimed[0].lease(), &json!({"CALL_ID": "C"}), at(12))
+        .unwrap();
+    // The dropped card no longer holds back the finish.
+    assert_eq!(keys(&store.claim_due(at(12), 10, LEASE).unwrap().claimed), ["a/finish"]);
+}
+
+#[test]
+fn expiry_spares_a_step_being_sent() {
+    let store = store();
+    store.enqueue(&[step("a", "show").expires_at(at(10))], at(0)).unwrap();
+    let show = claim_one(&store, at(9));
+    assert!(store.drop_expired(at(11)).unwrap().is_empty(), "the worker holds it");
+    store.mark_done(show.lease(), &json!(true), at(12)).unwrap();
+    assert_eq!(store.step_by_key("a/show").unwrap().unwrap().state, StepState::Done);
+
+    // Once the lease runs out, an expired step is dropped rather than sent late.
+    store.enqueue(&[step("b", "show").expires_at(at(50))], at(40)).unwrap();
+    claim_one(&store, at(45));
+    assert!(store.drop_expired(at(74)).unwrap().is_empty());
+    assert_eq!(keys(&store.drop_expired(at(75)).unwrap()), ["b/show"]);
+}
+
+#[test]
+fn drop_pending_withdraws_only_unheld_steps() {
+    let store = store();
+    store.enqueue(&[step("a", "show"), step("b", "show")], at(0)).unwrap();
+    claim_one(&store, at(0));
+    assert!(
+        !store.drop_pending("a/show", "leg answered", at(1)).unwrap(),
+        "a/show is in flight"
+    );
+    assert!(store.drop_pending("b/show", "leg answered", at(1)).unwrap());
+    assert!(
+        !store.drop_pending("b/show", "again", at(2)).unwrap(),
+        "already dropped"
+    );
+    assert!(!store.drop_pending("nope", "unknown", at(2)).unwrap());
+    let b = store.step_by_key("b/show").unwrap().unwrap();
+    assert_eq!(
+        (b.state, b.last_error.as_deref()),
+        (StepState::Dropped, Some("leg answered"))
+    );
+    assert!(
+        store.drop_pending("a/show", "lease over", at(31)).unwrap(),
+        "a/show's lease ran out"
+    );
+}
+
+#[test]
+fn results_are_readable_by_key_for_later_steps() {
+    let store = store();
+    store
+        .enqueue(&[step("a", "register"), step("a", "finish")], at(0))
+        .unwrap();
+    assert_eq!(store.result_by_key("a/register").unwrap(), None);
+    assert_eq!(store.result_by_key("unknown").unwrap(), None);
+    let register = claim_one(&store, at(0));
+    assert_eq!(
+        store.result_by_key("a/register").unwrap(),
+        None,
+        "in flight is not done"
+    );
+    store
+        .mark_done(register.lease(), &json!({"CALL_ID": "externalCall.1"}), at(1))
+        .unwrap();
+    let finish = claim_one(&store, at(1));
+    let call_id = store.result_by_key("a/register").unwrap().unwrap()["CALL_ID"].clone();
+    assert_eq!(call_id, "externalCall.1");
+    store.mark_done(finish.lease(), &json!(null), at(2)).unwrap();
+    assert_eq!(store.result_by_key("a/finish").unwrap(), Some(json!(null)));
+}
+
+#[test]
+fn counts_by_state() {
+    let store = store();
+    assert_eq!(store.step_counts().unwrap(), store::StepCounts::default());
+    store
+        .enqueue(&[step("a", "1"), step("b", "1"), step("c", "1"), step("d", "1")], at(0))
+        .unwrap();
+    store.enqueue(&[step("e", "1"), step("f", "1")], at(5)).unwrap();
+    let claimed = store.claim_due(at(5), 5, LEASE).unwrap().claimed;
+    store.mark_done(claimed[0].lease(), &json!(1), at(6)).unwrap();
+    store.mark_dropped(claimed[1].lease(), "r", at(6)).unwrap();
+    store.mark_failed(claimed[2].lease(), "r", at(6)).unwrap();
+    store.mark_retry(claimed[3].lease(), "r", at(9), at(6)).unwrap();
+    let counts = store.step_counts().unwrap();
+    assert_eq!(
+        [
+            counts.pending,
+            counts.in_flight,
+            counts.done,
+            counts.dropped,
+            counts.failed
+        ],
+        [2, 1, 1, 1, 1],
+        "{counts:?}"
+    );
+    assert_eq!(counts.get(StepState::InFlight), 1);
+    assert_eq!(counts.total(), 6);
+    // a..e are claimed (earliest first, then by id) and f stays pending; d is retried: the oldest open is d.
+    assert_eq!(counts.oldest_open_created_at, Some(at(0)));
+}
+
+#[test]
+fn reprocess_resets_failed_and_dropped_steps() {
+    let store = store();
+    store
+        .enqueue(&[step("a", "register"), step("a", "show").expires_at(at(100))], at(0))
+        .unwrap();
+    store.enqueue(&[step("b", "register")], at(50)).unwrap();
+    let claimed = store.claim_due(at(50), 10, LEASE).unwrap().claimed;
+    for step in &claimed {
+        store.mark_failed(step.lease(), "portal unreachable", at(51)).unwrap();
+    }
+    assert_eq!(store.step_counts().unwrap().failed, 2);
+
+    assert_eq!(store.reprocess(&ReprocessScope::Call("a".into()), at(60)).unwrap(), 1);
+    let a = store.step_by_key("a/register").unwrap().unwrap();
+    assert_eq!(
+        (a.state, a.attempts, a.next_attempt_at),
+        (StepState::Pending, 0, at(60))
+    );
+    assert_eq!(a.last_error.as_deref(), Some("portal unreachable"), "the history stays");
+    let b = store.step_by_key("b/register").unwrap().unwrap();
+    assert_eq!(b.state, StepState::Failed);
+
+    let range = ReprocessScope::CreatedBetween {
+        from: at(10),
+        to: at(51),
+    };
+    assert_eq!(store.reprocess(&range, at(61)).unwrap(), 1);
+    assert_eq!(
+        store.step_by_key("b/register").unwrap().unwrap().state,
+        StepState::Pending
+    );
+    let empty_range = ReprocessScope::CreatedBetween {
+        from: at(51),
+        to: at(99),
+    };
+    assert_eq!(store.reprocess(&empty_range, at(61)).unwrap(), 0);
+
+    // A card step that expired stays dropped.
+    let register = claim_one(&store, at(61));
+    store.mark_done(register.lease(), &json!({}), at(62)).unwrap();
+    let rest = store.claim_due(at(101), 10, LEASE).unwrap();
+    assert_eq!(keys(&rest.expired), ["a/show"]);
+    assert_eq!(store.reprocess(&ReprocessScope::Call("a".into()), at(102)).unwrap(), 0);
+}
+
+#[test]
+fn prune_removes_only_calls_that_are_finished_and_old() {
+    let store = store();
+    store
+        .enqueue(
+            &[step("old", "1"), step("old", "2"), step("open", "1"), step("new", "1")],
+            at(0),
+        )
+        .unwrap();
+    for now in [1, 2] {
+        for step in store.claim_due(at(now), 10, LEASE).unwrap().claimed {
+            if step.call_key != "open" {
+                store.mark_done(step.lease(), &json!(null), at(now)).unwrap();
+            }
+        }
+    }
+    // "new" finished at 1 but "old" at 2; "open" is still in flight.
+    assert_eq!(store.prune_steps(at(2)).unwrap(), 1);
+    assert!(store.step_by_key("new/1").unwrap().is_none());
+    assert_eq!(store.prune_steps(at(1000)).unwrap(), 2);
+    assert!(store.steps_of_call("old").unwrap().is_empty());
+    assert_eq!(store.steps_of_call("open").unwrap().len(), 1);
+    // Ids are never reused after pruning.
+    let again = store.enqueue(&[step("old", "1")], at(1001)).unwrap();
+    assert!(again[0].created);
+    assert!(again[0].step.id.0 > 4);
+}
+
+#[test]
+fn steps_survive_closing_and_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ringlink.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .enqueue(&[step("a", "register"), step("a", "finish")], at(0))
+            .unwrap();
+        let register = claim_one(&store, at(0));
+        store
+            .mark_done(register.lease(), &json!({"CALL_ID": "C"}), at(1))
+            .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.result_by_key("a/register").unwrap(),
+        Some(json!({"CALL_ID": "C"}))
+    );
+    assert_eq!(keys(&store.due_steps(at(1), 10).unwrap()), ["a/finish"]);
+    assert!(store.integrity_check().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_workers_never_claim_the_same_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("ringlink.db")).unwrap();
+    let steps: Vec<NewStep> = (0..200)
+        .flat_map(|call| [0, 1].map(|n| step(&format!("c{call}"), &n.to_string())))
+        .collect();
+    store.enqueue(&steps, at(0)).unwrap();
+
+    // Two handles on the file (as two processes would have) and clones of each, shared across threads.
+    let other = SqliteStore::open(dir.path().join("ringlink.db")).unwrap();
+    let handles: Vec<Arc<dyn Store>> = vec![
+        Arc::new(store.clone()),
+        Arc::new(store),
+        Arc::new(other.clone()),
+        Arc::new(other),
+    ];
+    let threads: Vec<_> = handles
+        .into_iter()
+        .map(|store| {
+            std::thread::spawn(move || {
+                let mut sent = Vec::new();
+                loop {
+                    let claimed = store.claim_due(at(1), 7, LEASE).unwrap().claimed;
+                    if claimed.is_empty() && store.step_counts().unwrap().pending == 0 {
+                        break;
+                    }
+                    for step in claimed {
+                        store.mark_done(step.lease(), &json!(null), at(1)).unwrap();
+                        sent.push(step.idempotency_key);
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for thread in threads {
+        all.extend(thread.join().unwrap());
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 400, "every step sent");
+    assert_eq!(unique.len(), 400, "none twice");
+}
