@@ -5,6 +5,7 @@
 //!   testbed scenario s3                          play scenarios (all when none given)
 //!   testbed list                                 list the scenarios
 //!   testbed build                                build the Asterisk chroot only
+//!   testbed bench-startup --runs 5               time start-up and shutdown of an instance
 //!   testbed record-scenarios --out DIR [IDS...]  record each scenario's raw AMI session as DIR/<id>.ami
 
 use std::time::Duration;
@@ -42,6 +43,11 @@ enum Command {
     List,
     /// Build (or check) the Asterisk chroot.
     Build,
+    /// Measure how long an instance takes to start (and stop), N times.
+    BenchStartup {
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+    },
     /// Record the raw AMI session of each scenario (all when none is named)
     /// into OUT/<id>.ami and OUT/<id>.ami.idx.
     RecordScenarios {
@@ -104,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Call { kind } => call(kind).await,
         Command::Scenario { ids } => play(ids).await,
         Command::RecordScenarios { out, ids } => record(out, ids).await,
+        Command::BenchStartup { runs } => bench_startup(runs).await,
     }
 }
 
@@ -272,4 +279,36 @@ async fn record_one(bed: &TestBed, out: &std::path::Path, id: &str) -> anyhow::R
         return Err(e.into());
     }
     Ok(summary?)
+}
+
+async fn bench_startup(runs: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(runs > 0, "--runs must be at least 1");
+    let mut starts = Vec::new();
+    let mut stops = Vec::new();
+    for run in 1..=runs {
+        let started = std::time::Instant::now();
+        let bed = TestBed::start().await.context("starting the test bed")?;
+        let start = started.elapsed();
+        let stopping = std::time::Instant::now();
+        bed.stop().await?;
+        let stop = stopping.elapsed();
+        println!(
+            "run {run}: start {:.3} s, stop {:.3} s",
+            start.as_secs_f64(),
+            stop.as_secs_f64()
+        );
+        starts.push(start);
+        stops.push(stop);
+    }
+    starts.sort();
+    stops.sort();
+    let median = |v: &[Duration]| v[v.len() / 2].as_secs_f64();
+    println!(
+        "start: min {:.3} s, median {:.3} s, max {:.3} s; stop: median {:.3} s",
+        starts[0].as_secs_f64(),
+        median(&starts),
+        starts[starts.len() - 1].as_secs_f64(),
+        median(&stops)
+    );
+    Ok(())
 }
