@@ -474,3 +474,25 @@ pub struct SeedLine {
 fn default_true() -> bool {
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_portal_file_parses() {
+        let cfg = EmulatorConfig::from_toml_str(include_str!("../portal.example.toml")).unwrap();
+        assert_eq!(cfg.users.len(), 4);
+        assert_eq!(cfg.contacts[0].id, 797);
+        assert_eq!(cfg.contacts[0].phones[0].value_type, "MOBILE");
+        assert_eq!(cfg.companies[0].phones[0].value_type, "WORK");
+        assert_eq!(cfg.app.access_token.as_deref(), Some("demo-access-token"));
+        assert!(cfg.users[0].is_admin && !cfg.users[1].is_admin);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = EmulatorConfig::from_toml_str("[limits]\nbucket_capasity = 5\n").unwrap_err();
+        assert!(err.to_string().contains("bucket_capasity"), "{err}");
+    }
+}
