@@ -499,6 +499,7 @@ impl Tracker {
         let forget_limit = now.saturating_sub_secs(self.cfg.forget_after_secs);
         self.dead_channels.purge_before(forget_limit);
         self.ended_calls.purge_before(forget_limit);
+        self.release_spare_capacity();
         let idle_limit = now.saturating_sub_secs(self.cfg.idle_timeout_secs);
         let mut stale: Vec<(Timestamp, String)> = self
             .calls
@@ -512,6 +513,25 @@ impl Tracker {
             self.end_call(&key, CallEndReason::Expired { idle_secs }, now, &mut out);
         }
         out
+    }
+
+    /// After a burst of calls the maps keep their peak capacity; give most of it back once they are mostly empty.
+    fn release_spare_capacity(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+            if map.capacity() > 4 * map.len() + 256 {
+                map.shrink_to(2 * map.len());
+            }
+        }
+        shrink(&mut self.channels);
+        shrink(&mut self.calls);
+        shrink(&mut self.local_pairs);
+        shrink(&mut self.dead_channels.map);
+        shrink(&mut self.ended_calls.map);
+        for t in [&mut self.dead_channels, &mut self.ended_calls] {
+            if t.order.capacity() > 4 * t.order.len() + 256 {
+                t.order.shrink_to(2 * t.order.len());
+            }
+        }
     }
 
     /// `call_full` of every live call, oldest first.

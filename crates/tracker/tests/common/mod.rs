@@ -72,6 +72,15 @@ pub struct Pbx {
     pub emit_cel: bool,
 }
 
+thread_local! {
+    static ID_BASE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes the next scripts number their uniqueids and channels from `base` (several scripts in one stream).
+pub fn set_id_base(base: u64) {
+    ID_BASE.with(|b| b.set(base));
+}
+
 impl Default for Pbx {
     fn default() -> Self {
         Self::new()
@@ -80,7 +89,7 @@ impl Default for Pbx {
 
 impl Pbx {
     pub fn new() -> Self {
-        Self::starting_at(T0, 0)
+        Self::starting_at(T0, ID_BASE.with(|b| b.get()))
     }
 
     /// A script whose uniqueids start at `<epoch>.<counter>`, so several scripts can share one tracker.

@@ -499,35 +499,39 @@ pub fn s19_local_queue_linear() -> Script {
     Script::new(p, &[("T", t), ("P101", p101), ("P102", p102)])
 }
 
+/// How many scripts [`by_index`] knows.
+pub const COUNT: usize = 22;
+
+/// Script number `i` (0..COUNT): every scenario and outcome once.
+pub fn by_index(i: usize) -> Script {
+    use Outcome::*;
+    match i % COUNT {
+        0 => s1_incoming_answered(),
+        1 => s2_incoming_no_answer(),
+        2 => s3_queue_ringall(),
+        3 => s4_queue_linear(),
+        4 => s5_queue_abandoned(),
+        5 => s6_ivr(),
+        6 => s9_local(),
+        7 => s10_blind_transfer(),
+        8 => s11_attended_transfer(true),
+        9 => s11_attended_transfer(false),
+        10 => s12_pickup(),
+        11 => s13_park(),
+        12 => s19_local_queue(false),
+        13 => s19_local_queue(true),
+        14 => s19_local_queue_linear(),
+        15 => s7_outgoing(Answer),
+        16 => s7_outgoing(Busy),
+        17 => s7_outgoing(Decline),
+        18 => s7_outgoing(DeclineWithTechCause),
+        19 => s7_outgoing(NoAnswer),
+        20 => s7_outgoing(CallerCancels),
+        _ => s7_outgoing(Congestion),
+    }
+}
+
 /// Every script, for property tests and benchmarks.
 pub fn all() -> Vec<Script> {
-    let mut v = vec![
-        s1_incoming_answered(),
-        s2_incoming_no_answer(),
-        s3_queue_ringall(),
-        s4_queue_linear(),
-        s5_queue_abandoned(),
-        s6_ivr(),
-        s9_local(),
-        s10_blind_transfer(),
-        s11_attended_transfer(true),
-        s11_attended_transfer(false),
-        s12_pickup(),
-        s13_park(),
-        s19_local_queue(false),
-        s19_local_queue(true),
-        s19_local_queue_linear(),
-    ];
-    for o in [
-        Outcome::Answer,
-        Outcome::Busy,
-        Outcome::Decline,
-        Outcome::DeclineWithTechCause,
-        Outcome::NoAnswer,
-        Outcome::CallerCancels,
-        Outcome::Congestion,
-    ] {
-        v.push(s7_outgoing(o));
-    }
-    v
+    (0..COUNT).map(by_index).collect()
 }
