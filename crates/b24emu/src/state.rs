@@ -145,6 +145,16 @@ pub struct Multifield {
     pub type_id: String,
     pub value: String,
     pub value_type: String,
+    /// `phone_key` of the value, kept so phone searches do not re-normalise every stored number.
+    #[serde(skip)]
+    pub(crate) search_key: String,
+}
+
+impl Multifield {
+    pub(crate) fn set_value(&mut self, value: String) {
+        self.search_key = phone_key(&value);
+        self.value = value;
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -546,6 +556,7 @@ impl Portal {
         Multifield {
             id: bump(&mut self.seq.multifield),
             type_id: type_id.into(),
+            search_key: phone_key(value),
             value: value.into(),
             value_type: if value_type.is_empty() {
                 "WORK".into()

@@ -71,7 +71,7 @@ fn apply_multifields(portal: &mut Portal, current: &mut Vec<Multifield>, type_id
                 if delete || value.trim().is_empty() {
                     current.remove(pos);
                 } else {
-                    current[pos].value = value;
+                    current[pos].set_value(value);
                     if !value_type.is_empty() {
                         current[pos].value_type = value_type;
                     }
@@ -222,7 +222,7 @@ pub(crate) fn find_by_phone(portal: &Portal, types: &[EntityType], phone: &str) 
             portal
                 .entities(*t)
                 .values()
-                .filter(|e| e.phones.iter().any(|m| phone_key(&m.value) == key))
+                .filter(|e| e.phones.iter().any(|m| m.search_key == key))
                 .map(|e| (*t, e.id))
                 .collect::<Vec<_>>()
         })
@@ -264,6 +264,7 @@ pub(crate) fn find_by_comm(w: &World, p: &PValue) -> Result<Reply, ApiError> {
         Some(t) => vec![EntityType::parse(&t).ok_or_else(|| ApiError::new(400, "", "Entity type is not defined"))?],
         None => vec![EntityType::Lead, EntityType::Contact, EntityType::Company],
     };
+    let phone_keys: Vec<String> = values.iter().map(|v| phone_key(v)).filter(|k| !k.is_empty()).collect();
     let mut out = Map::new();
     for t in types {
         let ids: Vec<u64> = w
@@ -273,14 +274,11 @@ pub(crate) fn find_by_comm(w: &World, p: &PValue) -> Result<Reply, ApiError> {
             .filter(|e| {
                 let stored = if comm_type == "PHONE" { &e.phones } else { &e.emails };
                 stored.iter().any(|m| {
-                    values.iter().any(|v| {
-                        if comm_type == "PHONE" {
-                            let k = phone_key(v);
-                            !k.is_empty() && phone_key(&m.value) == k
-                        } else {
-                            m.value.trim().eq_ignore_ascii_case(v.trim())
-                        }
-                    })
+                    if comm_type == "PHONE" {
+                        phone_keys.contains(&m.search_key)
+                    } else {
+                        values.iter().any(|v| m.value.trim().eq_ignore_ascii_case(v.trim()))
+                    }
                 })
             })
             .map(|e| e.id)
