@@ -363,7 +363,7 @@ impl TestBed {
     }
 
     fn answering_process(&self, name: String, user: &str, ip: Ipv4Addr, answer: &Answering) -> Result<SippProcess> {
-        let xml = answer.scenario(user)?;
+        let xml = answer.scenario(user, &self.tone_path())?;
         SippProcess::spawn(
             SippSpec {
                 name,
@@ -376,6 +376,15 @@ impl TestBed {
             },
             &self.reaper,
         )
+    }
+
+    /// The tone SIPp streams while talking (written at instance start).
+    fn tone_path(&self) -> String {
+        self.instance
+            .dir_host
+            .join("sipp/tone.wav")
+            .to_string_lossy()
+            .into_owned()
     }
 
     fn next(&self) -> u32 {
@@ -626,7 +635,7 @@ impl Default for Answering {
 }
 
 impl Answering {
-    fn scenario(&self, user: &str) -> Result<String> {
+    fn scenario(&self, user: &str, audio: &str) -> Result<String> {
         if let Some((code, reason)) = self.reject {
             template::render(
                 "uas-reject.xml",
@@ -647,6 +656,7 @@ impl Answering {
                     ("USER", user.to_owned()),
                     ("RING_MS", millis(ring)),
                     ("TALK_MS", millis(self.talk)),
+                    ("AUDIO", audio.to_owned()),
                 ],
             )
         }
@@ -822,6 +832,7 @@ impl<'a> IntoFuture for CallSetup<'a> {
                     ("FROM_NAME", self.from_name.clone()),
                     ("CANCEL_MS", millis(self.cancel_after)),
                     ("TALK_MS", millis(self.talk)),
+                    ("AUDIO", bed.tone_path()),
                 ],
             )?;
             let n = bed.next();

@@ -60,6 +60,8 @@ impl Instance {
             let path = dir_host.join(sub);
             std::fs::create_dir_all(&path).map_err(io(format!("creating {}", path.display())))?;
         }
+        let tone = dir_host.join("sipp/tone.wav");
+        std::fs::write(&tone, crate::audio::tone_wav(2)).map_err(io(format!("writing {}", tone.display())))?;
         let vars = instance_vars(&layout, &slot, &dir_inside);
         for (name, body) in template::ASTERISK_CONFIGS {
             let text = template::render(name, body, &vars)?;

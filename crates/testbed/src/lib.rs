@@ -17,6 +17,7 @@
 //! ```
 
 mod ami_client;
+mod audio;
 mod bed;
 mod error;
 mod instance;
