@@ -22,6 +22,10 @@ pub struct LimiterConfig {
     pub drain_per_sec: f64,
     /// Requests the bucket holds before the portal refuses (X).
     pub capacity: f64,
+    /// Requests of the bucket left unused: the portal counts a request when it arrives, so a slow
+    /// first connection makes its level run ahead of this mirror; other applications on the same IP
+    /// share the bucket too.
+    pub headroom: f64,
     /// First pause after a `QUERY_LIMIT_EXCEEDED`; doubles per consecutive refusal.
     pub backoff_initial: Duration,
     /// Longest pause after refusals.
@@ -36,6 +40,7 @@ impl LimiterConfig {
         LimiterConfig {
             drain_per_sec: 2.0,
             capacity: 50.0,
+            headroom: 1.0,
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             operation_block_default: Duration::from_secs(60),
@@ -250,7 +255,7 @@ impl Limiter {
         let now = Instant::now();
         self.drain(&mut state, now);
         let backoff_remaining = state.paused_until.filter(|until| *until > now).map(|until| until - now);
-        let free = (self.config.capacity - state.level).max(0.0);
+        let free = (self.usable_capacity() - state.level).max(0.0);
         let available_now = if backoff_remaining.is_some() {
             0
         } else {
@@ -276,6 +281,11 @@ impl Limiter {
         }
     }
 
+    // At least one request must fit, whatever the headroom.
+    fn usable_capacity(&self) -> f64 {
+        (self.config.capacity - self.config.headroom.max(0.0)).max(1.0)
+    }
+
     fn drain(&self, state: &mut State, now: Instant) {
         let elapsed = now.saturating_duration_since(state.updated).as_secs_f64();
         state.level = (state.level - elapsed * self.config.drain_per_sec).max(0.0);
@@ -288,7 +298,7 @@ impl Limiter {
             .filter(|until| *until > now)
             .map(|until| until - now)
             .unwrap_or_default();
-        let excess = state.level + 1.0 - self.config.capacity;
+        let excess = state.level + 1.0 - self.usable_capacity();
         let drain_wait = if excess > 0.0 && self.config.drain_per_sec > 0.0 {
             Duration::from_secs_f64(excess / self.config.drain_per_sec)
         } else {
@@ -320,6 +330,7 @@ mod tests {
         LimiterConfig {
             drain_per_sec: 2.0,
             capacity: 5.0,
+            headroom: 0.0,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(4),
             operation_block_default: Duration::from_secs(60),
@@ -344,6 +355,19 @@ mod tests {
             elapsed >= Duration::from_millis(1990) && elapsed <= Duration::from_millis(2010),
             "{elapsed:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn headroom_keeps_requests_free() {
+        let limiter = Limiter::new(LimiterConfig::standard());
+        assert_eq!(limiter.budget().available_now, 49);
+        let start = Instant::now();
+        for _ in 0..49 {
+            limiter.acquire().await;
+        }
+        assert_eq!(Instant::now(), start);
+        limiter.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_millis(500));
     }
 
     #[tokio::test(start_paused = true)]

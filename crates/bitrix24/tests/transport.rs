@@ -101,6 +101,7 @@ fn fast_limiter() -> LimiterConfig {
     LimiterConfig {
         drain_per_sec: 1000.0,
         capacity: 1000.0,
+        headroom: 0.0,
         backoff_initial: Duration::from_millis(5),
         backoff_max: Duration::from_millis(40),
         operation_block_default: Duration::from_secs(60),
