@@ -1,6 +1,7 @@
 //! The per-call state machine that plans registrations, cards and finishes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone};
 use numbers::Number;
@@ -47,7 +48,7 @@ struct CallState {
 #[derive(Debug)]
 enum Admission {
     Undecided,
-    Register(Box<CallContext>),
+    Register(Arc<CallContext>),
     Ignored,
 }
 
@@ -578,7 +579,7 @@ impl Engine {
             }
         };
         state.admission = if register {
-            Admission::Register(Box::new(ctx))
+            Admission::Register(Arc::new(ctx))
         } else {
             Admission::Ignored
         };
@@ -649,7 +650,7 @@ impl Engine {
         let Admission::Register(ctx) = &state.admission else {
             return;
         };
-        let ctx = ctx.as_ref().clone();
+        let ctx = Arc::clone(ctx);
         let Some(user) = self.add_leg(state, leg, true, out) else {
             return;
         };
@@ -870,7 +871,7 @@ impl Engine {
         let Admission::Register(ctx) = &state.admission else {
             return;
         };
-        let ctx = ctx.as_ref().clone();
+        let ctx = Arc::clone(ctx);
         let user = match state.legs.get(&leg.conversation) {
             Some(l) if l.excluded || l.answered_at.is_some() || l.ended => return,
             Some(l) => l.user,
@@ -1010,7 +1011,7 @@ impl Engine {
         let Admission::Register(ctx) = &state.admission else {
             return;
         };
-        let ctx = ctx.as_ref().clone();
+        let ctx = Arc::clone(ctx);
         let talking =
             matches!(&state.registrations[index].phase, Phase::Talking { conversation: c, .. } if c == conversation);
         if talking {
@@ -1054,7 +1055,7 @@ impl Engine {
         {
             self.admit(state, Some(call_full), event, out);
             if let Admission::Register(ctx) = &state.admission {
-                let ctx = ctx.as_ref().clone();
+                let ctx = Arc::clone(ctx);
                 self.register_unrung(state, &ctx, call_full, out, "before any phone rang", Rule::IvrAbandoned);
             }
         } else if let Admission::Register(ctx) = &state.admission {
@@ -1063,7 +1064,7 @@ impl Engine {
                 && state.legs.values().any(|l| !l.excluded)
                 && ctx.direction == Direction::Incoming;
             if only_unknown_users {
-                let ctx = ctx.as_ref().clone();
+                let ctx = Arc::clone(ctx);
                 self.register_unrung(
                     state,
                     &ctx,
@@ -1077,7 +1078,7 @@ impl Engine {
         let Admission::Register(ctx) = &state.admission else {
             return;
         };
-        let ctx = ctx.as_ref().clone();
+        let ctx = Arc::clone(ctx);
         for reg in &mut state.registrations {
             match &reg.phase {
                 Phase::Finished => {}
