@@ -115,6 +115,11 @@ fn clean(number: &str) -> String {
     out
 }
 
+/// Feature and service codes (`*8`, `**101`, `#31#`) are dialled strings, not phone numbers: no prefix applies.
+fn is_service_code(number: &str) -> bool {
+    number.contains(['*', '#'])
+}
+
 impl Normalizer {
     pub fn new(config: &NumbersConfig) -> Result<Self, Error> {
         let mut prefixes = Vec::with_capacity(config.prefixes.len());
@@ -156,9 +161,10 @@ impl Normalizer {
         short_enough || self.internal_pattern.as_ref().is_some_and(|re| re.is_match(trimmed))
     }
 
-    /// The number without its longest matching prefix. Internal numbers are kept as they are (trimmed).
+    /// The number without its longest matching prefix. Internal numbers and service codes (`*8`, `#31#`) are
+    /// kept as they are (trimmed).
     pub fn base(&self, number: &str) -> String {
-        if self.is_local(number) {
+        if self.is_local(number) || is_service_code(number) {
             return number.trim().to_owned();
         }
         self.external_base(number)
@@ -191,7 +197,8 @@ impl Normalizer {
     /// Builds the full [`Number`].
     pub fn normalize(&self, original: &str) -> Number {
         let is_local = self.is_local(original);
-        let base = if is_local {
+        let keep_as_is = is_local || is_service_code(original);
+        let base = if keep_as_is {
             original.trim().to_owned()
         } else {
             self.external_base(original)
@@ -199,7 +206,7 @@ impl Normalizer {
         let mut variants = Vec::new();
         if !base.is_empty() {
             variants.push(base.clone());
-            if !is_local {
+            if !keep_as_is {
                 for (prefix, _) in &self.prefixes {
                     let variant = format!("{prefix}{base}");
                     if !variants.contains(&variant) {
@@ -327,6 +334,15 @@ mod tests {
         assert!(n.is_local("101"));
         assert!(n.is_local("*97"));
         assert!(!n.is_local("201"));
+    }
+
+    #[test]
+    fn service_codes_are_not_phone_numbers() {
+        let n = Normalizer::new(&seed_config()).unwrap();
+        let code = n.normalize("*8");
+        assert_eq!(code.base, "*8");
+        assert_eq!(code.variants, ["*8"]);
+        assert_eq!(n.base("#31#89001234567"), "#31#89001234567");
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub(crate) struct DialOutcome {
 
 /// Maps a failed dial of the far party to a status (reference: hang-up causes → Bitrix24 statuses).
 pub(crate) fn failed_dial_status(outcome: &DialOutcome) -> u16 {
+    let status = outcome.dial_status.as_deref().unwrap_or("");
+    // The caller gave up: the far leg's TechCause is then our own CANCEL's mapping, not the far side's answer.
+    if status.eq_ignore_ascii_case("CANCEL") {
+        return CANCELLED;
+    }
     if let Some(code) = outcome.tech_cause {
         match code {
             486 | 600 => return BUSY,
@@ -53,10 +58,6 @@ pub(crate) fn failed_dial_status(outcome: &DialOutcome) -> u16 {
             100..=699 => return code,
             _ => {}
         }
-    }
-    let status = outcome.dial_status.as_deref().unwrap_or("");
-    if status.eq_ignore_ascii_case("CANCEL") {
-        return CANCELLED;
     }
     match outcome.cause {
         Some(17) => return BUSY,
@@ -102,6 +103,8 @@ mod tests {
         assert_eq!(failed_dial_status(&outcome("NOANSWER", Some(21), Some(403))), 403);
         assert_eq!(failed_dial_status(&outcome("NOANSWER", Some(0), None)), MISSED);
         assert_eq!(failed_dial_status(&outcome("CANCEL", Some(127), None)), CANCELLED);
+        // Seen on Asterisk 22: the cancelled trunk leg reports TechCause 500 (our CANCEL, mapped back).
+        assert_eq!(failed_dial_status(&outcome("CANCEL", Some(127), Some(500))), CANCELLED);
         assert_eq!(failed_dial_status(&outcome("NOANSWER", Some(1), None)), NOT_FOUND);
         assert_eq!(
             failed_dial_status(&outcome("NOANSWER", Some(28), None)),

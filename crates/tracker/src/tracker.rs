@@ -16,6 +16,9 @@ use crate::{Error, TrackerConfig};
 
 /// Header names of one channel block (AMI prefixes them: `DestUniqueid`, `TargetLinkedid`, …).
 struct Block {
+    /// The block is the channel's current snapshot (its own event, or the dialled channel of a dial event);
+    /// other blocks (a transfer's or pickup's parties) may be a moment old, so only their identity is used.
+    fresh: bool,
     channel: &'static str,
     state: &'static str,
     caller_num: &'static str,
@@ -25,8 +28,9 @@ struct Block {
 }
 
 macro_rules! block {
-    ($prefix:literal) => {
+    ($prefix:literal, $fresh:literal) => {
         Block {
+            fresh: $fresh,
             channel: concat!($prefix, "Channel"),
             state: concat!($prefix, "ChannelState"),
             caller_num: concat!($prefix, "CallerIDNum"),
@@ -37,18 +41,18 @@ macro_rules! block {
     };
 }
 
-const MAIN: Block = block!("");
-const DEST: Block = block!("Dest");
-const TARGET: Block = block!("Target");
-const PARKEE: Block = block!("Parkee");
-const RETRIEVER: Block = block!("Retriever");
-const TRANSFERER: Block = block!("Transferer");
-const TRANSFEREE: Block = block!("Transferee");
-const ORIG_TRANSFERER: Block = block!("OrigTransferer");
-const SECOND_TRANSFERER: Block = block!("SecondTransferer");
-const TRANSFER_TARGET: Block = block!("TransferTarget");
-const LOCAL_ONE: Block = block!("LocalOne");
-const LOCAL_TWO: Block = block!("LocalTwo");
+const MAIN: Block = block!("", true);
+const DEST: Block = block!("Dest", true);
+const TARGET: Block = block!("Target", false);
+const PARKEE: Block = block!("Parkee", false);
+const RETRIEVER: Block = block!("Retriever", false);
+const TRANSFERER: Block = block!("Transferer", false);
+const TRANSFEREE: Block = block!("Transferee", false);
+const ORIG_TRANSFERER: Block = block!("OrigTransferer", false);
+const SECOND_TRANSFERER: Block = block!("SecondTransferer", false);
+const TRANSFER_TARGET: Block = block!("TransferTarget", false);
+const LOCAL_ONE: Block = block!("LocalOne", false);
+const LOCAL_TWO: Block = block!("LocalTwo", false);
 
 const STATE_RING: u8 = 4;
 const STATE_RINGING: u8 = 5;
@@ -66,7 +70,10 @@ struct Chan {
     caller_num: String,
     exten: String,
     up_at: Option<Timestamp>,
-    bridged: bool,
+    /// The bridge the channel is in now.
+    bridge: Option<String>,
+    /// Rung for an employee's consultation (attended transfer in progress), not for the client.
+    consultation: bool,
     /// Uniqueid of the channel that dialled this one.
     dialed_by: Option<String>,
     is_dial_dest: bool,
@@ -410,8 +417,11 @@ impl Tracker {
             "BridgeEnter" => self.on_bridge_enter(message, now, out),
             "BridgeLeave" => {
                 if let Some(uid) = self.observe(message, &MAIN, false, now, out) {
+                    let bridge = message.get("BridgeUniqueid").map(str::trim);
                     if let Some(ch) = self.channels.get_mut(uid) {
-                        ch.bridged = false;
+                        if bridge.is_none() || ch.bridge.as_deref() == bridge {
+                            ch.bridge = None;
+                        }
                     }
                 }
             }
@@ -605,9 +615,8 @@ impl Tracker {
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .unwrap_or(uid);
-        let fresh = std::ptr::eq(block, &MAIN) || std::ptr::eq(block, &DEST);
         if let Some(ch) = self.channels.get_mut(uid) {
-            if fresh {
+            if block.fresh {
                 if let Some(num) = message.get(block.caller_num) {
                     let num = clean_number(num);
                     if ch.caller_num != num {
@@ -653,7 +662,8 @@ impl Tracker {
             caller_num: message.get(block.caller_num).map(clean_number).unwrap_or("").to_owned(),
             exten: message.get(block.exten).unwrap_or("").trim().to_owned(),
             up_at: None,
-            bridged: false,
+            bridge: None,
+            consultation: false,
             dialed_by: None,
             is_dial_dest: false,
             dial_status: None,
@@ -725,10 +735,14 @@ impl Tracker {
             .is_some_and(|u| self.channels.contains_key(u.trim()));
         let uid = self.observe(item, &MAIN, true, now, out)?;
         self.update_state(uid, item.get(MAIN.state), now);
-        let bridged = item.get("BridgeId").is_some_and(|b| !b.trim().is_empty());
+        let bridge = item
+            .get("BridgeId")
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(str::to_owned);
         let age = item.get("Duration").and_then(parse_duration);
         if let Some(ch) = self.channels.get_mut(uid) {
-            ch.bridged = bridged;
+            ch.bridge = bridge;
             if !known {
                 if let (Some(age), Some(call)) = (age, self.calls.get_mut(&ch.call)) {
                     call.start = call.start.min(now.saturating_sub_secs(age));
@@ -816,6 +830,12 @@ impl Tracker {
             .map(|c| c.endpoint.clone())
             .unwrap_or_default();
         let via_queue = queue_hint.is_some() || dest_ch.queue_member || caller.is_some_and(|c| self.is_queue_local(c));
+        if dest_kind == EndpointKind::Internal && caller.is_some_and(|c| self.is_consultation(c, &key)) {
+            if let Some(ch) = self.channels.get_mut(dest) {
+                ch.consultation = true;
+            }
+            return;
+        }
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
@@ -869,6 +889,76 @@ impl Tracker {
             }
             _ => {}
         }
+    }
+
+    /// Is a dial from `caller` an employee's consultation? It is when the dialling side (or, through a Local
+    /// pair, its `;1` half) shares a bridge with an employee leg that is talking to the client: Asterisk's
+    /// attended transfer (`Atxfer`, features `atxfer`) moves the transferer into a bridge with a new Local
+    /// channel that dials the target.
+    fn is_consultation(&self, caller: &str, key: &str) -> bool {
+        let Some(call) = self.calls.get(key) else {
+            return false;
+        };
+        let Some(c) = self.channels.get(caller) else {
+            return false;
+        };
+        if c.kind == EndpointKind::Internal && call.convs.iter().any(|v| v.leg == caller && v.is_talking()) {
+            return true;
+        }
+        let origin = if c.kind == EndpointKind::Local {
+            self.local_partner(caller).unwrap_or_else(|| caller.to_owned())
+        } else {
+            caller.to_owned()
+        };
+        let Some(bridge) = self.channels.get(&origin).and_then(|o| o.bridge.as_ref()) else {
+            return false;
+        };
+        call.convs.iter().any(|v| {
+            v.is_talking()
+                && v.leg != origin
+                && self
+                    .channels
+                    .get(&v.leg)
+                    .is_some_and(|l| l.bridge.as_ref() == Some(bridge))
+        })
+    }
+
+    /// The transfer completed: the consultation leg now talks to the client (a new conversation).
+    fn promote_consultation(&mut self, uid: &str, now: Timestamp, out: &mut Vec<CallEvent>) {
+        let Some(ch) = self.channels.get_mut(uid) else {
+            return;
+        };
+        if !ch.consultation {
+            return;
+        }
+        ch.consultation = false;
+        ch.origin_hint = Some(LegOrigin::Transfer);
+        self.after_join(uid, now, out);
+    }
+
+    /// The employee legs a transfer target stands for: itself, or the phones its Local pair dialled.
+    fn target_legs(&self, target: &str) -> Vec<String> {
+        let Some(ch) = self.channels.get(target) else {
+            return Vec::new();
+        };
+        if ch.kind != EndpointKind::Local {
+            return vec![target.to_owned()];
+        }
+        let partner = self.local_partner(target);
+        let Some(call) = self.calls.get(&ch.call) else {
+            return Vec::new();
+        };
+        call.channels
+            .iter()
+            .filter(|u| {
+                self.channels.get(*u).is_some_and(|c| {
+                    c.kind == EndpointKind::Internal
+                        && c.dialed_by.is_some()
+                        && (c.dialed_by == partner || c.dialed_by.as_deref() == Some(target))
+                })
+            })
+            .cloned()
+            .collect()
     }
 
     /// Is `uid` the `;2` half of a Local pair whose `;1` is a queue member (FreePBX `Local/<ext>@from-queue/n`)?
@@ -937,6 +1027,9 @@ impl Tracker {
         };
         let key = ch.call.clone();
         let kind = ch.kind;
+        if ch.consultation {
+            return;
+        }
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
@@ -1032,11 +1125,20 @@ impl Tracker {
         let Some(ch) = self.channels.get_mut(uid) else {
             return;
         };
-        ch.bridged = true;
+        ch.bridge = Some(message.get("BridgeUniqueid").unwrap_or("").trim().to_owned());
         let up = ch.state == STATE_UP || ch.up_at.is_some();
         let kind = ch.kind;
         let hinted = ch.is_dial_dest || ch.origin_hint.is_some();
         let is_primary = ch.call == uid;
+        if ch.consultation {
+            // A consultation leg that meets the client's channel has been transferred to it.
+            let bridge = ch.bridge.clone();
+            let key = ch.call.clone();
+            if self.channels.get(&key).is_some_and(|p| p.bridge == bridge) {
+                self.promote_consultation(uid, now, out);
+            }
+            return;
+        }
         if !up {
             return;
         }
@@ -1164,6 +1266,8 @@ impl Tracker {
         if let Some(call) = self.calls.get_mut(key) {
             let conv = &mut call.convs[index];
             conv.ended = Some(now);
+            // An ended conversation is not on hold any more (a parked client stays parked until it leaves the lot).
+            conv.held = false;
             if let Some(extra) = extra {
                 conv.extra = extra;
             }
@@ -1425,19 +1529,25 @@ impl Tracker {
             .find(|c| c.is_live() && !parker_endpoint.is_empty() && c.endpoint == parker_endpoint)
             .or_else(|| call.active_conv())
             .map(|c| c.leg.clone());
+        let mut talking = false;
         if let Some(leg) = &leg {
             if let Some(conv) = call.live_conv_mut(leg) {
                 conv.parked = true;
                 conv.end_hint = Some(ConversationEndReason::Parked);
+                talking = conv.answered.is_some();
             }
         }
         out.push(CallEvent::Parked {
-            call: key,
-            conversation: leg.unwrap_or_default(),
+            call: key.clone(),
+            conversation: leg.clone().unwrap_or_default(),
             time: now,
             lot: message.get("Parkinglot").unwrap_or("").trim().to_owned(),
             space: message.get("ParkingSpace").unwrap_or("").trim().to_owned(),
         });
+        // The client no longer talks to the parker, whether or not the parker's phone stays off-hook.
+        if let (Some(leg), true) = (leg, talking) {
+            self.end_leg_conv(&key, &leg, &LegEnd::CallOver, now, out);
+        }
     }
 
     /// Clears the parked flags of a call; returns the conversation that had parked it.
@@ -1515,7 +1625,7 @@ impl Tracker {
 
     fn mark_transferred(call: &mut Call, leg: Option<&str>) -> String {
         let leg = leg
-            .filter(|l| call.convs.iter().any(|c| c.leg == *l && c.is_live()))
+            .filter(|l| call.has_conv(l))
             .map(str::to_owned)
             .or_else(|| call.active_conv().map(|c| c.leg.clone()));
         if let Some(leg) = &leg {
@@ -1580,17 +1690,19 @@ impl Tracker {
         else {
             return;
         };
-        let target_number = match target.and_then(|t| self.channels.get(t)) {
+        let legs = target.map(|t| self.target_legs(t)).unwrap_or_default();
+        let target_number = match legs.first().and_then(|t| self.channels.get(t)) {
             Some(ch) if ch.kind == EndpointKind::Internal => ch.endpoint.clone(),
-            Some(ch) => ch.caller_num.clone(),
-            None => message
+            _ => message
                 .get("TransferTargetCallerIDNum")
                 .map(clean_number)
                 .unwrap_or("")
                 .to_owned(),
         };
-        if let Some(ch) = target.and_then(|t| self.channels.get_mut(t)) {
-            ch.origin_hint.get_or_insert(LegOrigin::Transfer);
+        for leg in &legs {
+            if let Some(ch) = self.channels.get_mut(leg) {
+                ch.origin_hint.get_or_insert(LegOrigin::Transfer);
+            }
         }
         let Some(call) = self.calls.get_mut(&key) else {
             return;
@@ -1607,6 +1719,9 @@ impl Tracker {
             kind: TransferKind::Attended,
             target: target_number,
         });
+        for leg in legs {
+            self.promote_consultation(&leg, now, out);
+        }
     }
 
     fn on_cel(&mut self, message: &Message, now: Timestamp, out: &mut Vec<CallEvent>) {

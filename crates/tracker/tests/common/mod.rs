@@ -256,6 +256,16 @@ impl Pbx {
         }
     }
 
+    /// The dialplan rewrites the caller number (`Set(CALLERID(num)=…)`).
+    pub fn set_caller_number(&mut self, c: C, number: &str) {
+        self.chans[c.0].cid_num = number.into();
+        let m = self.event("NewCallerid");
+        let m = self
+            .block(m, "", c)
+            .with("CID-CallingPres", "0 (Presentation Allowed, Not Screened)");
+        self.emit(m);
+    }
+
     pub fn set_linkedid(&mut self, c: C, linkedid: &str) {
         self.chans[c.0].linkedid = linkedid.into();
     }

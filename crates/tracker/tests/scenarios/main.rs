@@ -91,6 +91,36 @@ fn s1_incoming_answered() {
 }
 
 #[test]
+fn the_client_number_follows_the_dialplan_rewrite() {
+    let mut p = common::Pbx::new();
+    let t = p.new_channel("PJSIP/carrier", 4, CLIENT, "from-trunk", DID, None);
+    p.set_caller_number(t, "89001234567");
+    let l1 = p.new_channel("PJSIP/101", 0, "101", "from-internal", "s", Some(t));
+    p.ring(t, l1, "101");
+    p.hangup_request(t, 16);
+    p.dial_end(Some(t), l1, "CANCEL");
+    p.hangup(l1, 16, "Normal Clearing");
+    p.hangup(t, 16, "Normal Clearing");
+    let mut tr = tracker();
+    let events = run(&mut tr, &p.messages);
+    let full = ended(&events, &p.uid(t));
+    assert_eq!(full.channel.from.original, "89001234567");
+    assert_eq!(full.channel.from.base, "9001234567");
+    let ringing = events.iter().find_map(|e| match e {
+        CallEvent::LegRinging(l) => Some(l.peer_number.clone()),
+        _ => None,
+    });
+    assert_eq!(ringing.as_deref(), Some("89001234567"));
+    assert!(matches!(
+        events[1],
+        CallEvent::LegStoppedRinging {
+            reason: tracker::StopReason::CallerGone,
+            ..
+        }
+    ));
+}
+
+#[test]
 fn s2_incoming_not_answered() {
     let s = scripts::s2_incoming_no_answer();
     let events = check(
@@ -343,8 +373,8 @@ fn s13_park_and_retrieve() {
             "leg_ringing T L1 Dial",
             "leg_answered T L1 Dial",
             "parked T L1",
-            "transferred T L1 Blind 700",
             "conversation_ended T L1 Parked",
+            "transferred T L1 Blind 700",
             "unparked T L1",
             "leg_answered T R103 ParkRetrieval",
             "call_ended R103 Merged { into: \"1700000000.1\" } result=304",
