@@ -247,7 +247,7 @@ fn fill_template(template: &str, phone: &str, line: &str, time: &str) -> String 
         .replace("{time}", time)
 }
 
-fn ringing_conversation(event: &CallEvent) -> Option<&Leg> {
+fn leg_of_event(event: &CallEvent) -> Option<&Leg> {
     match event {
         CallEvent::LegRinging(leg) | CallEvent::LegDialing(leg) | CallEvent::LegAnswered(leg) => Some(leg),
         _ => None,
@@ -413,7 +413,7 @@ impl Engine {
 
     /// Extensions this event needs and the directory lacks, when a refresh is due.
     fn missing_users(&self, event: &CallEvent, call_full: Option<&CallFull>, now: Timestamp) -> Option<Vec<String>> {
-        let leg = ringing_conversation(event)?;
+        let leg = leg_of_event(event)?;
         let state = self.calls.get(&leg.call);
         if let Some(state) = state {
             if matches!(state.admission, Admission::Ignored) || state.legs.contains_key(&leg.conversation) {
@@ -460,7 +460,7 @@ impl Engine {
     // ----- admission ---------------------------------------------------------------------------------------
 
     fn context(&self, call_full: Option<&CallFull>, event: &CallEvent) -> CallContext {
-        let leg = ringing_conversation(event);
+        let leg = leg_of_event(event);
         let direction = call_full
             .map(|c| c.channel.direction)
             .filter(|d| *d != Direction::Unknown)
@@ -808,9 +808,8 @@ impl Engine {
             },
             _ => Timing::Durable,
         };
-        if show && ringing_leg.is_none() {
-            // Nothing to show: the card is only for a phone that is ringing now.
-        } else if !show && ringing_leg.is_some() {
+        // With no leg ringing there is nobody to show a card to, whatever the setting says.
+        if !show && ringing_leg.is_some() {
             out.decide(
                 Rule::ShowCardSetting,
                 "show_card is off: registered without a card".into(),
