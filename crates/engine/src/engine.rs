@@ -223,6 +223,22 @@ fn failure_status_code(result: u16) -> String {
     }
 }
 
+fn stop_reason_text(reason: &StopReason) -> String {
+    match reason {
+        StopReason::AnsweredElsewhere => "answered elsewhere".into(),
+        StopReason::PickedUp { by } => format!("picked up by {by}"),
+        StopReason::Timeout => "rang out".into(),
+        StopReason::CallerGone => "the caller hung up".into(),
+        StopReason::Busy => "busy".into(),
+        StopReason::Declined => "declined".into(),
+        StopReason::Unavailable => "unavailable".into(),
+        StopReason::Cancelled => "cancelled".into(),
+        StopReason::MovedToCall { call } => format!("moved to call {call}"),
+        StopReason::Vanished => "gone after a reconnect".into(),
+        StopReason::Expired => "the call expired".into(),
+    }
+}
+
 fn type_of(direction: Direction) -> u8 {
     match direction {
         Direction::Incoming => 2,
@@ -993,7 +1009,10 @@ impl Engine {
             return;
         }
         if let Some(card) = reg.cards.remove(&card_user) {
-            let why = format!("the phone stopped ringing ({reason:?}): card hidden for user {card_user}");
+            let why = format!(
+                "the phone stopped ringing ({}): card hidden for user {card_user}",
+                stop_reason_text(reason)
+            );
             Self::hide(reg, card_user, &card, out, why);
         }
     }

@@ -53,6 +53,7 @@ pub use plan::{
 };
 pub use settings::{
     CrmCreate, EngineSettings, Lists, MissedCallSettings, MissedTaskSettings, ResponsibleMode, TrunkSettings,
+    MIN_USERS_REFRESH_INTERVAL_SECS,
 };
 pub use users::{DirectoryUser, UserId, UsersDirectory, PHONE_FIELDS};
 
@@ -65,6 +66,8 @@ pub enum Error {
     EmptyResponsibleChain,
     #[error("trunks[{index}] has an empty number")]
     EmptyTrunkNumber { index: usize },
+    #[error("users_refresh_interval_secs = {0} is too short: at least 10 seconds")]
+    RefreshIntervalTooShort(u64),
     #[error("trunk {0:?} is configured twice")]
     DuplicateTrunk(String),
 }

@@ -190,6 +190,9 @@ impl Default for MissedTaskSettings {
     }
 }
 
+/// The shortest `users_refresh_interval_secs` accepted.
+pub const MIN_USERS_REFRESH_INTERVAL_SECS: u64 = 10;
+
 /// Settings checked and prepared for use.
 #[derive(Debug, Clone)]
 pub(crate) struct Compiled {
@@ -201,6 +204,10 @@ impl Compiled {
     pub fn new(settings: EngineSettings) -> Result<Self, Error> {
         let offset = tracker::LocalClock::parse_offset(&settings.utc_offset)
             .ok_or_else(|| Error::InvalidUtcOffset(settings.utc_offset.clone()))?;
+        if settings.users_refresh_interval_secs < MIN_USERS_REFRESH_INTERVAL_SECS {
+            // A shorter interval could refresh and re-feed forever for an extension that has no user.
+            return Err(Error::RefreshIntervalTooShort(settings.users_refresh_interval_secs));
+        }
         if settings.missed.responsible.is_empty() {
             return Err(Error::EmptyResponsibleChain);
         }
@@ -319,6 +326,11 @@ mod tests {
             ..EngineSettings::default()
         };
         assert!(matches!(Compiled::new(dup), Err(Error::DuplicateTrunk(_))));
+        let eager = EngineSettings {
+            users_refresh_interval_secs: 0,
+            ..EngineSettings::default()
+        };
+        assert!(matches!(Compiled::new(eager), Err(Error::RefreshIntervalTooShort(0))));
         assert!(toml::from_str::<EngineSettings>("unknown_key = 1").is_err());
         assert!(toml::from_str::<EngineSettings>("[missed]\nresponsible = [\"boss\"]").is_err());
     }
