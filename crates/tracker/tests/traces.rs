@@ -212,3 +212,81 @@ trace_test!(s12_pickup, "s12");
 trace_test!(s13_park, "s13");
 trace_test!(s19_local_members_ringall, "s19-ringall");
 trace_test!(s19_local_members_one_by_one, "s19-linear");
+
+const TRACES: [&str; 18] = [
+    "s1",
+    "s2",
+    "s3",
+    "s4",
+    "s5",
+    "s6",
+    "s7",
+    "s8-busy",
+    "s8-decline",
+    "s8-noanswer",
+    "s8-cancel",
+    "s9",
+    "s10",
+    "s11",
+    "s12",
+    "s13",
+    "s19-ringall",
+    "s19-linear",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Real traces cut anywhere and with messages delivered twice: no panic, every call that was live ends
+    /// exactly once (after `tick` for the cut ones), every leg that starts stops exactly once.
+    #[test]
+    fn real_traces_cut_and_repeated_end_every_call_once(
+        which in 0..TRACES.len(),
+        cut in 0.0f64..=1.0,
+        repeats in proptest::collection::vec(proptest::prelude::any::<bool>(), 0..2000),
+    ) {
+        let all = messages(TRACES[which]);
+        let keep = ((all.len() as f64) * cut) as usize;
+        let mut t = Tracker::new(config()).expect("valid config");
+        let mut events = Vec::new();
+        let mut live = std::collections::HashSet::new();
+        for (i, m) in all[..keep].iter().enumerate() {
+            let times = if repeats.get(i).copied().unwrap_or(false) { 2 } else { 1 };
+            for _ in 0..times {
+                events.extend(t.handle(m));
+            }
+            for full in t.snapshot() {
+                live.insert(full.channel.id);
+            }
+        }
+        events.extend(t.tick(tracker::Timestamp::from_secs(4_000_000_000)));
+        proptest::prop_assert_eq!(t.live_calls(), 0);
+        let mut ended = std::collections::HashMap::new();
+        let mut opened = std::collections::HashMap::new();
+        let mut closed = std::collections::HashMap::new();
+        for e in &events {
+            match e {
+                CallEvent::CallEnded { call, .. } => *ended.entry(call.clone()).or_insert(0) += 1,
+                CallEvent::LegRinging(l) | CallEvent::LegDialing(l) => {
+                    *opened.entry((l.call.clone(), l.conversation.clone())).or_insert(0) += 1
+                }
+                CallEvent::LegAnswered(l) => {
+                    opened.entry((l.call.clone(), l.conversation.clone())).or_insert(1);
+                }
+                CallEvent::LegStoppedRinging { call, conversation, .. }
+                | CallEvent::ConversationEnded { call, conversation, .. } => {
+                    *closed.entry((call.clone(), conversation.clone())).or_insert(0) += 1
+                }
+                _ => {}
+            }
+        }
+        for call in &live {
+            proptest::prop_assert_eq!(ended.get(call), Some(&1), "call {}", call);
+        }
+        proptest::prop_assert!(ended.values().all(|n| *n == 1));
+        for (leg, n) in &opened {
+            proptest::prop_assert_eq!(*n, 1);
+            proptest::prop_assert_eq!(closed.get(leg), Some(&1), "leg {:?}", leg);
+        }
+    }
+}

@@ -346,6 +346,55 @@ fn s11_hold_marks_the_conversation() {
 }
 
 #[test]
+fn an_abandoned_consultation_leaves_no_trace_in_the_client_call() {
+    // AMI Atxfer: 101 is moved into a bridge with a Local channel that rings 102 (same linkedid as the client);
+    // 102 answers the consultation, then hangs up without the transfer being completed.
+    let mut p = common::Pbx::new();
+    let t = p.new_channel("PJSIP/carrier", 4, CLIENT, "from-trunk", DID, None);
+    let l1 = p.new_channel("PJSIP/101", 0, "101", "from-internal", "s", Some(t));
+    p.ring(t, l1, "101");
+    p.set_state(l1, 6);
+    p.dial_end(Some(t), l1, "ANSWER");
+    p.set_state(t, 6);
+    p.bridge("b-1", t, l1);
+    p.hold(l1, true);
+    let (one, two) = p.new_local_pair("102", "from-internal", t);
+    p.bridge_enter("b-2", one, 1);
+    p.bridge_leave("b-1", l1, 1);
+    p.bridge_enter("b-2", l1, 2);
+    let l102 = p.new_channel("PJSIP/102", 0, "102", "from-internal", "s", Some(two));
+    p.ring(two, l102, "102");
+    p.set_state(l102, 6);
+    p.dial_end(Some(two), l102, "ANSWER");
+    p.bridge("b-3", two, l102);
+    p.advance_ms(3000);
+    p.hangup(l102, 16, "Normal Clearing");
+    p.hangup(two, 16, "Normal Clearing");
+    p.hangup(one, 16, "Normal Clearing");
+    p.bridge_leave("b-2", l1, 0);
+    p.bridge_enter("b-1", l1, 2);
+    p.hold(l1, false);
+    p.advance_ms(2000);
+    p.hangup(l1, 16, "Normal Clearing");
+    p.hangup(t, 16, "Normal Clearing");
+    let mut tr = tracker();
+    let events = run(&mut tr, &p.messages);
+    let map: HashMap<String, &str> = [(p.uid(t), "T"), (p.uid(l1), "L1")].into_iter().collect();
+    assert_eq!(
+        summary(&events, &map),
+        [
+            "leg_ringing T L1 Dial",
+            "leg_answered T L1 Dial",
+            "hold T L1",
+            "unhold T L1",
+            "conversation_ended T L1 HungUp { cause: Some(16) }",
+            "call_ended T Hangup result=200",
+        ]
+    );
+    assert_eq!(ended(&events, &p.uid(t)).conversations.len(), 1);
+}
+
+#[test]
 fn s12_pickup() {
     let s = scripts::s12_pickup();
     let events = check(
