@@ -14,6 +14,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub ami: AmiSettings,
+    /// Trunks, internal endpoints, number normalisation, the PBX's zone.
+    #[serde(default)]
+    pub tracker: tracker::TrackerConfig,
     #[serde(default)]
     pub log: LogSettings,
 }

@@ -1,0 +1,157 @@
+//! `ringlink replay` on the golden traces recorded from the real Asterisk test bed, and on damaged copies.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn trace(name: &str) -> PathBuf {
+    root().join("crates/tracker/tests/traces").join(format!("{name}.ami"))
+}
+
+fn config() -> PathBuf {
+    root().join("testbed/ringlink.toml")
+}
+
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn replay(trace: &Path, format: &str) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlink"))
+        .arg("replay")
+        .arg(trace)
+        .arg("--config")
+        .arg(config())
+        .args(["--format", format])
+        .output()
+        .expect("run ringlink");
+    Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn calls(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+#[test]
+fn s1_replays_to_one_incoming_answered_call() {
+    let out = replay(&trace("s1"), "json");
+    assert!(out.ok, "{}", out.stderr);
+    let calls = calls(&out.stdout);
+    assert_eq!(calls.len(), 1, "{}", out.stdout);
+    let call = &calls[0]["call_full"];
+    assert_eq!(call["channel"]["type"], "incoming");
+    assert_eq!(call["channel"]["trunk"]["original"], "73432723033");
+    assert_eq!(call["channel"]["from"]["original"], "+79001234567");
+    assert_eq!(call["result"], 200);
+    assert_eq!(call["is_ivr"], false);
+    assert!(call["record"].as_str().is_some_and(|r| r.ends_with(".wav")), "{call}");
+    let events: Vec<&str> = calls[0]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e.as_object().and_then(|o| o.keys().next().map(String::as_str)))
+        .collect();
+    assert!(
+        events.contains(&"leg_ringing") || out.stdout.contains("leg_ringing"),
+        "{events:?}"
+    );
+    assert!(out.stdout.contains("call_ended"), "{}", out.stdout);
+}
+
+#[test]
+fn text_format_is_one_line_per_call() {
+    let out = replay(&trace("s3"), "text");
+    assert!(out.ok, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stdout);
+    assert!(
+        lines[0].contains("incoming") && lines[0].contains("result 200"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("102"), "102 answered: {}", lines[0]);
+}
+
+#[test]
+fn damaged_input_is_reported_with_its_offset_and_the_rest_still_replays() {
+    let good = std::fs::read(trace("s3")).expect("trace");
+    // Splice an oversized garbage message in at a message boundary in the middle of the stream.
+    let boundary = good
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"\r\n\r\n")
+        .map(|(i, _)| i + 4)
+        .nth(20)
+        .expect("boundaries");
+    let garbage = vec![b'Z'; 2 * 1024 * 1024];
+    let mut damaged = good[..boundary].to_vec();
+    damaged.extend_from_slice(&garbage);
+    damaged.extend_from_slice(b"\r\n\r\n");
+    damaged.extend_from_slice(&good[boundary..]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("damaged.ami");
+    std::fs::write(&path, &damaged).expect("write");
+
+    let out = replay(&path, "json");
+    assert!(!out.ok, "damage makes the exit status fail");
+    assert!(
+        out.stderr.contains(&format!("bytes {boundary}..")),
+        "offset named: {}",
+        out.stderr
+    );
+    let reference = calls(&replay(&trace("s3"), "json").stdout);
+    let replayed = calls(&out.stdout);
+    assert_eq!(replayed.len(), reference.len(), "the replay went on after the damage");
+    assert_eq!(replayed[0]["call_full"]["result"], reference[0]["call_full"]["result"]);
+}
+
+#[test]
+fn truncated_trace_reports_the_cut_and_the_live_call() {
+    let good = std::fs::read(trace("s1")).expect("trace");
+    let cut = good.len() / 2 + 7;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cut.ami");
+    std::fs::write(&path, &good[..cut]).expect("write");
+    let out = replay(&path, "json");
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("stream ended in the middle of a message"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("1 still live"), "{}", out.stderr);
+}
+
+#[test]
+fn every_golden_trace_replays_cleanly() {
+    let dir = root().join("crates/tracker/tests/traces");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("traces dir").flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "ami") {
+            let out = replay(&path, "json");
+            assert!(out.ok, "{}: {}", path.display(), out.stderr);
+            assert!(!calls(&out.stdout).is_empty(), "{} produced no call", path.display());
+            assert!(
+                out.stderr.contains("0 still live"),
+                "{}: {}",
+                path.display(),
+                out.stderr
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 18, "expected the 18 golden traces, found {n}");
+}
