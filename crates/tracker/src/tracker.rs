@@ -631,12 +631,14 @@ impl Tracker {
                     }
                 }
             }
-            let current = ch.call.clone();
-            if let Some(call) = self.calls.get_mut(&current) {
+            if let Some(call) = self.calls.get_mut(&ch.call) {
                 call.last_event = call.last_event.max(now);
             }
-            if linkedid != current && self.is_older(linkedid, &current) {
-                self.move_channel(uid, linkedid, now, out);
+            if linkedid != ch.call {
+                let current = ch.call.clone();
+                if self.is_older(linkedid, &current) {
+                    self.move_channel(uid, linkedid, now, out);
+                }
             }
             return Some(uid);
         }
