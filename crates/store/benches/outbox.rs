@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::json;
-use store::{NewStep, SqliteOptions, SqliteStore, Store, Synchronous, Timestamp};
+use store::{Lease, NewStep, Outcome, SqliteOptions, SqliteStore, Store, Synchronous, Timestamp};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -51,35 +51,50 @@ fn bench(c: &mut Criterion) {
             })
         });
 
-        // A worker round: claim up to 50 due steps (one per call) in one transaction, then one done per step.
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = open(&dir, synchronous);
-        let mut call = 0;
-        let now = Timestamp::from_secs(10);
-        group.throughput(Throughput::Elements(50));
-        group.bench_function("claim 50 + done each", |b| {
-            b.iter_batched(
-                || {
-                    let steps: Vec<NewStep> = (0..50)
-                        .map(|_| {
-                            call += 1;
-                            NewStep::new(format!("c{call}"), format!("c{call}/register"), "register", payload())
-                        })
-                        .collect();
-                    store.enqueue(&steps, Timestamp::from_secs(1)).expect("enqueue");
-                },
-                |()| {
-                    let claimed = store.claim_due(now, 50, LEASE).expect("claim").claimed;
-                    assert_eq!(claimed.len(), 50);
-                    for step in claimed {
-                        store
-                            .mark_done(step.lease(), &json!({"CALL_ID": "externalCall.1"}), now)
-                            .expect("done");
-                    }
-                },
-                BatchSize::PerIteration,
-            )
-        });
+        // A worker round: claim up to 50 due steps (one per call) in one transaction, then record the 50
+        // answers, one transaction each or all in one (as after a Bitrix24 `batch` call).
+        for together in [false, true] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = open(&dir, synchronous);
+            let mut call = 0;
+            let now = Timestamp::from_secs(10);
+            let name = if together {
+                "claim 50 + mark_many"
+            } else {
+                "claim 50 + mark_done each"
+            };
+            group.throughput(Throughput::Elements(50));
+            group.bench_function(name, |b| {
+                b.iter_batched(
+                    || {
+                        let steps: Vec<NewStep> = (0..50)
+                            .map(|_| {
+                                call += 1;
+                                NewStep::new(format!("c{call}"), format!("c{call}/register"), "register", payload())
+                            })
+                            .collect();
+                        store.enqueue(&steps, Timestamp::from_secs(1)).expect("enqueue");
+                    },
+                    |()| {
+                        let claimed = store.claim_due(now, 50, LEASE).expect("claim").claimed;
+                        assert_eq!(claimed.len(), 50);
+                        let answer = json!({"CALL_ID": "externalCall.1"});
+                        if together {
+                            let marks: Vec<(Lease, Outcome)> = claimed
+                                .iter()
+                                .map(|step| (step.lease(), Outcome::Done(answer.clone())))
+                                .collect();
+                            assert!(store.mark_many(&marks, now).expect("mark_many").is_empty());
+                        } else {
+                            for step in claimed {
+                                store.mark_done(step.lease(), &answer, now).expect("done");
+                            }
+                        }
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
         group.finish();
     }
 }

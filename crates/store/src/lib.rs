@@ -45,8 +45,8 @@ use serde_json::Value;
 pub use error::{Result, StoreError};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SCHEMA_VERSION};
 pub use types::{
-    CallSummary, ClaimOutcome, Enqueued, EntryKind, JournalEntry, Lease, NewJournalEntry, NewStep, PortalTokens,
-    ReprocessScope, Step, StepCounts, StepId, StepState, Timestamp, User, UserPhone, EXTENSION_FIELD,
+    CallSummary, ClaimOutcome, Enqueued, EntryKind, JournalEntry, Lease, NewJournalEntry, NewStep, Outcome,
+    PortalTokens, ReprocessScope, Step, StepCounts, StepId, StepState, Timestamp, User, UserPhone, EXTENSION_FIELD,
 };
 
 /// The storage interface. Every method is one atomic transaction: after it returns `Ok`, its effect survives a
@@ -104,6 +104,10 @@ pub trait Store: Send + Sync {
 
     /// The step is not to be sent after all (e.g. its card would come too late).
     fn mark_dropped(&self, lease: Lease, reason: &str, now: Timestamp) -> Result<()>;
+
+    /// Records the outcomes of several attempts in one transaction (one disk sync for a whole `batch` call).
+    /// Returns the leases that were no longer current; nothing was changed for those, the rest were recorded.
+    fn mark_many(&self, marks: &[(Lease, Outcome)], now: Timestamp) -> Result<Vec<Lease>>;
 
     /// Drops a step nobody holds (pending, or in flight with its lease run out), e.g. a card step made pointless
     /// by the leg ending. Returns false if the key is unknown or the step is claimed or already terminal.

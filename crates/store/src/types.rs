@@ -241,6 +241,19 @@ pub struct Enqueued {
     pub created: bool,
 }
 
+/// How an attempt ended, for [`crate::Store::mark_many`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Sent and acknowledged, with the CRM's answer.
+    Done(Value),
+    /// Worth retrying from `next_attempt_at`.
+    Retry { error: String, next_attempt_at: Timestamp },
+    /// Can never succeed.
+    Failed(String),
+    /// Not to be sent after all.
+    Dropped(String),
+}
+
 /// What [`crate::Store::claim_due`] did in its single transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClaimOutcome {

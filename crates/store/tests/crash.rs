@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;
 use serde_json::{json, Value};
-use store::{EntryKind, NewJournalEntry, NewStep, SqliteStore, StepState, Store, Timestamp};
+use store::{EntryKind, Lease, NewJournalEntry, NewStep, Outcome, SqliteStore, StepState, Store, Timestamp};
 
 const DB_ENV: &str = "STORE_CRASH_CHILD_DB";
 const ROUND_ENV: &str = "STORE_CRASH_CHILD_ROUND";
@@ -71,15 +71,42 @@ fn crash_child() {
         store.append_journal(&entries).expect("journal");
         ack(format_args!("JRN {call}"));
 
-        for step in store.claim_due(now, 4, LEASE).expect("claim").claimed {
+        let claimed = store.claim_due(now, 4, LEASE).expect("claim").claimed;
+        let outcomes: Vec<(Lease, Outcome)> = claimed
+            .iter()
+            .map(|step| {
+                let outcome = if rng.gen_bool(0.2) {
+                    Outcome::Retry {
+                        error: "503".into(),
+                        next_attempt_at: now,
+                    }
+                } else {
+                    Outcome::Done(json!({ "key": step.idempotency_key, "attempt": step.attempts }))
+                };
+                (step.lease(), outcome)
+            })
+            .collect();
+        // Half of the rounds record a worker's answers one by one, half all at once.
+        let together = round % 2 == 1;
+        if together {
+            assert!(store.mark_many(&outcomes, now).expect("mark_many").is_empty());
+        }
+        for (step, (lease, outcome)) in claimed.iter().zip(&outcomes) {
             let key = &step.idempotency_key;
-            if rng.gen_bool(0.2) {
-                store.mark_retry(step.lease(), "503", now, now).expect("retry");
-                ack(format_args!("RETRY {key} {}", step.attempts));
-            } else {
-                let result = json!({ "key": key, "attempt": step.attempts });
-                store.mark_done(step.lease(), &result, now).expect("done");
-                ack(format_args!("DONE {key} {}", step.attempts));
+            match outcome {
+                Outcome::Retry { error, next_attempt_at } => {
+                    if !together {
+                        store.mark_retry(*lease, error, *next_attempt_at, now).expect("retry");
+                    }
+                    ack(format_args!("RETRY {key} {}", step.attempts));
+                }
+                Outcome::Done(result) => {
+                    if !together {
+                        store.mark_done(*lease, result, now).expect("done");
+                    }
+                    ack(format_args!("DONE {key} {}", step.attempts));
+                }
+                Outcome::Failed(_) | Outcome::Dropped(_) => unreachable!("the child only retries or completes"),
             }
         }
 

@@ -598,3 +598,53 @@ fn concurrent_workers_never_claim_the_same_step() {
     assert_eq!(all.len(), 400, "every step sent");
     assert_eq!(unique.len(), 400, "none twice");
 }
+
+#[test]
+fn outcomes_of_a_batch_are_recorded_together_and_stale_leases_are_reported() {
+    let store = store();
+    store
+        .enqueue(
+            &[
+                step("a", "1"),
+                step("b", "1"),
+                step("c", "1"),
+                step("d", "1"),
+                step("e", "1"),
+            ],
+            at(0),
+        )
+        .unwrap();
+    let claimed = store.claim_due(at(0), 10, LEASE).unwrap().claimed;
+    let e = claimed[4].lease();
+    // e's lease runs out and another worker takes it: the first worker's mark for e is stale.
+    let retaken = store.claim(&[e.step], at(30), LEASE).unwrap();
+    assert_eq!(retaken[0].attempts, 2);
+
+    let marks = [
+        (claimed[0].lease(), store::Outcome::Done(json!({"CALL_ID": "A"}))),
+        (
+            claimed[1].lease(),
+            store::Outcome::Retry {
+                error: "QUERY_LIMIT_EXCEEDED".into(),
+                next_attempt_at: at(40),
+            },
+        ),
+        (claimed[2].lease(), store::Outcome::Failed("ERROR_ARGUMENT".into())),
+        (claimed[3].lease(), store::Outcome::Dropped("leg ended".into())),
+        (e, store::Outcome::Done(json!({"CALL_ID": "stale"}))),
+    ];
+    assert_eq!(store.mark_many(&marks, at(31)).unwrap(), [e]);
+    let states: Vec<StepState> = ["a/1", "b/1", "c/1", "d/1", "e/1"]
+        .iter()
+        .map(|k| store.step_by_key(k).unwrap().unwrap().state)
+        .collect();
+    use StepState::*;
+    assert_eq!(states, [Done, Pending, Failed, Dropped, InFlight]);
+    assert_eq!(store.result_by_key("a/1").unwrap(), Some(json!({"CALL_ID": "A"})));
+    let b = store.step_by_key("b/1").unwrap().unwrap();
+    assert_eq!(
+        (b.next_attempt_at, b.last_error.as_deref()),
+        (at(40), Some("QUERY_LIMIT_EXCEEDED"))
+    );
+    assert_eq!(store.mark_many(&[], at(32)).unwrap(), []);
+}

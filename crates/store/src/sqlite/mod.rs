@@ -81,6 +81,8 @@ impl SqliteStore {
 
     fn setup(mut conn: Connection, options: SqliteOptions) -> Result<Self> {
         conn.busy_timeout(options.busy_timeout)?;
+        // Every statement of the store stays prepared (the default cache of 16 is smaller than the store's set).
+        conn.set_prepared_statement_cache_capacity(64);
         // WAL: readers never block the writer, and a commit is one append to the log. In-memory databases
         // answer "memory", which is fine.
         let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
@@ -174,6 +176,20 @@ impl Store for SqliteStore {
 
     fn mark_dropped(&self, lease: Lease, reason: &str, now: Timestamp) -> Result<()> {
         self.write(|tx| outbox::finish(tx, lease, outbox::Finish::Dropped(reason), now))
+    }
+
+    fn mark_many(&self, marks: &[(Lease, Outcome)], now: Timestamp) -> Result<Vec<Lease>> {
+        self.write(|tx| {
+            let mut lost = Vec::new();
+            for (lease, outcome) in marks {
+                match outbox::finish(tx, *lease, outbox::Finish::from(outcome), now) {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost { lease }) => lost.push(lease),
+                    Err(other) => return Err(other),
+                }
+            }
+            Ok(lost)
+        })
     }
 
     fn drop_pending(&self, idempotency_key: &str, reason: &str, now: Timestamp) -> Result<bool> {

@@ -187,6 +187,20 @@ pub enum Finish<'a> {
     Dropped(&'a str),
 }
 
+impl<'a> From<&'a Outcome> for Finish<'a> {
+    fn from(outcome: &'a Outcome) -> Self {
+        match outcome {
+            Outcome::Done(result) => Finish::Done(result),
+            Outcome::Retry { error, next_attempt_at } => Finish::Retry {
+                error,
+                next_attempt_at: *next_attempt_at,
+            },
+            Outcome::Failed(reason) => Finish::Failed(reason),
+            Outcome::Dropped(reason) => Finish::Dropped(reason),
+        }
+    }
+}
+
 pub fn finish(tx: &Transaction<'_>, lease: Lease, how: Finish<'_>, now: Timestamp) -> Result<()> {
     let mut statement = tx.prepare_cached(
         "UPDATE steps SET state = ?4, lease_until = NULL, updated_at = ?3,
