@@ -31,7 +31,8 @@
 //! }
 //! # Ok(()) }
 //! ```
-//! A worker that crashes leaves its steps in flight; when their lease runs out they are due again (sending is
+//! A worker that sends a Bitrix24 `batch` records all its answers at once with [`Store::mark_many`] (one disk
+//! sync instead of one per step). A worker that crashes leaves its steps in flight; when their lease runs out they are due again (sending is
 //! at-least-once; the CRM side is made idempotent by `EXTERNAL_CALL_ID`).
 
 mod error;
