@@ -17,8 +17,139 @@ pub struct Config {
     /// Trunks, internal endpoints, number normalisation, the PBX's zone.
     #[serde(default)]
     pub tracker: tracker::TrackerConfig,
+    /// Where calls are registered. Without it `run` follows calls and logs them but registers nothing.
+    #[serde(default)]
+    pub bitrix24: Option<Bitrix24Settings>,
+    /// Business logic: which calls are registered, for whom, cards, leads, missed-call rules.
+    #[serde(default)]
+    pub engine: engine::EngineSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub recordings: RecordingSettings,
     #[serde(default)]
     pub log: LogSettings,
+}
+
+/// How ringlink reaches Bitrix24: an incoming webhook, or a local application with OAuth tokens.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bitrix24Settings {
+    /// Incoming webhook base URL, `https://PORTAL/rest/<user>/<secret>/`.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Local application: the portal (`https://PORTAL`), its credentials and the first tokens (later ones are
+    /// kept in the store as Bitrix24 rotates them).
+    #[serde(default)]
+    pub portal_url: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub access_token: Option<String>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// OAuth server for refreshing tokens.
+    #[serde(default)]
+    pub oauth_url: Option<String>,
+    /// `standard` (2 requests/s, burst 50) or `enterprise` (5/s, burst 250).
+    #[serde(default)]
+    pub plan: Bitrix24Plan,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: f64,
+}
+
+impl std::fmt::Debug for Bitrix24Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bitrix24Settings")
+            .field("webhook_url", &self.webhook_url.as_ref().map(|_| "***"))
+            .field("portal_url", &self.portal_url)
+            .field("client_id", &self.client_id)
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Bitrix24Plan {
+    #[default]
+    Standard,
+    Enterprise,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// The SQLite database (outbox, call journal, users cache, tokens).
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSettings {
+    /// Path prefix rewrites from the PBX's view to this host's, e.g. `[["/var/spool/asterisk/", "/mnt/pbx/"]]`
+    /// when ringlink runs beside Asterisk in another filesystem namespace. The first matching prefix wins.
+    #[serde(default)]
+    pub rewrite: Vec<(String, String)>,
+    /// Files up to this size are sent inline (base64); larger ones with the two-step upload.
+    #[serde(default = "default_inline_max")]
+    pub inline_max_bytes: u64,
+    /// A recording counts as complete once its size has not changed for this long.
+    #[serde(default = "default_settle")]
+    pub settle_secs: f64,
+    /// Give up on a recording that is still missing this long after the call ended.
+    #[serde(default = "default_missing_timeout")]
+    pub missing_timeout_secs: u64,
+}
+
+impl Default for RecordingSettings {
+    fn default() -> Self {
+        Self {
+            rewrite: Vec::new(),
+            inline_max_bytes: default_inline_max(),
+            settle_secs: default_settle(),
+            missing_timeout_secs: default_missing_timeout(),
+        }
+    }
+}
+
+impl RecordingSettings {
+    /// The recording's path on this host.
+    pub fn local_path(&self, pbx_path: &str) -> PathBuf {
+        for (from, to) in &self.rewrite {
+            if let Some(rest) = pbx_path.strip_prefix(from.as_str()) {
+                return PathBuf::from(format!("{to}{rest}"));
+            }
+        }
+        PathBuf::from(pbx_path)
+    }
+}
+
+fn default_request_timeout() -> f64 {
+    30.0
+}
+fn default_store_path() -> PathBuf {
+    PathBuf::from("ringlink.db")
+}
+fn default_inline_max() -> u64 {
+    5 * 1024 * 1024
+}
+fn default_settle() -> f64 {
+    1.0
+}
+fn default_missing_timeout() -> u64 {
+    600
 }
 
 #[derive(Clone, Deserialize)]
@@ -179,6 +310,44 @@ impl Config {
         if ami.event_queue == 0 {
             return Err("ami.event_queue must be at least 1".into());
         }
+        if let Some(b) = &self.bitrix24 {
+            let app = b.portal_url.is_some() || b.client_id.is_some() || b.client_secret.is_some();
+            match (&b.webhook_url, app) {
+                (Some(_), true) => {
+                    return Err("bitrix24: set either webhook_url or the application (portal_url, client_id, \
+                                client_secret, tokens), not both"
+                        .into())
+                }
+                (None, false) => {
+                    return Err("bitrix24: set webhook_url, or portal_url + client_id + client_secret + \
+                                access_token + refresh_token"
+                        .into())
+                }
+                (None, true) => {
+                    for (name, value) in [
+                        ("portal_url", &b.portal_url),
+                        ("client_id", &b.client_id),
+                        ("client_secret", &b.client_secret),
+                        ("access_token", &b.access_token),
+                        ("refresh_token", &b.refresh_token),
+                    ] {
+                        if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                            return Err(format!("bitrix24.{name} is missing (needed for an application)"));
+                        }
+                    }
+                }
+                (Some(_), false) => {}
+            }
+            if !(b.request_timeout_secs.is_finite() && b.request_timeout_secs > 0.0 && b.request_timeout_secs <= 300.0)
+            {
+                return Err("bitrix24.request_timeout_secs must be between 0 and 300".into());
+            }
+        }
+        if !(self.recordings.settle_secs.is_finite() && self.recordings.settle_secs >= 0.0) {
+            return Err("recordings.settle_secs must be 0 or more".into());
+        }
+        tracker::Tracker::new(self.tracker.clone()).map_err(|e| format!("tracker: {e}"))?;
+        engine::Engine::new(self.engine.clone()).map_err(|e| format!("engine: {e}"))?;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 
 mod config;
 mod replay;
+mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,7 +83,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = load_config(&config)?;
             init_logging(&config);
-            run(config).await
+            service::run(config).await
         }
         Command::Replay { trace, config, format } => {
             let bytes = std::fs::read(&trace).with_context(|| format!("cannot read trace {}", trace.display()))?;
@@ -138,7 +139,7 @@ fn init_logging(config: &Config) {
 }
 
 /// Resolves on Ctrl-C or SIGTERM (systemd's stop).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -161,7 +162,7 @@ async fn shutdown_signal() {
 }
 
 /// Connects at start-up, waiting for an AMI that is not up yet; a refused login or a wrong server is fatal.
-async fn connect_with_retry(cfg: &ami::ClientConfig) -> anyhow::Result<Option<(ami::Client, ami::Events)>> {
+pub(crate) async fn connect_with_retry(cfg: &ami::ClientConfig) -> anyhow::Result<Option<(ami::Client, ami::Events)>> {
     let mut delay = Duration::from_millis(500);
     loop {
         match ami::connect(cfg.clone()).await {
@@ -177,42 +178,6 @@ async fn connect_with_retry(cfg: &ami::ClientConfig) -> anyhow::Result<Option<(a
         }
         delay = (delay * 2).min(Duration::from_secs(30));
     }
-}
-
-async fn run(config: Config) -> anyhow::Result<()> {
-    info!(version = env!("CARGO_PKG_VERSION"), ami = %config.ami.address, "ringlink starting");
-    let Some((client, mut events)) = connect_with_retry(&config.ami_client()).await? else {
-        return Ok(());
-    };
-    info!(ami = %client.addr(), "connected to AMI; following events");
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            event = events.recv() => match event {
-                None => break,
-                Some(ami::ClientEvent::Event(m)) => log_event(&m),
-                Some(ami::ClientEvent::Disconnected { reason }) => warn!(%reason, "AMI disconnected"),
-                Some(ami::ClientEvent::Reconnected) => info!("AMI reconnected"),
-                Some(ami::ClientEvent::EventsDropped { count }) => warn!(count, "AMI events dropped by a slow consumer"),
-            }
-        }
-    }
-    info!("shutting down");
-    client.shutdown().await;
-    Ok(())
-}
-
-fn log_event(m: &ami::Message) {
-    let name = m.event_name().unwrap_or("?");
-    info!(
-        event = name,
-        channel = m.get("Channel").unwrap_or(""),
-        uniqueid = m.get("Uniqueid").unwrap_or(""),
-        linkedid = m.get("Linkedid").unwrap_or(""),
-        "AMI event"
-    );
 }
 
 async fn record(config: Config, out: PathBuf, seconds: Option<f64>) -> anyhow::Result<()> {

@@ -1,0 +1,173 @@
+//! `ringlink run`: the wiring of AMI → tracker → engine → store → worker → Bitrix24.
+//!
+//! Three tasks share the store (SQLite, every write one transaction) and the engine (behind a mutex, held only
+//! for pure, short calls):
+//! - the **pipeline** follows AMI, feeds the tracker, asks the engine for a plan on every call event and writes
+//!   the plan's steps and decisions to the store *before* anything is sent;
+//! - the **worker** claims due steps, applies the timing rules (a card that would come too late is dropped, a late
+//!   registration goes without a card), sends them within the Bitrix24 limiter's budget — several calls' steps in
+//!   one `batch` — and records each answer or error;
+//! - the **users refresher** keeps the extension → employee directory current from `user.get`.
+//!
+//! A restart loses nothing: steps are in the store, and the first resynchronisation (`CoreShowChannels`)
+//! rebuilds the live calls, whose re-planned steps carry the same idempotency keys as before.
+
+mod pipeline;
+mod users;
+mod worker;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use store::{PortalTokens, SqliteStore, Store};
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use crate::config::{Bitrix24Plan, Bitrix24Settings, Config};
+
+/// State the tasks share.
+#[derive(Clone)]
+pub struct Shared {
+    pub store: SqliteStore,
+    pub engine: Arc<Mutex<engine::Engine>>,
+    /// Wakes the worker when new steps are stored.
+    pub work: Arc<Notify>,
+    /// Asks the users refresher for a refresh now.
+    pub users_refresh: Arc<Notify>,
+}
+
+impl Shared {
+    /// Runs a store operation off the async threads.
+    pub async fn store<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SqliteStore) -> store::Result<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
+    }
+
+    /// Locks the engine; a poisoned lock (a panic elsewhere) is recovered, since the engine's state stays
+    /// consistent between calls.
+    pub fn engine(&self) -> std::sync::MutexGuard<'_, engine::Engine> {
+        self.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The wall clock as the tracker and engine count time.
+pub fn now() -> tracker::Timestamp {
+    tracker::Timestamp::from_micros(store::Timestamp::now().as_micros())
+}
+
+/// The key tokens are stored under.
+fn portal_key(settings: &Bitrix24Settings) -> String {
+    settings.portal_url.clone().unwrap_or_else(|| "webhook".into())
+}
+
+/// Builds the Bitrix24 client; OAuth tokens come from the store when it has newer ones than the config.
+pub fn bitrix24_client(settings: &Bitrix24Settings, store: &SqliteStore) -> anyhow::Result<bitrix24::Client> {
+    let builder = match (&settings.webhook_url, &settings.portal_url) {
+        (Some(url), _) => bitrix24::Client::webhook(url)?,
+        (None, Some(portal)) => {
+            let id = settings.client_id.clone().unwrap_or_default();
+            let secret = settings.client_secret.clone().unwrap_or_default();
+            let mut app = bitrix24::AppCredentials::new(id, secret);
+            if let Some(oauth) = &settings.oauth_url {
+                app = app.with_oauth_url(oauth.clone());
+            }
+            let key = portal_key(settings);
+            let tokens = match store.load_tokens(&key)? {
+                Some(saved) => {
+                    let mut t = bitrix24::OAuthTokens::new(saved.access_token, saved.refresh_token);
+                    t.expires_at = saved.expires_at.map(|at| at.as_micros() / 1_000_000);
+                    t
+                }
+                None => bitrix24::OAuthTokens::new(
+                    settings.access_token.clone().unwrap_or_default(),
+                    settings.refresh_token.clone().unwrap_or_default(),
+                ),
+            };
+            let saver_store = store.clone();
+            let saver = move |t: &bitrix24::OAuthTokens| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                let tokens = PortalTokens {
+                    access_token: t.access_token.expose().to_owned(),
+                    refresh_token: t.refresh_token.expose().to_owned(),
+                    expires_at: t.expires_at.map(store::Timestamp::from_secs),
+                    scope: t.scope.clone(),
+                    client_endpoint: t.client_endpoint.clone(),
+                    member_id: t.member_id.clone(),
+                };
+                saver_store.save_tokens(&key, &tokens, store::Timestamp::now())?;
+                Ok(())
+            };
+            bitrix24::Client::app(portal.clone(), app, tokens).token_store(Arc::new(saver))
+        }
+        (None, None) => anyhow::bail!("bitrix24: neither webhook_url nor portal_url is set"),
+    };
+    let limiter = match settings.plan {
+        Bitrix24Plan::Standard => bitrix24::LimiterConfig::standard(),
+        Bitrix24Plan::Enterprise => bitrix24::LimiterConfig::enterprise(),
+    };
+    let timeouts = bitrix24::Timeouts {
+        connect: Duration::from_secs(10),
+        request: Duration::from_secs_f64(settings.request_timeout_secs),
+    };
+    Ok(builder.limiter_config(limiter).timeouts(timeouts).build()?)
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    info!(version = env!("CARGO_PKG_VERSION"), ami = %config.ami.address, "ringlink starting");
+    let store = SqliteStore::open(&config.store.path)
+        .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
+    let mut engine = engine::Engine::new(config.engine.clone())?;
+    // The cached directory lets calls be registered right away, even while Bitrix24 is unreachable.
+    let cached = store.users()?;
+    if !cached.is_empty() {
+        let at = store.users_refreshed_at()?.map(users::tracker_time).unwrap_or_default();
+        engine.users_mut().replace(cached.iter().map(users::directory_user), at);
+        info!(users = cached.len(), "users directory loaded from the store");
+    }
+    let shared = Shared {
+        store: store.clone(),
+        engine: Arc::new(Mutex::new(engine)),
+        work: Arc::new(Notify::new()),
+        users_refresh: Arc::new(Notify::new()),
+    };
+    let client = match &config.bitrix24 {
+        Some(settings) => Some(bitrix24_client(settings, &store)?),
+        None => {
+            warn!("no [bitrix24] section: calls are followed and journaled but not registered");
+            None
+        }
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(client) = &client {
+        let refresh_every = Duration::from_secs(config.engine.users_refresh_interval_secs);
+        tasks.spawn(users::refresher(shared.clone(), client.clone(), refresh_every, stop_rx.clone()));
+        tasks.spawn(worker::run(
+            shared.clone(),
+            client.clone(),
+            config.recordings.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    let pipeline = pipeline::run(shared.clone(), config.clone(), stop_rx.clone());
+    tokio::pin!(pipeline);
+    let result = tokio::select! {
+        r = &mut pipeline => r,
+        _ = crate::shutdown_signal() => {
+            info!("shutting down");
+            let _ = stop_tx.send(true);
+            pipeline.await
+        }
+    };
+    let _ = stop_tx.send(true);
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            warn!(error = %e, "a task ended abnormally");
+        }
+    }
+    result
+}

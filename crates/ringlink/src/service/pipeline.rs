@@ -1,0 +1,189 @@
+//! AMI → tracker → engine → store. Nothing here waits on Bitrix24: the plan is written to the store and the
+//! worker is woken.
+
+use std::time::Duration;
+
+use ami::{ClientEvent, Message};
+use serde_json::json;
+use store::{EntryKind, NewJournalEntry, NewStep, Store};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use tracker::{CallEvent, Tracker};
+
+use super::users::store_time;
+use super::Shared;
+use crate::config::Config;
+
+/// How often the tracker is asked to expire calls whose hang-up was lost.
+const TICK: Duration = Duration::from_secs(30);
+
+pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut tracker = Tracker::new(config.tracker.clone())?;
+    let Some((client, mut events)) = crate::connect_with_retry(&config.ami_client()).await? else {
+        return Ok(());
+    };
+    info!(ami = %client.addr(), "connected to AMI; following calls");
+    let mut pipeline = Pipeline {
+        shared,
+        registering: config.bitrix24.is_some(),
+    };
+    // Calls already in progress (or that ended while ringlink was down) are reconciled first.
+    pipeline.resync(&client, &mut tracker).await;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {
+                let events = tracker.tick(super::now());
+                pipeline.process(&tracker, events).await;
+            }
+            event = events.recv() => match event {
+                None => break,
+                Some(ClientEvent::Event(m)) => {
+                    let events = tracker.handle_at(&m, super::now());
+                    pipeline.process(&tracker, events).await;
+                }
+                Some(ClientEvent::Disconnected { reason }) => warn!(%reason, "AMI disconnected; calls resume after reconnect"),
+                Some(ClientEvent::Reconnected) => {
+                    info!("AMI reconnected; resynchronising live calls");
+                    pipeline.resync(&client, &mut tracker).await;
+                }
+                Some(ClientEvent::EventsDropped { count }) => {
+                    warn!(count, "AMI events were dropped; resynchronising live calls");
+                    pipeline.resync(&client, &mut tracker).await;
+                }
+            }
+        }
+    }
+    client.shutdown().await;
+    Ok(())
+}
+
+struct Pipeline {
+    shared: Shared,
+    registering: bool,
+}
+
+impl Pipeline {
+    async fn resync(&mut self, client: &ami::Client, tracker: &mut Tracker) {
+        match client.list(Message::action("CoreShowChannels")).await {
+            Ok(list) => {
+                let events = tracker.resync(&list.items, super::now());
+                info!(channels = list.items.len(), live_calls = tracker.live_calls(), "live calls resynchronised");
+                self.process(tracker, events).await;
+            }
+            Err(e) => warn!(error = %e, "CoreShowChannels failed; live state may be stale until the next resync"),
+        }
+    }
+
+    async fn process(&mut self, tracker: &Tracker, events: Vec<CallEvent>) {
+        for event in events {
+            if let Err(e) = self.process_one(tracker, &event).await {
+                // The store is the only thing that can fail here; keep following calls and say so loudly.
+                warn!(call = event.call(), event = event.name(), error = %e, "could not store the plan of a call event");
+            }
+        }
+    }
+
+    async fn process_one(&mut self, tracker: &Tracker, event: &CallEvent) -> anyhow::Result<()> {
+        let now = super::now();
+        let call_full = match event {
+            CallEvent::CallEnded { .. } => None,
+            _ => tracker.call_full(event.call()),
+        };
+        log_outcome(event);
+        let mut journal = vec![NewJournalEntry::new(
+            event.call(),
+            store_time(now),
+            EntryKind::Ami,
+            event.name(),
+        )
+        .data(serde_json::to_value(event).unwrap_or_else(|e| json!({"unserialisable": e.to_string()})))];
+        let mut plan = self.shared.engine().handle(event, call_full.as_ref(), now);
+        if let Some(refresh) = &plan.refresh_users {
+            if self.registering {
+                journal.push(
+                    NewJournalEntry::new(
+                        event.call(),
+                        store_time(now),
+                        EntryKind::Decision,
+                        "unknown extension: refreshing the users directory",
+                    )
+                    .data(json!({"extensions": refresh.extensions})),
+                );
+                self.shared.users_refresh.notify_one();
+                // Give the refresher a moment; if it fails the engine is told the directory was looked at.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                loop {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    plan = self.shared.engine().handle(event, call_full.as_ref(), now);
+                    if plan.refresh_users.is_none() || tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
+            if plan.refresh_users.is_some() {
+                // Nobody can tell us more now: mark the directory as looked at and plan without the user.
+                let cached = self.shared.store(|s| s.users()).await.unwrap_or_default();
+                self.shared
+                    .engine()
+                    .users_mut()
+                    .replace(cached.iter().map(super::users::directory_user), now);
+                plan = self.shared.engine().handle(event, call_full.as_ref(), now);
+            }
+        }
+        for d in &plan.journal {
+            journal.push(
+                NewJournalEntry::new(d.call.clone(), store_time(d.time), EntryKind::Decision, d.reason.clone())
+                    .data(json!({"rule": d.rule, "data": d.data})),
+            );
+        }
+        let steps: Vec<NewStep> = if self.registering {
+            plan.steps.iter().map(new_step).collect()
+        } else {
+            Vec::new()
+        };
+        let has_steps = !steps.is_empty();
+        self.shared
+            .store(move |s| {
+                s.enqueue(&steps, store::Timestamp::now())?;
+                s.append_journal(&journal)
+            })
+            .await?;
+        if has_steps {
+            self.shared.work.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// An engine step as the outbox keeps it: the whole step is the payload, so the worker needs nothing else.
+fn new_step(step: &engine::Step) -> NewStep {
+    // Cards are about now: among due steps they go first.
+    let priority = match step.kind {
+        engine::StepKind::Register | engine::StepKind::Show => 10,
+        engine::StepKind::Hide => 5,
+        _ => 0,
+    };
+    let payload = serde_json::to_value(step).unwrap_or_else(|e| json!({"unserialisable": e.to_string()}));
+    NewStep::new(step.call.clone(), step.key.clone(), step.kind.name(), payload).priority(priority)
+}
+
+/// One line per call outcome, for whoever reads the service log.
+fn log_outcome(event: &CallEvent) {
+    if let CallEvent::CallEnded { call, call_full, .. } = event {
+        let ch = &call_full.channel;
+        let number = |n: &numbers::Number| if n.custom.is_empty() { n.original.clone() } else { n.custom.clone() };
+        info!(
+            call = %call,
+            direction = ?ch.direction,
+            from = %number(&ch.from),
+            to = %number(&ch.to),
+            result = call_full.result,
+            conversations = call_full.conversations.len(),
+            ivr = call_full.is_ivr,
+            "call ended"
+        );
+    }
+}

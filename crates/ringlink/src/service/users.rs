@@ -1,0 +1,159 @@
+//! The employees directory: Bitrix24 `user.get` → the store's users cache → the engine's extension lookup.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use store::{Store, User, UserPhone};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::Shared;
+
+/// Fields Bitrix24 keeps employees' phones in (the internal extension first).
+const PHONE_FIELDS: [&str; 4] = ["UF_PHONE_INNER", "PERSONAL_MOBILE", "WORK_PHONE", "PERSONAL_PHONE"];
+
+pub fn tracker_time(at: store::Timestamp) -> tracker::Timestamp {
+    tracker::Timestamp::from_micros(at.as_micros())
+}
+
+pub fn store_time(at: tracker::Timestamp) -> store::Timestamp {
+    store::Timestamp::from_micros(at.as_micros())
+}
+
+/// The engine's view of a cached user.
+pub fn directory_user(user: &User) -> engine::DirectoryUser {
+    engine::DirectoryUser {
+        id: user.id,
+        extension: user.extension().map(str::to_owned),
+        phones: user
+            .phones
+            .iter()
+            .filter(|p| p.field != store::EXTENSION_FIELD)
+            .map(|p| p.number.clone())
+            .collect(),
+    }
+}
+
+/// A `user.get` item as the cache keeps it; `None` for an item without a usable ID.
+fn cached_user(item: &Value) -> Option<User> {
+    let id = match item.get("ID")? {
+        Value::String(s) => s.trim().parse().ok()?,
+        Value::Number(n) => n.as_u64()?,
+        _ => return None,
+    };
+    let text = |field: &str| -> Option<String> {
+        match item.get(field)? {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let name = [text("NAME"), text("LAST_NAME")]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let active = match item.get("ACTIVE") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => !matches!(s.as_str(), "N" | "false" | "0"),
+        _ => true,
+    };
+    let phones = PHONE_FIELDS
+        .iter()
+        .filter_map(|f| text(f).map(|n| UserPhone::new(*f, n)))
+        .collect();
+    Some(User {
+        id,
+        name,
+        email: text("EMAIL"),
+        position: text("WORK_POSITION"),
+        active,
+        phones,
+        raw: item.clone(),
+    })
+}
+
+/// Fetches every active user, page by page.
+pub async fn fetch_users(client: &bitrix24::Client) -> Result<Vec<User>, bitrix24::Error> {
+    let mut users = Vec::new();
+    let mut start = 0u64;
+    loop {
+        let page = client
+            .call_with(
+                "user.get",
+                &json!({"FILTER": {"ACTIVE": true}, "start": start}),
+                bitrix24::Encoding::Json,
+            )
+            .await?;
+        if let Some(items) = page.result.as_array() {
+            users.extend(items.iter().filter_map(cached_user).filter(|u| u.active));
+        }
+        match page.next {
+            Some(next) if next > start => start = next,
+            _ => break,
+        }
+    }
+    Ok(users)
+}
+
+/// Refreshes the directory: Bitrix24 → store → engine. On failure the cache stays as it is and the engine is
+/// told the directory was looked at, so it stops asking until the next interval.
+pub async fn refresh(shared: &Shared, client: &bitrix24::Client) -> anyhow::Result<usize> {
+    let now = store::Timestamp::now();
+    match fetch_users(client).await {
+        Ok(users) => {
+            let count = users.len();
+            let directory: Vec<_> = users.iter().map(directory_user).collect();
+            shared.store(move |s| s.replace_users(&users, now)).await?;
+            shared.engine().users_mut().replace(directory, tracker_time(now));
+            Ok(count)
+        }
+        Err(e) => {
+            let cached = shared.store(|s| s.users()).await.unwrap_or_default();
+            shared
+                .engine()
+                .users_mut()
+                .replace(cached.iter().map(directory_user), tracker_time(now));
+            Err(e.into())
+        }
+    }
+}
+
+/// Refreshes at start, every `every`, and whenever the pipeline meets an unknown extension.
+pub async fn refresher(shared: Shared, client: bitrix24::Client, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        match refresh(&shared, &client).await {
+            Ok(n) => info!(users = n, "users directory refreshed from Bitrix24"),
+            Err(e) => warn!(error = %e, "users directory refresh failed; using the cached one"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shared.users_refresh.notified() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_get_items_become_cached_users() {
+        let u = cached_user(&json!({"ID": "3", "NAME": "Ольга", "LAST_NAME": "Смирнова", "ACTIVE": true,
+            "UF_PHONE_INNER": "103", "PERSONAL_MOBILE": "+79990001122", "WORK_PHONE": ""}))
+        .expect("valid");
+        assert_eq!(u.id, 3);
+        assert_eq!(u.name, "Ольга Смирнова");
+        assert_eq!(u.extension(), Some("103"));
+        let d = directory_user(&u);
+        assert_eq!(d.extension.as_deref(), Some("103"));
+        assert_eq!(d.phones, ["+79990001122"]);
+        assert!(cached_user(&json!({"NAME": "no id"})).is_none());
+        assert!(cached_user(&json!({"ID": [1]})).is_none());
+        let inactive = cached_user(&json!({"ID": 4, "ACTIVE": false})).expect("valid");
+        assert!(!inactive.active);
+        let inactive = cached_user(&json!({"ID": 4, "ACTIVE": "N"})).expect("valid");
+        assert!(!inactive.active);
+    }
+}

@@ -1,0 +1,443 @@
+//! The outbox worker: due steps → Bitrix24, within the limiter's budget, answers and errors back to the store.
+//!
+//! Each round claims the due steps (at most one per call, so they are independent of each other), decides for
+//! each whether it is still worth sending (cards are about now; registrations and finishes are about the
+//! record), resolves references to earlier steps' results, and sends the rest — several in one `batch`.
+//! Recordings are uploaded one by one once their file is complete.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use engine::{StepKind, Timing};
+use serde_json::{json, Value};
+use store::{EntryKind, NewJournalEntry, Step, StepState, Store, Timestamp};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::Shared;
+use crate::config::RecordingSettings;
+
+/// Steps claimed per round: one Bitrix24 batch.
+const ROUND: usize = bitrix24::MAX_BATCH_COMMANDS;
+/// A claimed step comes back to the queue if the worker dies holding it this long.
+const LEASE: Duration = Duration::from_secs(120);
+/// Polling interval when nothing wakes the worker (retries coming due).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Marker in a register's stored result: whether its card was shown.
+const CARD_SHOWN: &str = "ringlink_card_shown";
+
+pub async fn run(
+    shared: Shared,
+    client: bitrix24::Client,
+    recordings: RecordingSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let worker = Worker {
+        shared,
+        client,
+        recordings,
+    };
+    loop {
+        let worked = match worker.round().await {
+            Ok(n) => n > 0,
+            Err(e) => {
+                warn!(error = %e, "outbox round failed");
+                false
+            }
+        };
+        if worked {
+            continue;
+        }
+        tokio::select! {
+            _ = worker.shared.work.notified() => {}
+            _ = tokio::time::sleep(IDLE_POLL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+struct Worker {
+    shared: Shared,
+    client: bitrix24::Client,
+    recordings: RecordingSettings,
+}
+
+/// What to do with a claimed step.
+enum Action {
+    Send { method: String, params: Value, card_shown: Option<bool> },
+    Record { call_id: String, path: String },
+    Drop(String),
+    /// Not yet possible (a referenced result is missing); try again later.
+    Wait(String),
+    Fail(String),
+}
+
+/// The outcome of one step, to be written back.
+enum Outcome {
+    Done(Value),
+    Retry { error: String, after: Duration },
+    Failed(String),
+    Dropped(String),
+}
+
+impl Worker {
+    async fn round(&self) -> anyhow::Result<usize> {
+        let now = Timestamp::now();
+        let claimed = self.shared.store(move |s| s.claim_due(now, ROUND, LEASE)).await?;
+        if claimed.claimed.is_empty() {
+            return Ok(0);
+        }
+        let mut batch: Vec<(Step, String, Value, Option<bool>)> = Vec::new();
+        let mut outcomes: Vec<(Step, Outcome, Option<Value>)> = Vec::new();
+        for step in claimed.claimed {
+            match self.decide(&step).await {
+                Action::Send {
+                    method,
+                    params,
+                    card_shown,
+                } => batch.push((step, method, params, card_shown)),
+                Action::Record { call_id, path } => {
+                    let outcome = self.attach_record(&step, &call_id, &path).await;
+                    outcomes.push((step, outcome, None));
+                }
+                Action::Drop(reason) => outcomes.push((step, Outcome::Dropped(reason), None)),
+                Action::Wait(reason) => outcomes.push((
+                    step,
+                    Outcome::Retry {
+                        error: reason,
+                        after: Duration::from_secs(2),
+                    },
+                    None,
+                )),
+                Action::Fail(reason) => outcomes.push((step, Outcome::Failed(reason), None)),
+            }
+        }
+        let n = batch.len() + outcomes.len();
+        outcomes.extend(self.send(batch).await);
+        for (step, outcome, request) in outcomes {
+            self.record(step, outcome, request).await?;
+        }
+        Ok(n)
+    }
+
+    /// Applies the step's timing rule and resolves its references.
+    async fn decide(&self, step: &Step) -> Action {
+        let planned: engine::Step = match serde_json::from_value(step.payload.clone()) {
+            Ok(p) => p,
+            Err(e) => return Action::Fail(format!("unreadable step payload: {e}")),
+        };
+        let mut params = planned.params.clone();
+        let mut card_shown = None;
+        match &planned.timing {
+            Timing::Durable => {}
+            Timing::WhileRinging { conversation } => {
+                if !self.shared.engine().is_ringing(&planned.call, conversation) {
+                    return Action::Drop("the phone stopped ringing before the card could be shown".into());
+                }
+            }
+            Timing::DurableCardWhileRinging { conversation } => {
+                if self.shared.engine().is_ringing(&planned.call, conversation) {
+                    card_shown = Some(true);
+                } else {
+                    // Offline recovery: register without a card, keeping the original start time.
+                    params = engine::without_card(&params);
+                    card_shown = Some(false);
+                }
+            }
+            Timing::UndoCard { shown_by, finish } => {
+                let (shown, finish_state) = {
+                    let (shown_by, finish) = (shown_by.clone(), finish.clone());
+                    match self
+                        .shared
+                        .store(move |s| Ok((s.step_by_key(&shown_by)?, s.step_by_key(&finish)?)))
+                        .await
+                    {
+                        Ok(pair) => pair,
+                        Err(e) => return Action::Wait(format!("store: {e}")),
+                    }
+                };
+                let card_was_shown = shown.as_ref().is_some_and(|s| {
+                    s.state == StepState::Done
+                        && s.result.as_ref().and_then(|r| r.get(CARD_SHOWN)) != Some(&Value::Bool(false))
+                });
+                if !card_was_shown {
+                    return Action::Drop("the card was never shown".into());
+                }
+                if finish_state.is_some_and(|f| f.state == StepState::Done) {
+                    return Action::Drop("finish already took the card away".into());
+                }
+            }
+        }
+        let refs = engine::references(&params);
+        if !refs.is_empty() {
+            let results = match self
+                .shared
+                .store(move |s| {
+                    let mut found = HashMap::new();
+                    for key in refs {
+                        if let Some(v) = s.result_by_key(&key)? {
+                            found.insert(key, v);
+                        }
+                    }
+                    Ok(found)
+                })
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return Action::Wait(format!("store: {e}")),
+            };
+            params = match engine::resolve(&params, |key| results.get(key)) {
+                Ok(p) => p,
+                // An earlier step this one needs ended without a result (failed or dropped): it can never be sent.
+                Err(e) => return Action::Fail(format!("cannot complete the request: {e}")),
+            };
+        }
+        if planned.kind == StepKind::AttachRecord {
+            let call_id = params.get("CALL_ID").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let Some(path) = planned.record_path.clone() else {
+                return Action::Fail("no recording path".into());
+            };
+            return Action::Record { call_id, path };
+        }
+        Action::Send {
+            method: planned.method.clone(),
+            params,
+            card_shown,
+        }
+    }
+
+    /// Sends the requests: one alone, several in one `batch` (one request against the portal's limit).
+    async fn send(&self, requests: Vec<(Step, String, Value, Option<bool>)>) -> Vec<(Step, Outcome, Option<Value>)> {
+        let mut out = Vec::new();
+        if requests.len() == 1 {
+            for (step, method, params, card_shown) in requests {
+                let result = self.client.call(&method, params.clone()).await;
+                let request = json!({"method": method, "params": params});
+                out.push((step, classify(&method, result, card_shown), Some(request)));
+            }
+            return out;
+        }
+        let mut batch = bitrix24::Batch::new();
+        let mut keys = Vec::new();
+        for (i, (_, method, params, _)) in requests.iter().enumerate() {
+            let key = format!("s{i}");
+            if let Err(e) = batch.push(key.clone(), method.clone(), params.clone()) {
+                warn!(error = %e, "cannot batch a step; it will be retried");
+            }
+            keys.push(key);
+        }
+        let response = self.client.batch(&batch).await;
+        for ((step, method, params, card_shown), key) in requests.into_iter().zip(keys) {
+            let request = json!({"method": method, "params": params, "batch": true});
+            let result = match &response {
+                Ok(r) => r.get(&key).cloned(),
+                Err(e) => Err(clone_error(e)),
+            };
+            out.push((step, classify(&method, result, card_shown), Some(request)));
+        }
+        out
+    }
+
+    async fn attach_record(&self, step: &Step, call_id: &str, pbx_path: &str) -> Outcome {
+        let path = self.recordings.local_path(pbx_path);
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                let age = Timestamp::now().as_micros().saturating_sub(step.created_at.as_micros()) / 1_000_000;
+                if age as u64 > self.recordings.missing_timeout_secs {
+                    return Outcome::Failed(format!("recording {} not found: {e}", path.display()));
+                }
+                return Outcome::Retry {
+                    error: format!("recording {} not there yet: {e}", path.display()),
+                    after: Duration::from_secs(5),
+                };
+            }
+        };
+        // Complete means MixMonitor has let go: the size has not changed for `settle_secs`.
+        let settle = Duration::from_secs_f64(self.recordings.settle_secs);
+        let quiet_for = meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or(Duration::ZERO);
+        if quiet_for < settle {
+            return Outcome::Retry {
+                error: "recording still being written".into(),
+                after: settle.saturating_sub(quiet_for).max(Duration::from_millis(200)),
+            };
+        }
+        let Some(filename) = upload_name(&path) else {
+            return Outcome::Failed(format!(
+                "{} is not a wav or mp3 file (Bitrix24 accepts only those)",
+                path.display()
+            ));
+        };
+        if meta.len() == 0 {
+            return Outcome::Failed(format!("{} is empty", path.display()));
+        }
+        let content = match tokio::fs::read(&path).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome::Retry {
+                    error: format!("cannot read {}: {e}", path.display()),
+                    after: Duration::from_secs(5),
+                }
+            }
+        };
+        let result = if meta.len() <= self.recordings.inline_max_bytes {
+            self.client
+                .attach_record_base64(call_id, &filename, &content)
+                .await
+                .map(|file_id| json!({"FILE_ID": file_id, "mode": "inline", "bytes": meta.len()}))
+        } else {
+            self.client
+                .attach_record_upload(call_id, &filename, content)
+                .await
+                .map(|r| json!({"upload": r, "mode": "upload", "bytes": meta.len()}))
+        };
+        classify("telephony.externalCall.attachRecord", result, None)
+    }
+
+    /// Writes the outcome and the journal entries for it.
+    async fn record(&self, step: Step, outcome: Outcome, request: Option<Value>) -> anyhow::Result<()> {
+        let now = Timestamp::now();
+        let lease = step.lease();
+        let attempts = step.attempts;
+        let call = step.call_key.clone();
+        let mut journal = Vec::new();
+        if let Some(request) = request {
+            journal.push(
+                NewJournalEntry::new(&call, now, EntryKind::CrmRequest, format!("{} {}", step.kind, step.idempotency_key))
+                    .data(request),
+            );
+        }
+        let (kind, message, data) = match &outcome {
+            Outcome::Done(result) => (EntryKind::CrmResponse, format!("{} done", step.kind), result.clone()),
+            Outcome::Retry { error, after } => (
+                EntryKind::Error,
+                format!("{} failed (attempt {attempts}), retrying in {after:?}: {error}", step.kind),
+                json!({"error": error}),
+            ),
+            Outcome::Failed(reason) => (
+                EntryKind::Error,
+                format!("{} given up: {reason}", step.kind),
+                json!({"error": reason}),
+            ),
+            Outcome::Dropped(reason) => (
+                EntryKind::Decision,
+                format!("{} not sent: {reason}", step.kind),
+                json!({"reason": reason}),
+            ),
+        };
+        journal.push(NewJournalEntry::new(&call, now, kind, message).data(data));
+        match &outcome {
+            Outcome::Done(_) => debug!(step = %step.idempotency_key, "step done"),
+            Outcome::Retry { error, .. } => {
+                warn!(step = %step.idempotency_key, attempts, %error, "step will be retried")
+            }
+            Outcome::Failed(reason) => warn!(step = %step.idempotency_key, %reason, "step failed for good"),
+            Outcome::Dropped(reason) => info!(step = %step.idempotency_key, %reason, "step dropped"),
+        }
+        self.shared
+            .store(move |s| {
+                match outcome {
+                    Outcome::Done(result) => s.mark_done(lease, &result, now)?,
+                    Outcome::Retry { error, after } => s.mark_retry(lease, &error, now.saturating_add(after), now)?,
+                    Outcome::Failed(reason) => s.mark_failed(lease, &reason, now)?,
+                    Outcome::Dropped(reason) => s.mark_dropped(lease, &reason, now)?,
+                }
+                s.append_journal(&journal)
+            })
+            .await
+    }
+}
+
+/// Sorts a Bitrix24 answer into done / retry / failed.
+fn classify(method: &str, result: Result<Value, bitrix24::Error>, card_shown: Option<bool>) -> Outcome {
+    match result {
+        Ok(mut value) => {
+            if let (Some(shown), Value::Object(map)) = (card_shown, &mut value) {
+                map.insert(CARD_SHOWN.into(), Value::Bool(shown));
+            }
+            Outcome::Done(value)
+        }
+        Err(e) => {
+            let description = e.description().unwrap_or_default().to_owned();
+            // A finish that finds its call already finished (a retry after an answer that never arrived) is done.
+            if method.eq_ignore_ascii_case("telephony.externalcall.finish") && description.contains("Call is not found")
+            {
+                return Outcome::Done(json!({"already_finished": true, "error": description}));
+            }
+            if e.is_retryable() {
+                Outcome::Retry {
+                    error: e.to_string(),
+                    after: retry_delay(&e),
+                }
+            } else if matches!(e, bitrix24::Error::Auth { .. } | bitrix24::Error::TokenRefresh { .. }) {
+                // Credentials can be fixed by the admin: keep the call waiting instead of losing it.
+                Outcome::Retry {
+                    error: e.to_string(),
+                    after: Duration::from_secs(60),
+                }
+            } else {
+                Outcome::Failed(e.to_string())
+            }
+        }
+    }
+}
+
+fn retry_delay(e: &bitrix24::Error) -> Duration {
+    match e {
+        bitrix24::Error::OperationTimeLimit { retry_after, .. } => *retry_after,
+        _ => Duration::from_secs(3),
+    }
+}
+
+/// An owned copy of a batch-wide error for each of its commands.
+fn clone_error(e: &bitrix24::Error) -> bitrix24::Error {
+    if e.is_retryable() {
+        bitrix24::Error::Transport(e.to_string())
+    } else {
+        bitrix24::Error::Config(e.to_string())
+    }
+}
+
+/// The file name Bitrix24 gets: the recording's own, with a lower-case `wav`/`mp3` extension.
+fn upload_name(path: &Path) -> Option<String> {
+    let stem = path.file_stem()?.to_str()?;
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    matches!(ext.as_str(), "wav" | "mp3").then(|| format!("{stem}.{ext}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_wav_and_mp3_are_uploaded() {
+        assert_eq!(upload_name(Path::new("/r/a-b.WAV")).as_deref(), Some("a-b.wav"));
+        assert_eq!(upload_name(Path::new("/r/x.mp3")).as_deref(), Some("x.mp3"));
+        assert_eq!(upload_name(Path::new("/r/x.gsm")), None);
+        assert_eq!(upload_name(Path::new("/r/noext")), None);
+    }
+
+    #[test]
+    fn finishing_a_finished_call_counts_as_done() {
+        let e = bitrix24::Error::Method {
+            method: "telephony.externalcall.finish".into(),
+            status: 400,
+            code: "ERROR_CORE".into(),
+            description: "Call is not found (call should be registered prior to finishing)".into(),
+        };
+        assert!(matches!(classify("telephony.externalcall.finish", Err(e), None), Outcome::Done(_)));
+    }
+
+    #[test]
+    fn register_result_remembers_whether_the_card_was_shown() {
+        match classify("telephony.externalcall.register", Ok(json!({"CALL_ID": "x"})), Some(false)) {
+            Outcome::Done(v) => assert_eq!(v[CARD_SHOWN], false),
+            _ => panic!("done expected"),
+        }
+    }
+}
