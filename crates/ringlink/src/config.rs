@@ -314,14 +314,18 @@ impl Config {
             let app = b.portal_url.is_some() || b.client_id.is_some() || b.client_secret.is_some();
             match (&b.webhook_url, app) {
                 (Some(_), true) => {
-                    return Err("bitrix24: set either webhook_url or the application (portal_url, client_id, \
+                    return Err(
+                        "bitrix24: set either webhook_url or the application (portal_url, client_id, \
                                 client_secret, tokens), not both"
-                        .into())
+                            .into(),
+                    )
                 }
                 (None, false) => {
-                    return Err("bitrix24: set webhook_url, or portal_url + client_id + client_secret + \
+                    return Err(
+                        "bitrix24: set webhook_url, or portal_url + client_id + client_secret + \
                                 access_token + refresh_token"
-                        .into())
+                            .into(),
+                    )
                 }
                 (None, true) => {
                     for (name, value) in [

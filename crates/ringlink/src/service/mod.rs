@@ -145,7 +145,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(client) = &client {
         let refresh_every = Duration::from_secs(config.engine.users_refresh_interval_secs);
-        tasks.spawn(users::refresher(shared.clone(), client.clone(), refresh_every, stop_rx.clone()));
+        tasks.spawn(users::refresher(
+            shared.clone(),
+            client.clone(),
+            refresh_every,
+            stop_rx.clone(),
+        ));
         tasks.spawn(worker::run(
             shared.clone(),
             client.clone(),

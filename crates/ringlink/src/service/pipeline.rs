@@ -70,7 +70,11 @@ impl Pipeline {
         match client.list(Message::action("CoreShowChannels")).await {
             Ok(list) => {
                 let events = tracker.resync(&list.items, super::now());
-                info!(channels = list.items.len(), live_calls = tracker.live_calls(), "live calls resynchronised");
+                info!(
+                    channels = list.items.len(),
+                    live_calls = tracker.live_calls(),
+                    "live calls resynchronised"
+                );
                 self.process(tracker, events).await;
             }
             Err(e) => warn!(error = %e, "CoreShowChannels failed; live state may be stale until the next resync"),
@@ -93,13 +97,10 @@ impl Pipeline {
             _ => tracker.call_full(event.call()),
         };
         log_outcome(event);
-        let mut journal = vec![NewJournalEntry::new(
-            event.call(),
-            store_time(now),
-            EntryKind::Ami,
-            event.name(),
-        )
-        .data(serde_json::to_value(event).unwrap_or_else(|e| json!({"unserialisable": e.to_string()})))];
+        let mut journal = vec![
+            NewJournalEntry::new(event.call(), store_time(now), EntryKind::Ami, event.name())
+                .data(serde_json::to_value(event).unwrap_or_else(|e| json!({"unserialisable": e.to_string()}))),
+        ];
         let mut plan = self.shared.engine().handle(event, call_full.as_ref(), now);
         if let Some(refresh) = &plan.refresh_users {
             if self.registering {
@@ -135,8 +136,13 @@ impl Pipeline {
         }
         for d in &plan.journal {
             journal.push(
-                NewJournalEntry::new(d.call.clone(), store_time(d.time), EntryKind::Decision, d.reason.clone())
-                    .data(json!({"rule": d.rule, "data": d.data})),
+                NewJournalEntry::new(
+                    d.call.clone(),
+                    store_time(d.time),
+                    EntryKind::Decision,
+                    d.reason.clone(),
+                )
+                .data(json!({"rule": d.rule, "data": d.data})),
             );
         }
         let steps: Vec<NewStep> = if self.registering {
@@ -174,7 +180,13 @@ fn new_step(step: &engine::Step) -> NewStep {
 fn log_outcome(event: &CallEvent) {
     if let CallEvent::CallEnded { call, call_full, .. } = event {
         let ch = &call_full.channel;
-        let number = |n: &numbers::Number| if n.custom.is_empty() { n.original.clone() } else { n.custom.clone() };
+        let number = |n: &numbers::Number| {
+            if n.custom.is_empty() {
+                n.original.clone()
+            } else {
+                n.custom.clone()
+            }
+        };
         info!(
             call = %call,
             direction = ?ch.direction,

@@ -140,8 +140,10 @@ mod tests {
 
     #[test]
     fn user_get_items_become_cached_users() {
-        let u = cached_user(&json!({"ID": "3", "NAME": "Ольга", "LAST_NAME": "Смирнова", "ACTIVE": true,
-            "UF_PHONE_INNER": "103", "PERSONAL_MOBILE": "+79990001122", "WORK_PHONE": ""}))
+        let u = cached_user(
+            &json!({"ID": "3", "NAME": "Ольга", "LAST_NAME": "Смирнова", "ACTIVE": true,
+            "UF_PHONE_INNER": "103", "PERSONAL_MOBILE": "+79990001122", "WORK_PHONE": ""}),
+        )
         .expect("valid");
         assert_eq!(u.id, 3);
         assert_eq!(u.name, "Ольга Смирнова");

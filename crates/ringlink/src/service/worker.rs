@@ -65,8 +65,15 @@ struct Worker {
 
 /// What to do with a claimed step.
 enum Action {
-    Send { method: String, params: Value, card_shown: Option<bool> },
-    Record { call_id: String, path: String },
+    Send {
+        method: String,
+        params: Value,
+        card_shown: Option<bool>,
+    },
+    Record {
+        call_id: String,
+        path: String,
+    },
     Drop(String),
     /// Not yet possible (a referenced result is missing); try again later.
     Wait(String),
@@ -194,7 +201,11 @@ impl Worker {
             };
         }
         if planned.kind == StepKind::AttachRecord {
-            let call_id = params.get("CALL_ID").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let call_id = params
+                .get("CALL_ID")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             let Some(path) = planned.record_path.clone() else {
                 return Action::Fail("no recording path".into());
             };
@@ -308,15 +319,23 @@ impl Worker {
         let mut journal = Vec::new();
         if let Some(request) = request {
             journal.push(
-                NewJournalEntry::new(&call, now, EntryKind::CrmRequest, format!("{} {}", step.kind, step.idempotency_key))
-                    .data(request),
+                NewJournalEntry::new(
+                    &call,
+                    now,
+                    EntryKind::CrmRequest,
+                    format!("{} {}", step.kind, step.idempotency_key),
+                )
+                .data(request),
             );
         }
         let (kind, message, data) = match &outcome {
             Outcome::Done(result) => (EntryKind::CrmResponse, format!("{} done", step.kind), result.clone()),
             Outcome::Retry { error, after } => (
                 EntryKind::Error,
-                format!("{} failed (attempt {attempts}), retrying in {after:?}: {error}", step.kind),
+                format!(
+                    "{} failed (attempt {attempts}), retrying in {after:?}: {error}",
+                    step.kind
+                ),
                 json!({"error": error}),
             ),
             Outcome::Failed(reason) => (
@@ -430,12 +449,19 @@ mod tests {
             code: "ERROR_CORE".into(),
             description: "Call is not found (call should be registered prior to finishing)".into(),
         };
-        assert!(matches!(classify("telephony.externalcall.finish", Err(e), None), Outcome::Done(_)));
+        assert!(matches!(
+            classify("telephony.externalcall.finish", Err(e), None),
+            Outcome::Done(_)
+        ));
     }
 
     #[test]
     fn register_result_remembers_whether_the_card_was_shown() {
-        match classify("telephony.externalcall.register", Ok(json!({"CALL_ID": "x"})), Some(false)) {
+        match classify(
+            "telephony.externalcall.register",
+            Ok(json!({"CALL_ID": "x"})),
+            Some(false),
+        ) {
             Outcome::Done(v) => assert_eq!(v[CARD_SHOWN], false),
             _ => panic!("done expected"),
         }

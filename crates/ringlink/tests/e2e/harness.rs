@@ -1,0 +1,241 @@
+//! End-to-end harness: the real Asterisk test bed, the Bitrix24 emulator, and the real `ringlink` binary
+//! between them, configured like a customer's office (trunk `carrier` with DID 73432723033, users 1/2/3 on
+//! extensions 101/102/103, user 9 the default responsible).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use b24emu::{Emulator, EmulatorConfig, RecordedRequest};
+use serde_json::Value;
+use testbed::TestBed;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+pub const CLIENT_BASE: &str = "9001234567";
+
+pub struct E2e {
+    pub bed: TestBed,
+    pub emu: Emulator,
+    pub dir: tempfile::TempDir,
+    ringlink: Ringlink,
+    extra_config: String,
+}
+
+impl E2e {
+    /// Starts the PBX and the emulator; `extra_config` is appended to ringlink's config (e.g. `[engine]` keys).
+    pub async fn start(extra_config: &str) -> E2e {
+        Self::start_with(EmulatorConfig::default(), extra_config).await
+    }
+
+    pub async fn start_with(emu_config: EmulatorConfig, extra_config: &str) -> E2e {
+        let bed = TestBed::start().await.expect("test bed");
+        let emu = Emulator::start(emu_config).await.expect("emulator");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e2e = E2e {
+            bed,
+            emu,
+            dir,
+            ringlink: Ringlink(None),
+            extra_config: extra_config.to_owned(),
+        };
+        e2e.start_ringlink().await;
+        e2e
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("ringlink.toml")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("ringlink.log")
+    }
+
+    fn write_config(&self) {
+        let testbed_config =
+            std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testbed/ringlink.toml"))
+                .expect("testbed/ringlink.toml");
+        // Keep the test bed's [tracker] settings; replace the [ami] section with this instance's.
+        let tracker_part = &testbed_config[testbed_config.find("[tracker]").expect("[tracker] section")..];
+        let chroot_root = self.bed.host_path("/");
+        let config = format!(
+            r#"[ami]
+address = "{ami}"
+username = "{user}"
+secret = "{secret}"
+ping_interval_secs = 5
+ping_timeout_secs = 5
+
+[bitrix24]
+webhook_url = "{webhook}"
+
+[store]
+path = "{db}"
+
+[recordings]
+rewrite = [["/", "{root}/"]]
+settle_secs = 0.5
+
+[engine.missed]
+default_user = 9
+
+{extra}
+
+{tracker_part}
+"#,
+            ami = self.bed.ami_addr(),
+            user = self.bed.ami_user(),
+            secret = self.bed.ami_secret(),
+            webhook = self.emu.webhook_url(),
+            db = self.dir.path().join("ringlink.db").display(),
+            root = chroot_root.display().to_string().trim_end_matches('/'),
+            extra = self.extra_config,
+        );
+        std::fs::write(self.config_path(), config).expect("write config");
+    }
+
+    /// Starts (or restarts) the ringlink process and waits until it follows calls.
+    pub async fn start_ringlink(&mut self) {
+        self.write_config();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ringlink"))
+            .arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .env("RINGLINK_LOG", "info,ringlink=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn ringlink");
+        self.ringlink = Ringlink(Some(child));
+        self.wait_log("live calls resynchronised", WAIT).await;
+    }
+
+    /// SIGKILLs ringlink (no chance to flush or say goodbye).
+    pub fn kill_ringlink(&mut self) {
+        self.ringlink.kill();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Waits until the log has `needle` (counting occurrences after the ones already there is up to callers).
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("ringlink never logged {needle:?}; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The telephony requests the emulator answered, in order (batch sub-commands included, batches not).
+    pub fn telephony(&self) -> Vec<RecordedRequest> {
+        self.emu
+            .requests()
+            .into_iter()
+            .filter(|r| r.method.starts_with("telephony.") || r.method.starts_with("tasks."))
+            .collect()
+    }
+
+    /// Waits until `n` requests of `method` were answered successfully.
+    pub async fn wait_requests(&self, method: &str, n: usize, timeout: Duration) -> Vec<RecordedRequest> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let found: Vec<_> = self
+                .emu
+                .requests_for(method)
+                .into_iter()
+                .filter(RecordedRequest::is_ok)
+                .collect();
+            if found.len() >= n {
+                return found;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "expected {n} successful {method}, got {}; requests:\n{}\nlog:\n{}",
+                    found.len(),
+                    self.describe(),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the outbox has nothing left to send, then a little more to catch anything wrong.
+    pub async fn settle(&self) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    /// The telephony sequence as readable lines, for assertion messages.
+    pub fn describe(&self) -> String {
+        self.telephony()
+            .iter()
+            .map(|r| format!("{} {} {} -> {}", r.seq, r.method, r.params, r.response))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub async fn stop(mut self) {
+        self.kill_ringlink();
+        self.emu.shutdown().await;
+        self.bed.stop().await.expect("stop bed");
+    }
+}
+
+/// The ringlink process; killed when dropped, so a failing test leaves nothing running.
+struct Ringlink(Option<Child>);
+
+impl Ringlink {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Ringlink {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A parameter as text, whether Bitrix24 got it as a string or a number.
+pub fn text(r: &RecordedRequest, name: &str) -> String {
+    match r.param(name) {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => String::new(),
+    }
+}
+
+/// The CALL_ID a register answered.
+pub fn call_id(register: &RecordedRequest) -> String {
+    register
+        .response
+        .get("result")
+        .and_then(|r| r.get("CALL_ID"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Only the methods of the telephony sequence, shortened (`register`, `show`, …).
+pub fn methods(requests: &[RecordedRequest]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| r.method.rsplit('.').next().unwrap_or_default().to_owned())
+        .collect()
+}
