@@ -5,8 +5,6 @@ mod e2e {
     pub mod harness;
 }
 
-use std::time::Duration;
-
 use e2e::harness::{call_id, methods, text, E2e, CLIENT_BASE, WAIT};
 use testbed::scenarios;
 
@@ -46,6 +44,5 @@ async fn s1_incoming_answered() {
     let timeline = e2e.emu.card_timeline();
     assert!(!timeline.for_user(1).is_empty(), "U1 saw the card");
     assert!(!timeline.is_visible(1, &id), "card gone after finish");
-    let _ = Duration::ZERO;
     e2e.stop().await;
 }

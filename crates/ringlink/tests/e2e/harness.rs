@@ -173,11 +173,6 @@ default_user = 9
         }
     }
 
-    /// Waits until the outbox has nothing left to send, then a little more to catch anything wrong.
-    pub async fn settle(&self) {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-
     /// The telephony sequence as readable lines, for assertion messages.
     pub fn describe(&self) -> String {
         self.telephony()
