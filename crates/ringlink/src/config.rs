@@ -267,13 +267,29 @@ impl Config {
         for (var, value) in env {
             apply_env_override(&mut tree, &var, &value)?;
         }
-        let config: Config =
+        let engine_offset_set = tree
+            .get("engine")
+            .and_then(|e| e.as_table())
+            .is_some_and(|e| e.contains_key("utc_offset"));
+        let mut config: Config =
             toml::Value::Table(tree)
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Invalid {
                     path: path.to_owned(),
                     message: e.message().to_owned(),
                 })?;
+        // One zone for the PBX: the engine's dates follow the tracker's unless set on their own.
+        if !engine_offset_set {
+            config.engine.utc_offset = config.tracker.utc_offset.clone();
+        } else if config.engine.utc_offset != config.tracker.utc_offset {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "engine.utc_offset {:?} differs from tracker.utc_offset {:?}: the PBX has one zone",
+                    config.engine.utc_offset, config.tracker.utc_offset
+                ),
+            });
+        }
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
@@ -425,9 +441,45 @@ pub fn env_overrides() -> Vec<(String, String)> {
     std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect()
 }
 
+/// The complete, commented default configuration (`ringlink config default`).
+pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_config_is_valid_and_is_the_shipped_file() {
+        let c = parse(DEFAULT_CONFIG, &[]).expect("default config parses");
+        assert_eq!(
+            c.engine.utc_offset, c.tracker.utc_offset,
+            "engine follows the tracker's zone"
+        );
+        assert!(c.bitrix24.is_some());
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../ringlink.toml"))
+            .expect("ringlink.toml at the project root");
+        assert_eq!(
+            shipped, DEFAULT_CONFIG,
+            "ringlink.toml must equal `ringlink config default`"
+        );
+    }
+
+    #[test]
+    fn bitrix24_needs_exactly_one_auth_mode() {
+        let both = format!("{MINIMAL}[bitrix24]\nwebhook_url = \"https://x/rest/1/y/\"\nportal_url = \"https://x\"\n");
+        let e = parse(&both, &[]).expect_err("both");
+        assert!(e.to_string().contains("not both"), "{e}");
+        let app = format!("{MINIMAL}[bitrix24]\nportal_url = \"https://x\"\nclient_id = \"a\"\n");
+        let e = parse(&app, &[]).expect_err("incomplete app");
+        assert!(e.to_string().contains("client_secret"), "{e}");
+    }
+
+    #[test]
+    fn zones_must_agree() {
+        let text = format!("{MINIMAL}[tracker]\nutc_offset = \"+05:00\"\n[engine]\nutc_offset = \"+03:00\"\n");
+        let e = parse(&text, &[]).expect_err("two zones");
+        assert!(e.to_string().contains("one zone"), "{e}");
+    }
 
     const MINIMAL: &str = "[ami]\naddress = \"127.0.0.1:5038\"\nusername = \"ringlink\"\nsecret = \"x\"\n";
 

@@ -1,5 +1,6 @@
 //! `ringlink`: the Asterisk ⇄ Bitrix24 connector's command line.
 
+mod check;
 mod config;
 mod replay;
 mod service;
@@ -28,6 +29,16 @@ enum Command {
         #[arg(long, short, default_value = "ringlink.toml")]
         config: PathBuf,
     },
+    /// Validate a config file and try the AMI and Bitrix24 connections it describes.
+    Check {
+        #[arg(long, short, default_value = "ringlink.toml")]
+        config: PathBuf,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Run a recorded AMI trace through the call tracker and print every ended call.
     Replay {
         /// A trace as `ringlink trace record` writes it (raw AMI bytes, CRLF or LF).
@@ -43,6 +54,12 @@ enum Command {
         #[command(subcommand)]
         command: TraceCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a complete, commented default configuration.
+    Default,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +101,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&config)?;
             init_logging(&config);
             service::run(config).await
+        }
+        Command::Check { config } => {
+            let problems = check::run(&config).await;
+            if problems > 0 {
+                anyhow::bail!("{problems} problem(s) found");
+            }
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
+            print!("{}", config::DEFAULT_CONFIG);
+            Ok(())
         }
         Command::Replay { trace, config, format } => {
             let bytes = std::fs::read(&trace).with_context(|| format!("cannot read trace {}", trace.display()))?;
