@@ -16,7 +16,10 @@ fn traces() -> Vec<(String, Vec<u8>)> {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "ami") {
                 if let Ok(bytes) = std::fs::read(&path) {
-                    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    let name = path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     out.push((name, bytes));
                 }
             }
