@@ -16,6 +16,8 @@ use crate::config::Config;
 
 /// How often the tracker is asked to expire calls whose hang-up was lost.
 const TICK: Duration = Duration::from_secs(30);
+/// The channel variable MixMonitor leaves the recording's path in.
+const RECORDING_VARIABLE: &str = "MIXMONITOR_FILENAME";
 
 pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut tracker = Tracker::new(config.tracker.clone())?;
@@ -76,8 +78,58 @@ impl Pipeline {
                     "live calls resynchronised"
                 );
                 self.process(tracker, events).await;
+                self.recover_recordings(client, tracker, &list.items).await;
             }
             Err(e) => warn!(error = %e, "CoreShowChannels failed; live state may be stale until the next resync"),
+        }
+    }
+
+    /// `CoreShowChannels` lists no channel variables, so a recording started while ringlink was not
+    /// listening (a restart, a dropped AMI connection) would never be attached: ask each listed channel of a
+    /// call without a recording for `MIXMONITOR_FILENAME`, and hand the answer to the tracker as the `VarSet`
+    /// it missed.
+    async fn recover_recordings(&mut self, client: &ami::Client, tracker: &mut Tracker, items: &[Message]) {
+        for item in items.iter().filter(|m| m.event_name() == Some("CoreShowChannel")) {
+            let (Some(channel), Some(uniqueid)) = (item.get("Channel"), item.get("Uniqueid")) else {
+                continue;
+            };
+            let Some(call) = tracker.call_of_channel(uniqueid.trim()) else {
+                continue;
+            };
+            if tracker.call_full(call).is_none_or(|c| !c.record.is_empty()) {
+                continue;
+            }
+            let asked = Message::action("Getvar")
+                .with("Channel", channel)
+                .with("Variable", RECORDING_VARIABLE);
+            let path = match client.action_ok(asked).await {
+                Ok(answer) => answer.get_unescaped("Value").unwrap_or_default(),
+                Err(e) => {
+                    warn!(channel, error = %e, "cannot ask a channel for its recording");
+                    continue;
+                }
+            };
+            if path.trim().is_empty() {
+                continue;
+            }
+            let mut missed = Message::new();
+            missed.push("Event", "VarSet");
+            for key in [
+                "Channel",
+                "Uniqueid",
+                "Linkedid",
+                "ChannelState",
+                "CallerIDNum",
+                "ConnectedLineNum",
+            ] {
+                if let Some(value) = item.get(key) {
+                    missed.push(key, value);
+                }
+            }
+            missed.push("Variable", RECORDING_VARIABLE);
+            missed.push("Value", path.trim());
+            let events = tracker.handle_at(&missed, super::now());
+            self.process(tracker, events).await;
         }
     }
 

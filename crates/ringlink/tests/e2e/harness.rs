@@ -19,6 +19,8 @@ pub struct E2e {
     pub dir: tempfile::TempDir,
     ringlink: Ringlink,
     extra_config: String,
+    /// Where ringlink reaches AMI instead of the PBX itself (a relay a test can cut).
+    ami_via: Option<std::net::SocketAddr>,
 }
 
 impl E2e {
@@ -37,6 +39,7 @@ impl E2e {
             dir,
             ringlink: Ringlink(None),
             extra_config: extra_config.to_owned(),
+            ami_via: None,
         };
         e2e.start_ringlink().await;
         e2e
@@ -82,7 +85,7 @@ default_user = 9
 
 {tracker_part}
 "#,
-            ami = self.bed.ami_addr(),
+            ami = self.ami_via.unwrap_or_else(|| self.bed.ami_addr()),
             user = self.bed.ami_user(),
             secret = self.bed.ami_secret(),
             webhook = self.emu.webhook_url(),
@@ -233,4 +236,32 @@ pub fn methods(requests: &[RecordedRequest]) -> Vec<String> {
         .iter()
         .map(|r| r.method.rsplit('.').next().unwrap_or_default().to_owned())
         .collect()
+}
+
+// Shared by several test binaries; each uses a part of it.
+#[allow(dead_code)]
+impl E2e {
+    /// From the next (re)start on, ringlink reaches AMI through `addr` (e.g. a relay the test controls).
+    pub fn set_ami_via(&mut self, addr: std::net::SocketAddr) {
+        self.ami_via = Some(addr);
+    }
+
+    /// The running ringlink's process id (for /proc readings).
+    pub fn ringlink_pid(&self) -> Option<u32> {
+        self.ringlink.0.as_ref().map(Child::id)
+    }
+
+    /// Waits until the log has `needle` more than `before` times.
+    pub async fn wait_log_after(&self, needle: &str, before: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.log().matches(needle).count() > before {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("ringlink never logged {needle:?} again; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
