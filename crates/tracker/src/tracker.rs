@@ -1230,6 +1230,20 @@ impl Tracker {
             return;
         };
         let Some(index) = call.convs.iter().rposition(|c| c.leg == uid && c.is_live()) else {
+            // A conversation ended before its channel did (a completed attended transfer): it still gets the
+            // channel's last CEL extra, as it would have at the channel's end.
+            let extra = self.channels.get(uid).map(|c| c.extra.clone());
+            if let (Some(extra), Some(call)) = (extra, self.calls.get_mut(key)) {
+                let transferred = Some(ConversationEndReason::Transferred);
+                if let Some(conv) = call
+                    .convs
+                    .iter_mut()
+                    .rev()
+                    .find(|c| c.leg == uid && c.end_hint == transferred)
+                {
+                    conv.extra = extra;
+                }
+            }
             return;
         };
         let conv = &call.convs[index];
@@ -1715,12 +1729,17 @@ impl Tracker {
         let leg = orig.filter(|o| call.has_conv(o)).or(second);
         let conversation = Self::mark_transferred(call, leg);
         out.push(CallEvent::Transferred {
-            call: key,
-            conversation,
+            call: key.clone(),
+            conversation: conversation.clone(),
             time: now,
             kind: TransferKind::Attended,
             target: target_number,
         });
+        // The transferer's talk ends with the completed transfer, before the target's starts (its channel may
+        // hang up only after the target has joined the client).
+        if !conversation.is_empty() {
+            self.end_leg_conv(&key, &conversation, &LegEnd::Hangup, now, out);
+        }
         for leg in legs {
             self.promote_consultation(&leg, now, out);
         }
