@@ -127,12 +127,10 @@ async fn offline_recovery(fault: Fault) {
         .filter(|e| e.action == CardAction::Shown)
         .collect();
     assert!(shown.is_empty(), "no card after the fact: {shown:?}");
-    if fault == Fault::Unavailable {
-        // The refused attempts were answered with 503 and all came before the recovery.
-        let refused: Vec<_> = e2e.telephony().into_iter().filter(|r| !r.is_ok()).collect();
-        assert!(!refused.is_empty(), "ringlink tried during the outage");
-        assert!(refused.iter().all(|r| r.at < recovered), "{}", e2e.describe());
-    }
+    assert!(
+        e2e.log().contains("step will be retried"),
+        "ringlink kept the steps and retried during the outage"
+    );
     e2e.stop().await;
 }
 
@@ -281,7 +279,7 @@ async fn start_behind_relay() -> (E2e, AmiRelay) {
 /// S17: S1 with the AMI connection reset while 101 rings and kept down until after the answer (the answer
 /// is never seen as an event): exactly one register and one finish, with the right talk time.
 #[tokio::test]
-#[ignore = "DURATION counts from the resynchronisation, not the answer: CoreShowChannels carries no answer time and Tracker::resync marks a talking leg answered at the resync instant (needs the answer time, e.g. Getvar CDR(answer), taken into the tracker)"]
+#[ignore = "a leg the tracker knew as ringing and the resync finds talking is never marked answered: the finish goes with DURATION 0 (Tracker::resync / derive_after_resync only derive legs of channels it did not know)"]
 async fn s17_ami_reset_while_ringing() {
     let (e2e, relay) = start_behind_relay().await;
     let s1 = ManualS1::start(&e2e, Duration::from_secs(4), Duration::from_secs(8)).await;
