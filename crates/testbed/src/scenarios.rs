@@ -194,42 +194,42 @@ pub async fn s2_incoming_no_answer(bed: &TestBed) -> Result<()> {
 
 /// S3: incoming → ringall queue 101, 102, 103 → 102 answers.
 pub async fn s3_queue_ringall(bed: &TestBed) -> Result<()> {
-    bed.route_incoming(Route::QueueRingAll).await?;
+    queue_ringall_answered_by_102(bed, "s3", Route::QueueRingAll).await
+}
+
+/// A ringall queue (101, 102, 103 at once) where 102 answers after 3 s and talks 5 s.
+async fn queue_ringall_answered_by_102(bed: &TestBed, id: &str, route: Route) -> Result<()> {
+    bed.route_incoming(route).await?;
     bed.phone(101).no_answer().await?;
     bed.phone(102).answer_after(secs(3)).await?;
     bed.phone(103).no_answer().await?;
     let mut call = bed.incoming(CLIENT).talk(secs(5)).await?;
     let client = call.finished(CALL_LIMIT).await?;
     done(bed).await?;
-    expect("s3", "client", &client, &[Answered, HangupLocal])?;
-    expect("s3", "101", &bed.phone_outcomes(101), &[Ringing, Cancelled])?;
-    expect(
-        "s3",
-        "102",
-        &bed.phone_outcomes(102),
-        &[Ringing, Answered, HangupRemote],
-    )?;
-    expect("s3", "103", &bed.phone_outcomes(103), &[Ringing, Cancelled])
+    expect(id, "client", &client, &[Answered, HangupLocal])?;
+    expect(id, "101", &bed.phone_outcomes(101), &[Ringing, Cancelled])?;
+    expect(id, "102", &bed.phone_outcomes(102), &[Ringing, Answered, HangupRemote])?;
+    expect(id, "103", &bed.phone_outcomes(103), &[Ringing, Cancelled])
 }
 
 /// S4: incoming → one-by-one queue 101 → 102 → 103 (4 s each), 103 answers.
 pub async fn s4_queue_linear(bed: &TestBed) -> Result<()> {
-    bed.route_incoming(Route::QueueLinear).await?;
+    queue_linear_answered_by_103(bed, "s4", Route::QueueLinear).await
+}
+
+/// A one-by-one queue where 101 and 102 ring out and 103 answers after 2 s and talks 5 s.
+async fn queue_linear_answered_by_103(bed: &TestBed, id: &str, route: Route) -> Result<()> {
+    bed.route_incoming(route).await?;
     bed.phone(101).no_answer().await?;
     bed.phone(102).no_answer().await?;
     bed.phone(103).answer_after(secs(2)).await?;
     let mut call = bed.incoming(CLIENT).talk(secs(5)).await?;
     let client = call.finished(CALL_LIMIT).await?;
     done(bed).await?;
-    expect("s4", "client", &client, &[Answered, HangupLocal])?;
-    expect("s4", "101", &bed.phone_outcomes(101), &[Ringing, Cancelled])?;
-    expect("s4", "102", &bed.phone_outcomes(102), &[Ringing, Cancelled])?;
-    expect(
-        "s4",
-        "103",
-        &bed.phone_outcomes(103),
-        &[Ringing, Answered, HangupRemote],
-    )
+    expect(id, "client", &client, &[Answered, HangupLocal])?;
+    expect(id, "101", &bed.phone_outcomes(101), &[Ringing, Cancelled])?;
+    expect(id, "102", &bed.phone_outcomes(102), &[Ringing, Cancelled])?;
+    expect(id, "103", &bed.phone_outcomes(103), &[Ringing, Answered, HangupRemote])
 }
 
 /// S5: incoming → ringall queue, nobody answers, the client gives up after 9 s.
@@ -513,40 +513,10 @@ async fn wait_parked(bed: &TestBed) -> Result<String> {
 
 /// S19: FreePBX-style ringall queue (members `Local/<ext>@from-queue/n`), 102 answers.
 pub async fn s19_freepbx_queue_ringall(bed: &TestBed) -> Result<()> {
-    bed.route_incoming(Route::FreePbxQueueRingAll).await?;
-    bed.phone(101).no_answer().await?;
-    bed.phone(102).answer_after(secs(3)).await?;
-    bed.phone(103).no_answer().await?;
-    let mut call = bed.incoming(CLIENT).talk(secs(5)).await?;
-    let client = call.finished(CALL_LIMIT).await?;
-    done(bed).await?;
-    expect("s19-ringall", "client", &client, &[Answered, HangupLocal])?;
-    expect("s19-ringall", "101", &bed.phone_outcomes(101), &[Ringing, Cancelled])?;
-    expect(
-        "s19-ringall",
-        "102",
-        &bed.phone_outcomes(102),
-        &[Ringing, Answered, HangupRemote],
-    )?;
-    expect("s19-ringall", "103", &bed.phone_outcomes(103), &[Ringing, Cancelled])
+    queue_ringall_answered_by_102(bed, "s19-ringall", Route::FreePbxQueueRingAll).await
 }
 
 /// S19: FreePBX-style one-by-one queue, 101 and 102 time out, 103 answers.
 pub async fn s19_freepbx_queue_linear(bed: &TestBed) -> Result<()> {
-    bed.route_incoming(Route::FreePbxQueueLinear).await?;
-    bed.phone(101).no_answer().await?;
-    bed.phone(102).no_answer().await?;
-    bed.phone(103).answer_after(secs(2)).await?;
-    let mut call = bed.incoming(CLIENT).talk(secs(5)).await?;
-    let client = call.finished(CALL_LIMIT).await?;
-    done(bed).await?;
-    expect("s19-linear", "client", &client, &[Answered, HangupLocal])?;
-    expect("s19-linear", "101", &bed.phone_outcomes(101), &[Ringing, Cancelled])?;
-    expect("s19-linear", "102", &bed.phone_outcomes(102), &[Ringing, Cancelled])?;
-    expect(
-        "s19-linear",
-        "103",
-        &bed.phone_outcomes(103),
-        &[Ringing, Answered, HangupRemote],
-    )
+    queue_linear_answered_by_103(bed, "s19-linear", Route::FreePbxQueueLinear).await
 }
