@@ -34,6 +34,13 @@ fn traces() -> Vec<Vec<u8>> {
     paths.iter().map(|p| std::fs::read(p).expect("trace")).collect()
 }
 
+/// One new tracker per trace, built outside the measurement (a service builds one per run).
+fn fresh_trackers(n: usize, config: &TrackerConfig) -> Vec<Tracker> {
+    (0..n)
+        .map(|_| Tracker::new(config.clone()).expect("valid settings"))
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     let traces = traces();
     let config = config();
@@ -53,12 +60,7 @@ fn bench(c: &mut Criterion) {
     // Bytes → codec → tracker; trackers are built outside the measurement (a service builds one per run).
     group.bench_function("real_traces", |b| {
         b.iter_batched(
-            || {
-                traces
-                    .iter()
-                    .map(|_| Tracker::new(config.clone()).expect("valid settings"))
-                    .collect::<Vec<_>>()
-            },
+            || fresh_trackers(traces.len(), &config),
             |mut trackers| {
                 let mut produced = 0usize;
                 let mut out = Vec::new();
@@ -91,12 +93,7 @@ fn bench(c: &mut Criterion) {
         .collect();
     group.bench_function("tracker_only", |b| {
         b.iter_batched(
-            || {
-                decoded
-                    .iter()
-                    .map(|_| Tracker::new(config.clone()).expect("valid settings"))
-                    .collect::<Vec<_>>()
-            },
+            || fresh_trackers(decoded.len(), &config),
             |mut trackers| {
                 let mut produced = 0usize;
                 let mut out = Vec::new();
