@@ -1,0 +1,355 @@
+//! End-to-end figures of `ringlink run` on loopback: the real Asterisk test bed, the Bitrix24 emulator (default
+//! limits: 2 requests/s, burst 50) and the release ringlink binary between them.
+//!
+//! - card-pop overhead: from Asterisk's `DialBegin` (its `Timestamp` header; same host clock) to the
+//!   register/show that pops the card reaching the emulator, p50/p99, one call at a time and ~100 at once;
+//! - Bitrix24 requests per call for S1, S3, S4 and S2 with the missed-call task;
+//! - burst capacity: simultaneous incoming calls all registered, finished and recorded, the time the backlog
+//!   takes to drain, ringlink's peak RSS (VmHWM) and CPU during the burst.
+//!
+//! `cargo bench -p ringlink --bench e2e` (all parts) or with an argument: `latency`, `requests`, `burst`.
+//! `RINGLINK_BENCH_BURSTS=50,100,150` chooses the burst sizes.
+
+#[allow(dead_code)]
+#[path = "../tests/e2e/harness.rs"]
+mod harness;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ami::ClientEvent;
+use b24emu::RecordedRequest;
+use chrono::{DateTime, Utc};
+use harness::{text, E2e};
+use testbed::{scenarios, Route};
+
+const REGISTER: &str = "telephony.externalcall.register";
+const SHOW: &str = "telephony.externalcall.show";
+const FINISH: &str = "telephony.externalcall.finish";
+const RECORD: &str = "telephony.externalcall.attachrecord";
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; any other word picks a part.
+    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let run = |part: &str| wanted.is_empty() || wanted.iter().any(|w| w == part);
+    if run("latency") {
+        latency().await;
+    }
+    if run("requests") {
+        requests_per_call().await;
+    }
+    if run("burst") {
+        burst().await;
+    }
+}
+
+/// `DialBegin`s as Asterisk stamped them: linkedid → (first stamp, destination channel).
+type Dials = Arc<Mutex<HashMap<String, Vec<(DateTime<Utc>, String)>>>>;
+
+/// Follows AMI beside ringlink and keeps every `DialBegin`'s linkedid, destination and `Timestamp`.
+async fn watch_dials(e2e: &E2e) -> (ami::Client, Dials) {
+    let config = ami::ClientConfig::new(e2e.bed.ami_addr().to_string(), e2e.bed.ami_user(), e2e.bed.ami_secret());
+    let (client, mut events) = ami::connect(config).await.expect("AMI login");
+    let dials: Dials = Arc::default();
+    let sink = dials.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let ClientEvent::Event(m) = event else { continue };
+            if m.event_name() != Some("DialBegin") {
+                continue;
+            }
+            let (Some(linkedid), Some(stamp), Some(dest)) =
+                (m.get("Linkedid"), m.get("Timestamp"), m.get("DestChannel"))
+            else {
+                continue;
+            };
+            let Some(at) = parse_stamp(stamp) else { continue };
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(linkedid.trim().to_owned())
+                .or_default()
+                .push((at, dest.trim().to_owned()));
+        }
+    });
+    (client, dials)
+}
+
+/// AMI `Timestamp: 1712345678.123456`.
+fn parse_stamp(text: &str) -> Option<DateTime<Utc>> {
+    let (secs, frac) = text.trim().split_once('.').unwrap_or((text.trim(), "0"));
+    let secs: i64 = secs.parse().ok()?;
+    let micros: i64 = format!("{frac:0<6}")[..6].parse().ok()?;
+    DateTime::from_timestamp_micros(secs * 1_000_000 + micros)
+}
+
+/// The extension behind `PJSIP/101-0000001a`.
+fn extension_of(channel: &str) -> Option<u64> {
+    channel.strip_prefix("PJSIP/")?.split('-').next()?.parse().ok()
+}
+
+/// Card-pop overheads in milliseconds: for every card that popped (a register with SHOW 1, or a show),
+/// the time from the `DialBegin` of that user's phone in that call to the request reaching the emulator.
+fn card_overheads(requests: &[RecordedRequest], dials: &Dials) -> (Vec<f64>, usize) {
+    let dials = dials.lock().unwrap_or_else(|p| p.into_inner());
+    let mut linkedid_of_call: HashMap<String, String> = HashMap::new();
+    for r in requests.iter().filter(|r| r.method == REGISTER && r.is_ok()) {
+        let linkedid = text(r, "EXTERNAL_CALL_ID")
+            .split('-')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        linkedid_of_call.insert(harness::call_id(r), linkedid);
+    }
+    let mut out = Vec::new();
+    let mut without_card = 0;
+    for r in requests.iter().filter(|r| r.is_ok()) {
+        let (linkedid, users): (String, Vec<u64>) = match r.method.as_str() {
+            REGISTER if text(r, "SHOW") == "1" => (
+                linkedid_of_call.get(&harness::call_id(r)).cloned().unwrap_or_default(),
+                vec![text(r, "USER_ID").parse().unwrap_or(0)],
+            ),
+            REGISTER => {
+                without_card += 1;
+                continue;
+            }
+            SHOW => {
+                let users = match r.param("USER_ID") {
+                    Some(serde_json::Value::Array(a)) => a
+                        .iter()
+                        .filter_map(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+                        .collect(),
+                    _ => vec![text(r, "USER_ID").parse().unwrap_or(0)],
+                };
+                (
+                    linkedid_of_call.get(&text(r, "CALL_ID")).cloned().unwrap_or_default(),
+                    users,
+                )
+            }
+            _ => continue,
+        };
+        let Some(legs) = dials.get(&linkedid) else { continue };
+        for user in users {
+            // Extension 10N belongs to user N in the test office.
+            let dial = legs
+                .iter()
+                .filter(|(at, dest)| extension_of(dest) == Some(100 + user) && *at <= r.at)
+                .map(|(at, _)| *at)
+                .max();
+            if let Some(dial) = dial {
+                out.push((r.at - dial).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+            }
+        }
+    }
+    (out, without_card)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn summary(label: &str, mut values: Vec<f64>) {
+    values.sort_by(f64::total_cmp);
+    println!(
+        "{label}: n={} p50={:.1} ms p99={:.1} ms min={:.1} ms max={:.1} ms",
+        values.len(),
+        percentile(&values, 50.0),
+        percentile(&values, 99.0),
+        values.first().copied().unwrap_or(f64::NAN),
+        values.last().copied().unwrap_or(f64::NAN),
+    );
+}
+
+/// Waits until `n` requests of `method` succeeded, or `limit` passes; returns how many did.
+async fn wait_done(e2e: &E2e, method: &str, n: usize, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let done = e2e.emu.requests_for(method).iter().filter(|r| r.is_ok()).count();
+        if done >= n || Instant::now() >= deadline {
+            return done;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until no request reached the emulator for `quiet`.
+async fn settle(e2e: &E2e, quiet: Duration) {
+    let mut seen = e2e.emu.requests().len();
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = e2e.emu.requests().len();
+        if now != seen {
+            seen = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return;
+        }
+    }
+}
+
+/// Places `n` incoming calls to 101 at once (101 rings `ring`, each client talks `talk`); returns when every
+/// caller is done.
+async fn calls_to_101(e2e: &E2e, n: usize, ring: Duration, talk: Duration) {
+    let bed = &e2e.bed;
+    bed.reset().await.expect("reset");
+    bed.route_incoming(Route::Extension(101)).await.expect("route");
+    bed.phone(101).answer_after(ring).await.expect("phone 101");
+    let mut calls = Vec::new();
+    for i in 0..n {
+        let from = format!("+7900777{i:04}");
+        calls.push(bed.incoming(&from).talk(talk).await.expect("call"));
+    }
+    for call in &mut calls {
+        let _ = call.finished(Duration::from_secs(300)).await;
+    }
+    let _ = bed.wait_all_channels_gone(Duration::from_secs(120)).await;
+}
+
+async fn latency() {
+    println!("== card-pop overhead (DialBegin at Asterisk → register/show at Bitrix24) ==");
+    let e2e = E2e::start("").await;
+    let (_ami, dials) = watch_dials(&e2e).await;
+    const SINGLE: usize = 20;
+    for _ in 0..SINGLE {
+        calls_to_101(&e2e, 1, Duration::from_millis(700), Duration::from_millis(300)).await;
+    }
+    wait_done(&e2e, FINISH, SINGLE, Duration::from_secs(60)).await;
+    let (single, without) = card_overheads(&e2e.emu.requests(), &dials);
+    summary("1 call at a time", single);
+    println!("  registered without a card: {without}");
+
+    e2e.emu.clear_requests();
+    e2e.emu.reset_limits();
+    dials.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    const MANY: usize = 100;
+    calls_to_101(&e2e, MANY, Duration::from_secs(4), Duration::from_secs(1)).await;
+    wait_done(&e2e, FINISH, MANY, Duration::from_secs(300)).await;
+    let (many, without) = card_overheads(&e2e.emu.requests(), &dials);
+    summary(&format!("{MANY} calls at once"), many);
+    println!("  registered without a card: {without}");
+    e2e.stop().await;
+}
+
+async fn requests_per_call() {
+    println!("== Bitrix24 requests per call ==");
+    let e2e = E2e::start("[engine.missed.task]\nenabled = true\n").await;
+    settle(&e2e, Duration::from_secs(2)).await;
+    for (id, label) in [
+        ("s1", "S1 incoming answered"),
+        ("s3", "S3 ringall queue of 3"),
+        ("s4", "S4 one-by-one queue"),
+        ("s2", "S2 missed, with the task"),
+    ] {
+        e2e.emu.clear_requests();
+        scenarios::play(&e2e.bed, id).await.expect("scenario");
+        settle(&e2e, Duration::from_secs(5)).await;
+        let requests = e2e.emu.requests();
+        let http = requests.iter().filter(|r| r.batch_parent.is_none()).count();
+        let mut methods: BTreeMap<String, usize> = BTreeMap::new();
+        for r in requests.iter().filter(|r| r.method != "batch") {
+            *methods.entry(r.method.clone()).or_default() += 1;
+        }
+        let commands: usize = methods.values().sum();
+        println!("{label}: {http} HTTP requests against the limit, {commands} methods: {methods:?}");
+    }
+    e2e.stop().await;
+}
+
+/// ringlink's CPU time so far (user + system, in seconds) from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+/// A `kB` line of /proc/<pid>/status (VmHWM, VmRSS).
+fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn burst() {
+    println!("== burst capacity under the default limiter (2/s, burst 50) ==");
+    let sizes: Vec<usize> = std::env::var("RINGLINK_BENCH_BURSTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![50, 100, 150]);
+    for n in sizes {
+        let mut e2e = E2e::start("").await;
+        // A fresh process, so VmHWM is this burst's peak.
+        e2e.kill_ringlink();
+        e2e.start_ringlink().await;
+        settle(&e2e, Duration::from_secs(2)).await;
+        let pid = e2e.ringlink_pid().expect("ringlink runs");
+        let cpu_before = cpu_seconds(pid);
+        let rss_before = status_kb(pid, "VmRSS:");
+        let started = Instant::now();
+        let started_at = Utc::now();
+        let sampler = {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            let handle = tokio::spawn(async move {
+                let (mut peak, mut last, mut last_at) = (0.0f64, cpu_seconds(pid), Instant::now());
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let (cpu, at) = (cpu_seconds(pid), Instant::now());
+                    peak = peak.max((cpu - last) / at.duration_since(last_at).as_secs_f64());
+                    (last, last_at) = (cpu, at);
+                }
+                peak
+            });
+            (stop, handle)
+        };
+        calls_to_101(&e2e, n, Duration::from_secs(2), Duration::from_secs(2)).await;
+        let calls_over = Utc::now();
+        let limit = Duration::from_secs(120 + n as u64 * 3);
+        let registered = wait_done(&e2e, REGISTER, n, limit).await;
+        let finished = wait_done(&e2e, FINISH, n, limit).await;
+        let recorded = wait_done(&e2e, RECORD, n, limit).await;
+        let elapsed = started.elapsed();
+        sampler.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak_cpu = sampler.1.await.unwrap_or(f64::NAN);
+        let cpu = cpu_seconds(pid) - cpu_before;
+        let last_request = e2e.emu.requests().iter().map(|r| r.at).max().unwrap_or(started_at);
+        let refused = e2e
+            .emu
+            .requests()
+            .iter()
+            .filter(|r| r.response.get("error").and_then(|e| e.as_str()) == Some("QUERY_LIMIT_EXCEEDED"))
+            .count();
+        let http = e2e.emu.requests().iter().filter(|r| r.batch_parent.is_none()).count();
+        let lossless = registered == n && finished == n && recorded == n;
+        println!(
+            "{n} simultaneous calls: registered {registered}, finished {finished}, recordings {recorded} → {}; \
+             backlog drained {:.1} s after the last call ended ({:.1} s from the first call); {http} HTTP requests, \
+             {refused} refused with QUERY_LIMIT_EXCEEDED",
+            if lossless { "no loss" } else { "LOSS" },
+            (last_request - calls_over).num_milliseconds().max(0) as f64 / 1000.0,
+            (last_request - started_at).num_milliseconds() as f64 / 1000.0,
+        );
+        println!(
+            "  ringlink: VmHWM {} kB (VmRSS before {rss_before} kB), CPU {cpu:.2} s over {:.1} s \
+             (mean {:.1}% of a core, peak 1-s {:.1}%)",
+            status_kb(pid, "VmHWM:"),
+            elapsed.as_secs_f64(),
+            100.0 * cpu / elapsed.as_secs_f64(),
+            100.0 * peak_cpu
+        );
+        e2e.stop().await;
+    }
+}
