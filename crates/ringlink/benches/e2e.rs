@@ -251,12 +251,16 @@ async fn requests_per_call() {
         settle(&e2e, Duration::from_secs(5)).await;
         let requests = e2e.emu.requests();
         let http = requests.iter().filter(|r| r.batch_parent.is_none()).count();
+        let mut top: BTreeMap<String, usize> = BTreeMap::new();
+        for r in requests.iter().filter(|r| r.batch_parent.is_none()) {
+            *top.entry(r.method.clone()).or_default() += 1;
+        }
         let mut methods: BTreeMap<String, usize> = BTreeMap::new();
         for r in requests.iter().filter(|r| r.method != "batch") {
             *methods.entry(r.method.clone()).or_default() += 1;
         }
         let commands: usize = methods.values().sum();
-        println!("{label}: {http} HTTP requests against the limit, {commands} methods: {methods:?}");
+        println!("{label}: {http} HTTP requests against the limit {top:?}; {commands} methods: {methods:?}");
     }
     e2e.stop().await;
 }

@@ -221,6 +221,11 @@ impl Worker {
     /// Sends the requests: one alone, several in one `batch` (one request against the portal's limit).
     async fn send(&self, requests: Vec<(Step, String, Value, Option<bool>)>) -> Vec<(Step, Outcome, Option<Value>)> {
         let mut out = Vec::new();
+        // A round whose steps were all dropped, deferred or uploaded has nothing to send: an empty `batch`
+        // would still cost a request against the portal's limit.
+        if requests.is_empty() {
+            return out;
+        }
         if requests.len() == 1 {
             for (step, method, params, card_shown) in requests {
                 let result = self.client.call(&method, params.clone()).await;
@@ -439,6 +444,33 @@ mod tests {
         assert_eq!(upload_name(Path::new("/r/x.mp3")).as_deref(), Some("x.mp3"));
         assert_eq!(upload_name(Path::new("/r/x.gsm")), None);
         assert_eq!(upload_name(Path::new("/r/noext")), None);
+    }
+
+    #[tokio::test]
+    async fn a_round_with_nothing_to_send_costs_no_request() {
+        let emu = b24emu::Emulator::start(b24emu::EmulatorConfig::default())
+            .await
+            .expect("emulator");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store::SqliteStore::open(&dir.path().join("s.db")).expect("store");
+        let engine = engine::Engine::new(engine::EngineSettings::default()).expect("engine");
+        let client = bitrix24::Client::webhook(&emu.webhook_url())
+            .expect("client")
+            .build()
+            .expect("client");
+        let worker = Worker {
+            shared: Shared {
+                store,
+                engine: std::sync::Arc::new(std::sync::Mutex::new(engine)),
+                work: Default::default(),
+                users_refresh: Default::default(),
+            },
+            client,
+            recordings: RecordingSettings::default(),
+        };
+        assert!(worker.send(Vec::new()).await.is_empty());
+        assert!(emu.requests().is_empty(), "{:?}", emu.requests());
+        emu.shutdown().await;
     }
 
     #[test]
