@@ -452,7 +452,7 @@ mod tests {
             .await
             .expect("emulator");
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = store::SqliteStore::open(&dir.path().join("s.db")).expect("store");
+        let store = store::SqliteStore::open(dir.path().join("s.db")).expect("store");
         let engine = engine::Engine::new(engine::EngineSettings::default()).expect("engine");
         let client = bitrix24::Client::webhook(&emu.webhook_url())
             .expect("client")
