@@ -938,6 +938,29 @@ impl Tracker {
         self.after_join(uid, now, out);
     }
 
+    /// Promotes the consultation legs of `primary`'s call that share its bridge.
+    fn promote_consultations_in_bridge(&mut self, primary: &str, now: Timestamp, out: &mut Vec<CallEvent>) {
+        let Some(bridge) = self.channels.get(primary).and_then(|c| c.bridge.clone()) else {
+            return;
+        };
+        let Some(call) = self.calls.get(primary) else {
+            return;
+        };
+        let legs: Vec<String> = call
+            .channels
+            .iter()
+            .filter(|u| {
+                self.channels
+                    .get(*u)
+                    .is_some_and(|c| c.consultation && c.bridge.as_ref() == Some(&bridge))
+            })
+            .cloned()
+            .collect();
+        for leg in legs {
+            self.promote_consultation(&leg, now, out);
+        }
+    }
+
     /// The employee legs a transfer target stands for: itself, or the phones its Local pair dialled.
     fn target_legs(&self, target: &str) -> Vec<String> {
         let Some(ch) = self.channels.get(target) else {
@@ -1140,6 +1163,12 @@ impl Tracker {
                 self.promote_consultation(uid, now, out);
             }
             return;
+        }
+        if is_primary {
+            // The client's channel joining a consultation leg's bridge completes the transfer too; it is the only
+            // sign of it when the AttendedTransfer event came without its target (the consultation bridge was
+            // already gone when Asterisk reported it).
+            self.promote_consultations_in_bridge(uid, now, out);
         }
         if !up {
             return;

@@ -208,12 +208,13 @@ trace_test!(s8_caller_cancels, "s8-cancel");
 trace_test!(s9_local, "s9");
 trace_test!(s10_blind_transfer, "s10");
 trace_test!(s11_attended_transfer, "s11");
+trace_test!(s11_attended_transfer_race, "s11-transfer-race");
 trace_test!(s12_pickup, "s12");
 trace_test!(s13_park, "s13");
 trace_test!(s19_local_members_ringall, "s19-ringall");
 trace_test!(s19_local_members_one_by_one, "s19-linear");
 
-const TRACES: [&str; 18] = [
+const TRACES: [&str; 19] = [
     "s1",
     "s2",
     "s3",
@@ -228,6 +229,7 @@ const TRACES: [&str; 18] = [
     "s9",
     "s10",
     "s11",
+    "s11-transfer-race",
     "s12",
     "s13",
     "s19-ringall",
