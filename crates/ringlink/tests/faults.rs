@@ -179,7 +179,6 @@ async fn wait_card_shown(e2e: &E2e) {
 /// S16: S1 with ringlink SIGKILLed while 101 rings and started again during the talk: exactly one register
 /// and one finish, with the right talk time.
 #[tokio::test]
-#[ignore = "DURATION counts from the resynchronisation, not the answer: CoreShowChannels carries no answer time and Tracker::resync marks a talking leg answered at the resync instant (needs the answer time, e.g. Getvar CDR(answer), taken into the tracker)"]
 async fn s16_killed_while_ringing_restarted_during_talk() {
     let mut e2e = E2e::start("").await;
     let s1 = ManualS1::start(&e2e, Duration::from_secs(4), Duration::from_secs(8)).await;
@@ -279,7 +278,6 @@ async fn start_behind_relay() -> (E2e, AmiRelay) {
 /// S17: S1 with the AMI connection reset while 101 rings and kept down until after the answer (the answer
 /// is never seen as an event): exactly one register and one finish, with the right talk time.
 #[tokio::test]
-#[ignore = "a leg the tracker knew as ringing and the resync finds talking is never marked answered: the finish goes with DURATION 0 (Tracker::resync / derive_after_resync only derive legs of channels it did not know)"]
 async fn s17_ami_reset_while_ringing() {
     let (e2e, relay) = start_behind_relay().await;
     let s1 = ManualS1::start(&e2e, Duration::from_secs(4), Duration::from_secs(8)).await;

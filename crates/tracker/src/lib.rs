@@ -39,7 +39,7 @@ pub use event::{
 };
 pub use model::{CallFull, CallState, ChannelData, Conversation, Direction};
 pub use time::{LocalClock, Timestamp, NEVER};
-pub use tracker::Tracker;
+pub use tracker::{Tracker, RESYNC_ANSWER_TIME};
 
 /// Why the tracker could not be built from its settings.
 #[derive(Debug, thiserror::Error)]

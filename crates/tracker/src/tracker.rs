@@ -341,6 +341,11 @@ fn parse_duration(text: &str) -> Option<u64> {
     Some(total)
 }
 
+/// A header the shell may add to a `CoreShowChannel` item given to [`Tracker::resync`]: the channel's answer
+/// instant as AMI writes times (`1700000000.123456`), e.g. from `Getvar CDR(answer,u)`. `CoreShowChannels` itself
+/// does not say since when a channel is up, and a conversation's talk time is counted from its answer.
+pub const RESYNC_ANSWER_TIME: &str = "RinglinkAnswerTime";
+
 impl Tracker {
     /// Builds a tracker; fails only on invalid settings (a bad pattern or offset).
     pub fn new(config: TrackerConfig) -> Result<Self, Error> {
@@ -726,6 +731,12 @@ impl Tracker {
         }
     }
 
+    /// The answer instant a resync item may carry (see [`RESYNC_ANSWER_TIME`]); only for a channel that is up.
+    fn listed_answer_time(item: &Message) -> Option<Timestamp> {
+        let at = Timestamp::parse_ami(item.get(RESYNC_ANSWER_TIME)?.trim())?;
+        (at > Timestamp::default()).then_some(at)
+    }
+
     fn observe_listed_channel<'m>(
         &mut self,
         item: &'m Message,
@@ -737,6 +748,14 @@ impl Tracker {
             .is_some_and(|u| self.channels.contains_key(u.trim()));
         let uid = self.observe(item, &MAIN, true, now, out)?;
         self.update_state(uid, item.get(MAIN.state), now);
+        if let Some(at) = Self::listed_answer_time(item).filter(|at| *at <= now) {
+            if let Some(ch) = self.channels.get_mut(uid) {
+                if ch.state == STATE_UP {
+                    // Asterisk's own answer instant beats "up when we looked".
+                    ch.up_at = Some(ch.up_at.map_or(at, |seen| seen.min(at)));
+                }
+            }
+        }
         let bridge = item
             .get("BridgeId")
             .map(str::trim)
@@ -1874,6 +1893,8 @@ impl Tracker {
             };
             let up = ch.state == STATE_UP;
             let ringing = matches!(ch.state, STATE_RING | STATE_RINGING);
+            // When it was answered, as far as anyone can tell: Asterisk's answer instant if the shell asked.
+            let answered_at = ch.up_at.unwrap_or(now).min(now);
             let Some(call) = self.calls.get_mut(key) else {
                 return;
             };
@@ -1881,14 +1902,15 @@ impl Tracker {
             let known = call.has_conv(&uid);
             match call.live_conv_mut(&uid) {
                 Some(conv) if up && conv.answered.is_none() => {
-                    conv.answered = Some(now);
+                    conv.answered = Some(answered_at.max(conv.start));
                     out.push(CallEvent::LegAnswered(leg_with_peer(key, conv, &peer, now)));
                 }
                 Some(_) => {}
                 None if !known && (up || ringing) => {
                     let mut conv = new_conv(&uid, Side::Callee, ch, LegOrigin::Resync, now);
                     if up {
-                        conv.answered = Some(now);
+                        conv.start = conv.start.min(answered_at);
+                        conv.answered = Some(answered_at);
                         out.push(CallEvent::LegAnswered(leg_of(call, &conv, now)));
                     } else {
                         out.push(CallEvent::LegRinging(leg_of(call, &conv, now)));

@@ -70,7 +70,8 @@ struct Pipeline {
 impl Pipeline {
     async fn resync(&mut self, client: &ami::Client, tracker: &mut Tracker) {
         match client.list(Message::action("CoreShowChannels")).await {
-            Ok(list) => {
+            Ok(mut list) => {
+                add_answer_times(client, &mut list.items).await;
                 let events = tracker.resync(&list.items, super::now());
                 info!(
                     channels = list.items.len(),
@@ -83,7 +84,36 @@ impl Pipeline {
             Err(e) => warn!(error = %e, "CoreShowChannels failed; live state may be stale until the next resync"),
         }
     }
+}
 
+/// `CoreShowChannels` says a channel is up but not since when; a leg answered while ringlink was not listening
+/// (a restart, a dropped AMI connection) would get a talk time counted from the resync. Asterisk's CDR knows:
+/// `CDR(answer,u)` of the channel is its answer instant, which the tracker reads from
+/// [`tracker::RESYNC_ANSWER_TIME`].
+async fn add_answer_times(client: &ami::Client, items: &mut [Message]) {
+    for item in items.iter_mut() {
+        if item.event_name() != Some("CoreShowChannel") || item.get("ChannelState").map(str::trim) != Some("6") {
+            continue;
+        }
+        let Some(channel) = item.get("Channel").map(str::to_owned) else {
+            continue;
+        };
+        let asked = Message::action("Getvar")
+            .with("Channel", channel.as_str())
+            .with("Variable", "CDR(answer,u)");
+        match client.action_ok(asked).await {
+            Ok(answer) => {
+                // Unanswered CDRs say "0.000000" or nothing; the tracker ignores what it cannot use.
+                if let Some(at) = answer.get("Value").map(str::trim).filter(|v| !v.is_empty()) {
+                    item.push(tracker::RESYNC_ANSWER_TIME, at);
+                }
+            }
+            Err(e) => warn!(channel, error = %e, "cannot ask a channel for its answer time"),
+        }
+    }
+}
+
+impl Pipeline {
     /// `CoreShowChannels` lists no channel variables, so a recording started while ringlink was not
     /// listening (a restart, a dropped AMI connection) would never be attached: ask each listed channel of a
     /// call without a recording for `MIXMONITOR_FILENAME`, and hand the answer to the tracker as the `VarSet`

@@ -577,6 +577,75 @@ fn resync_on_a_fresh_tracker_rebuilds_live_calls() {
     );
 }
 
+/// Talk seconds of the (only) conversation that ended.
+fn talk_and_answer(events: &[CallEvent]) -> Option<u64> {
+    events.iter().find_map(|e| match e {
+        CallEvent::ConversationEnded { talk_seconds, .. } => Some(*talk_seconds),
+        _ => None,
+    })
+}
+
+fn answer_instant(s: &scripts::Script) -> String {
+    let uid = s.uid("L1");
+    s.pbx
+        .messages
+        .iter()
+        .find(|m| {
+            m.event_name() == Some("Newstate")
+                && m.get("Uniqueid") == Some(uid.as_str())
+                && m.get("ChannelState") == Some("6")
+        })
+        .and_then(|m| m.get("Timestamp"))
+        .expect("the script answers L1")
+        .to_owned()
+}
+
+#[test]
+fn resync_takes_the_answer_time_from_the_pbx() {
+    // ringlink restarted during the talk (S16), and the shell asked Asterisk when L1 answered.
+    let (s, talking) = talking_s1();
+    let expected = talk_and_answer(&run(&mut tracker(), &s.pbx.messages)).expect("talk in the full run");
+    let mut t = tracker();
+    let mut l1 = s.pbx.show_channel(s.c("L1"), "b-1", 5);
+    l1.push(tracker::RESYNC_ANSWER_TIME, answer_instant(&s));
+    let items = [s.pbx.show_channel(s.c("T"), "b-1", 8), l1];
+    t.resync(&items, s.pbx.timestamp());
+    let rest = run(&mut t, &s.pbx.messages[talking + 1..]);
+    assert_eq!(
+        talk_and_answer(&rest),
+        Some(expected),
+        "talk counted from the real answer"
+    );
+}
+
+#[test]
+fn a_ringing_leg_answered_while_away_gets_its_real_answer_time() {
+    // The AMI connection dropped while L1 rang and came back during the talk (S17).
+    let (s, talking) = talking_s1();
+    let expected = talk_and_answer(&run(&mut tracker(), &s.pbx.messages)).expect("talk in the full run");
+    let answered = answer_instant(&s);
+    let before_answer = s
+        .pbx
+        .messages
+        .iter()
+        .position(|m| m.get("Timestamp") == Some(answered.as_str()))
+        .expect("answer in the script");
+    let mut t = tracker();
+    run(&mut t, &s.pbx.messages[..before_answer]);
+    let mut l1 = s.pbx.show_channel(s.c("L1"), "b-1", 5);
+    l1.push(tracker::RESYNC_ANSWER_TIME, answered);
+    let items = [s.pbx.show_channel(s.c("T"), "b-1", 8), l1];
+    let map: HashMap<String, &str> = s.labels.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let events = t.resync(&items, s.pbx.timestamp());
+    assert_eq!(summary(&events, &map), ["leg_answered T L1 Dial"]);
+    let rest = run(&mut t, &s.pbx.messages[talking + 1..]);
+    assert_eq!(
+        talk_and_answer(&rest),
+        Some(expected),
+        "talk counted from the real answer"
+    );
+}
+
 #[test]
 fn resync_finds_a_ringing_phone() {
     let s = scripts::s2_incoming_no_answer();
