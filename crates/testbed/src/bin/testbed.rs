@@ -141,8 +141,13 @@ async fn up(phones: Vec<u16>) -> anyhow::Result<()> {
         bed.phone(ext).answer_after(Duration::from_secs(2)).await?;
         println!("phone {ext} registered from {}", bed.phone_ip(ext)?);
     }
-    println!("running; Ctrl-C stops it");
-    tokio::signal::ctrl_c().await?;
+    println!("running; Ctrl-C (or SIGTERM) stops it");
+    // SIGTERM too: `kill` or a supervisor must not leave an orphaned Asterisk behind.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     bed.stop().await?;
     Ok(())
 }
