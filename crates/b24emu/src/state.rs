@@ -199,25 +199,8 @@ impl CrmEntity {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct User {
-    pub id: u64,
-    pub active: bool,
-    pub name: String,
-    pub last_name: String,
-    pub second_name: String,
-    pub email: String,
-    pub work_position: String,
-    pub personal_mobile: String,
-    pub work_phone: String,
-    pub personal_phone: String,
-    pub uf_phone_inner: String,
-    pub departments: Vec<u64>,
-    pub user_type: String,
-    pub is_online: bool,
-    pub timeman_status: String,
-    pub is_admin: bool,
-}
+/// A portal user: exactly what the data file seeds (users are not created through the API).
+pub use crate::config::SeedUser as User;
 
 impl User {
     /// The row of `user.get`: IDs as strings, `ACTIVE` as a boolean, `UF_DEPARTMENT` as integers.
@@ -459,27 +442,7 @@ impl Portal {
             seed: cfg.seed,
         };
         for u in &cfg.users {
-            portal.users.insert(
-                u.id,
-                User {
-                    id: u.id,
-                    active: u.active,
-                    name: u.name.clone(),
-                    last_name: u.last_name.clone(),
-                    second_name: u.second_name.clone(),
-                    email: u.email.clone(),
-                    work_position: u.work_position.clone(),
-                    personal_mobile: u.personal_mobile.clone(),
-                    work_phone: u.work_phone.clone(),
-                    personal_phone: u.personal_phone.clone(),
-                    uf_phone_inner: u.uf_phone_inner.clone(),
-                    departments: u.departments.clone(),
-                    user_type: u.user_type.clone(),
-                    is_online: u.is_online,
-                    timeman_status: u.timeman_status.clone(),
-                    is_admin: u.is_admin,
-                },
-            );
+            portal.users.insert(u.id, u.clone());
         }
         for (t, seeds) in [
             (EntityType::Lead, &cfg.leads),
