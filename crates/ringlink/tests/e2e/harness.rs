@@ -21,6 +21,8 @@ pub struct E2e {
     extra_config: String,
     /// Where ringlink reaches AMI instead of the PBX itself (a relay a test can cut).
     ami_via: Option<std::net::SocketAddr>,
+    /// Authenticate as a Bitrix24 local application (OAuth tokens) instead of an incoming webhook.
+    app_auth: bool,
 }
 
 impl E2e {
@@ -30,6 +32,15 @@ impl E2e {
     }
 
     pub async fn start_with(emu_config: EmulatorConfig, extra_config: &str) -> E2e {
+        Self::launch(emu_config, extra_config, false).await
+    }
+
+    /// As [`E2e::start_with`], with ringlink authenticating as a local application (OAuth).
+    pub async fn start_as_app(emu_config: EmulatorConfig, extra_config: &str) -> E2e {
+        Self::launch(emu_config, extra_config, true).await
+    }
+
+    async fn launch(emu_config: EmulatorConfig, extra_config: &str, app_auth: bool) -> E2e {
         let bed = TestBed::start().await.expect("test bed");
         let emu = Emulator::start(emu_config).await.expect("emulator");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -40,6 +51,7 @@ impl E2e {
             ringlink: Ringlink(None),
             extra_config: extra_config.to_owned(),
             ami_via: None,
+            app_auth,
         };
         e2e.start_ringlink().await;
         e2e
@@ -69,7 +81,7 @@ ping_interval_secs = 5
 ping_timeout_secs = 5
 
 [bitrix24]
-webhook_url = "{webhook}"
+{bitrix24}
 
 [store]
 path = "{db}"
@@ -88,12 +100,29 @@ default_user = 9
             ami = self.ami_via.unwrap_or_else(|| self.bed.ami_addr()),
             user = self.bed.ami_user(),
             secret = self.bed.ami_secret(),
-            webhook = self.emu.webhook_url(),
+            bitrix24 = self.bitrix24_section(),
             db = self.dir.path().join("ringlink.db").display(),
             root = chroot_root.display().to_string().trim_end_matches('/'),
             extra = self.extra_config,
         );
         std::fs::write(self.config_path(), config).expect("write config");
+    }
+
+    fn bitrix24_section(&self) -> String {
+        if !self.app_auth {
+            return format!("webhook_url = \"{}\"", self.emu.webhook_url());
+        }
+        let app = self.emu.app_credentials();
+        format!(
+            "portal_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\naccess_token = \"{}\"\n\
+             refresh_token = \"{}\"\noauth_url = \"{}\"",
+            self.emu.base_url(),
+            app.client_id,
+            app.client_secret,
+            app.access_token,
+            app.refresh_token,
+            self.emu.oauth_url()
+        )
     }
 
     /// Starts (or restarts) the ringlink process and waits until it follows calls.
