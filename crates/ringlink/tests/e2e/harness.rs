@@ -36,6 +36,7 @@ impl E2e {
     }
 
     /// As [`E2e::start_with`], with ringlink authenticating as a local application (OAuth).
+    #[allow(dead_code)] // shared by several test binaries; the OAuth one uses this
     pub async fn start_as_app(emu_config: EmulatorConfig, extra_config: &str) -> E2e {
         Self::launch(emu_config, extra_config, true).await
     }
