@@ -230,7 +230,7 @@ impl Worker {
             for (step, method, params, card_shown) in requests {
                 let result = self.client.call(&method, params.clone()).await;
                 let request = json!({"method": method, "params": params});
-                out.push((step, classify(&method, result, card_shown), Some(request)));
+                out.push((step, classify(&method, result.as_ref(), card_shown), Some(request)));
             }
             return out;
         }
@@ -246,11 +246,14 @@ impl Worker {
         let response = self.client.batch(&batch).await;
         for ((step, method, params, card_shown), key) in requests.into_iter().zip(keys) {
             let request = json!({"method": method, "params": params, "batch": true});
-            let result = match &response {
-                Ok(r) => r.get(&key).cloned(),
-                Err(e) => Err(clone_error(e)),
+            let outcome = match &response {
+                Ok(r) => match r.get(&key) {
+                    Ok(value) => classify(&method, Ok(value), card_shown),
+                    Err(e) => classify(&method, Err(&e), card_shown),
+                },
+                Err(e) => batch_failed(e),
             };
-            out.push((step, classify(&method, result, card_shown), Some(request)));
+            out.push((step, outcome, Some(request)));
         }
         out
     }
@@ -312,7 +315,7 @@ impl Worker {
                 .await
                 .map(|r| json!({"upload": r, "mode": "upload", "bytes": meta.len()}))
         };
-        classify("telephony.externalCall.attachRecord", result, None)
+        classify("telephony.externalCall.attachRecord", result.as_ref(), None)
     }
 
     /// Writes the outcome and the journal entries for it.
@@ -378,9 +381,10 @@ impl Worker {
 }
 
 /// Sorts a Bitrix24 answer into done / retry / failed.
-fn classify(method: &str, result: Result<Value, bitrix24::Error>, card_shown: Option<bool>) -> Outcome {
+fn classify(method: &str, result: Result<&Value, &bitrix24::Error>, card_shown: Option<bool>) -> Outcome {
     match result {
-        Ok(mut value) => {
+        Ok(value) => {
+            let mut value = value.clone();
             if let (Some(shown), Value::Object(map)) = (card_shown, &mut value) {
                 map.insert(CARD_SHOWN.into(), Value::Bool(shown));
             }
@@ -396,7 +400,7 @@ fn classify(method: &str, result: Result<Value, bitrix24::Error>, card_shown: Op
             if e.is_retryable() {
                 Outcome::Retry {
                     error: e.to_string(),
-                    after: retry_delay(&e),
+                    after: retry_delay(e),
                 }
             } else if matches!(e, bitrix24::Error::Auth { .. } | bitrix24::Error::TokenRefresh { .. }) {
                 // Credentials can be fixed by the admin: keep the call waiting instead of losing it.
@@ -418,12 +422,17 @@ fn retry_delay(e: &bitrix24::Error) -> Duration {
     }
 }
 
-/// An owned copy of a batch-wide error for each of its commands.
-fn clone_error(e: &bitrix24::Error) -> bitrix24::Error {
-    if e.is_retryable() {
-        bitrix24::Error::Transport(e.to_string())
+/// The `batch` request itself failed, so none of its commands was judged: each is tried again (sooner when
+/// the error says a retry helps). Failing them would lose calls over a transport hiccup or a revoked token.
+fn batch_failed(e: &bitrix24::Error) -> Outcome {
+    let after = if e.is_retryable() {
+        retry_delay(e)
     } else {
-        bitrix24::Error::Config(e.to_string())
+        Duration::from_secs(30)
+    };
+    Outcome::Retry {
+        error: format!("batch failed: {e}"),
+        after,
     }
 }
 
@@ -482,16 +491,29 @@ mod tests {
             description: "Call is not found (call should be registered prior to finishing)".into(),
         };
         assert!(matches!(
-            classify("telephony.externalcall.finish", Err(e), None),
+            classify("telephony.externalcall.finish", Err(&e), None),
             Outcome::Done(_)
         ));
+    }
+
+    #[test]
+    fn a_failed_batch_loses_none_of_its_commands() {
+        let revoked = bitrix24::Error::Auth {
+            kind: bitrix24::AuthErrorKind::InvalidToken,
+            code: "invalid_token".into(),
+            description: "The access token provided is invalid".into(),
+            status: 401,
+        };
+        for e in [revoked, bitrix24::Error::Transport("connection reset".into())] {
+            assert!(matches!(batch_failed(&e), Outcome::Retry { .. }), "{e}");
+        }
     }
 
     #[test]
     fn register_result_remembers_whether_the_card_was_shown() {
         match classify(
             "telephony.externalcall.register",
-            Ok(json!({"CALL_ID": "x"})),
+            Ok(&json!({"CALL_ID": "x"})),
             Some(false),
         ) {
             Outcome::Done(v) => assert_eq!(v[CARD_SHOWN], false),
