@@ -270,21 +270,6 @@ fn leg_of_event(event: &CallEvent) -> Option<&Leg> {
     }
 }
 
-fn event_time(event: &CallEvent) -> Timestamp {
-    match event {
-        CallEvent::LegRinging(l) | CallEvent::LegDialing(l) | CallEvent::LegAnswered(l) => l.time,
-        CallEvent::LegStoppedRinging { time, .. }
-        | CallEvent::ConversationEnded { time, .. }
-        | CallEvent::Transferred { time, .. }
-        | CallEvent::Parked { time, .. }
-        | CallEvent::Unparked { time, .. }
-        | CallEvent::Hold { time, .. }
-        | CallEvent::Unhold { time, .. }
-        | CallEvent::RecordingStarted { time, .. }
-        | CallEvent::CallEnded { time, .. } => *time,
-    }
-}
-
 impl Engine {
     /// Builds an engine; fails only on invalid settings.
     pub fn new(settings: EngineSettings) -> Result<Self, Error> {
@@ -341,7 +326,7 @@ impl Engine {
         };
         let mut out = Out {
             call: key,
-            time: event_time(event),
+            time: event.time(),
             plan: Plan::default(),
         };
         if self.ended.contains(key) {

@@ -299,7 +299,7 @@ fn s4_queue_one_by_one() {
     let live = call.live();
     let mut engine = common::engine(settings());
     for event in &events[..3] {
-        engine.handle(event, Some(&live), event_time(event));
+        engine.handle(event, Some(&live), event.time());
     }
     assert!(engine.is_ringing(&call.key, "c2"));
     assert!(!engine.is_ringing(&call.key, "c1"));

@@ -235,6 +235,22 @@ impl CallEvent {
         }
     }
 
+    /// When it happened.
+    pub fn time(&self) -> Timestamp {
+        match self {
+            CallEvent::LegRinging(l) | CallEvent::LegDialing(l) | CallEvent::LegAnswered(l) => l.time,
+            CallEvent::LegStoppedRinging { time, .. }
+            | CallEvent::ConversationEnded { time, .. }
+            | CallEvent::Transferred { time, .. }
+            | CallEvent::Parked { time, .. }
+            | CallEvent::Unparked { time, .. }
+            | CallEvent::Hold { time, .. }
+            | CallEvent::Unhold { time, .. }
+            | CallEvent::RecordingStarted { time, .. }
+            | CallEvent::CallEnded { time, .. } => *time,
+        }
+    }
+
     /// The event's name as serialised (`leg_ringing`, `call_ended`, …).
     pub fn name(&self) -> &'static str {
         match self {

@@ -236,7 +236,7 @@ pub fn run(engine: &mut Engine, spec: &CallSpec, events: &[CallEvent]) -> Plan {
     let live = spec.live();
     let mut all = Plan::default();
     for event in events {
-        let plan = engine.handle(event, Some(&live), event_time(event));
+        let plan = engine.handle(event, Some(&live), event.time());
         assert!(
             plan.refresh_users.is_none(),
             "unexpected users refresh on {}",
@@ -246,21 +246,6 @@ pub fn run(engine: &mut Engine, spec: &CallSpec, events: &[CallEvent]) -> Plan {
         all.journal.extend(plan.journal);
     }
     all
-}
-
-pub fn event_time(event: &CallEvent) -> Timestamp {
-    match event {
-        CallEvent::LegRinging(l) | CallEvent::LegDialing(l) | CallEvent::LegAnswered(l) => l.time,
-        CallEvent::LegStoppedRinging { time, .. }
-        | CallEvent::ConversationEnded { time, .. }
-        | CallEvent::Transferred { time, .. }
-        | CallEvent::Parked { time, .. }
-        | CallEvent::Unparked { time, .. }
-        | CallEvent::Hold { time, .. }
-        | CallEvent::Unhold { time, .. }
-        | CallEvent::RecordingStarted { time, .. }
-        | CallEvent::CallEnded { time, .. } => *time,
-    }
 }
 
 fn user_text(v: &Value) -> String {
