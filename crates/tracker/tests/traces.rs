@@ -7,25 +7,11 @@ use std::path::Path;
 
 use ami::codec::decode_all;
 use ami::{AmiCodec, Frame, Message};
-use tracker::{CallEvent, Tracker, TrackerConfig};
+use common::config;
+use tracker::{CallEvent, Tracker};
 
-fn config() -> TrackerConfig {
-    toml::from_str(
-        r#"
-        utc_offset = "+05:00"
-        [[trunks]]
-        endpoint = "carrier"
-        number = "73432723033"
-        [numbers]
-        prefixes = ["+7495", "8495", "+7", "7", "8"]
-        internal = { max_length = 4 }
-        [[numbers.replace]]
-        pattern = '^\+7(\d{10})$'
-        replacement = "8$1"
-        "#,
-    )
-    .expect("trace config parses")
-}
+/// The same PBX settings as the scripted scenarios: trunk `carrier` with the test bed's DID, the seed's prefixes.
+mod common;
 
 fn messages(id: &str) -> Vec<Message> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
