@@ -1,0 +1,387 @@
+//! Legs ringing, answered and stopped: registrations, cards shown and hidden.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use tracker::{CallEvent, CallFull, Direction, Leg, StopReason, Timestamp};
+
+use super::format::*;
+use super::state::*;
+use super::Engine;
+use crate::plan::{user_value, Rule, StepKind, Timing};
+use crate::users::UserId;
+
+impl Engine {
+    pub(super) fn on_leg_ringing(
+        &self,
+        state: &mut CallState,
+        leg: &Leg,
+        call_full: Option<&CallFull>,
+        event: &CallEvent,
+        out: &mut Out<'_>,
+    ) {
+        if state.legs.contains_key(&leg.conversation) {
+            return; // a repeated event
+        }
+        self.admit(state, call_full, event, out);
+        let Admission::Register(ctx) = &state.admission else {
+            return;
+        };
+        let ctx = Arc::clone(ctx);
+        let Some(user) = self.add_leg(state, leg, true, out) else {
+            return;
+        };
+        let card_user = if ctx.direction == Direction::Local {
+            ctx.caller_user
+        } else {
+            user
+        };
+        let current = state
+            .registrations
+            .iter()
+            .rposition(|r| matches!(r.phase, Phase::Ringing));
+        match current {
+            Some(index) => {
+                if let Some(l) = state.legs.get_mut(&leg.conversation) {
+                    l.registration = Some(index);
+                }
+                let Some(card_user) = card_user else {
+                    return;
+                };
+                let reg = &mut state.registrations[index];
+                if ctx.direction != Direction::Local {
+                    reg.last_rung = Some(card_user);
+                }
+                if let Some(card) = reg.cards.get_mut(&card_user) {
+                    card.legs.insert(leg.conversation.clone());
+                    return;
+                }
+                if !self.settings.raw.show_card {
+                    return;
+                }
+                let occurrence = reg.occurrence(card_user);
+                let key = format!("{}/show/{card_user}/{occurrence}", reg.prefix);
+                reg.cards.insert(
+                    card_user,
+                    Card {
+                        shown_by: key.clone(),
+                        occurrence,
+                        legs: BTreeSet::from([leg.conversation.clone()]),
+                    },
+                );
+                let params = json!({"CALL_ID": reg.call_id(), "USER_ID": [card_user]});
+                out.decide(
+                    Rule::ShowRingingLeg,
+                    format!(
+                        "extension {} rings while the call is registered: card shown to user {card_user}",
+                        leg.number
+                    ),
+                    json!({"user": card_user, "extension": leg.number, "step": key}),
+                );
+                out.step(
+                    key,
+                    StepKind::Show,
+                    params,
+                    &[],
+                    Timing::WhileRinging {
+                        conversation: leg.conversation.clone(),
+                    },
+                );
+            }
+            None => {
+                let Some(reg_user) = card_user else {
+                    if ctx.direction == Direction::Local {
+                        out.decide(
+                            Rule::NoResponsible,
+                            format!(
+                                "the caller {} of this local call has no Bitrix24 user: not registered",
+                                ctx.caller_extension
+                            ),
+                            json!({"extension": ctx.caller_extension}),
+                        );
+                    }
+                    return;
+                };
+                let show = self.settings.raw.show_card;
+                let index = self.register(state, &ctx, reg_user, show, Some(leg), leg.time, out);
+                if let Some(l) = state.legs.get_mut(&leg.conversation) {
+                    l.registration = Some(index);
+                }
+                let reg = &mut state.registrations[index];
+                if ctx.direction != Direction::Local {
+                    reg.last_rung = Some(reg_user);
+                }
+                if show {
+                    let occurrence = reg.occurrence(reg_user);
+                    reg.cards.insert(
+                        reg_user,
+                        Card {
+                            shown_by: reg.register_key(),
+                            occurrence,
+                            legs: BTreeSet::from([leg.conversation.clone()]),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Plans a register; returns the new registration's index.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn register(
+        &self,
+        state: &mut CallState,
+        ctx: &CallContext,
+        user: UserId,
+        show: bool,
+        ringing_leg: Option<&Leg>,
+        time: Timestamp,
+        out: &mut Out<'_>,
+    ) -> usize {
+        let s = &self.settings.raw;
+        let n = state.registrations.len();
+        let prefix = format!("{}/{n}", out.call);
+        let external_call_id = if n == 0 {
+            out.call.to_owned()
+        } else {
+            format!("{}-{n}", out.call)
+        };
+        let start = match (n, &ctx.start_date) {
+            (0, Some(start)) => start.clone(),
+            _ => bitrix_time(time, self.settings.offset),
+        };
+        let crm_create = match ctx.direction {
+            Direction::Incoming => s.crm_create.incoming,
+            _ => s.crm_create.outgoing,
+        };
+        let mut params = Map::new();
+        params.insert("USER_ID".into(), user_value(user));
+        params.insert("PHONE_NUMBER".into(), Value::from(ctx.client.clone()));
+        params.insert("TYPE".into(), Value::from(type_of(ctx.direction)));
+        params.insert("CALL_START_DATE".into(), Value::from(start));
+        params.insert("CRM_CREATE".into(), Value::from(u8::from(crm_create)));
+        params.insert("SHOW".into(), Value::from(u8::from(show && ringing_leg.is_some())));
+        params.insert("EXTERNAL_CALL_ID".into(), Value::from(external_call_id.clone()));
+        if let Some(line) = &ctx.line_number {
+            params.insert("LINE_NUMBER".into(), Value::from(line.clone()));
+        }
+        if let Some(source) = &ctx.crm_source {
+            params.insert("CRM_SOURCE".into(), Value::from(source.clone()));
+        }
+        let reg = Registration {
+            prefix,
+            user,
+            fixed_user: (ctx.direction == Direction::Local).then_some(user),
+            phase: Phase::Ringing,
+            cards: BTreeMap::new(),
+            next_occurrence: BTreeMap::new(),
+            last_rung: None,
+            talker: None,
+        };
+        let key = reg.register_key();
+        let timing = match ringing_leg {
+            Some(leg) if show => Timing::DurableCardWhileRinging {
+                conversation: leg.conversation.clone(),
+            },
+            _ => Timing::Durable,
+        };
+        // With no leg ringing there is nobody to show a card to, whatever the setting says.
+        if !show && ringing_leg.is_some() {
+            out.decide(
+                Rule::ShowCardSetting,
+                "show_card is off: registered without a card".into(),
+                json!({"step": key}),
+            );
+        }
+        let (rule, why) = match ringing_leg {
+            Some(leg) if n == 0 => (
+                Rule::FirstLegRegisters,
+                format!("first employee leg of the call rang (extension {})", leg.number),
+            ),
+            Some(leg) => (
+                Rule::FirstLegRegisters,
+                format!(
+                    "extension {} rang after the previous registration left ringing",
+                    leg.number
+                ),
+            ),
+            None => (Rule::TakeoverRegisters, "registered without a card".into()),
+        };
+        out.decide(
+            rule,
+            format!(
+                "{why}: register {} call for user {user} (registration {n})",
+                direction_name(ctx.direction)
+            ),
+            json!({"user": user, "registration": n, "external_call_id": external_call_id, "step": key}),
+        );
+        out.step(key, StepKind::Register, Value::Object(params), &[], timing);
+        state.registrations.push(reg);
+        n
+    }
+
+    pub(super) fn hide(reg: &Registration, user: UserId, card: &Card, out: &mut Out<'_>, why: String) {
+        let key = format!("{}/hide/{user}/{}", reg.prefix, card.occurrence);
+        out.decide(Rule::HideStoppedLeg, why, json!({"user": user, "step": key}));
+        out.step(
+            key,
+            StepKind::Hide,
+            json!({"CALL_ID": reg.call_id(), "USER_ID": [user]}),
+            std::slice::from_ref(&card.shown_by),
+            Timing::UndoCard {
+                shown_by: card.shown_by.clone(),
+                finish: reg.finish_key(),
+            },
+        );
+    }
+
+    pub(super) fn on_leg_answered(
+        &self,
+        state: &mut CallState,
+        leg: &Leg,
+        call_full: Option<&CallFull>,
+        event: &CallEvent,
+        out: &mut Out<'_>,
+    ) {
+        self.admit(state, call_full, event, out);
+        let Admission::Register(ctx) = &state.admission else {
+            return;
+        };
+        let ctx = Arc::clone(ctx);
+        let user = match state.legs.get(&leg.conversation) {
+            Some(l) if l.excluded || l.answered_at.is_some() || l.ended => return,
+            Some(l) => l.user,
+            None => match self.add_leg(state, leg, false, out) {
+                Some(user) => user,
+                None => return,
+            },
+        };
+        let talker_user = if ctx.direction == Direction::Local {
+            ctx.caller_user
+        } else {
+            user
+        };
+        if let Some(l) = state.legs.get_mut(&leg.conversation) {
+            l.ringing = false;
+            l.answered_at = Some(leg.time);
+        }
+        let current = state
+            .registrations
+            .iter()
+            .rposition(|r| matches!(r.phase, Phase::Ringing));
+        let index = match current {
+            Some(index) => {
+                let reg = &mut state.registrations[index];
+                let cards = std::mem::take(&mut reg.cards);
+                for (card_user, card) in &cards {
+                    if Some(*card_user) == talker_user {
+                        continue; // the card stays up during the talk; finish takes it away
+                    }
+                    Self::hide(
+                        reg,
+                        *card_user,
+                        card,
+                        out,
+                        format!("extension {} answered: card hidden for user {card_user}", leg.number),
+                    );
+                }
+                out.decide(
+                    Rule::AnswerTakesRegistration,
+                    format!(
+                        "extension {} answered: registration {index} is {}",
+                        leg.number,
+                        talker_user.map_or("the default responsible's".to_owned(), |u| format!("user {u}'s"))
+                    ),
+                    json!({"user": talker_user, "registration": index, "origin": leg.origin}),
+                );
+                index
+            }
+            None => {
+                let reg_user = talker_user.or_else(|| self.default_user(&ctx));
+                let Some(reg_user) = reg_user else {
+                    out.decide(
+                        Rule::NoResponsible,
+                        format!(
+                            "extension {} talks but has no Bitrix24 user and no default responsible is set",
+                            leg.number
+                        ),
+                        json!({"extension": leg.number}),
+                    );
+                    return;
+                };
+                if !state.registrations.is_empty() {
+                    out.decide(
+                        Rule::TakeoverRegisters,
+                        format!(
+                            "extension {} took the client over ({:?}): a new registration for its talk",
+                            leg.number, leg.origin
+                        ),
+                        json!({"extension": leg.number, "origin": leg.origin}),
+                    );
+                }
+                self.register(state, &ctx, reg_user, false, None, leg.time, out)
+            }
+        };
+        if let Some(l) = state.legs.get_mut(&leg.conversation) {
+            l.registration = Some(index);
+        }
+        state.registrations[index].phase = Phase::Talking {
+            conversation: leg.conversation.clone(),
+            user: talker_user,
+            since: leg.time,
+        };
+    }
+
+    pub(super) fn on_leg_stopped(
+        &self,
+        state: &mut CallState,
+        conversation: &str,
+        reason: &StopReason,
+        out: &mut Out<'_>,
+    ) {
+        let Some(leg) = state.legs.get_mut(conversation) else {
+            return;
+        };
+        if !leg.ringing {
+            return;
+        }
+        leg.ringing = false;
+        if leg.answered_at.is_none() {
+            leg.ended = true;
+        }
+        let Some(index) = leg.registration else {
+            return;
+        };
+        let leg_user = leg.user;
+        let Admission::Register(ctx) = &state.admission else {
+            return;
+        };
+        let card_user = if ctx.direction == Direction::Local {
+            ctx.caller_user
+        } else {
+            leg_user
+        };
+        let Some(card_user) = card_user else {
+            return;
+        };
+        let reg = &mut state.registrations[index];
+        if !matches!(reg.phase, Phase::Ringing) {
+            return;
+        }
+        let Some(card) = reg.cards.get_mut(&card_user) else {
+            return;
+        };
+        card.legs.remove(conversation);
+        if !card.legs.is_empty() {
+            return;
+        }
+        if let Some(card) = reg.cards.remove(&card_user) {
+            let why = format!(
+                "the phone stopped ringing ({}): card hidden for user {card_user}",
+                stop_reason_text(reason)
+            );
+            Self::hide(reg, card_user, &card, out, why);
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The per-call state machine that plans registrations, cards and finishes.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use serde_json::json;
+use tracker::{CallEvent, CallFull, Direction, Leg, Timestamp};
+
+use crate::plan::{Plan, RefreshUsers, Rule};
+use crate::settings::{Compiled, EngineSettings};
+use crate::users::{UserId, UsersDirectory};
+use crate::Error;
+
+/// The `need_registration` hook point: asked once per call, before its first registration.
+/// `Some(true)` registers the call even if the lists or the local-calls setting would not, `Some(false)` skips
+/// it, `None` leaves the decision to the settings. (A call whose direction cannot be told is never registered.)
+pub trait RegistrationGate {
+    fn need_registration(&self, call: &str, call_full: Option<&CallFull>) -> Option<bool>;
+}
+
+impl<F> RegistrationGate for F
+where
+    F: Fn(&str, Option<&CallFull>) -> Option<bool>,
+{
+    fn need_registration(&self, call: &str, call_full: Option<&CallFull>) -> Option<bool> {
+        self(call, call_full)
+    }
+}
+
+/// Ended call keys remembered so that a late event does not start the call over.
+const ENDED_MEMORY: usize = 10_000;
+
+mod finish;
+mod format;
+mod legs;
+mod state;
+
+use format::*;
+use state::*;
+
+/// Plans the CRM steps of every live call. See the crate docs for the rules.
+pub struct Engine {
+    settings: Compiled,
+    users: UsersDirectory,
+    gate: Option<Box<dyn RegistrationGate + Send + Sync>>,
+    calls: HashMap<String, CallState>,
+    ended: HashSet<String>,
+    ended_order: VecDeque<String>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("settings", &self.settings.raw)
+            .field("users", &self.users.len())
+            .field("live_calls", &self.calls.len())
+            .field("gate", &self.gate.is_some())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Builds an engine; fails only on invalid settings.
+    pub fn new(settings: EngineSettings) -> Result<Self, Error> {
+        Ok(Self {
+            settings: Compiled::new(settings)?,
+            users: UsersDirectory::new(),
+            gate: None,
+            calls: HashMap::new(),
+            ended: HashSet::new(),
+            ended_order: VecDeque::new(),
+        })
+    }
+
+    /// Installs the `need_registration` hook.
+    pub fn set_gate(&mut self, gate: Box<dyn RegistrationGate + Send + Sync>) {
+        self.gate = Some(gate);
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings.raw
+    }
+
+    pub fn users(&self) -> &UsersDirectory {
+        &self.users
+    }
+
+    /// The directory, for the shell to refresh.
+    pub fn users_mut(&mut self) -> &mut UsersDirectory {
+        &mut self.users
+    }
+
+    /// Calls the engine holds state for (live calls it has seen).
+    pub fn live_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether the leg `conversation` of `call` is ringing now: a show for it that comes due later is dropped.
+    pub fn is_ringing(&self, call: &str, conversation: &str) -> bool {
+        self.calls
+            .get(call)
+            .and_then(|c| c.legs.get(conversation))
+            .is_some_and(|l| l.ringing)
+    }
+
+    /// Plans what `event` means for the CRM. `call_full` is the call as the tracker knows it now
+    /// (`Tracker::call_full(event.call())`); it gives the direction, the client's and the trunk's numbers, and
+    /// the start time. Without it the engine infers them from the event (less precisely). For `CallEnded` the
+    /// event's own `call_full` is used. `now` decides when an unknown extension may ask for a users refresh.
+    pub fn handle(&mut self, event: &CallEvent, call_full: Option<&CallFull>, now: Timestamp) -> Plan {
+        let key = event.call();
+        let call_full = match event {
+            CallEvent::CallEnded { call_full, .. } => Some(call_full.as_ref()),
+            _ => call_full,
+        };
+        let mut out = Out {
+            call: key,
+            time: event.time(),
+            plan: Plan::default(),
+        };
+        if self.ended.contains(key) {
+            out.decide(
+                Rule::LateEvent,
+                format!("{} after the call ended: ignored", event.name()),
+                json!({"event": event.name()}),
+            );
+            return out.plan;
+        }
+        if let Some(missing) = self.missing_users(event, call_full, now) {
+            out.plan.refresh_users = Some(RefreshUsers { extensions: missing });
+            return out.plan;
+        }
+        let mut state = self.calls.remove(key).unwrap_or_else(|| CallState {
+            admission: Admission::Undecided,
+            legs: BTreeMap::new(),
+            registrations: Vec::new(),
+            recordings: Vec::new(),
+        });
+        match event {
+            CallEvent::LegRinging(leg) | CallEvent::LegDialing(leg) => {
+                self.on_leg_ringing(&mut state, leg, call_full, event, &mut out);
+            }
+            CallEvent::LegAnswered(leg) => self.on_leg_answered(&mut state, leg, call_full, event, &mut out),
+            CallEvent::LegStoppedRinging {
+                conversation, reason, ..
+            } => self.on_leg_stopped(&mut state, conversation, reason, &mut out),
+            CallEvent::ConversationEnded {
+                conversation,
+                talk_seconds,
+                ..
+            } => self.on_conversation_ended(&mut state, conversation, *talk_seconds, &mut out),
+            CallEvent::RecordingStarted { conversation, path, .. } => {
+                if !path.trim().is_empty() {
+                    state.recordings.push((conversation.clone(), path.clone()));
+                }
+            }
+            CallEvent::CallEnded { call_full, .. } => {
+                self.on_call_ended(&mut state, call_full, event, &mut out);
+                self.remember_ended(key);
+                return out.plan;
+            }
+            CallEvent::Transferred { .. }
+            | CallEvent::Parked { .. }
+            | CallEvent::Unparked { .. }
+            | CallEvent::Hold { .. }
+            | CallEvent::Unhold { .. } => {}
+        }
+        self.calls.insert(key.to_owned(), state);
+        out.plan
+    }
+
+    fn remember_ended(&mut self, key: &str) {
+        if self.ended.insert(key.to_owned()) {
+            self.ended_order.push_back(key.to_owned());
+        }
+        while self.ended_order.len() > ENDED_MEMORY {
+            if let Some(old) = self.ended_order.pop_front() {
+                self.ended.remove(&old);
+            }
+        }
+    }
+
+    // ----- users -------------------------------------------------------------------------------------------
+
+    fn user_of_leg(&self, leg: &Leg) -> Option<UserId> {
+        self.users
+            .user_of(&leg.number)
+            .or_else(|| self.users.user_of(&leg.endpoint))
+    }
+
+    fn extension_excluded(&self, number: &str, endpoint: &str) -> Option<Rule> {
+        let s = &self.settings.raw;
+        if Compiled::extension_listed(&s.black_list.extensions, number, endpoint) {
+            return Some(Rule::BlackListExtension);
+        }
+        if !s.white_list.extensions.is_empty()
+            && !Compiled::extension_listed(&s.white_list.extensions, number, endpoint)
+        {
+            return Some(Rule::WhiteListExtension);
+        }
+        None
+    }
+
+    /// Extensions this event needs and the directory lacks, when a refresh is due.
+    fn missing_users(
+        &self,
+        event: &CallEvent,
+        call_full: Option<&CallFull>,
+        now: Timestamp,
+    ) -> Option<Vec<String>> {
+        let leg = leg_of_event(event)?;
+        let state = self.calls.get(&leg.call);
+        if let Some(state) = state {
+            if matches!(state.admission, Admission::Ignored) || state.legs.contains_key(&leg.conversation) {
+                return None;
+            }
+        }
+        let mut missing = Vec::new();
+        if self.extension_excluded(&leg.number, &leg.endpoint).is_none() && self.user_of_leg(leg).is_none() {
+            missing.push(if leg.number.is_empty() {
+                leg.endpoint.clone()
+            } else {
+                leg.number.clone()
+            });
+        }
+        let local = call_full.is_some_and(|c| c.channel.direction == Direction::Local);
+        let undecided = match state {
+            None => true,
+            Some(s) => matches!(s.admission, Admission::Undecided),
+        };
+        if local && undecided && self.settings.raw.register_local_calls {
+            if let Some(cf) = call_full {
+                let caller = cf.channel.from.original.trim();
+                if !caller.is_empty() && self.users.user_of(caller).is_none() {
+                    missing.push(caller.to_owned());
+                }
+            }
+        }
+        missing.retain(|m| !m.is_empty());
+        if missing.is_empty() {
+            return None;
+        }
+        let due = match self.users.refreshed_at() {
+            None => true,
+            Some(at) => now.secs_since(at) >= self.settings.raw.users_refresh_interval_secs,
+        };
+        due.then_some(missing)
+    }
+
+    /// The default responsible of the call's line: the trunk's, else the global one.
+    fn default_user(&self, ctx: &CallContext) -> Option<UserId> {
+        ctx.trunk_responsible.or(self.settings.raw.missed.default_user)
+    }
+
+    // ----- admission ---------------------------------------------------------------------------------------
+
+    fn context(&self, call_full: Option<&CallFull>, event: &CallEvent) -> CallContext {
+        let leg = leg_of_event(event);
+        let direction = call_full
+            .map(|c| c.channel.direction)
+            .filter(|d| *d != Direction::Unknown)
+            .or_else(|| match event {
+                CallEvent::LegDialing(_) => Some(Direction::Outgoing),
+                CallEvent::LegRinging(_) | CallEvent::LegAnswered(_) if call_full.is_none() => {
+                    Some(Direction::Incoming)
+                }
+                _ => None,
+            })
+            .unwrap_or(Direction::Unknown);
+        let channel = call_full.map(|c| &c.channel);
+        let client = channel
+            .map(|ch| match direction {
+                Direction::Incoming => ch.from.preferred(),
+                _ => ch.to.preferred(),
+            })
+            .filter(|n| !n.trim().is_empty())
+            .map(str::to_owned)
+            .or_else(|| {
+                leg.map(|l| match direction {
+                    Direction::Local => l.number.clone(),
+                    _ => l.peer_number.clone(),
+                })
+            })
+            .unwrap_or_default();
+        let trunk = channel.map(|ch| ch.trunk.clone()).unwrap_or_default();
+        let trunk_settings = self.settings.trunk(&trunk);
+        let line_number = trunk_settings
+            .map(|t| t.line_number.clone().unwrap_or_else(|| t.number.trim().to_owned()))
+            .or_else(|| Some(trunk.original.trim().to_owned()))
+            .filter(|n| !n.is_empty());
+        let caller_extension = match direction {
+            Direction::Local => channel
+                .map(|ch| ch.from.original.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .or_else(|| leg.map(|l| l.peer_number.clone()))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        CallContext {
+            direction,
+            client,
+            line_number,
+            crm_source: trunk_settings.and_then(|t| t.crm_source.clone()),
+            trunk_responsible: trunk_settings.and_then(|t| t.responsible),
+            start_date: channel.and_then(|ch| bitrix_time_from_local(&ch.start_time, self.settings.offset)),
+            caller_user: (direction == Direction::Local)
+                .then(|| self.users.user_of(&caller_extension))
+                .flatten(),
+            caller_extension,
+            trunk,
+        }
+    }
+
+    /// Decides once per call whether it is registered at all.
+    fn admit(
+        &self,
+        state: &mut CallState,
+        call_full: Option<&CallFull>,
+        event: &CallEvent,
+        out: &mut Out<'_>,
+    ) {
+        if !matches!(state.admission, Admission::Undecided) {
+            return;
+        }
+        let ctx = self.context(call_full, event);
+        let s = &self.settings.raw;
+        let trunk_text = ctx.trunk.original.clone();
+        let builtin: Result<(), (Rule, String)> = if ctx.direction == Direction::Unknown {
+            Err((
+                Rule::UnknownDirection,
+                "the call's direction is unknown (neither a configured trunk nor two employees)".into(),
+            ))
+        } else if ctx.direction == Direction::Local && !s.register_local_calls {
+            Err((
+                Rule::LocalCalls,
+                "a call between employees; register_local_calls is off".into(),
+            ))
+        } else if ctx.direction != Direction::Local && Compiled::trunk_listed(&s.black_list.trunks, &ctx.trunk) {
+            Err((
+                Rule::BlackListTrunk,
+                format!("trunk {trunk_text} is in black_list.trunks"),
+            ))
+        } else if ctx.direction != Direction::Local
+            && !s.white_list.trunks.is_empty()
+            && !Compiled::trunk_listed(&s.white_list.trunks, &ctx.trunk)
+        {
+            Err((
+                Rule::WhiteListTrunk,
+                format!("trunk {trunk_text} is not in white_list.trunks"),
+            ))
+        } else {
+            Ok(())
+        };
+        let data = json!({
+            "direction": direction_name(ctx.direction),
+            "trunk": trunk_text,
+            "client": ctx.client,
+        });
+        let hook = match (&self.gate, ctx.direction) {
+            (Some(gate), d) if d != Direction::Unknown => gate.need_registration(out.call, call_full),
+            _ => None,
+        };
+        let register = match (hook, &builtin) {
+            (Some(verdict), _) => {
+                let settings_said = match &builtin {
+                    Ok(()) => "register".to_owned(),
+                    Err((_, why)) => format!("skip ({why})"),
+                };
+                out.decide(
+                    Rule::NeedRegistrationHook,
+                    format!("need_registration answered {verdict}; the settings alone would {settings_said}"),
+                    json!({"hook": verdict, "settings": builtin.is_ok(), "call": data}),
+                );
+                verdict
+            }
+            (None, Ok(())) => true,
+            (None, Err((rule, why))) => {
+                out.decide(*rule, format!("not registered: {why}"), data);
+                false
+            }
+        };
+        state.admission = if register {
+            Admission::Register(Arc::new(ctx))
+        } else {
+            Admission::Ignored
+        };
+    }
+
+    // ----- events ------------------------------------------------------------------------------------------
+
+    /// Adds a leg seen for the first time; `None` if it is left out by the extension lists.
+    fn add_leg(
+        &self,
+        state: &mut CallState,
+        leg: &Leg,
+        ringing: bool,
+        out: &mut Out<'_>,
+    ) -> Option<Option<UserId>> {
+        if let Some(rule) = self.extension_excluded(&leg.number, &leg.endpoint) {
+            let list = if rule == Rule::BlackListExtension {
+                "is in black_list.extensions"
+            } else {
+                "is not in white_list.extensions"
+            };
+            out.decide(
+                rule,
+                format!("extension {} {list}: its leg is not registered or shown", leg.number),
+                json!({"extension": leg.number, "conversation": leg.conversation}),
+            );
+            state.legs.insert(
+                leg.conversation.clone(),
+                LegState {
+                    user: None,
+                    excluded: true,
+                    ringing,
+                    answered_at: None,
+                    ended: false,
+                    registration: None,
+                },
+            );
+            return None;
+        }
+        let user = self.user_of_leg(leg);
+        if user.is_none() {
+            out.decide(
+                Rule::UnknownUser,
+                format!("extension {} belongs to no Bitrix24 user: no card for it", leg.number),
+                json!({"extension": leg.number, "conversation": leg.conversation}),
+            );
+        }
+        state.legs.insert(
+            leg.conversation.clone(),
+            LegState {
+                user,
+                excluded: false,
+                ringing,
+                answered_at: None,
+                ended: false,
+                registration: None,
+            },
+        );
+        Some(user)
+    }
+}

@@ -1,0 +1,150 @@
+//! What the engine remembers per live call, and the collector of one plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use numbers::Number;
+use serde_json::Value;
+use tracker::{Direction, Timestamp};
+
+use crate::plan::{references, Decision, Plan, Rule, Step, StepKind, StepRef, Timing};
+use crate::users::UserId;
+
+/// What the engine knows about a call while it is live.
+#[derive(Debug)]
+pub(super) struct CallState {
+    pub(super) admission: Admission,
+    /// Employee legs by conversation id (ordered, so plans never depend on hashing).
+    pub(super) legs: BTreeMap<String, LegState>,
+    pub(super) registrations: Vec<Registration>,
+    /// `(conversation, path)`; the conversation is empty for a recording of the whole call.
+    pub(super) recordings: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub(super) enum Admission {
+    Undecided,
+    Register(Arc<CallContext>),
+    Ignored,
+}
+
+/// The call as registrations need it; fixed at admission.
+#[derive(Debug, Clone)]
+pub(super) struct CallContext {
+    pub(super) direction: Direction,
+    /// `PHONE_NUMBER`: the client (for a local call: the callee).
+    pub(super) client: String,
+    pub(super) trunk: Number,
+    pub(super) line_number: Option<String>,
+    pub(super) crm_source: Option<String>,
+    pub(super) trunk_responsible: Option<UserId>,
+    /// The call's start as `CALL_START_DATE`, when `call_full` gave it.
+    pub(super) start_date: Option<String>,
+    /// Local calls: the calling employee, who owns the registration.
+    pub(super) caller_user: Option<UserId>,
+    pub(super) caller_extension: String,
+}
+
+#[derive(Debug)]
+pub(super) struct LegState {
+    pub(super) user: Option<UserId>,
+    /// Left out by the extension black/white list.
+    pub(super) excluded: bool,
+    pub(super) ringing: bool,
+    pub(super) answered_at: Option<Timestamp>,
+    pub(super) ended: bool,
+    pub(super) registration: Option<usize>,
+}
+
+#[derive(Debug)]
+pub(super) enum Phase {
+    /// Registered, nobody answered yet: more legs may ring (show) or stop (hide).
+    Ringing,
+    Talking {
+        conversation: String,
+        user: Option<UserId>,
+        since: Timestamp,
+    },
+    Finished,
+}
+
+/// A card shown to one user.
+#[derive(Debug)]
+pub(super) struct Card {
+    pub(super) shown_by: String,
+    pub(super) occurrence: u32,
+    /// Ringing legs of this user that keep the card up.
+    pub(super) legs: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+pub(super) struct Registration {
+    /// `<call>/<n>`: the prefix of every key of this registration.
+    pub(super) prefix: String,
+    /// The registration's `USER_ID`.
+    pub(super) user: UserId,
+    /// Local calls: finish always names this user (the caller).
+    pub(super) fixed_user: Option<UserId>,
+    pub(super) phase: Phase,
+    pub(super) cards: BTreeMap<UserId, Card>,
+    pub(super) next_occurrence: BTreeMap<UserId, u32>,
+    pub(super) last_rung: Option<UserId>,
+    /// The conversation that talked on it (set when it talked).
+    pub(super) talker: Option<String>,
+}
+
+impl Registration {
+    pub(super) fn register_key(&self) -> String {
+        format!("{}/register", self.prefix)
+    }
+    pub(super) fn finish_key(&self) -> String {
+        format!("{}/finish", self.prefix)
+    }
+    pub(super) fn call_id(&self) -> Value {
+        StepRef::new(self.register_key(), "CALL_ID").to_json()
+    }
+    pub(super) fn occurrence(&mut self, user: UserId) -> u32 {
+        let next = self.next_occurrence.entry(user).or_insert(0);
+        let this = *next;
+        *next += 1;
+        this
+    }
+}
+
+/// Collects steps and decisions of one `handle` call.
+pub(super) struct Out<'a> {
+    pub(super) call: &'a str,
+    pub(super) time: Timestamp,
+    pub(super) plan: Plan,
+}
+
+impl Out<'_> {
+    pub(super) fn decide(&mut self, rule: Rule, reason: String, data: Value) {
+        self.plan.journal.push(Decision {
+            call: self.call.to_owned(),
+            time: self.time,
+            rule,
+            reason,
+            data,
+        });
+    }
+
+    pub(super) fn step(&mut self, key: String, kind: StepKind, params: Value, extra_after: &[String], timing: Timing) {
+        let mut after = references(&params);
+        for k in extra_after {
+            if !after.contains(k) {
+                after.push(k.clone());
+            }
+        }
+        self.plan.steps.push(Step {
+            call: self.call.to_owned(),
+            key,
+            kind,
+            method: kind.method().to_owned(),
+            params,
+            after,
+            timing,
+            record_path: None,
+        });
+    }
+}
