@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Host packages the Asterisk test bed needs: debootstrap (builds the sid chroot)
-# and sip-tester (SIPp, which plays phones and the carrier). Idempotent, no prompts.
+# Host packages the tests need: debootstrap (builds the Asterisk test bed's sid chroot), sip-tester (SIPp, which
+# plays phones and the carrier), and the interpreters of the example customization hooks (php-cli, python3).
+# Idempotent, no prompts.
 set -euo pipefail
 
 need=()
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v php >/dev/null 2>&1 || need+=(php-cli)
+[ -x /usr/bin/python3 ] || need+=(python3)
 # unshare/mount come from util-linux/mount, present on every Debian install.
 
 if [ ${#need[@]} -eq 0 ]; then

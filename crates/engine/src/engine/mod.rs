@@ -202,12 +202,7 @@ impl Engine {
     }
 
     /// Extensions this event needs and the directory lacks, when a refresh is due.
-    fn missing_users(
-        &self,
-        event: &CallEvent,
-        call_full: Option<&CallFull>,
-        now: Timestamp,
-    ) -> Option<Vec<String>> {
+    fn missing_users(&self, event: &CallEvent, call_full: Option<&CallFull>, now: Timestamp) -> Option<Vec<String>> {
         let leg = leg_of_event(event)?;
         let state = self.calls.get(&leg.call);
         if let Some(state) = state {
@@ -312,13 +307,7 @@ impl Engine {
     }
 
     /// Decides once per call whether it is registered at all.
-    fn admit(
-        &self,
-        state: &mut CallState,
-        call_full: Option<&CallFull>,
-        event: &CallEvent,
-        out: &mut Out<'_>,
-    ) {
+    fn admit(&self, state: &mut CallState, call_full: Option<&CallFull>, event: &CallEvent, out: &mut Out<'_>) {
         if !matches!(state.admission, Admission::Undecided) {
             return;
         }
@@ -389,13 +378,7 @@ impl Engine {
     // ----- events ------------------------------------------------------------------------------------------
 
     /// Adds a leg seen for the first time; `None` if it is left out by the extension lists.
-    fn add_leg(
-        &self,
-        state: &mut CallState,
-        leg: &Leg,
-        ringing: bool,
-        out: &mut Out<'_>,
-    ) -> Option<Option<UserId>> {
+    fn add_leg(&self, state: &mut CallState, leg: &Leg, ringing: bool, out: &mut Out<'_>) -> Option<Option<UserId>> {
         if let Some(rule) = self.extension_excluded(&leg.number, &leg.endpoint) {
             let list = if rule == Rule::BlackListExtension {
                 "is in black_list.extensions"
