@@ -129,20 +129,32 @@ fn describe(call: &CallFull, events: &[CallEvent]) -> String {
     };
     let mut rang = Vec::new();
     let mut talked = Vec::new();
+    // A conversation is an employee's leg: its leg events name the employee (`Leg::number`), whichever side of
+    // the call the employee is on (the conversation's `from` is the client on an incoming call).
+    let mut employee: HashMap<&str, &str> = HashMap::new();
     for e in events {
         match e {
-            CallEvent::LegRinging(l) | CallEvent::LegDialing(l) if !rang.contains(&l.number) => {
-                rang.push(l.number.clone())
+            CallEvent::LegRinging(l) | CallEvent::LegDialing(l) | CallEvent::LegAnswered(l) => {
+                employee.insert(&l.conversation, &l.number);
+                if !matches!(e, CallEvent::LegAnswered(_)) && !rang.contains(&l.number) {
+                    rang.push(l.number.clone());
+                }
             }
             CallEvent::ConversationEnded {
                 conversation,
                 talk_seconds,
                 ..
             } => {
-                let who = call
-                    .conversations
-                    .get(conversation)
-                    .map(|c| number(&c.channel.from))
+                let who = employee
+                    .get(conversation.as_str())
+                    .map(|n| (*n).to_owned())
+                    .or_else(|| {
+                        let c = call.conversations.get(conversation)?;
+                        Some(match ch.direction {
+                            tracker::Direction::Outgoing => number(&c.channel.from),
+                            _ => number(&c.channel.to),
+                        })
+                    })
                     .unwrap_or_else(|| conversation.clone());
                 talked.push(format!("{who} {talk_seconds}s"));
             }

@@ -155,3 +155,22 @@ fn every_golden_trace_replays_cleanly() {
     }
     assert!(n >= 18, "expected the 18 golden traces, found {n}");
 }
+
+/// The text line names the employee who talked (not the client), whatever the direction.
+#[test]
+fn text_format_names_the_employee_who_talked() {
+    for (trace_name, employee) in [("s1", "101"), ("s3", "102"), ("s4", "103"), ("s7", "101"), ("s9", "102")] {
+        let out = replay(&trace(trace_name), "text");
+        assert!(out.ok, "{}", out.stderr);
+        let line = out.stdout.lines().next().unwrap_or_default();
+        let talked = line
+            .split_once("talked [")
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .map(|(t, _)| t)
+            .unwrap_or_else(|| panic!("{trace_name}: no talked part in {line}"));
+        assert!(
+            talked.starts_with(&format!("{employee} ")),
+            "{trace_name}: {employee} talked: {line}"
+        );
+    }
+}
