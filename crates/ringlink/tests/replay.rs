@@ -159,7 +159,13 @@ fn every_golden_trace_replays_cleanly() {
 /// The text line names the employee who talked (not the client), whatever the direction.
 #[test]
 fn text_format_names_the_employee_who_talked() {
-    for (trace_name, employee) in [("s1", "101"), ("s3", "102"), ("s4", "103"), ("s7", "101"), ("s9", "102")] {
+    for (trace_name, employee) in [
+        ("s1", "101"),
+        ("s3", "102"),
+        ("s4", "103"),
+        ("s7", "101"),
+        ("s9", "102"),
+    ] {
         let out = replay(&trace(trace_name), "text");
         assert!(out.ok, "{}", out.stderr);
         let line = out.stdout.lines().next().unwrap_or_default();

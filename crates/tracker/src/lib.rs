@@ -39,7 +39,7 @@ pub use event::{
 };
 pub use model::{CallFull, CallState, ChannelData, Conversation, Direction};
 pub use time::{LocalClock, Timestamp, NEVER};
-pub use tracker::{Tracker, RESYNC_ANSWER_TIME};
+pub use tracker::{Tracker, RESYNC_ANSWER_TIME, RESYNC_DIALED_NUMBER};
 
 /// Why the tracker could not be built from its settings.
 #[derive(Debug, thiserror::Error)]

@@ -72,6 +72,7 @@ impl Pipeline {
         match client.list(Message::action("CoreShowChannels")).await {
             Ok(mut list) => {
                 add_answer_times(client, &mut list.items).await;
+                add_dialed_numbers(client, &mut list.items).await;
                 let events = tracker.resync(&list.items, super::now());
                 info!(
                     channels = list.items.len(),
@@ -109,6 +110,35 @@ async fn add_answer_times(client: &ami::Client, items: &mut [Message]) {
                 }
             }
             Err(e) => warn!(channel, error = %e, "cannot ask a channel for its answer time"),
+        }
+    }
+}
+
+/// A listed channel's `Exten` is where the dialplan has taken it since (a queue's name), not the number the client
+/// called. Ask each call's first channel for `CALLERID(dnid)` (the number dialled, which chan_pjsip and chan_sip
+/// set from the request), which the tracker reads from [`tracker::RESYNC_DIALED_NUMBER`].
+async fn add_dialed_numbers(client: &ami::Client, items: &mut [Message]) {
+    for item in items.iter_mut() {
+        let first_of_call = item.event_name() == Some("CoreShowChannel")
+            && item
+                .get("Uniqueid")
+                .is_some_and(|u| Some(u.trim()) == item.get("Linkedid").map(str::trim));
+        if !first_of_call {
+            continue;
+        }
+        let Some(channel) = item.get("Channel").map(str::to_owned) else {
+            continue;
+        };
+        let asked = Message::action("Getvar")
+            .with("Channel", channel.as_str())
+            .with("Variable", "CALLERID(dnid)");
+        match client.action_ok(asked).await {
+            Ok(answer) => {
+                if let Some(number) = answer.get("Value").map(str::trim).filter(|v| !v.is_empty()) {
+                    item.push(tracker::RESYNC_DIALED_NUMBER, number);
+                }
+            }
+            Err(e) => warn!(channel, error = %e, "cannot ask a channel for the number it dialled"),
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::{Error, TrackerConfig};
 
 use self::call_full::*;
 use self::parse::*;
-pub use self::resync::RESYNC_ANSWER_TIME;
+pub use self::resync::{RESYNC_ANSWER_TIME, RESYNC_DIALED_NUMBER};
 
 /// Header names of one channel block (AMI prefixes them: `DestUniqueid`, `TargetLinkedid`, …).
 struct Block {

@@ -7,6 +7,12 @@ use super::*;
 /// does not say since when a channel is up, and a conversation's talk time is counted from its answer.
 pub const RESYNC_ANSWER_TIME: &str = "RinglinkAnswerTime";
 
+/// A header the shell may add to the `CoreShowChannel` item of a call's first channel given to
+/// [`Tracker::resync`]: the number that was dialled, e.g. from `Getvar CALLERID(dnid)`. The item's `Exten` is
+/// where the dialplan has taken the channel since (a queue's name, an IVR choice), not the number the client
+/// called; without this header an incoming call found by a resync takes its trunk's configured number.
+pub const RESYNC_DIALED_NUMBER: &str = "RinglinkDialedNumber";
+
 impl Tracker {
     /// Rebuilds live state after an AMI reconnect from the `CoreShowChannel` items of a `CoreShowChannels`
     /// list (other messages in `items` are ignored). Channels we knew that are no longer listed hung up while we
@@ -89,7 +95,37 @@ impl Tracker {
                 }
             }
         }
+        if !known {
+            self.take_dialed_number(uid, item);
+        }
         Some(uid)
+    }
+
+    /// A call first seen in a resync got its `to` from the listed channel's current `Exten`; for an incoming
+    /// call that is wherever the dialplan went (`sales`), so take the dialled number instead: the item's
+    /// [`RESYNC_DIALED_NUMBER`], else the trunk's configured number, else the exten as listed.
+    fn take_dialed_number(&mut self, uid: &str, item: &Message) {
+        let Some(call) = self.calls.get_mut(uid) else {
+            return;
+        };
+        let Some(trunk) = call.trunk.filter(|_| call.direction == Direction::Incoming) else {
+            return;
+        };
+        let dialed = item
+            .get(RESYNC_DIALED_NUMBER)
+            .map(clean_number)
+            .filter(|n| !n.is_empty())
+            .or_else(|| {
+                self.cfg
+                    .trunks
+                    .get(trunk)
+                    .map(|t| t.number.trim())
+                    .filter(|n| !n.is_empty())
+            });
+        if let Some(number) = dialed {
+            call.to_raw = number.to_owned();
+            call.trunk_exten = number.to_owned();
+        }
     }
 
     pub(super) fn derive_after_resync(&mut self, key: &str, now: Timestamp, out: &mut Vec<CallEvent>) {

@@ -577,6 +577,33 @@ fn resync_on_a_fresh_tracker_rebuilds_live_calls() {
     );
 }
 
+/// After a restart the client's channel is listed where the dialplan has taken it (`Queue(sales)`: exten
+/// `sales`), not at the number it called: the call's `to` is the dialled number the shell asked Asterisk for
+/// ([`tracker::RESYNC_DIALED_NUMBER`], `CALLERID(dnid)`), else the trunk's configured number.
+#[test]
+fn resync_keeps_the_number_dialled_not_the_queue_name() {
+    let (s, _) = talking_s1();
+    let mut client = s.pbx.show_channel(s.c("T"), "b-1", 8);
+    client.set("Exten", "sales");
+    client.set("Context", "did-queue");
+    let leg = s.pbx.show_channel(s.c("L1"), "b-1", 5);
+    let mut t = tracker();
+    t.resync(&[client.clone(), leg.clone()], s.pbx.timestamp());
+    let full = t.call_full(&s.uid("T")).expect("live call");
+    assert_eq!(full.channel.to.original, DID, "the trunk's number, not the queue");
+    assert_eq!(full.conversations[&s.uid("L1")].channel.to.original, "101");
+
+    let other_did = "73432720000";
+    client.push(tracker::RESYNC_DIALED_NUMBER, other_did);
+    let mut t = tracker();
+    t.resync(&[client, leg], s.pbx.timestamp());
+    let full = t.call_full(&s.uid("T")).expect("live call");
+    assert_eq!(
+        full.channel.to.original, other_did,
+        "the number Asterisk says was dialled"
+    );
+}
+
 /// Talk seconds of the (only) conversation that ended.
 fn talk_and_answer(events: &[CallEvent]) -> Option<u64> {
     events.iter().find_map(|e| match e {
