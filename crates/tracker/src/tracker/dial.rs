@@ -37,13 +37,28 @@ impl Tracker {
         };
         let key = dest_ch.call.clone();
         let dest_kind = dest_ch.kind;
+        let via_queue = queue_hint.is_some() || dest_ch.queue_member || caller.is_some_and(|c| self.is_queue_local(c));
+        // Who really dials: the phone or trunk behind a chain of Local channels, or the employee who placed an
+        // originate-based call.
+        let party = caller.map_or(Party::Unknown, |c| self.party_of(c, &key));
+        if dest_kind == EndpointKind::Internal && party == Party::OriginateLeg && !via_queue {
+            // The originate rings the employee's own phone first: the employee places this call.
+            if let Some(ch) = self.channels.get_mut(dest) {
+                ch.originate_leg = true;
+            }
+            return;
+        }
+        let dialer = caller;
+        let caller = match &party {
+            Party::Endpoint(uid) => Some(uid.as_str()),
+            _ => caller,
+        };
         let caller_kind = caller.and_then(|c| self.kind_of(c));
         let caller_endpoint = caller
             .and_then(|c| self.channels.get(c))
             .map(|c| c.endpoint.clone())
             .unwrap_or_default();
-        let via_queue = queue_hint.is_some() || dest_ch.queue_member || caller.is_some_and(|c| self.is_queue_local(c));
-        if dest_kind == EndpointKind::Internal && caller.is_some_and(|c| self.is_consultation(c, &key)) {
+        if dest_kind == EndpointKind::Internal && dialer.is_some_and(|c| self.is_consultation(c, &key)) {
             if let Some(ch) = self.channels.get_mut(dest) {
                 ch.consultation = true;
             }
@@ -54,8 +69,13 @@ impl Tracker {
         };
         match dest_kind {
             EndpointKind::Internal => {
-                if call.direction == Direction::Unknown && call.primary_kind == Some(EndpointKind::Internal) {
+                let internal_caller =
+                    call.primary_kind == Some(EndpointKind::Internal) || caller_kind == Some(EndpointKind::Internal);
+                if call.direction == Direction::Unknown && internal_caller {
                     call.direction = Direction::Local;
+                    if caller_kind == Some(EndpointKind::Internal) {
+                        call.from_raw = caller_endpoint.clone();
+                    }
                     if let Some(ch) = self.channels.get(dest) {
                         call.to_raw = ch.endpoint.clone();
                     }
@@ -102,6 +122,51 @@ impl Tracker {
             }
             _ => {}
         }
+    }
+
+    /// The party behind a dialling channel. A phone or trunk is itself. A Local channel stands for whoever is
+    /// behind it: the channel that dialled it, or, for a `;2` half, whoever is behind its `;1` (outbound routes
+    /// through `Local/<number>@<context>`, with or without `/n`). A `;1` that nobody dialled and that is its call's
+    /// first channel was placed by an AMI `Originate`: dialling from behind its `;2` rings the originate's own leg
+    /// (the employee's call-back); dialling from the `;1` itself reaches the target on behalf of that leg once it
+    /// answered.
+    pub(super) fn party_of(&self, uid: &str, key: &str) -> Party {
+        let mut current = uid.to_owned();
+        let mut from_partner = false;
+        // A chain of Local channels is short; the bound only guards against a loop in odd input.
+        for _ in 0..16 {
+            let Some(ch) = self.channels.get(&current) else {
+                return Party::Unknown;
+            };
+            if ch.kind != EndpointKind::Local {
+                return Party::Endpoint(current);
+            }
+            if let Some(by) = &ch.dialed_by {
+                current = by.clone();
+                from_partner = false;
+                continue;
+            }
+            match &ch.local_pair {
+                Some((_, 2)) => {
+                    let Some(partner) = self.local_partner(&current) else {
+                        return Party::Unknown;
+                    };
+                    current = partner;
+                    from_partner = true;
+                }
+                Some(_) if current == key && !ch.is_dial_dest => {
+                    if from_partner {
+                        return Party::OriginateLeg;
+                    }
+                    return match self.calls.get(key).and_then(|c| c.originator.clone()) {
+                        Some(originator) => Party::Endpoint(originator),
+                        None => Party::Unknown,
+                    };
+                }
+                _ => return Party::Unknown,
+            }
+        }
+        Party::Unknown
     }
 
     /// Is `uid` the `;2` half of a Local pair whose `;1` is a queue member (FreePBX `Local/<ext>@from-queue/n`)?
@@ -173,9 +238,15 @@ impl Tracker {
         if ch.consultation {
             return;
         }
+        let originate_leg = ch.originate_leg;
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
+        if originate_leg {
+            // The employee took the call-back: the call is placed on their behalf from now on.
+            call.originator.get_or_insert_with(|| uid.to_owned());
+            return;
+        }
         match kind {
             EndpointKind::Internal => {
                 let peer = call.peer_number().to_owned();

@@ -104,6 +104,9 @@ struct Chan {
     origin_hint: Option<LegOrigin>,
     extra: Map<String, Value>,
     local_pair: Option<(String, u8)>,
+    /// Rung by an originate's own Local pair to place the call (the employee's call-back of click-to-call): the
+    /// employee is the caller, not a rung conversation.
+    originate_leg: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +168,9 @@ struct Call {
     far_leg: Option<String>,
     far_outcome: DialOutcome,
     far_answered: Option<Timestamp>,
+    /// The channel that placed an originate-based call: the originate's leg that answered (see
+    /// [`Chan::originate_leg`]).
+    originator: Option<String>,
     /// (time, event) of transfer and parking events already reported: a repeated delivery is not news.
     reported: Vec<(Timestamp, &'static str)>,
 }
@@ -192,6 +198,7 @@ impl Call {
             far_leg: None,
             far_outcome: DialOutcome::default(),
             far_answered: None,
+            originator: None,
             reported: Vec::new(),
         }
     }
@@ -267,6 +274,16 @@ impl Tombstones {
             }
         }
     }
+}
+
+/// Who is behind a dialling channel (see [`Tracker::party_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Party {
+    /// A phone or trunk channel (uniqueid).
+    Endpoint(String),
+    /// The Local pair of an AMI `Originate`, ringing the originate's own leg.
+    OriginateLeg,
+    Unknown,
 }
 
 /// How a leg left its call.

@@ -105,6 +105,7 @@ impl Tracker {
             origin_hint: None,
             extra: Map::new(),
             local_pair,
+            originate_leg: false,
         };
         if let Some((base, half)) = &ch.local_pair {
             let slots = self.local_pairs.entry(base.clone()).or_default();

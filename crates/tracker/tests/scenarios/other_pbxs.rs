@@ -1,0 +1,204 @@
+//! Dialplans other than the test bed's: outbound routes through Local channels, originate-based calls
+//! (click-to-call), as scripted event sequences shaped like Asterisk 22's output for them.
+
+use std::collections::HashMap;
+
+use tracker::{CallEvent, Direction};
+
+use super::common::{ended, run, summary, tracker, Pbx, C};
+
+const CLIENT_LOCAL: &str = "89001234567";
+
+fn labels(p: &Pbx, handles: &[(&'static str, C)]) -> HashMap<String, &'static str> {
+    handles.iter().map(|(l, c)| (p.uid(*c), *l)).collect()
+}
+
+/// 101 dials the client; the dialplan sends it through `Local/<number>@outbound-routes` (routing, caller-ID
+/// rules), whose `;2` half dials the trunk. `optimised`: without `/n` Asterisk optimises the Local pair away
+/// once both sides are bridged, and the phone ends up bridged with the trunk directly.
+fn outgoing_through_local(optimised: bool) -> (Pbx, C) {
+    let mut p = Pbx::new();
+    let o = p.new_channel("PJSIP/101", 4, "101", "from-internal", CLIENT_LOCAL, None);
+    p.newexten(o, "Dial", "Local/89001234567@outbound-routes/n");
+    let (l1, l2) = p.new_local_pair(CLIENT_LOCAL, "outbound-routes", o);
+    p.dial_begin(Some(o), l1, "Local/89001234567@outbound-routes/n");
+    p.newexten(l2, "Dial", "PJSIP/89001234567@carrier,30");
+    let c = p.new_channel("PJSIP/carrier", 0, "101", "outbound-routes", "s", Some(l2));
+    p.dial_begin(Some(l2), c, "89001234567@carrier");
+    p.set_state(c, 5);
+    p.dial_state(l2, c, "RINGING");
+    p.set_state(l1, 5);
+    p.dial_state(o, l1, "RINGING");
+    p.advance_ms(4000);
+    p.set_state(c, 6);
+    p.dial_end(Some(l2), c, "ANSWER");
+    p.set_state(l2, 6);
+    p.bridge("b-2", l2, c);
+    p.set_state(l1, 6);
+    p.dial_end(Some(o), l1, "ANSWER");
+    p.set_state(o, 6);
+    p.bridge("b-1", o, l1);
+    if optimised {
+        p.local_optimization(l1, l2);
+        p.bridge_leave("b-1", o, 1);
+        p.bridge_enter("b-2", o, 3);
+        p.bridge_leave("b-2", l2, 2);
+        p.hangup(l2, 16, "Normal Clearing");
+        p.bridge_leave("b-1", l1, 0);
+        p.hangup(l1, 16, "Normal Clearing");
+        p.advance_ms(5000);
+        p.hangup_request(o, 16);
+        p.unbridge("b-2", o, c);
+        p.hangup(o, 16, "Normal Clearing");
+        p.hangup(c, 16, "Normal Clearing");
+    } else {
+        p.advance_ms(5000);
+        p.hangup_request(o, 16);
+        p.unbridge("b-1", o, l1);
+        p.hangup(o, 16, "Normal Clearing");
+        p.hangup(l1, 16, "Normal Clearing");
+        p.unbridge("b-2", l2, c);
+        p.hangup(l2, 16, "Normal Clearing");
+        p.hangup(c, 16, "Normal Clearing");
+    }
+    (p, o)
+}
+
+fn check_outgoing_through_local(optimised: bool) {
+    let (p, o) = outgoing_through_local(optimised);
+    let mut t = tracker();
+    let events = run(&mut t, &p.messages);
+    let map = labels(&p, &[("O", o)]);
+    assert_eq!(
+        summary(&events, &map),
+        [
+            "leg_dialing O O Dial",
+            "leg_answered O O Dial",
+            "conversation_ended O O HungUp { cause: Some(16) }",
+            "call_ended O Hangup result=200",
+        ]
+    );
+    let full = ended(&events, &p.uid(o));
+    assert_eq!(full.channel.direction, Direction::Outgoing);
+    assert_eq!(full.channel.from.original, "101");
+    assert_eq!(full.channel.to.original, CLIENT_LOCAL);
+    let talk = events.iter().find_map(|e| match e {
+        CallEvent::ConversationEnded { talk_seconds, .. } => Some(*talk_seconds),
+        _ => None,
+    });
+    assert_eq!(talk, Some(5));
+    assert_eq!(t.live_calls(), 0);
+}
+
+#[test]
+fn outgoing_through_a_local_route_is_the_employees_call() {
+    check_outgoing_through_local(false);
+}
+
+#[test]
+fn outgoing_through_an_optimised_local_route_is_the_employees_call() {
+    check_outgoing_through_local(true);
+}
+
+/// AMI `Originate` of `Local/101@from-internal` into `from-internal,<target>` (click-to-call): the Local pair's
+/// `;1` is the call's first channel, its `;2` rings 101 first (the call-back to the employee), and once 101
+/// answers the `;1` dials the target. Returns (script, ;1, 101's leg, target's leg).
+fn originate(target: &str) -> (Pbx, C, C, C) {
+    let mut p = Pbx::new();
+    let one = p.new_channel(
+        "Local/101@from-internal-0000000a;1",
+        0,
+        target,
+        "from-internal",
+        "101",
+        None,
+    );
+    let two = p.new_channel(
+        "Local/101@from-internal-0000000a;2",
+        4,
+        target,
+        "from-internal",
+        "101",
+        Some(one),
+    );
+    p.newexten(two, "Dial", "PJSIP/101,15");
+    let a = p.new_channel("PJSIP/101", 0, "101", "from-internal", "s", Some(two));
+    p.ring(two, a, "101");
+    p.set_state(one, 5);
+    p.advance_ms(2000);
+    p.set_state(a, 6);
+    p.dial_end(Some(two), a, "ANSWER");
+    p.set_state(two, 6);
+    p.bridge("b-1", two, a);
+    p.set_state(one, 6);
+    let far = if target.len() > 4 {
+        p.newexten(one, "Dial", &format!("PJSIP/{target}@carrier,30"));
+        let c = p.new_channel("PJSIP/carrier", 0, "101", "from-internal", "s", Some(one));
+        p.dial_begin(Some(one), c, &format!("{target}@carrier"));
+        p.set_state(c, 5);
+        p.dial_state(one, c, "RINGING");
+        c
+    } else {
+        p.newexten(one, "Dial", &format!("PJSIP/{target},15"));
+        let b = p.new_channel(&format!("PJSIP/{target}"), 0, target, "from-internal", "s", Some(one));
+        p.ring(one, b, target);
+        b
+    };
+    p.advance_ms(3000);
+    p.set_state(far, 6);
+    p.dial_end(Some(one), far, "ANSWER");
+    p.bridge("b-2", one, far);
+    p.advance_ms(5000);
+    p.hangup_request(far, 16);
+    p.unbridge("b-2", one, far);
+    p.hangup(far, 16, "Normal Clearing");
+    p.hangup(one, 16, "Normal Clearing");
+    p.unbridge("b-1", two, a);
+    p.hangup(two, 16, "Normal Clearing");
+    p.hangup(a, 16, "Normal Clearing");
+    (p, one, a, far)
+}
+
+#[test]
+fn originate_between_two_employees_is_a_local_call_from_the_first() {
+    let (p, one, a, b) = originate("102");
+    let mut t = tracker();
+    let events = run(&mut t, &p.messages);
+    let map = labels(&p, &[("O", one), ("L101", a), ("L102", b)]);
+    // 101's phone rang only to place the call: it is the caller, not a rung conversation.
+    assert_eq!(
+        summary(&events, &map),
+        [
+            "leg_ringing O L102 Dial",
+            "leg_answered O L102 Dial",
+            "conversation_ended O L102 HungUp { cause: Some(16) }",
+            "call_ended O Hangup result=200",
+        ]
+    );
+    let full = ended(&events, &p.uid(one));
+    assert_eq!(full.channel.direction, Direction::Local);
+    assert_eq!(full.channel.from.original, "101");
+    assert_eq!(full.channel.to.original, "102");
+    assert_eq!(t.live_calls(), 0);
+}
+
+#[test]
+fn originate_to_a_client_is_the_employees_outgoing_call() {
+    let (p, one, a, _) = originate(CLIENT_LOCAL);
+    let mut t = tracker();
+    let events = run(&mut t, &p.messages);
+    let map = labels(&p, &[("O", one), ("L101", a)]);
+    assert_eq!(
+        summary(&events, &map),
+        [
+            "leg_dialing O L101 Dial",
+            "leg_answered O L101 Dial",
+            "conversation_ended O L101 HungUp { cause: Some(16) }",
+            "call_ended O Hangup result=200",
+        ]
+    );
+    let full = ended(&events, &p.uid(one));
+    assert_eq!(full.channel.direction, Direction::Outgoing);
+    assert_eq!(full.channel.from.original, "101");
+    assert_eq!(full.channel.to.original, CLIENT_LOCAL);
+}
