@@ -29,6 +29,9 @@ pub struct Config {
     pub recordings: RecordingSettings,
     #[serde(default)]
     pub log: LogSettings,
+    /// Customization hooks: where they are, timeouts, modes, which are on.
+    #[serde(default)]
+    pub hooks: hooks::HooksConfig,
 }
 
 /// How ringlink reaches Bitrix24: an incoming webhook, or a local application with OAuth tokens.

@@ -2,9 +2,11 @@
 
 mod check;
 mod config;
+mod hooks_cli;
 mod replay;
 mod service;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -49,6 +51,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "json")]
         format: replay::Format,
     },
+    /// Customization hooks: which are found, and running one as the service would.
+    Hooks {
+        #[command(subcommand)]
+        command: HooksCommand,
+    },
     /// Record or inspect raw AMI traces.
     Trace {
         #[command(subcommand)]
@@ -60,6 +67,23 @@ enum Command {
 enum ConfigCommand {
     /// Print a complete, commented default configuration.
     Default,
+}
+
+#[derive(Subcommand)]
+enum HooksCommand {
+    /// Every hook of the contract: found or not, on or off, mode, timeout.
+    List {
+        #[arg(long, short, default_value = "ringlink.toml")]
+        config: PathBuf,
+    },
+    /// Run one hook on the JSON given on stdin (`{"params": …}`) and print its answer and what ringlink would
+    /// send; exits non-zero when the answer could not be used.
+    Run {
+        /// The hook's name (seed names; old names such as process_phone_number are accepted).
+        name: String,
+        #[arg(long, short, default_value = "ringlink.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -138,6 +162,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             if summary.input_errors > 0 {
                 anyhow::bail!("{} part(s) of the trace could not be decoded", summary.input_errors);
+            }
+            Ok(())
+        }
+        Command::Hooks {
+            command: HooksCommand::List { config },
+        } => {
+            let config = load_config(&config)?;
+            hooks_cli::list(&config.hooks, &mut std::io::stdout().lock())
+        }
+        Command::Hooks {
+            command: HooksCommand::Run { name, config },
+        } => {
+            let config = load_config(&config)?;
+            let input = hooks_cli::read_stdin()?;
+            let mut out = Vec::new();
+            let usable = hooks_cli::run(&config.hooks, &name, &input, &mut out).await;
+            std::io::stdout().write_all(&out)?;
+            if !usable? {
+                anyhow::bail!("the hook's answer cannot be used; the service would send the un-customized params");
             }
             Ok(())
         }
