@@ -61,7 +61,7 @@ pub async fn run(path: &Path) -> usize {
 async fn check_ami(config: &Config, report: &mut Report) {
     let mut cfg = config.ami_client();
     cfg.connect_timeout = Duration::from_secs(5);
-    let (client, _events) = match ami::connect(cfg).await {
+    let (client, mut events) = match ami::connect(cfg).await {
         Ok(pair) => pair,
         Err(e) => {
             report.problem("AMI", e.to_string());
@@ -95,7 +95,50 @@ async fn check_ami(config: &Config, report: &mut Report) {
             format!("CoreShowChannels failed: {e} (needed to resynchronise; the user needs write = reporting)"),
         ),
     }
+    check_event_timestamps(&client, &mut events, report).await;
     client.shutdown().await;
+}
+
+/// Events must carry the PBX's own `Timestamp` (manager.conf `timestampevents=yes`): without it ringlink times
+/// calls by when events arrive. A `UserEvent` asks Asterisk for an event to look at.
+async fn check_event_timestamps(client: &ami::Client, events: &mut ami::Events, report: &mut Report) {
+    let asked = Message::action("UserEvent").with("UserEvent", "RinglinkCheck");
+    if let Err(e) = client.action_ok(asked).await {
+        report.ok(
+            "AMI",
+            format!("event timestamps not checked: UserEvent failed ({e}; the user needs write = user)"),
+        );
+        return;
+    }
+    let wait = tokio::time::sleep(Duration::from_secs(3));
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            _ = &mut wait => {
+                report.ok("AMI", "event timestamps not checked: no event within 3 s (the user needs read = user)");
+                return;
+            }
+            event = events.recv() => match event {
+                Some(ami::ClientEvent::Event(m)) if m.event_name() == Some("UserEvent") => {
+                    if m.get("Timestamp").is_some() {
+                        report.ok("AMI", "events carry the PBX's timestamps (timestampevents = yes)");
+                    } else {
+                        report.problem(
+                            "AMI",
+                            "events carry no Timestamp: set timestampevents = yes in the [general] section of \
+                             manager.conf (until then calls are timed by when their events arrive)",
+                        );
+                    }
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    report.ok("AMI", "event timestamps not checked: the AMI connection closed");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn check_bitrix24(settings: &crate::config::Bitrix24Settings, store: &store::SqliteStore, report: &mut Report) {

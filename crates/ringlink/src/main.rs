@@ -141,11 +141,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Replay { trace, config, format } => {
             let bytes = std::fs::read(&trace).with_context(|| format!("cannot read trace {}", trace.display()))?;
+            let arrivals = replay::read_arrivals(&trace)?;
             let tracker_config = replay::tracker_config(config.as_deref())?;
             let stdout = std::io::stdout();
             let stderr = std::io::stderr();
             let summary = replay::replay(
                 &bytes,
+                arrivals.as_deref(),
                 &trace.display().to_string(),
                 tracker_config,
                 format,

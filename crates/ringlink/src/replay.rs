@@ -1,17 +1,20 @@
 //! `ringlink replay`: runs a recorded AMI stream through the tracker, offline, for diagnosis and for golden tests.
 //!
-//! Input is a trace as `ringlink trace record` writes it (raw AMI bytes, CRLF or bare LF; the `.idx` file is not
-//! needed). Output is one line per ended call: JSON (`{"call_full": …, "events": […]}`) or a human summary.
+//! Input is a trace as `ringlink trace record` writes it (raw AMI bytes, CRLF or bare LF). The `.idx` file next to
+//! it (`<byte offset> <unix time in microseconds>` per received chunk) is needed only when the events carry no
+//! `Timestamp` header (manager.conf `timestampevents=no`): each message then takes the arrival time of the chunk
+//! that completed it, as the live service takes its clock. Output is one line per ended call: JSON (`{"call_full": …, "events": […]}`) or a human summary.
 //! Input the decoder has to drop is reported with its byte offset on stderr; the replay goes on.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use ami::codec::decode_all;
-use ami::{AmiCodec, Frame};
+use ami::{AmiCodec, Frame, Message};
+use bytes::BytesMut;
 use serde::Serialize;
-use tracker::{CallEvent, CallFull, Tracker, TrackerConfig};
+use tokio_util::codec::Decoder;
+use tracker::{CallEvent, CallFull, Timestamp, Tracker, TrackerConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -53,9 +56,79 @@ pub fn tracker_config(path: Option<&Path>) -> anyhow::Result<TrackerConfig> {
     }
 }
 
+/// When each chunk of a trace arrived: `(byte offset, instant)`, in order.
+pub type Arrivals = Vec<(usize, Timestamp)>;
+
+/// Reads the `.idx` next to a trace (`<trace>.idx`), if there is one.
+pub fn read_arrivals(trace: &Path) -> anyhow::Result<Option<Arrivals>> {
+    let mut name = trace.as_os_str().to_owned();
+    name.push(".idx");
+    let path = Path::new(&name);
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+    };
+    let mut arrivals = Arrivals::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let parsed = line.split_once(' ').and_then(|(offset, micros)| {
+            Some((offset.trim().parse::<usize>().ok()?, micros.trim().parse::<i64>().ok()?))
+        });
+        let Some((offset, micros)) = parsed else {
+            anyhow::bail!(
+                "{}:{}: expected \"<byte offset> <unix time in microseconds>\", found {line:?}",
+                path.display(),
+                n + 1
+            );
+        };
+        arrivals.push((offset, Timestamp::from_micros(micros)));
+    }
+    Ok(Some(arrivals))
+}
+
+/// The trace's frames, each with the arrival time of the chunk that completed it (when `arrivals` is known).
+fn timed_frames(bytes: &[u8], arrivals: Option<&[(usize, Timestamp)]>) -> Vec<(Frame, Option<Timestamp>)> {
+    let whole = [(0, None)];
+    let timed: Vec<(usize, Option<Timestamp>)>;
+    let chunks: &[(usize, Option<Timestamp>)] = match arrivals {
+        Some(a) if !a.is_empty() => {
+            timed = a.iter().map(|(o, t)| (*o, Some(*t))).collect();
+            &timed
+        }
+        _ => &whole,
+    };
+    let mut codec = AmiCodec::new();
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    let mut last = None;
+    for (i, (start, at)) in chunks.iter().enumerate() {
+        let start = (*start).min(bytes.len());
+        let end = chunks
+            .get(i + 1)
+            .map_or(bytes.len(), |(o, _)| (*o).clamp(start, bytes.len()));
+        buf.extend_from_slice(&bytes[start..end]);
+        // Decoding a BytesMut never produces an I/O error; stop defensively if it did.
+        while let Ok(Some(frame)) = codec.decode(&mut buf) {
+            frames.push((frame, *at));
+        }
+        last = *at;
+    }
+    while let Ok(Some(frame)) = codec.decode_eof(&mut buf) {
+        frames.push((frame, last));
+    }
+    frames
+}
+
+/// A channel event without the PBX's `Timestamp` (the login's own `FullyBooted` never has one).
+fn is_untimed_event(m: &Message) -> bool {
+    m.event_name().is_some() && m.get("Uniqueid").is_some() && m.get("Timestamp").is_none()
+}
+
 /// Replays `bytes` (named `source` in error messages), writing results to `out` and input errors to `err`.
+/// `arrivals` (from the trace's `.idx`) time the events that carry no `Timestamp` header.
 pub fn replay(
     bytes: &[u8],
+    arrivals: Option<&[(usize, Timestamp)]>,
     source: &str,
     config: TrackerConfig,
     format: Format,
@@ -66,7 +139,8 @@ pub fn replay(
     let mut summary = ReplaySummary::default();
     let mut pending: HashMap<String, Vec<CallEvent>> = HashMap::new();
     let mut events = Vec::new();
-    for frame in decode_all(bytes, AmiCodec::new()) {
+    let mut said_untimed = false;
+    for (frame, arrived) in timed_frames(bytes, arrivals) {
         match frame {
             Frame::Banner(_) => {}
             Frame::Skipped { offset, bytes, reason } => {
@@ -79,8 +153,24 @@ pub fn replay(
             }
             Frame::Message(m) => {
                 summary.messages += 1;
+                if !said_untimed && is_untimed_event(&m) {
+                    said_untimed = true;
+                    if arrivals.is_some() {
+                        writeln!(
+                            err,
+                            "{source}: events carry no Timestamp header (manager.conf timestampevents=no); \
+                             times are the arrival times of the .idx"
+                        )?;
+                    } else {
+                        writeln!(
+                            err,
+                            "{source}: events carry no Timestamp header and there is no {source}.idx with arrival \
+                             times: call times and talk times are unknown (set timestampevents=yes in manager.conf)"
+                        )?;
+                    }
+                }
                 events.clear();
-                tracker.handle_into(&m, None, &mut events);
+                tracker.handle_into(&m, arrived, &mut events);
                 for event in events.drain(..) {
                     let key = event.call().to_owned();
                     if let CallEvent::CallEnded { call_full, .. } = &event {

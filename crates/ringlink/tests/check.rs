@@ -50,6 +50,18 @@ async fn check_reports_each_part_in_plain_words() {
     assert!(out.contains("ok       AMI: Asterisk 22"), "{out}");
     assert!(out.contains("ok       bitrix24: reachable; scopes"), "{out}");
     assert!(!out.contains("PROBLEM"), "{out}");
+    assert!(out.contains("ok       AMI: events carry the PBX's timestamps"), "{out}");
+
+    // A PBX whose manager.conf lacks timestampevents = yes: said in plain words.
+    bed.set_timestamp_events(false).await.expect("timestampevents = no");
+    let (ok, out) = ringlink(&["check", "--config", config_arg], &good);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("PROBLEM  AMI: events carry no Timestamp: set timestampevents = yes"),
+        "{out}"
+    );
+    assert!(out.contains("1 problem(s) found"), "{out}");
+    bed.set_timestamp_events(true).await.expect("timestampevents = yes");
 
     let mut wrong = good.clone();
     wrong[2] = ("RINGLINK__AMI__SECRET", "wrong-secret");

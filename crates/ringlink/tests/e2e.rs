@@ -88,6 +88,42 @@ async fn s1_incoming_answered() {
     e2e.stop().await;
 }
 
+/// S1 on a PBX whose manager.conf lacks `timestampevents = yes`: the call is timed by when its events arrive
+/// (start date today, talk ≈5 s, not 1970 and 0 s), and the log says once what to set.
+#[tokio::test]
+async fn s1_on_a_pbx_without_event_timestamps() {
+    let e2e = E2e::start("").await;
+    e2e.bed.set_timestamp_events(false).await.expect("timestampevents = no");
+    scenarios::play(&e2e.bed, "s1").await.expect("play S1");
+    e2e.wait_requests("telephony.externalcall.attachrecord", 1, WAIT).await;
+    let seq = e2e.telephony();
+    assert_eq!(
+        methods(&seq),
+        ["register", "finish", "attachrecord"],
+        "{}",
+        e2e.describe()
+    );
+    let (register, finish) = (&seq[0], &seq[1]);
+    let today = chrono::Utc::now().format("%Y-").to_string();
+    assert!(
+        text(register, "CALL_START_DATE").starts_with(&today),
+        "start date from the arrival time: {}",
+        e2e.describe()
+    );
+    let duration: u64 = text(finish, "DURATION").parse().expect("DURATION");
+    assert!((4..=7).contains(&duration), "talk ≈5 s, got {duration}");
+    let log = e2e.log();
+    assert_eq!(
+        log.matches("AMI events carry no Timestamp: set timestampevents = yes")
+            .count(),
+        1,
+        "said once:\n{log}"
+    );
+    e2e.wait_calls_ended(1, QUIET).await;
+    Seen::check(&e2e);
+    e2e.stop().await;
+}
+
 /// The missed incoming call of S2, with or without the missed-call task: register(U1, SHOW 1) → hide/finish
 /// (responsible by rule, 0 s, 304). The lead was created by this very call, so it has no owner of its own:
 /// the responsible is the last employee rung, U1.

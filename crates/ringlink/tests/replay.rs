@@ -180,3 +180,69 @@ fn text_format_names_the_employee_who_talked() {
         );
     }
 }
+
+/// A copy of a golden trace as an Asterisk with `timestampevents=no` would have sent it: no `Timestamp`
+/// header on any event (the byte offsets change, so the `.idx` is rewritten for the new offsets).
+fn without_timestamps(name: &str, dir: &Path, with_idx: bool) -> PathBuf {
+    let bytes = std::fs::read(trace(name)).expect("trace");
+    let idx = std::fs::read_to_string(root().join(format!("crates/tracker/tests/traces/{name}.ami.idx"))).expect("idx");
+    let chunks: Vec<(usize, &str)> = idx
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(o, t)| (o.parse().expect("offset"), t))
+        .collect();
+    let mut out = Vec::new();
+    let mut new_idx = String::new();
+    for (i, (start, time)) in chunks.iter().enumerate() {
+        let end = chunks.get(i + 1).map_or(bytes.len(), |(o, _)| *o);
+        new_idx.push_str(&format!("{} {time}\n", out.len()));
+        let chunk = String::from_utf8_lossy(&bytes[*start..end]).into_owned();
+        let kept: String = chunk
+            .split_inclusive('\n')
+            .filter(|line| !line.starts_with("Timestamp: "))
+            .collect();
+        out.extend_from_slice(kept.as_bytes());
+    }
+    let path = dir.join(format!("{name}-untimed.ami"));
+    std::fs::write(&path, out).expect("write trace");
+    if with_idx {
+        std::fs::write(dir.join(format!("{name}-untimed.ami.idx")), new_idx).expect("write idx");
+    }
+    path
+}
+
+#[test]
+fn events_without_timestamps_take_the_arrival_times_of_the_idx() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reference = calls(&replay(&trace("s1"), "json").stdout);
+    let path = without_timestamps("s1", dir.path(), true);
+    let out = replay(&path, "json");
+    assert!(out.ok, "{}", out.stderr);
+    let calls = calls(&out.stdout);
+    assert_eq!(calls.len(), 1, "{}", out.stdout);
+    let (call, expected) = (&calls[0]["call_full"], &reference[0]["call_full"]);
+    assert_eq!(call["channel"]["start_time"], expected["channel"]["start_time"]);
+    let talk = |c: &serde_json::Value| {
+        c["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .find_map(|e| e.get("conversation_ended").map(|v| v["talk_seconds"].clone()))
+    };
+    assert_eq!(talk(&calls[0]), talk(&reference[0]), "talk time from arrival times");
+    assert!(out.stderr.contains("timestampevents"), "said once: {}", out.stderr);
+    assert_eq!(out.stderr.matches("timestampevents").count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn events_without_timestamps_and_no_idx_are_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = without_timestamps("s1", dir.path(), false);
+    let out = replay(&path, "json");
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("timestampevents=yes") && out.stderr.contains(".idx"),
+        "{}",
+        out.stderr
+    );
+}

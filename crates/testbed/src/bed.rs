@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::ami_client::{self, AmiResponse};
-use crate::error::{Error, Result};
+use crate::error::{io, Error, Result};
 use crate::instance::{self, Instance};
 use crate::layout;
 use crate::process::Reaper;
@@ -252,6 +252,32 @@ impl TestBed {
             });
         }
         Ok(response)
+    }
+
+    /// Turns the `Timestamp` header of AMI events on or off (manager.conf `timestampevents`), as on a PBX
+    /// configured without it; sessions already connected see the change at once.
+    pub async fn set_timestamp_events(&self, on: bool) -> Result<()> {
+        let path = self.instance.dir_host.join("etc/manager.conf");
+        let text = std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))?;
+        let wanted = if on {
+            "timestampevents = yes"
+        } else {
+            "timestampevents = no"
+        };
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("timestampevents") {
+                    wanted
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, text + "\n").map_err(io(format!("writing {}", path.display())))?;
+        self.asterisk_cli("manager reload").await?;
+        Ok(())
     }
 
     /// Sets a dialplan global (e.g. `DIAL_TIMEOUT`, `OUTBOUND_TIMEOUT`).

@@ -31,6 +31,7 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
     };
     // Calls already in progress (or that ended while ringlink was down) are reconciled first.
     pipeline.resync(&client, &mut tracker).await;
+    let mut said_untimed = false;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -43,6 +44,15 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
             event = events.recv() => match event {
                 None => break,
                 Some(ClientEvent::Event(m)) => {
+                    // Channel events only: the login's own FullyBooted never has a Timestamp.
+                    if !said_untimed && m.get("Uniqueid").is_some() && m.get("Timestamp").is_none() {
+                        said_untimed = true;
+                        warn!(
+                            event = m.event_name().unwrap_or(""),
+                            "AMI events carry no Timestamp: set timestampevents = yes in manager.conf [general]; \
+                             until then calls are timed by when their events arrive"
+                        );
+                    }
                     let events = tracker.handle_at(&m, super::now());
                     pipeline.process(&tracker, events).await;
                 }
