@@ -161,6 +161,8 @@ pub enum Rule {
     MissedTask,
     /// An extension without a Bitrix24 user.
     UnknownUser,
+    /// An incoming call forwarded out through a trunk (follow-me, a mobile): whose phone it rang.
+    ForwardedLeg,
     /// No user could be found to register the call for.
     NoResponsible,
     /// An event about a call that already ended.

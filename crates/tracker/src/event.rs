@@ -118,6 +118,9 @@ pub enum LegOrigin {
     ParkRetrieval,
     /// Found already in progress when live state was rebuilt after a reconnect.
     Resync,
+    /// An incoming call forwarded out through a trunk (follow-me, a ring group's outside number, call
+    /// forwarding): the leg's number is the outside phone rung, typically an employee's mobile.
+    Forward,
 }
 
 /// Why a leg stopped ringing.

@@ -40,18 +40,50 @@ impl Engine {
     }
 
     pub(super) fn finish_talk(&self, ctx: &CallContext, reg: &mut Registration, duration: u64, out: &mut Out<'_>) {
-        let Phase::Talking { conversation, user, .. } = &reg.phase else {
+        let Phase::Talking {
+            conversation,
+            user,
+            forwarded_unknown,
+            ..
+        } = &reg.phase
+        else {
             return;
         };
-        let user = reg
-            .fixed_user
-            .or(*user)
-            .or_else(|| self.default_user(ctx))
-            .unwrap_or(reg.user);
+        let conversation = conversation.clone();
+        let user_param = if *forwarded_unknown && reg.fixed_user.is_none() {
+            // Answered on an outside phone that is no employee's: nobody known talked, so whoever answers for a
+            // missed call answers for this one, but the call was answered (200), never a missed status.
+            out.decide(
+                Rule::ForwardedLeg,
+                "answered on a forwarded outside phone that is no employee's: finished (200) for the missed-call \
+                 responsible"
+                    .into(),
+                json!({"conversation": conversation}),
+            );
+            let (value, owner_step) = self.missed_responsible(ctx, reg, out);
+            if owner_step {
+                out.step(
+                    format!("{}/owner", reg.prefix),
+                    StepKind::LookupOwner,
+                    json!({"PHONE_NUMBER": ctx.client}),
+                    &[reg.register_key()],
+                    Timing::Durable,
+                );
+            }
+            value
+        } else {
+            let user = reg
+                .fixed_user
+                .or(*user)
+                .or_else(|| self.default_user(ctx))
+                .unwrap_or(reg.user);
+            user_value(user)
+        };
+        let user = user_param.clone();
         let key = reg.finish_key();
         let mut params = json!({
             "CALL_ID": reg.call_id(),
-            "USER_ID": user,
+            "USER_ID": user_param,
             "DURATION": duration,
             "STATUS_CODE": "200",
         });

@@ -29,7 +29,7 @@ impl Engine {
             return;
         };
         let ctx = Arc::clone(ctx);
-        let Some(user) = self.add_leg(state, leg, true, out) else {
+        let Some(user) = self.add_leg(state, leg, call_full, true, out) else {
             return;
         };
         let card_user = if ctx.direction == Direction::Local {
@@ -252,7 +252,7 @@ impl Engine {
         let user = match state.legs.get(&leg.conversation) {
             Some(l) if l.excluded || l.answered_at.is_some() || l.ended => return,
             Some(l) => l.user,
-            None => match self.add_leg(state, leg, false, out) {
+            None => match self.add_leg(state, leg, call_full, false, out) {
                 Some(user) => user,
                 None => return,
             },
@@ -326,9 +326,15 @@ impl Engine {
         if let Some(l) = state.legs.get_mut(&leg.conversation) {
             l.registration = Some(index);
         }
+        let forwarded_unknown = talker_user.is_none()
+            && state
+                .legs
+                .get(&leg.conversation)
+                .is_some_and(|l| l.forwarded && l.user.is_none());
         state.registrations[index].phase = Phase::Talking {
             conversation: leg.conversation.clone(),
             user: talker_user,
+            forwarded_unknown,
             since: leg.time,
         };
     }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde_json::json;
-use tracker::{CallEvent, CallFull, Direction, Leg, Timestamp};
+use tracker::{CallEvent, CallFull, Direction, Leg, LegOrigin, Timestamp};
 
 use crate::plan::{Plan, RefreshUsers, Rule};
 use crate::settings::{Compiled, EngineSettings};
@@ -182,10 +182,22 @@ impl Engine {
 
     // ----- users -------------------------------------------------------------------------------------------
 
-    fn user_of_leg(&self, leg: &Leg) -> Option<UserId> {
-        self.users
+    /// The user of a leg's phone: its extension, or for a forwarded leg the outside number in every form the
+    /// number rules give it (`call_full`'s conversation `to`), matched against the employees' other phones.
+    fn user_of_leg(&self, leg: &Leg, call_full: Option<&CallFull>) -> Option<UserId> {
+        let direct = self
+            .users
             .user_of(&leg.number)
-            .or_else(|| self.users.user_of(&leg.endpoint))
+            .or_else(|| self.users.user_of(&leg.endpoint));
+        if direct.is_some() || leg.origin != LegOrigin::Forward {
+            return direct;
+        }
+        let number = &call_full?.conversations.get(&leg.conversation)?.channel.to;
+        [&number.original, &number.custom]
+            .into_iter()
+            .chain(number.variants.iter())
+            .filter(|n| !n.trim().is_empty())
+            .find_map(|n| self.users.user_of(n))
     }
 
     fn extension_excluded(&self, number: &str, endpoint: &str) -> Option<Rule> {
@@ -211,7 +223,7 @@ impl Engine {
             }
         }
         let mut missing = Vec::new();
-        if self.extension_excluded(&leg.number, &leg.endpoint).is_none() && self.user_of_leg(leg).is_none() {
+        if self.extension_excluded(&leg.number, &leg.endpoint).is_none() && self.user_of_leg(leg, call_full).is_none() {
             missing.push(if leg.number.is_empty() {
                 leg.endpoint.clone()
             } else {
@@ -378,7 +390,14 @@ impl Engine {
     // ----- events ------------------------------------------------------------------------------------------
 
     /// Adds a leg seen for the first time; `None` if it is left out by the extension lists.
-    fn add_leg(&self, state: &mut CallState, leg: &Leg, ringing: bool, out: &mut Out<'_>) -> Option<Option<UserId>> {
+    fn add_leg(
+        &self,
+        state: &mut CallState,
+        leg: &Leg,
+        call_full: Option<&CallFull>,
+        ringing: bool,
+        out: &mut Out<'_>,
+    ) -> Option<Option<UserId>> {
         if let Some(rule) = self.extension_excluded(&leg.number, &leg.endpoint) {
             let list = if rule == Rule::BlackListExtension {
                 "is in black_list.extensions"
@@ -399,12 +418,31 @@ impl Engine {
                     answered_at: None,
                     ended: false,
                     registration: None,
+                    forwarded: leg.origin == LegOrigin::Forward,
                 },
             );
             return None;
         }
-        let user = self.user_of_leg(leg);
-        if user.is_none() {
+        let user = self.user_of_leg(leg, call_full);
+        let forwarded = leg.origin == LegOrigin::Forward;
+        if forwarded {
+            let why = match user {
+                Some(u) => format!(
+                    "the call is forwarded through the trunk to {}, a phone of user {u}",
+                    leg.number
+                ),
+                None => format!(
+                    "the call is forwarded through the trunk to {}, which is no employee's phone in the directory: \
+                     if it answers there, the call is answered and finished for the missed-call responsible",
+                    leg.number
+                ),
+            };
+            out.decide(
+                Rule::ForwardedLeg,
+                why,
+                json!({"number": leg.number, "user": user, "conversation": leg.conversation}),
+            );
+        } else if user.is_none() {
             out.decide(
                 Rule::UnknownUser,
                 format!("extension {} belongs to no Bitrix24 user: no card for it", leg.number),
@@ -420,6 +458,7 @@ impl Engine {
                 answered_at: None,
                 ended: false,
                 registration: None,
+                forwarded,
             },
         );
         Some(user)

@@ -54,6 +54,8 @@ pub(super) struct LegState {
     pub(super) answered_at: Option<Timestamp>,
     pub(super) ended: bool,
     pub(super) registration: Option<usize>,
+    /// Rung through a trunk for the call (follow-me, forwarding to a mobile): an outside phone, not a desk phone.
+    pub(super) forwarded: bool,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,8 @@ pub(super) enum Phase {
     Talking {
         conversation: String,
         user: Option<UserId>,
+        /// Answered on an outside phone that is no employee's: the finish goes to the missed-call responsible.
+        forwarded_unknown: bool,
         since: Timestamp,
     },
     Finished,

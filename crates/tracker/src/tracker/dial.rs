@@ -93,6 +93,19 @@ impl Tracker {
                 }
             }
             EndpointKind::Trunk(i) => {
+                if call.direction == Direction::Incoming && !call.has_conv(dest) {
+                    // Forwarded out through a trunk (follow-me, a ring group's outside number): the outside phone
+                    // rung, typically an employee's mobile, is a conversation of its own.
+                    if let Some(ch) = self.channels.get(dest) {
+                        let mut conv = new_conv(dest, Side::Callee, ch, LegOrigin::Forward, now);
+                        if let Some(number) = &dialed {
+                            conv.endpoint = number.clone();
+                            conv.number = number.clone();
+                        }
+                        out.push(CallEvent::LegRinging(leg_of(call, &conv, now)));
+                        call.convs.push(conv);
+                    }
+                }
                 if call.direction != Direction::Incoming {
                     if call.direction != Direction::Outgoing {
                         call.direction = Direction::Outgoing;
@@ -266,7 +279,17 @@ impl Tracker {
             }
             EndpointKind::Local => {}
             _ => {
-                if call.far_leg.as_deref() == Some(uid) {
+                if let Some(conv) = call.live_conv_mut(uid) {
+                    // A forwarded leg: the outside phone answered for the employee.
+                    if conv.answered.is_none() {
+                        conv.answered = Some(now);
+                        let peer = call.peer_number().to_owned();
+                        if let Some(conv) = call.live_conv_mut(uid) {
+                            out.push(CallEvent::LegAnswered(leg_with_peer(&key, conv, &peer, now)));
+                        }
+                    }
+                    call.next_origin = None;
+                } else if call.far_leg.as_deref() == Some(uid) {
                     call.far_answered.get_or_insert(now);
                     let peer = call.peer_number().to_owned();
                     if let Some(conv) = call

@@ -202,3 +202,103 @@ fn originate_to_a_client_is_the_employees_outgoing_call() {
     assert_eq!(full.channel.from.original, "101");
     assert_eq!(full.channel.to.original, CLIENT_LOCAL);
 }
+
+const MOBILE: &str = "89001112233";
+
+/// FreePBX-style follow-me: the DID rings 101 and, through `Local/<mobile>@from-internal/n`, the employee's mobile
+/// via the carrier. `mobile_answers`: the mobile answers after 4 s (101 stops), else 101 answers.
+fn follow_me(ring_desk: bool) -> (Pbx, C, Option<C>, C) {
+    let mut p = Pbx::new();
+    let t = p.new_channel(
+        "PJSIP/carrier",
+        4,
+        super::common::CLIENT,
+        "from-trunk",
+        super::common::DID,
+        None,
+    );
+    let desk = ring_desk.then(|| p.new_channel("PJSIP/101", 0, "101", "from-internal", "s", Some(t)));
+    let (l1, l2) = p.new_local_pair(MOBILE, "from-internal", t);
+    if let Some(desk) = desk {
+        p.ring(t, desk, "101");
+    }
+    p.dial_begin(Some(t), l1, "Local/89001112233@from-internal/n");
+    p.newexten(l2, "Dial", "PJSIP/89001112233@carrier,30");
+    let m = p.new_channel(
+        "PJSIP/carrier",
+        0,
+        super::common::CLIENT,
+        "from-internal",
+        "s",
+        Some(l2),
+    );
+    p.dial_begin(Some(l2), m, "89001112233@carrier");
+    p.set_state(m, 5);
+    p.dial_state(l2, m, "RINGING");
+    p.set_state(l1, 5);
+    p.dial_state(t, l1, "RINGING");
+    p.advance_ms(4000);
+    p.set_state(m, 6);
+    p.dial_end(Some(l2), m, "ANSWER");
+    p.set_state(l2, 6);
+    p.bridge("b-2", l2, m);
+    p.set_state(l1, 6);
+    p.dial_end(Some(t), l1, "ANSWER");
+    if let Some(desk) = desk {
+        p.dial_end(Some(t), desk, "CANCEL");
+        p.hangup(desk, 26, "Answered elsewhere");
+    }
+    p.set_state(t, 6);
+    p.bridge("b-1", t, l1);
+    p.advance_ms(7000);
+    p.hangup_request(t, 16);
+    p.unbridge("b-1", t, l1);
+    p.hangup(t, 16, "Normal Clearing");
+    p.hangup(l1, 16, "Normal Clearing");
+    p.unbridge("b-2", l2, m);
+    p.hangup(l2, 16, "Normal Clearing");
+    p.hangup(m, 16, "Normal Clearing");
+    (p, t, desk, m)
+}
+
+#[test]
+fn an_incoming_call_answered_on_a_mobile_through_the_trunk_is_answered() {
+    for ring_desk in [true, false] {
+        let (p, t, desk, m) = follow_me(ring_desk);
+        let mut tr = tracker();
+        let events = run(&mut tr, &p.messages);
+        let mut handles = vec![("T", t), ("M", m)];
+        handles.extend(desk.map(|d| ("L101", d)));
+        let map = labels(&p, &handles);
+        let expected: Vec<&str> = if ring_desk {
+            vec![
+                "leg_ringing T L101 Dial",
+                "leg_ringing T M Forward",
+                "leg_answered T M Forward",
+                "leg_stopped_ringing T L101 AnsweredElsewhere",
+                "conversation_ended T M HungUp { cause: Some(16) }",
+                "call_ended T Hangup result=200",
+            ]
+        } else {
+            vec![
+                "leg_ringing T M Forward",
+                "leg_answered T M Forward",
+                "conversation_ended T M HungUp { cause: Some(16) }",
+                "call_ended T Hangup result=200",
+            ]
+        };
+        assert_eq!(summary(&events, &map), expected, "desk rung: {ring_desk}");
+        let full = ended(&events, &p.uid(t));
+        assert_eq!(full.channel.direction, Direction::Incoming);
+        assert!(!full.is_ivr, "an answered call is no IVR call");
+        assert_eq!(full.result, 200);
+        let conv = &full.conversations[&p.uid(m)];
+        assert_eq!(conv.channel.to.original, MOBILE, "the number the call was forwarded to");
+        assert!(conv.channel.was_answered);
+        let forwarded = events.iter().find_map(|e| match e {
+            CallEvent::LegAnswered(l) => Some(l.number.clone()),
+            _ => None,
+        });
+        assert_eq!(forwarded.as_deref(), Some(MOBILE));
+    }
+}
