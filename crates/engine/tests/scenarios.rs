@@ -861,6 +861,22 @@ fn need_registration_hook_overrides_the_settings() {
     assert_eq!(plan.journal[0].data["settings"], json!(false));
 }
 
+/// The shell asks `need_registration` before the event that makes the engine decide, and only then.
+#[test]
+fn admission_is_pending_until_the_first_leg_decides_it() {
+    let call = CallSpec::incoming("1700000000.28");
+    let mut engine = engine(settings());
+    let events = s1_events(&call);
+    let live = call.live();
+    let mut pending = Vec::new();
+    for event in &events {
+        pending.push(engine.admission_pending(event));
+        engine.handle(event, Some(&live), event.time());
+    }
+    // recording, ringing (decides), answered, hung up, ended.
+    assert_eq!(pending, [false, true, false, false, false]);
+}
+
 #[test]
 fn cards_off_registers_without_show_or_hide() {
     let call = CallSpec::incoming("1700000000.27");

@@ -3,6 +3,7 @@
 mod check;
 mod config;
 mod hooks_cli;
+mod originate;
 mod replay;
 mod service;
 

@@ -301,6 +301,16 @@ pub(crate) fn activity_get(w: &World, p: &PValue) -> Result<Reply, ApiError> {
     Ok(Reply::new(Value::Object(a.fields.clone().into_iter().collect())))
 }
 
+/// `crm.activity.delete`: `id` → `true`; an unknown id is "Not found".
+pub(crate) fn activity_delete(w: &mut World, p: &PValue) -> Result<Reply, ApiError> {
+    let id = id_param(p)?;
+    w.portal
+        .activities
+        .remove(&id)
+        .ok_or_else(|| ApiError::crm(NOT_FOUND))?;
+    Ok(Reply::new(json!(true)))
+}
+
 /// Fields `crm.activity.update` refuses to change.
 const ACTIVITY_READ_ONLY: &[&str] = &[
     "ID",

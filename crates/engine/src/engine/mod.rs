@@ -95,6 +95,28 @@ impl Engine {
         self.calls.len()
     }
 
+    /// Whether `event` would make the engine decide whether its call is registered at all (the first leg of a
+    /// call, or an incoming call that ended before any phone rang). A shell that runs the `need_registration`
+    /// hook asks it before [`Engine::handle`], holds the call's events until the hook has answered, and hands
+    /// the answer in through the [`RegistrationGate`].
+    pub fn admission_pending(&self, event: &CallEvent) -> bool {
+        let key = event.call();
+        if self.ended.contains(key) {
+            return false;
+        }
+        let state = self.calls.get(key);
+        if state.is_some_and(|s| !matches!(s.admission, Admission::Undecided)) {
+            return false;
+        }
+        match event {
+            CallEvent::LegRinging(_) | CallEvent::LegDialing(_) | CallEvent::LegAnswered(_) => true,
+            CallEvent::CallEnded { call_full, .. } => {
+                state.is_none_or(|s| s.legs.is_empty()) && call_full.channel.direction == Direction::Incoming
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the leg `conversation` of `call` is ringing now: a show for it that comes due later is dropped.
     pub fn is_ringing(&self, call: &str, conversation: &str) -> bool {
         self.calls

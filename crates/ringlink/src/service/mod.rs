@@ -12,6 +12,7 @@
 //! A restart loses nothing: steps are in the store, and the first resynchronisation (`CoreShowChannels`)
 //! rebuilds the live calls, whose re-planned steps carry the same idempotency keys as before.
 
+mod customize;
 mod pipeline;
 mod users;
 mod worker;
@@ -35,6 +36,10 @@ pub struct Shared {
     pub work: Arc<Notify>,
     /// Asks the users refresher for a refresh now.
     pub users_refresh: Arc<Notify>,
+    /// The customization hooks (none when `hooks.dir` is unset).
+    pub hooks: Arc<hooks::Hooks>,
+    /// `need_registration` answers on their way to the engine.
+    pub verdicts: pipeline::Verdicts,
 }
 
 impl Shared {
@@ -128,11 +133,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine.users_mut().replace(cached.iter().map(users::directory_user), at);
         info!(users = cached.len(), "users directory loaded from the store");
     }
+    let hooks = hooks::Hooks::discover(&config.hooks).context("[hooks]")?;
+    let enabled: Vec<&str> = hooks.enabled().map(hooks::HookName::as_str).collect();
+    if !enabled.is_empty() {
+        info!(hooks = ?enabled, "customization hooks enabled");
+    }
+    let verdicts = pipeline::Verdicts::default();
+    if hooks.is_enabled(hooks::HookName::NeedRegistration) {
+        engine.set_gate(Box::new(verdicts.clone()));
+    }
     let shared = Shared {
+        verdicts,
         store: store.clone(),
         engine: Arc::new(Mutex::new(engine)),
         work: Arc::new(Notify::new()),
         users_refresh: Arc::new(Notify::new()),
+        hooks: Arc::new(hooks),
     };
     let client = match &config.bitrix24 {
         Some(settings) => Some(bitrix24_client(settings, &store)?),

@@ -1,12 +1,15 @@
 //! AMI → tracker → engine → store. Nothing here waits on Bitrix24: the plan is written to the store and the
 //! worker is woken.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ami::{ClientEvent, Message};
 use serde_json::json;
+use serde_json::Value;
 use store::{EntryKind, NewJournalEntry, NewStep, Store};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 use tracker::{CallEvent, Tracker};
 
@@ -25,9 +28,14 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
         return Ok(());
     };
     info!(ami = %client.addr(), "connected to AMI; following calls");
+    let (answers, mut answered) = mpsc::unbounded_channel();
+    let hook_context = shared.hooks.enabled().next().is_some();
     let mut pipeline = Pipeline {
         shared,
         registering: config.bitrix24.is_some(),
+        held: HashMap::new(),
+        answers,
+        hook_context,
     };
     // Calls already in progress (or that ended while ringlink was down) are reconciled first.
     pipeline.resync(&client, &mut tracker).await;
@@ -37,6 +45,7 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            Some((call, called)) = answered.recv() => pipeline.answered(&tracker, call, called).await,
             _ = tick.tick() => {
                 let events = tracker.tick(super::now());
                 pipeline.process(&tracker, events).await;
@@ -75,6 +84,52 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
 struct Pipeline {
     shared: Shared,
     registering: bool,
+    /// Events of calls whose `need_registration` hook has not answered yet, in arrival order.
+    held: HashMap<String, Vec<CallEvent>>,
+    /// Where the hook tasks send their answers.
+    answers: mpsc::UnboundedSender<(String, Option<hooks::Called>)>,
+    /// Whether steps carry `call_full` and `call_stage` for the worker's hooks.
+    hook_context: bool,
+}
+
+/// The `need_registration` answers, handed to the engine through its [`engine::RegistrationGate`] port: the
+/// pipeline runs the hook before the engine decides, and the engine reads the answer (once) when it does.
+#[derive(Clone, Default)]
+pub struct Verdicts(Arc<Mutex<HashMap<String, Option<bool>>>>);
+
+impl Verdicts {
+    fn insert(&self, call: &str, verdict: Option<bool>) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(call.to_owned(), verdict);
+        }
+    }
+}
+
+impl engine::RegistrationGate for Verdicts {
+    fn need_registration(&self, call: &str, _: Option<&tracker::CallFull>) -> Option<bool> {
+        self.0.lock().ok().and_then(|mut map| map.remove(call)).flatten()
+    }
+}
+
+/// The moment of the call a hook is asked at (seed: `call_stage`).
+fn call_stage(event: &CallEvent) -> &'static str {
+    match event {
+        CallEvent::LegRinging(_) | CallEvent::LegDialing(_) => "conversation_requested",
+        CallEvent::LegAnswered(_) => "conversation_accepted",
+        CallEvent::CallEnded { .. } => "call_ended",
+        _ => "conversation_ended",
+    }
+}
+
+/// `need_registration`'s params: the call's direction and numbers (the whole call is in `call_full`).
+fn need_registration_params(call_full: &Value) -> Value {
+    let at = |path: &str| call_full.pointer(path).cloned().unwrap_or(Value::Null);
+    json!({
+        "type": at("/channel/type"),
+        "from": at("/channel/from/original"),
+        "to": at("/channel/to/original"),
+        "trunk": at("/channel/trunk/original"),
+    })
 }
 
 impl Pipeline {
@@ -205,10 +260,72 @@ impl Pipeline {
 
     async fn process(&mut self, tracker: &Tracker, events: Vec<CallEvent>) {
         for event in events {
-            if let Err(e) = self.process_one(tracker, &event).await {
-                // The store is the only thing that can fail here; keep following calls and say so loudly.
-                warn!(call = event.call(), event = event.name(), error = %e, "could not store the plan of a call event");
+            if let Some(held) = self.held.get_mut(event.call()) {
+                held.push(event);
+                continue;
             }
+            if self.shared.hooks.is_enabled(hooks::HookName::NeedRegistration)
+                && self.registering
+                && self.shared.engine().admission_pending(&event)
+            {
+                self.ask_need_registration(tracker, event);
+                continue;
+            }
+            self.process_now(tracker, &event).await;
+        }
+    }
+
+    async fn process_now(&mut self, tracker: &Tracker, event: &CallEvent) {
+        if let Err(e) = self.process_one(tracker, event).await {
+            // The store is the only thing that can fail here; keep following calls and say so loudly.
+            warn!(call = event.call(), event = event.name(), error = %e, "could not store the plan of a call event");
+        }
+    }
+
+    /// Runs `need_registration` for the call of `event` on its own task; the call's events wait for the answer,
+    /// other calls go on.
+    fn ask_need_registration(&mut self, tracker: &Tracker, event: CallEvent) {
+        let call = event.call().to_owned();
+        let call_full = match &event {
+            CallEvent::CallEnded { call_full, .. } => serde_json::to_value(call_full.as_ref()).ok(),
+            _ => tracker.call_full(&call).and_then(|c| serde_json::to_value(c).ok()),
+        }
+        .unwrap_or(Value::Null);
+        let context = hooks::Context {
+            call_stage: Some(call_stage(&event)),
+            call_full: Some(call_full.clone()).filter(|c| !c.is_null()),
+        };
+        self.held.insert(call.clone(), vec![event]);
+        let hooks = self.shared.hooks.clone();
+        let answers = self.answers.clone();
+        tokio::spawn(async move {
+            let params = need_registration_params(&call_full);
+            let called = hooks.call(hooks::HookName::NeedRegistration, &params, &context).await;
+            let _ = answers.send((call, called));
+        });
+    }
+
+    /// The `need_registration` hook of `call` answered: the engine gets the verdict, and the call's held events
+    /// are planned.
+    async fn answered(&mut self, tracker: &Tracker, call: String, called: Option<hooks::Called>) {
+        let verdict = called.as_ref().and_then(|c| match &c.outcome {
+            hooks::Outcome::Applied(a) => a.params.as_bool(),
+            // Empty data: this call's registration is cancelled.
+            hooks::Outcome::Cancelled => Some(false),
+            hooks::Outcome::Failed(_) => None,
+        });
+        self.shared.verdicts.insert(&call, verdict);
+        if let Some(called) = &called {
+            let mut data = called.journal_data();
+            data["input"] = called.input.clone();
+            let entry =
+                NewJournalEntry::new(&call, store_time(super::now()), EntryKind::Hook, called.describe()).data(data);
+            if let Err(e) = self.shared.store(move |s| s.append_journal(&[entry])).await {
+                warn!(call, error = %e, "cannot journal need_registration");
+            }
+        }
+        for event in self.held.remove(&call).unwrap_or_default() {
+            self.process_now(tracker, &event).await;
         }
     }
 
@@ -268,7 +385,14 @@ impl Pipeline {
             );
         }
         let steps: Vec<NewStep> = if self.registering {
-            plan.steps.iter().map(new_step).collect()
+            let context = self.hook_context.then(|| {
+                let call_full = match event {
+                    CallEvent::CallEnded { call_full, .. } => serde_json::to_value(call_full.as_ref()).ok(),
+                    _ => call_full.as_ref().and_then(|c| serde_json::to_value(c).ok()),
+                };
+                json!({"call_full": call_full, "call_stage": call_stage(event)})
+            });
+            plan.steps.iter().map(|s| new_step(s, context.as_ref())).collect()
         } else {
             Vec::new()
         };
@@ -286,15 +410,19 @@ impl Pipeline {
     }
 }
 
-/// An engine step as the outbox keeps it: the whole step is the payload, so the worker needs nothing else.
-fn new_step(step: &engine::Step) -> NewStep {
+/// An engine step as the outbox keeps it: the whole step is the payload, so the worker needs nothing else
+/// (with hooks, also the call as it was when the step was planned: the hooks' `call_full` and `call_stage`).
+fn new_step(step: &engine::Step, hook_context: Option<&Value>) -> NewStep {
     // Cards are about now: among due steps they go first.
     let priority = match step.kind {
         engine::StepKind::Register | engine::StepKind::Show => 10,
         engine::StepKind::Hide => 5,
         _ => 0,
     };
-    let payload = serde_json::to_value(step).unwrap_or_else(|e| json!({"unserialisable": e.to_string()}));
+    let mut payload = serde_json::to_value(step).unwrap_or_else(|e| json!({"unserialisable": e.to_string()}));
+    if let (Some(context), Value::Object(map)) = (hook_context, &mut payload) {
+        map.insert(super::customize::HOOK_CONTEXT.into(), context.clone());
+    }
     NewStep::new(step.call.clone(), step.key.clone(), step.kind.name(), payload).priority(priority)
 }
 

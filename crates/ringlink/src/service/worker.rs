@@ -15,6 +15,9 @@ use store::{EntryKind, NewJournalEntry, Step, StepState, Store, Timestamp};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use hooks::Outcome as HookOutcome;
+
+use super::customize::{self, Customized};
 use super::Shared;
 use crate::config::RecordingSettings;
 
@@ -69,6 +72,8 @@ enum Action {
         method: String,
         params: Value,
         card_shown: Option<bool>,
+        /// `process_final_params` answered `action: delete`: the call's CRM activity goes once finished.
+        delete_activity: bool,
     },
     Record {
         call_id: String,
@@ -97,13 +102,20 @@ impl Worker {
         }
         let mut batch: Vec<(Step, String, Value, Option<bool>)> = Vec::new();
         let mut outcomes: Vec<(Step, Outcome, Option<Value>)> = Vec::new();
+        let mut deletes = Vec::new();
         for step in claimed.claimed {
             match self.decide(&step).await {
                 Action::Send {
                     method,
                     params,
                     card_shown,
-                } => batch.push((step, method, params, card_shown)),
+                    delete_activity,
+                } => {
+                    if delete_activity {
+                        deletes.push(step.idempotency_key.clone());
+                    }
+                    batch.push((step, method, params, card_shown))
+                }
                 Action::Record { call_id, path } => {
                     let outcome = self.attach_record(&step, &call_id, &path).await;
                     outcomes.push((step, outcome, None));
@@ -123,7 +135,21 @@ impl Worker {
         let n = batch.len() + outcomes.len();
         outcomes.extend(self.send(batch).await);
         for (step, outcome, request) in outcomes {
-            self.record(step, outcome, request).await?;
+            let done = matches!(outcome, Outcome::Done(_));
+            let deleting = done && deletes.contains(&step.idempotency_key);
+            let registered = done && step.kind == StepKind::Register.name();
+            let finished = done && step.kind == StepKind::Finish.name();
+            let (payload, result) = match &outcome {
+                Outcome::Done(result) => (step.payload.clone(), Some(result.clone())),
+                _ => (Value::Null, None),
+            };
+            self.record(step, outcome, request.clone()).await?;
+            if finished {
+                self.after_finish(payload.clone(), result.clone().unwrap_or(Value::Null), deleting);
+            }
+            if registered {
+                self.post_registration(payload, request, result);
+            }
         }
         Ok(n)
     }
@@ -144,13 +170,9 @@ impl Worker {
                 }
             }
             Timing::DurableCardWhileRinging { conversation } => {
-                if self.shared.engine().is_ringing(&planned.call, conversation) {
-                    card_shown = Some(true);
-                } else {
-                    // Offline recovery: register without a card, keeping the original start time.
-                    params = engine::without_card(&params);
-                    card_shown = Some(false);
-                }
+                // Offline recovery (the leg no longer rings): register without a card, keeping the original
+                // start time; applied after the hooks, so that a resend decides it anew.
+                card_shown = Some(self.shared.engine().is_ringing(&planned.call, conversation));
             }
             Timing::UndoCard { shown_by, finish } => {
                 let (shown, finish_state) = {
@@ -196,9 +218,34 @@ impl Worker {
             };
             params = match engine::resolve(&params, |key| results.get(key)) {
                 Ok(p) => p,
-                // An earlier step this one needs ended without a result (failed or dropped): it can never be sent.
-                Err(e) => return Action::Fail(format!("cannot complete the request: {e}")),
+                // An earlier step this one needs ended without a result: it can never be sent. When that step
+                // was left out on purpose (a customization cancelled it), so is this one.
+                Err(e) => {
+                    return match self.dropped_dependency(&planned.params).await {
+                        Some(reason) => Action::Drop(reason),
+                        None => Action::Fail(format!("cannot complete the request: {e}")),
+                    }
+                }
             };
+        }
+        let mut record_path = planned.record_path.clone();
+        let mut delete_activity = false;
+        match customize::customize(&self.shared, &self.shared.hooks, &step.payload, &planned, &params).await {
+            Ok(Customized::Unchanged) => {}
+            Ok(Customized::Cancelled(reason)) => return Action::Drop(reason),
+            Ok(Customized::Params {
+                params: customized,
+                action,
+                record_path: path,
+            }) => {
+                params = customized;
+                record_path = path.or(record_path);
+                delete_activity = planned.kind == StepKind::Finish && action.as_deref() == Some("delete");
+            }
+            Err(e) => return Action::Wait(format!("store: {e}")),
+        }
+        if card_shown == Some(false) {
+            params = engine::without_card(&params);
         }
         if planned.kind == StepKind::AttachRecord {
             let call_id = params
@@ -206,7 +253,7 @@ impl Worker {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let Some(path) = planned.record_path.clone() else {
+            let Some(path) = record_path else {
                 return Action::Fail("no recording path".into());
             };
             return Action::Record { call_id, path };
@@ -215,6 +262,7 @@ impl Worker {
             method: planned.method.clone(),
             params,
             card_shown,
+            delete_activity,
         }
     }
 
@@ -256,6 +304,163 @@ impl Worker {
             out.push((step, outcome, Some(request)));
         }
         out
+    }
+
+    /// Why a step this one refers to was not sent, when it was dropped (not failed).
+    async fn dropped_dependency(&self, params: &Value) -> Option<String> {
+        let refs = engine::references(params);
+        let steps = self
+            .shared
+            .store(move |s| {
+                let mut found = Vec::new();
+                for key in refs {
+                    found.extend(s.step_by_key(&key)?);
+                }
+                Ok(found)
+            })
+            .await
+            .ok()?;
+        steps.into_iter().find(|s| s.state == StepState::Dropped).map(|s| {
+            format!(
+                "{} {} was not sent ({})",
+                s.kind,
+                s.idempotency_key,
+                s.last_error.unwrap_or_default()
+            )
+        })
+    }
+
+    /// Once a call's registration is finished: `action: delete` of `process_final_params` deletes its CRM
+    /// activity; otherwise `customize_activity` may update the activity and `customize_entity` the entity this
+    /// connector created for the call. On their own task: a slow hook holds no other step up.
+    fn after_finish(&self, finish_payload: Value, finish_result: Value, delete: bool) {
+        let hooks = self.shared.hooks.clone();
+        let wanted = delete
+            || hooks.is_enabled(hooks::HookName::CustomizeActivity)
+            || hooks.is_enabled(hooks::HookName::CustomizeEntity);
+        if !wanted {
+            return;
+        }
+        let (shared, client) = (self.shared.clone(), self.client.clone());
+        tokio::spawn(async move {
+            let Ok(planned) = serde_json::from_value::<engine::Step>(finish_payload.clone()) else {
+                return;
+            };
+            let journal = |message: String, data: Value| {
+                let entry = NewJournalEntry::new(&planned.call, Timestamp::now(), EntryKind::Hook, message).data(data);
+                let shared = shared.clone();
+                async move {
+                    if let Err(e) = shared.store(move |s| s.append_journal(&[entry])).await {
+                        warn!(error = %e, "cannot journal a customization after finish");
+                    }
+                }
+            };
+            let activity = finish_result.get("CRM_ACTIVITY_ID").filter(|v| !v.is_null()).cloned();
+            if delete {
+                let (message, data) = match activity {
+                    None => (
+                        "action delete of process_final_params: Bitrix24 named no CRM activity to delete".into(),
+                        Value::Null,
+                    ),
+                    Some(id) => {
+                        let request = json!({"id": id});
+                        let answer = client.call("crm.activity.delete", request.clone()).await;
+                        match answer {
+                            Ok(a) => (
+                                format!(
+                                    "call deleted from the CRM (action delete of process_final_params): activity {id}"
+                                ),
+                                json!({"method": "crm.activity.delete", "params": request, "answer": a}),
+                            ),
+                            Err(e) => (
+                                format!("action delete of process_final_params: crm.activity.delete failed: {e}"),
+                                json!({"method": "crm.activity.delete", "params": request, "error": e.to_string()}),
+                            ),
+                        }
+                    }
+                };
+                info!(call = %planned.call, "{message}");
+                journal(message, data).await;
+                return;
+            }
+            let context = customize::context_of(&finish_payload);
+            let summary = customize::call_summary(&planned.call, context.call_full.as_ref());
+            let mut updates = Vec::new();
+            if let Some(id) = activity {
+                updates.push((hooks::HookName::CustomizeActivity, "crm.activity.update".to_owned(), id));
+            }
+            let refs = engine::references(&planned.params);
+            let created = shared
+                .store(move |s| {
+                    for key in refs {
+                        if let Some(r) = s.result_by_key(&key)? {
+                            return Ok(customize::created_entity(&r));
+                        }
+                    }
+                    Ok(None)
+                })
+                .await
+                .ok()
+                .flatten();
+            if let Some((kind, id)) = created {
+                updates.push((hooks::HookName::CustomizeEntity, format!("crm.{kind}.update"), id));
+            }
+            for (hook, method, id) in updates {
+                let Some(called) = hooks.call(hook, &summary, &context).await else {
+                    continue;
+                };
+                journal(called.describe(), called.journal_data()).await;
+                let HookOutcome::Applied(_) = called.outcome else {
+                    continue;
+                };
+                // Only the fields the hook named: the call's summary it was given is not written back.
+                let fields = called
+                    .answer
+                    .as_ref()
+                    .and_then(|a| a.get("data"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let request = json!({"id": id, "fields": fields});
+                let (message, data) = match client.call(&method, request.clone()).await {
+                    Ok(a) => (
+                        format!("{hook}: {method} {id} updated"),
+                        json!({"method": method, "params": request, "answer": a}),
+                    ),
+                    Err(e) => (
+                        format!("{hook}: {method} {id} failed: {e}"),
+                        json!({"method": method, "params": request, "error": e.to_string()}),
+                    ),
+                };
+                journal(message, data).await;
+            }
+        });
+    }
+
+    /// `post_registration`: told what was registered; its answer changes nothing, so it runs on its own and
+    /// holds no other step up.
+    fn post_registration(&self, payload: Value, request: Option<Value>, result: Option<Value>) {
+        let hooks = self.shared.hooks.clone();
+        if !hooks.is_enabled(hooks::HookName::PostRegistration) {
+            return;
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let Ok(planned) = serde_json::from_value::<engine::Step>(payload.clone()) else {
+                return;
+            };
+            let params = json!({
+                "registration": request.and_then(|r| r.get("params").cloned()).unwrap_or(Value::Null),
+                "result": result.unwrap_or(Value::Null),
+            });
+            let context = customize::context_of(&payload);
+            let Some(called) = hooks.call(hooks::HookName::PostRegistration, &params, &context).await else {
+                return;
+            };
+            let entry = customize::entry(&planned.call, Timestamp::now(), &planned.key, &called);
+            if let Err(e) = shared.store(move |s| s.append_journal(&[entry])).await {
+                warn!(error = %e, "cannot journal post_registration");
+            }
+        });
     }
 
     async fn attach_record(&self, step: &Step, call_id: &str, pbx_path: &str) -> Outcome {
@@ -473,6 +678,8 @@ mod tests {
                 engine: std::sync::Arc::new(std::sync::Mutex::new(engine)),
                 work: Default::default(),
                 users_refresh: Default::default(),
+                hooks: std::sync::Arc::new(hooks::Hooks::none()),
+                verdicts: Default::default(),
             },
             client,
             recordings: RecordingSettings::default(),

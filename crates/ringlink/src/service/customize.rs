@@ -1,0 +1,275 @@
+//! Customization hooks applied to a stored step right before it is sent.
+//!
+//! The engine plans steps without knowing about hooks; the worker, holding a claimed step whose references are
+//! resolved, runs the hooks that customize that request (`process_client_phone`, `process_search_params` and
+//! `process_registration_params` on a register, `customize_show_call_card` on a show, `process_final_params` on
+//! a finish, `process_record_file_path` on a recording, `process_task_creation_params` on a missed-call task).
+//! No lock is held meanwhile, and a hook's timeout bounds the wait.
+//!
+//! Exactly once: the outcome (the params to send, or the cancellation) is written to the call journal *before*
+//! the request is sent, and a step sent again (a retry, a restart) takes it from there instead of asking the
+//! hook again — the request Bitrix24 gets is the same every time, however the hook would answer now.
+
+use std::sync::Arc;
+
+use engine::StepKind;
+use hooks::{Called, Context, HookName, Hooks, Outcome};
+use serde_json::{json, Value};
+use store::{EntryKind, NewJournalEntry, Store, Timestamp};
+
+use super::Shared;
+
+/// The key under which the pipeline stores a step's hook context (`call_full`, `call_stage`) next to it.
+pub const HOOK_CONTEXT: &str = "hook_context";
+/// Marks the journal entry that holds a step's final customization.
+const FINAL: &str = "customized_step";
+
+/// What to send instead of the planned params.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Customized {
+    /// No hook applies, or none is enabled.
+    Unchanged,
+    Params {
+        params: Value,
+        /// The seed's `action` (`delete` of `process_final_params`).
+        action: Option<String>,
+        /// A recording's path as `process_record_file_path` changed it.
+        record_path: Option<String>,
+    },
+    /// Not sent: the reason, for the journal ("cancelled by customization: …").
+    Cancelled(String),
+}
+
+/// The hooks that customize a step of `kind`, in the order they run.
+pub fn hooks_of(kind: StepKind) -> &'static [HookName] {
+    match kind {
+        StepKind::Register => &[
+            HookName::ProcessClientPhone,
+            HookName::ProcessSearchParams,
+            HookName::ProcessRegistrationParams,
+        ],
+        StepKind::LookupOwner => &[HookName::ProcessClientPhone],
+        StepKind::Show => &[HookName::CustomizeShowCallCard],
+        StepKind::Finish => &[HookName::ProcessFinalParams],
+        StepKind::AttachRecord => &[HookName::ProcessRecordFilePath],
+        StepKind::AddTask => &[HookName::ProcessTaskCreationParams],
+        StepKind::Hide => &[],
+    }
+}
+
+/// Runs the step's hooks (or takes their earlier outcome from the journal) on its resolved `params`.
+pub async fn customize(
+    shared: &Shared,
+    hooks: &Arc<Hooks>,
+    payload: &Value,
+    planned: &engine::Step,
+    params: &Value,
+) -> anyhow::Result<Customized> {
+    let chain: Vec<HookName> = hooks_of(planned.kind)
+        .iter()
+        .copied()
+        .filter(|h| hooks.is_enabled(*h))
+        .collect();
+    if chain.is_empty() {
+        return Ok(Customized::Unchanged);
+    }
+    if let Some(saved) = saved(shared, &planned.call, &planned.key).await? {
+        return Ok(saved);
+    }
+    let context = context_of(payload);
+    let mut params = params.clone();
+    let mut record_path = planned.record_path.clone();
+    let mut action = None;
+    let mut cancelled = None;
+    let mut journal = Vec::new();
+    let now = Timestamp::now();
+    for hook in chain {
+        let input = input_of(hook, planned, &params, record_path.as_deref(), &context);
+        let Some(called) = hooks.call(hook, &input, &context).await else {
+            continue;
+        };
+        journal.push(entry(&planned.call, now, &planned.key, &called));
+        match called.outcome {
+            Outcome::Applied(answer) => {
+                apply(hook, &mut params, &mut record_path, &answer.params);
+                if hook == HookName::ProcessSearchParams && answer.action.as_deref() == Some("ignore") {
+                    cancelled = Some(format!("cancelled by customization: {hook} answered action \"ignore\""));
+                    break;
+                }
+                if answer.action.is_some() {
+                    action = answer.action;
+                }
+                if answer.filter.is_some() {
+                    journal.push(
+                        NewJournalEntry::new(
+                            &planned.call,
+                            now,
+                            EntryKind::Hook,
+                            format!("{hook}: \"filter\" is not applied: Bitrix24 searches the CRM itself when the call is registered"),
+                        )
+                        .data(json!({"step": planned.key, "filter": answer.filter})),
+                    );
+                }
+            }
+            Outcome::Cancelled => {
+                cancelled = Some(called.describe());
+                break;
+            }
+            Outcome::Failed(_) => {}
+        }
+    }
+    let outcome = match cancelled {
+        Some(reason) => Customized::Cancelled(reason),
+        None => Customized::Params {
+            params,
+            action,
+            record_path: record_path.filter(|p| planned.record_path.as_ref() != Some(p)),
+        },
+    };
+    let (message, data) = match &outcome {
+        Customized::Cancelled(reason) => (
+            format!("{} {} not sent: {reason}", planned.kind.name(), planned.key),
+            json!({FINAL: planned.key, "cancelled": reason}),
+        ),
+        Customized::Params {
+            params,
+            action,
+            record_path,
+        } => (
+            format!("{} {} customized", planned.kind.name(), planned.key),
+            json!({FINAL: planned.key, "params": params, "action": action, "record_path": record_path}),
+        ),
+        Customized::Unchanged => unreachable!("not built above"),
+    };
+    journal.push(NewJournalEntry::new(&planned.call, now, EntryKind::Hook, message).data(data));
+    shared.store(move |s| s.append_journal(&journal)).await?;
+    Ok(outcome)
+}
+
+/// The outcome written for `key` by an earlier attempt.
+async fn saved(shared: &Shared, call: &str, key: &str) -> anyhow::Result<Option<Customized>> {
+    let call = call.to_owned();
+    let timeline = shared.store(move |s| s.call_timeline(&call)).await?;
+    let found = timeline.iter().rev().find_map(|e| {
+        let data = e.data.as_ref()?;
+        (e.kind == EntryKind::Hook && data.get(FINAL).and_then(Value::as_str) == Some(key)).then_some(data)
+    });
+    Ok(found.map(|data| match data.get("cancelled").and_then(Value::as_str) {
+        Some(reason) => Customized::Cancelled(reason.to_owned()),
+        None => Customized::Params {
+            params: data.get("params").cloned().unwrap_or(Value::Null),
+            action: data.get("action").and_then(Value::as_str).map(str::to_owned),
+            record_path: data.get("record_path").and_then(Value::as_str).map(str::to_owned),
+        },
+    }))
+}
+
+pub fn context_of(payload: &Value) -> Context {
+    let ctx = payload.get(HOOK_CONTEXT);
+    Context {
+        call_full: ctx.and_then(|c| c.get("call_full")).filter(|v| !v.is_null()).cloned(),
+        call_stage: ctx
+            .and_then(|c| c.get("call_stage"))
+            .and_then(Value::as_str)
+            .and_then(crate::hooks_cli::stage),
+    }
+}
+
+/// The seed's `params` of `hook` for this step.
+fn input_of(
+    hook: HookName,
+    planned: &engine::Step,
+    params: &Value,
+    record_path: Option<&str>,
+    context: &Context,
+) -> Value {
+    match hook {
+        HookName::ProcessClientPhone => json!({"phone": params.get("PHONE_NUMBER").cloned().unwrap_or(Value::Null)}),
+        HookName::ProcessRecordFilePath => {
+            let number = |side: &str| {
+                context
+                    .call_full
+                    .as_ref()
+                    .and_then(|c| c.pointer(&format!("/channel/{side}/original")))
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            };
+            json!({
+                "call_id": params.get("CALL_ID").cloned().unwrap_or(Value::Null),
+                "from": number("from"),
+                "to": number("to"),
+                "path": record_path.unwrap_or_default(),
+            })
+        }
+        HookName::ProcessTaskCreationParams => {
+            json!({"arNewTaskData": params.get("fields").cloned().unwrap_or_else(|| json!({}))})
+        }
+        _ => {
+            let _ = planned;
+            params.clone()
+        }
+    }
+}
+
+/// Puts a hook's customized params back into the request.
+fn apply(hook: HookName, params: &mut Value, record_path: &mut Option<String>, out: &Value) {
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    match hook {
+        HookName::ProcessClientPhone => {
+            if let (Some(phone), Value::Object(map)) = (text(out.get("phone")), &mut *params) {
+                map.insert("PHONE_NUMBER".into(), Value::String(phone));
+            }
+        }
+        HookName::ProcessRecordFilePath => {
+            if let Some(path) = text(out.get("path")).filter(|p| !p.trim().is_empty()) {
+                *record_path = Some(path);
+            }
+        }
+        HookName::ProcessTaskCreationParams => {
+            if let (Some(fields @ Value::Object(_)), Value::Object(map)) = (out.get("arNewTaskData"), &mut *params) {
+                map.insert("fields".into(), fields.clone());
+            }
+        }
+        _ => *params = out.clone(),
+    }
+}
+
+pub fn entry(call: &str, now: Timestamp, key: &str, called: &Called) -> NewJournalEntry {
+    let mut data = called.journal_data();
+    if let Value::Object(map) = &mut data {
+        map.insert("step".into(), Value::from(key));
+        map.insert("input".into(), called.input.clone());
+    }
+    NewJournalEntry::new(call, now, EntryKind::Hook, called.describe()).data(data)
+}
+
+/// The seed's description of a call (`customize_activity`, `customize_entity`): its id, numbers, direction and
+/// times, from `call_full`.
+pub fn call_summary(call: &str, call_full: Option<&Value>) -> Value {
+    let at = |path: &str| call_full.and_then(|c| c.pointer(path)).cloned().unwrap_or(Value::Null);
+    json!({
+        "id": call,
+        "from": at("/channel/from/original"),
+        "to": at("/channel/to/original"),
+        "trunk": at("/channel/trunk/original"),
+        "type": at("/channel/type"),
+        "started_at": at("/channel/start_time"),
+        "answered_at": at("/channel/answer_time"),
+        "ended_at": at("/channel/end_time"),
+        "was_answered": at("/channel/was_answered"),
+    })
+}
+
+/// The CRM entity a registration created (`CRM_CREATED_ENTITIES` of its result), as (`lead`|`contact`|
+/// `company`, id): `customize_entity` applies only to entities this connector created.
+pub fn created_entity(register_result: &Value) -> Option<(String, Value)> {
+    let first = register_result.get("CRM_CREATED_ENTITIES")?.as_array()?.first()?;
+    let kind = first.get("ENTITY_TYPE")?.as_str()?.to_ascii_lowercase();
+    matches!(kind.as_str(), "lead" | "contact" | "company")
+        .then(|| (kind, first.get("ENTITY_ID").cloned().unwrap_or(Value::Null)))
+        .filter(|(_, id)| !id.is_null())
+}

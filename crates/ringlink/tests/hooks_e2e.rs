@@ -1,0 +1,257 @@
+//! Customization hooks end to end: real Asterisk calls, the real `ringlink` binary running real PHP, Python and
+//! shell hooks, and what the Bitrix24 emulator received. A hook's change shows up in the request; empty data
+//! cancels one request; `action: delete` removes the call's activity; `need_registration` keeps a call out; and
+//! a hook that fails in any way leaves the call registered exactly once with the un-customized params, the
+//! journal saying why.
+
+mod e2e {
+    #[allow(dead_code)] // shared with e2e.rs, which uses all of it
+    pub mod checks;
+    #[allow(dead_code)]
+    pub mod harness;
+}
+
+use std::path::Path;
+use std::time::Duration;
+
+use e2e::checks::Seen;
+use e2e::harness::{call_id, methods, text, E2e, CLIENT_BASE, WAIT};
+use store::Store;
+use testbed::scenarios;
+
+const QUIET: Duration = Duration::from_secs(4);
+
+/// A hooks directory: example hooks copied from `examples/hooks/<language>/`, plus inline ones.
+struct HooksDir(tempfile::TempDir);
+
+impl HooksDir {
+    fn new() -> Self {
+        Self(tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn example(self, language: &str, file: &str) -> Self {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/hooks")
+            .join(language)
+            .join(file);
+        std::fs::copy(&from, self.0.path().join(file)).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        self
+    }
+
+    fn write(self, file: &str, body: &str) -> Self {
+        std::fs::write(self.0.path().join(file), body).expect("write hook");
+        self
+    }
+
+    /// The `[hooks]` section for ringlink's config.
+    fn config(&self, extra: &str) -> String {
+        format!(
+            "[hooks]\ndir = \"{}\"\ntimeout_secs = 2.0\n{extra}\n",
+            self.0.path().display()
+        )
+    }
+}
+
+/// Every journal line of every call: `<kind>: <message>`.
+fn journal(e2e: &E2e) -> Vec<String> {
+    let store = store::SqliteStore::open(e2e.dir.path().join("ringlink.db")).expect("the store");
+    let mut lines = Vec::new();
+    for call in store.recent_calls(100).expect("recent calls") {
+        for entry in store.call_timeline(&call.call_key).expect("timeline") {
+            lines.push(format!("{}: {}", entry.kind.as_str(), entry.message));
+        }
+    }
+    lines
+}
+
+fn assert_journal_says(lines: &[String], needle: &str) {
+    assert!(
+        lines.iter().any(|l| l.contains(needle)),
+        "the journal should say {needle:?}:\n{}",
+        lines.join("\n")
+    );
+}
+
+async fn play(e2e: &E2e, id: &str) -> Seen {
+    scenarios::play(&e2e.bed, id)
+        .await
+        .unwrap_or_else(|e| panic!("play {id}: {e}"));
+    e2e.wait_calls_ended(1, QUIET).await;
+    Seen::check(e2e)
+}
+
+/// S2 (missed, with a task): the client's number in the international format (PHP; the test bed's own number
+/// rules already give the 8 format), an extra register field, the task due within working hours (Python), the
+/// lead Bitrix24 created titled after the line called (Python).
+#[tokio::test]
+async fn hooks_change_what_bitrix24_receives() {
+    let hooks = HooksDir::new()
+        .write(
+            "process_client_phone.php",
+            r#"<?php
+$in = json_decode(file_get_contents('php://stdin'), true);
+$digits = preg_replace('/\D+/', '', $in['params']['phone']);
+echo json_encode(['data' => ['phone' => '+7' . substr($digits, -10)], 'state' => 'success']);
+"#,
+        )
+        .example("python", "process_task_creation_params.py")
+        .example("python", "customize_entity.py")
+        .write(
+            "process_registration_params.sh",
+            r#"echo '{"data": {"CRM_SOURCE": "CALLBACK"}, "state": "success"}'"#,
+        );
+    let e2e = E2e::start(&format!("{}\n[engine.missed.task]\nenabled = true\n", hooks.config(""))).await;
+    let seen = play(&e2e, "s2").await;
+    let reg = seen.single();
+    assert_eq!(
+        text(&reg.register, "PHONE_NUMBER"),
+        "+79001234567",
+        "{}",
+        seen.described
+    );
+    assert_eq!(text(&reg.register, "CRM_SOURCE"), "CALLBACK", "{}", seen.described);
+    assert_eq!(text(&reg.register, "TYPE"), "2", "the rest is as planned");
+    assert_eq!(seen.tasks.len(), 1, "{}", seen.described);
+    let deadline = seen.tasks[0]
+        .param("fields")
+        .and_then(|f| f.get("DEADLINE"))
+        .and_then(|d| d.as_str())
+        .map(str::to_owned)
+        .expect("a task deadline");
+    let due = chrono::DateTime::parse_from_rfc3339(&deadline).expect("an RFC 3339 deadline");
+    use chrono::{Datelike, Timelike};
+    assert!(
+        due.weekday().num_days_from_monday() < 5 && (9..18).contains(&due.hour()),
+        "deadline {deadline} within working hours"
+    );
+    let update = e2e.wait_requests("crm.lead.update", 1, WAIT).await.remove(0);
+    let lead_id = reg
+        .entity()
+        .strip_prefix("LEAD ")
+        .expect("the call created a lead")
+        .to_owned();
+    assert_eq!(text(&update, "id"), lead_id);
+    let state = e2e.emu.state();
+    let lead = state
+        .leads
+        .iter()
+        .find(|l| l.id.to_string() == lead_id)
+        .expect("the lead");
+    let title = lead.fields.get("TITLE").and_then(|t| t.as_str()).unwrap_or_default();
+    assert!(title.starts_with("Call to line 73432723033 from "), "{title}");
+    let lines = journal(&e2e);
+    assert_journal_says(&lines, "hook process_client_phone customized the request");
+    assert_journal_says(&lines, "hook process_task_creation_params customized the request");
+    assert_journal_says(&lines, "customize_entity: crm.lead.update");
+    e2e.stop().await;
+}
+
+/// S1: empty data from process_record_file_path cancels the recording (and only it); `action: delete` of
+/// process_final_params finishes the call and then deletes its activity.
+#[tokio::test]
+async fn empty_data_cancels_one_request_and_delete_removes_the_activity() {
+    let hooks = HooksDir::new()
+        .write(
+            "process_record_file_path.sh",
+            r#"echo '{"data": {}, "state": "success"}'"#,
+        )
+        .write(
+            "process_final_params.py",
+            r#"import json, sys
+params = json.load(sys.stdin)["params"]
+print(json.dumps({"data": params, "action": "delete", "state": "success"}))
+"#,
+        );
+    let e2e = E2e::start(&hooks.config("")).await;
+    let seen = play(&e2e, "s1").await;
+    let reg = seen.single();
+    assert!(
+        reg.records.is_empty(),
+        "the recording was cancelled:\n{}",
+        seen.described
+    );
+    assert_eq!(methods(&e2e.telephony()), ["register", "finish"], "{}", seen.described);
+    let delete = e2e.wait_requests("crm.activity.delete", 1, WAIT).await.remove(0);
+    let activity: u64 = text(&delete, "id").parse().expect("an activity id");
+    let state = e2e.emu.state();
+    assert!(
+        state.call(&call_id(&reg.register)).is_some(),
+        "the call itself stays registered"
+    );
+    assert!(
+        !state.activities.iter().any(|a| a.id == activity),
+        "activity {activity} deleted"
+    );
+    let lines = journal(&e2e);
+    assert_journal_says(
+        &lines,
+        "cancelled by customization: hook process_record_file_path answered empty data",
+    );
+    assert_journal_says(
+        &lines,
+        "call deleted from the CRM (action delete of process_final_params)",
+    );
+    e2e.stop().await;
+}
+
+/// S1 through the black-listed trunk of the example `need_registration` (PHP): nothing reaches Bitrix24, and
+/// the journal says the hook decided.
+#[tokio::test]
+async fn need_registration_keeps_a_black_listed_trunk_out() {
+    let hooks = HooksDir::new().example("php", "need_registration.php");
+    let e2e = E2e::start(&hooks.config("")).await;
+    scenarios::play(&e2e.bed, "s1").await.expect("play S1");
+    e2e.wait_calls_ended(1, QUIET).await;
+    assert!(e2e.telephony().is_empty(), "{}", e2e.describe());
+    assert_journal_says(&journal(&e2e), "need_registration answered false");
+    e2e.stop().await;
+}
+
+/// S1 with a broken hook at every request: the phone hook exits 1, the persistent search hook dies mid-request,
+/// the registration hook hangs past its timeout, the final-params hook prints garbage, the recording hook floods
+/// its stdout. The call is registered exactly once with the un-customized params, finished and recorded, and the
+/// journal says why each hook was not used.
+#[tokio::test]
+async fn failing_hooks_never_lose_or_change_the_call() {
+    let hooks = HooksDir::new()
+        .write("process_client_phone.sh", "echo 'no such table: numbers' >&2; exit 1")
+        .write(
+            "process_search_params.py",
+            "import os, sys\nfor line in sys.stdin:\n    os.kill(os.getpid(), 9)\n",
+        )
+        .write("process_registration_params.sh", "sleep 30")
+        .write("process_final_params.sh", "echo '<b>Fatal error</b>'")
+        .write(
+            "process_record_file_path.sh",
+            "head -c 10485760 /dev/zero | tr '\\0' 'x'",
+        );
+    let e2e = E2e::start(&hooks.config("[hooks.per_hook.process_search_params]\nmode = \"persistent\"\n")).await;
+    scenarios::play(&e2e.bed, "s1").await.expect("play S1");
+    e2e.wait_requests("telephony.externalcall.attachrecord", 1, WAIT).await;
+    e2e.settle(QUIET).await;
+    let seen = Seen::check(&e2e);
+    let reg = seen.single();
+    assert_eq!(
+        methods(&e2e.telephony()),
+        ["register", "finish", "attachrecord"],
+        "{}",
+        seen.described
+    );
+    // What ringlink sends without hooks: the test bed's number rules give the 8 format.
+    assert_eq!(
+        text(&reg.register, "PHONE_NUMBER"),
+        format!("8{CLIENT_BASE}"),
+        "{}",
+        seen.described
+    );
+    assert_eq!(text(&reg.register, "USER_ID"), "1");
+    assert_eq!(reg.status(), "200");
+    let lines = journal(&e2e);
+    assert_journal_says(&lines, "hook process_client_phone exited with status 1");
+    assert_journal_says(&lines, "no such table: numbers");
+    assert_journal_says(&lines, "hook process_search_params died before answering");
+    assert_journal_says(&lines, "hook process_registration_params timed out after 2 s");
+    assert_journal_says(&lines, "hook process_final_params printed something that is not JSON");
+    assert_journal_says(&lines, "hook process_record_file_path answered more than");
+    e2e.stop().await;
+}

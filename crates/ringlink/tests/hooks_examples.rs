@@ -1,0 +1,87 @@
+//! The example hooks of `examples/hooks/` (PHP and Python), run through the same runner as the service: each
+//! does what its comment says, and both languages answer alike.
+
+use hooks::{Context, HookName, Hooks, HooksConfig, Outcome};
+use serde_json::{json, Value};
+
+fn examples(language: &str) -> Hooks {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/hooks")
+        .join(language);
+    let config = HooksConfig {
+        dir: Some(dir),
+        ..HooksConfig::default()
+    };
+    Hooks::discover(&config).expect("examples directory")
+}
+
+/// Runs `hook` of both languages on `params` and returns the (equal) customized params.
+async fn run_both(hook: HookName, params: Value, call_full: Option<Value>) -> Value {
+    let context = Context {
+        call_full,
+        call_stage: Some("conversation_requested"),
+    };
+    let mut answers = Vec::new();
+    for language in ["php", "python"] {
+        let hooks = examples(language);
+        let called = hooks
+            .call(hook, &params, &context)
+            .await
+            .unwrap_or_else(|| panic!("{language} {hook} found"));
+        match &called.outcome {
+            Outcome::Applied(answer) => answers.push(answer.params.clone()),
+            other => panic!("{language} {hook}: {other:?} ({})", called.describe()),
+        }
+    }
+    assert_eq!(answers[0], answers[1], "{hook}: PHP and Python answer alike");
+    answers.remove(0)
+}
+
+#[tokio::test]
+async fn client_numbers_get_the_8_format() {
+    let out = run_both(HookName::ProcessClientPhone, json!({"phone": "+79001234567"}), None).await;
+    assert_eq!(out["phone"], "89001234567");
+    let local = run_both(HookName::ProcessClientPhone, json!({"phone": "101"}), None).await;
+    assert_eq!(local["phone"], "101", "short numbers stay");
+}
+
+#[tokio::test]
+async fn calls_through_a_black_listed_trunk_are_not_registered() {
+    let listed = json!({"type": "incoming", "from": "+79001234567", "to": "73432723033", "trunk": "73432723033"});
+    assert_eq!(run_both(HookName::NeedRegistration, listed, None).await, json!(false));
+    let other = json!({"type": "incoming", "from": "+79001234567", "to": "74950000000", "trunk": "74950000000"});
+    assert_eq!(run_both(HookName::NeedRegistration, other, None).await, json!(true));
+}
+
+#[tokio::test]
+async fn the_created_lead_is_titled_after_the_line_called() {
+    let summary = json!({"id": "1700000000.1", "from": "89001234567", "to": "101", "trunk": "73432723033",
+                         "type": "incoming"});
+    let out = run_both(HookName::CustomizeEntity, summary, None).await;
+    assert_eq!(out["TITLE"], "Call to line 73432723033 from 89001234567");
+}
+
+#[tokio::test]
+async fn click_to_call_is_routed_through_another_context() {
+    let originate = json!({"caller_id": "101", "channel": "PJSIP/101", "context": "from-internal",
+                           "extension": "89001234567", "priority": "1"});
+    let out = run_both(HookName::ProcessOriginateParams, originate, None).await;
+    assert_eq!(out["context"], "from-crm");
+    assert_eq!(out["channel"], "PJSIP/101");
+}
+
+#[tokio::test]
+async fn a_missed_call_task_is_due_within_working_hours() {
+    let task =
+        |deadline: &str| json!({"arNewTaskData": {"DEADLINE": deadline, "TITLE": "Call back", "RESPONSIBLE_ID": 1}});
+    // Friday 20:15 → Monday 12:00; Tuesday 03:00 → Tuesday 12:00; Wednesday 11:00 stays.
+    for (planned, due) in [
+        ("2026-11-27T20:15:00+03:00", "2026-11-30T12:00:00+03:00"),
+        ("2026-12-01T03:00:00+03:00", "2026-12-01T12:00:00+03:00"),
+        ("2026-12-02T11:00:00+03:00", "2026-12-02T11:00:00+03:00"),
+    ] {
+        let out = run_both(HookName::ProcessTaskCreationParams, task(planned), None).await;
+        assert_eq!(out["arNewTaskData"]["DEADLINE"], due, "{planned}");
+        assert_eq!(out["arNewTaskData"]["RESPONSIBLE_ID"], 1);
+    }
+}
