@@ -102,6 +102,42 @@ pub fn read_index(path: &Path) -> io::Result<Vec<IndexEntry>> {
     Ok(entries)
 }
 
+/// Decodes a recorded trace into frames, each with the arrival time (unix microseconds) of the chunk that
+/// completed it, from the trace's index (`None` for every frame when the index is empty). This is how a replay
+/// times events that carry no `Timestamp` header (manager.conf `timestampevents = no`).
+pub fn decode_timed(bytes: &[u8], index: &[IndexEntry]) -> Vec<(Frame, Option<u64>)> {
+    use tokio_util::codec::Decoder;
+    let whole = [None];
+    let timed: Vec<Option<IndexEntry>> = index.iter().copied().map(Some).collect();
+    let chunks: &[Option<IndexEntry>] = if timed.is_empty() { &whole } else { &timed };
+    let mut codec = crate::codec::AmiCodec::new();
+    let mut buf = bytes::BytesMut::new();
+    let mut frames = Vec::new();
+    let mut last = None;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let start = chunk
+            .map_or(0, |c| usize::try_from(c.offset).unwrap_or(usize::MAX))
+            .min(bytes.len());
+        let end = match chunks.get(i + 1).copied().flatten() {
+            Some(next) => usize::try_from(next.offset)
+                .unwrap_or(usize::MAX)
+                .clamp(start, bytes.len()),
+            None => bytes.len(),
+        };
+        buf.extend_from_slice(&bytes[start..end]);
+        let at = chunk.map(|c| c.unix_micros);
+        // Decoding a BytesMut never produces an I/O error; stop defensively if it did.
+        while let Ok(Some(frame)) = codec.decode(&mut buf) {
+            frames.push((frame, at));
+        }
+        last = at;
+    }
+    while let Ok(Some(frame)) = codec.decode_eof(&mut buf) {
+        frames.push((frame, last));
+    }
+    frames
+}
+
 /// A stream wrapper that copies every byte read into a trace.
 pub(crate) struct Tap<S> {
     inner: S,

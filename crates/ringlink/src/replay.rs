@@ -10,10 +10,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use ami::{AmiCodec, Frame, Message};
-use bytes::BytesMut;
+use ami::trace::{decode_timed, index_path, read_index, IndexEntry};
+use ami::{Frame, Message};
 use serde::Serialize;
-use tokio_util::codec::Decoder;
 use tracker::{CallEvent, CallFull, Timestamp, Tracker, TrackerConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -56,67 +55,14 @@ pub fn tracker_config(path: Option<&Path>) -> anyhow::Result<TrackerConfig> {
     }
 }
 
-/// When each chunk of a trace arrived: `(byte offset, instant)`, in order.
-pub type Arrivals = Vec<(usize, Timestamp)>;
-
-/// Reads the `.idx` next to a trace (`<trace>.idx`), if there is one.
-pub fn read_arrivals(trace: &Path) -> anyhow::Result<Option<Arrivals>> {
-    let mut name = trace.as_os_str().to_owned();
-    name.push(".idx");
-    let path = Path::new(&name);
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+/// When each chunk of a trace arrived, from the `.idx` next to it (`<trace>.idx`), if there is one.
+pub fn read_arrivals(trace: &Path) -> anyhow::Result<Option<Vec<IndexEntry>>> {
+    let path = index_path(trace);
+    match read_index(&path) {
+        Ok(index) => Ok(Some(index)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
-    };
-    let mut arrivals = Arrivals::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let parsed = line.split_once(' ').and_then(|(offset, micros)| {
-            Some((offset.trim().parse::<usize>().ok()?, micros.trim().parse::<i64>().ok()?))
-        });
-        let Some((offset, micros)) = parsed else {
-            anyhow::bail!(
-                "{}:{}: expected \"<byte offset> <unix time in microseconds>\", found {line:?}",
-                path.display(),
-                n + 1
-            );
-        };
-        arrivals.push((offset, Timestamp::from_micros(micros)));
     }
-    Ok(Some(arrivals))
-}
-
-/// The trace's frames, each with the arrival time of the chunk that completed it (when `arrivals` is known).
-fn timed_frames(bytes: &[u8], arrivals: Option<&[(usize, Timestamp)]>) -> Vec<(Frame, Option<Timestamp>)> {
-    let whole = [(0, None)];
-    let timed: Vec<(usize, Option<Timestamp>)>;
-    let chunks: &[(usize, Option<Timestamp>)] = match arrivals {
-        Some(a) if !a.is_empty() => {
-            timed = a.iter().map(|(o, t)| (*o, Some(*t))).collect();
-            &timed
-        }
-        _ => &whole,
-    };
-    let mut codec = AmiCodec::new();
-    let mut buf = BytesMut::new();
-    let mut frames = Vec::new();
-    let mut last = None;
-    for (i, (start, at)) in chunks.iter().enumerate() {
-        let start = (*start).min(bytes.len());
-        let end = chunks
-            .get(i + 1)
-            .map_or(bytes.len(), |(o, _)| (*o).clamp(start, bytes.len()));
-        buf.extend_from_slice(&bytes[start..end]);
-        // Decoding a BytesMut never produces an I/O error; stop defensively if it did.
-        while let Ok(Some(frame)) = codec.decode(&mut buf) {
-            frames.push((frame, *at));
-        }
-        last = *at;
-    }
-    while let Ok(Some(frame)) = codec.decode_eof(&mut buf) {
-        frames.push((frame, last));
-    }
-    frames
 }
 
 /// A channel event without the PBX's `Timestamp` (the login's own `FullyBooted` never has one).
@@ -128,7 +74,7 @@ fn is_untimed_event(m: &Message) -> bool {
 /// `arrivals` (from the trace's `.idx`) time the events that carry no `Timestamp` header.
 pub fn replay(
     bytes: &[u8],
-    arrivals: Option<&[(usize, Timestamp)]>,
+    arrivals: Option<&[IndexEntry]>,
     source: &str,
     config: TrackerConfig,
     format: Format,
@@ -140,7 +86,8 @@ pub fn replay(
     let mut pending: HashMap<String, Vec<CallEvent>> = HashMap::new();
     let mut events = Vec::new();
     let mut said_untimed = false;
-    for (frame, arrived) in timed_frames(bytes, arrivals) {
+    for (frame, arrived) in decode_timed(bytes, arrivals.unwrap_or_default()) {
+        let arrived = arrived.map(|micros| Timestamp::from_micros(i64::try_from(micros).unwrap_or(i64::MAX)));
         match frame {
             Frame::Banner(_) => {}
             Frame::Skipped { offset, bytes, reason } => {

@@ -55,6 +55,8 @@ pub enum Route {
     FreePbxQueueLinear,
     /// IVR: greeting, then 1 = 101, 2 or timeout = sales queue.
     Ivr,
+    /// FreePBX-style follow-me: the phone and, through the carrier, the mobile `FOLLOWME_NUMBER` at once.
+    FollowMe(u16),
 }
 
 impl Route {
@@ -66,6 +68,7 @@ impl Route {
             Route::FreePbxQueueRingAll => "did-queue,400".into(),
             Route::FreePbxQueueLinear => "did-queue,401".into(),
             Route::Ivr => "did-ivr,s".into(),
+            Route::FollowMe(ext) => format!("did-followme,{ext}"),
         }
     }
 }
@@ -289,7 +292,7 @@ impl TestBed {
 
     /// Chooses where the next calls to the DID go.
     pub async fn route_incoming(&self, route: Route) -> Result<()> {
-        if let Route::Extension(ext) = route {
+        if let Route::Extension(ext) | Route::FollowMe(ext) = route {
             check_phone(ext)?;
         }
         self.set_global("INCOMING_ROUTE", &route.dialplan_target()).await
@@ -533,16 +536,27 @@ impl TestBed {
     /// Click-to-call: rings phone `ext` first, then dials `number` from it.
     pub async fn originate(&self, ext: u16, number: &str) -> Result<AmiResponse> {
         check_phone(ext)?;
-        let channel = format!("PJSIP/{ext}");
-        let caller_id = ext.to_string();
+        self.originate_from(&format!("PJSIP/{ext}"), &ext.to_string(), number)
+            .await
+    }
+
+    /// Click-to-call as FreePBX places it: `Originate` of `Local/<ext>@from-internal` (the Local pair rings the
+    /// phone first), then the `;1` half dials `number` in `from-internal`.
+    pub async fn originate_via_local(&self, ext: u16, number: &str) -> Result<AmiResponse> {
+        check_phone(ext)?;
+        self.originate_from(&format!("Local/{ext}@from-internal"), number, number)
+            .await
+    }
+
+    async fn originate_from(&self, channel: &str, caller_id: &str, number: &str) -> Result<AmiResponse> {
         self.ami_action(
             "Originate",
             &[
-                ("Channel", &channel),
+                ("Channel", channel),
                 ("Context", "from-internal"),
                 ("Exten", number),
                 ("Priority", "1"),
-                ("CallerID", &caller_id),
+                ("CallerID", caller_id),
                 ("Async", "true"),
             ],
         )

@@ -97,6 +97,26 @@ pub const ALL: &[Scenario] = &[
         id: "s19-linear",
         summary: "incoming to the FreePBX-style one-by-one queue, 103 answers",
     },
+    Scenario {
+        id: "x1-local-route",
+        summary: "outgoing 101 to the client through an outbound route Local/<number>@outbound-route/n",
+    },
+    Scenario {
+        id: "x2-followme",
+        summary: "incoming, follow-me rings 101 and the employee's mobile via the carrier; the mobile answers",
+    },
+    Scenario {
+        id: "x3-originate-local",
+        summary: "click-to-call: Originate Local/101@from-internal rings 101, then 102; 102 answers",
+    },
+    Scenario {
+        id: "x3-originate-out",
+        summary: "click-to-call: Originate Local/101@from-internal rings 101, then the client via the carrier",
+    },
+    Scenario {
+        id: "x4-no-timestamps",
+        summary: "S1 on a PBX with timestampevents = no (events carry no Timestamp)",
+    },
 ];
 
 /// Resets the bed and plays the scenario `id`.
@@ -127,6 +147,11 @@ pub async fn play_prepared(bed: &TestBed, id: &str) -> Result<()> {
         "s13" => s13_park_and_retrieve(bed).await,
         "s19-ringall" => s19_freepbx_queue_ringall(bed).await,
         "s19-linear" => s19_freepbx_queue_linear(bed).await,
+        "x1-local-route" => x1_outgoing_through_a_local_route(bed).await,
+        "x2-followme" => x2_follow_me_answered_on_the_mobile(bed).await,
+        "x3-originate-local" => x3_originate_to_a_colleague(bed).await,
+        "x3-originate-out" => x3_originate_to_the_client(bed).await,
+        "x4-no-timestamps" => x4_without_event_timestamps(bed).await,
         other => Err(Error::Scenario {
             id: other.to_owned(),
             message: format!(
@@ -519,4 +544,94 @@ pub async fn s19_freepbx_queue_ringall(bed: &TestBed) -> Result<()> {
 /// S19: FreePBX-style one-by-one queue, 101 and 102 time out, 103 answers.
 pub async fn s19_freepbx_queue_linear(bed: &TestBed) -> Result<()> {
     queue_linear_answered_by_103(bed, "s19-linear", Route::FreePbxQueueLinear).await
+}
+
+/// X1: 101 dials `77` + the client's number; the dialplan goes out through `Local/<number>@outbound-route/n`,
+/// whose `;2` dials the carrier. (The recording on the route's side keeps Asterisk from optimising the pair
+/// away, as on most PBXs that record outgoing calls.)
+pub async fn x1_outgoing_through_a_local_route(bed: &TestBed) -> Result<()> {
+    let id = "x1-local-route";
+    bed.phone(101).answer_after(secs(1)).await?;
+    bed.carrier().answer_after(secs(2)).await?;
+    let number = format!("77{}", &CLIENT_NUMBER_DIALLED[1..]);
+    let mut call = bed.dial(101, &number).talk(secs(5)).await?;
+    let caller = call.finished(CALL_LIMIT).await?;
+    done(bed).await?;
+    expect(id, "101", &caller, &[Answered, HangupLocal])?;
+    expect(
+        id,
+        "client",
+        &bed.carrier_outcomes(),
+        &[Ringing, Answered, HangupRemote],
+    )
+}
+
+/// X2: follow-me: the DID rings 101 and, through the carrier, the mobile; the mobile answers after 3 s, talks,
+/// the client hangs up.
+pub async fn x2_follow_me_answered_on_the_mobile(bed: &TestBed) -> Result<()> {
+    bed.route_incoming(Route::FollowMe(101)).await?;
+    bed.phone(101).no_answer().await?;
+    bed.carrier().answer_after(secs(3)).await?;
+    let mut call = bed.incoming(CLIENT).talk(secs(5)).await?;
+    let client = call.finished(CALL_LIMIT).await?;
+    done(bed).await?;
+    expect("x2-followme", "client", &client, &[Answered, HangupLocal])?;
+    expect("x2-followme", "101", &bed.phone_outcomes(101), &[Ringing, Cancelled])?;
+    expect(
+        "x2-followme",
+        "mobile",
+        &bed.carrier_outcomes(),
+        &[Ringing, Answered, HangupRemote],
+    )
+}
+
+/// X3: click-to-call from 101 to 102: 101's phone rings first (1 s), then 102 (2 s), 102 hangs up after 4 s.
+pub async fn x3_originate_to_a_colleague(bed: &TestBed) -> Result<()> {
+    bed.phone(101).answer_after(secs(1)).await?;
+    bed.phone(102).answer_after(secs(2)).talk(secs(4)).await?;
+    bed.originate_via_local(101, "102").await?;
+    wait_bridged_together(bed, "x3-originate-local", "101", "102").await?;
+    bed.wait_all_channels_gone(CALL_LIMIT).await?;
+    expect(
+        "x3-originate-local",
+        "101",
+        &bed.phone_outcomes(101),
+        &[Ringing, Answered, HangupRemote],
+    )?;
+    expect(
+        "x3-originate-local",
+        "102",
+        &bed.phone_outcomes(102),
+        &[Ringing, Answered, HangupLocal],
+    )
+}
+
+/// X3: click-to-call from 101 to the client: 101 rings first, then the carrier; the client hangs up after 4 s.
+pub async fn x3_originate_to_the_client(bed: &TestBed) -> Result<()> {
+    bed.phone(101).answer_after(secs(1)).await?;
+    bed.carrier().answer_after(secs(2)).talk(secs(4)).await?;
+    bed.originate_via_local(101, CLIENT_NUMBER_DIALLED).await?;
+    bed.wait_phone_talking(101, STEP_LIMIT).await?;
+    tokio::time::sleep(secs(1)).await;
+    bed.wait_all_channels_gone(CALL_LIMIT).await?;
+    expect(
+        "x3-originate-out",
+        "101",
+        &bed.phone_outcomes(101),
+        &[Ringing, Answered, HangupRemote],
+    )?;
+    expect(
+        "x3-originate-out",
+        "client",
+        &bed.carrier_outcomes(),
+        &[Ringing, Answered, HangupLocal],
+    )
+}
+
+/// X4: S1 on a PBX whose manager.conf has `timestampevents = no`.
+pub async fn x4_without_event_timestamps(bed: &TestBed) -> Result<()> {
+    bed.set_timestamp_events(false).await?;
+    let played = s1_incoming_answered(bed).await;
+    bed.set_timestamp_events(true).await?;
+    played
 }

@@ -132,6 +132,12 @@ pub(crate) fn parse_channel_name(name: &str) -> ChannelName<'_> {
         Some(i) if i > 0 => &rest_no_half[..i],
         _ => rest_no_half,
     };
+    // DAHDI's ISDN channels name the span and the number: `DAHDI/i1/79001234567-5` is span `i1`.
+    let endpoint = if tech.eq_ignore_ascii_case("DAHDI") {
+        endpoint.split('/').next().unwrap_or(endpoint)
+    } else {
+        endpoint
+    };
     ChannelName {
         tech,
         endpoint,
@@ -229,6 +235,14 @@ mod tests {
         let n = parse_channel_name("Local/102@from-queue-0000000b;2");
         assert_eq!(n.endpoint, "102@from-queue");
         assert_eq!(n.local_pair, Some(("Local/102@from-queue-0000000b", 2)));
+        let n = parse_channel_name("SIP/101-0000000a");
+        assert_eq!((n.tech, n.endpoint), ("SIP", "101"));
+        let n = parse_channel_name("IAX2/provider-4711");
+        assert_eq!((n.tech, n.endpoint), ("IAX2", "provider"));
+        let n = parse_channel_name("DAHDI/i1/79001234567-5");
+        assert_eq!((n.tech, n.endpoint), ("DAHDI", "i1"));
+        let n = parse_channel_name("DAHDI/3-1");
+        assert_eq!((n.tech, n.endpoint), ("DAHDI", "3"));
         let n = parse_channel_name("PJSIP/101-0000000a<ZOMBIE>");
         assert_eq!(n.endpoint, "101");
         for odd in ["", "none", "/", "PJSIP/", "PJSIP/-", "Local/;1", "ü/ü-ü"] {

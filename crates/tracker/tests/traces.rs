@@ -27,6 +27,22 @@ fn messages(id: &str) -> Vec<Message> {
         .collect()
 }
 
+/// The trace's messages with the arrival time of each (from `<id>.ami.idx`): the time of an event that carries
+/// no `Timestamp` header (a PBX with `timestampevents = no`), as the live service uses its clock.
+fn timed_messages(id: &str) -> Vec<(Message, Option<tracker::Timestamp>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/traces");
+    let path = dir.join(format!("{id}.ami"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let index = ami::trace::read_index(&ami::trace::index_path(&path)).unwrap_or_else(|e| panic!("{id}: {e}"));
+    ami::trace::decode_timed(&bytes, &index)
+        .into_iter()
+        .filter_map(|(f, at)| match f {
+            Frame::Message(m) => Some((m, at.map(|us| tracker::Timestamp::from_micros(us as i64)))),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Uniqueids become short labels (`c1`, `c2`, … in order of appearance) so the snapshot reads like the
 /// scenario and stays stable across re-recordings.
 struct Labels(Vec<String>);
@@ -52,8 +68,10 @@ fn replay(id: &str) -> (String, Vec<serde_json::Value>) {
     let mut labels = Labels(Vec::new());
     let mut text = String::new();
     let mut calls = Vec::new();
-    for m in messages(id) {
-        for e in t.handle(&m) {
+    for (m, arrived) in timed_messages(id) {
+        let mut out = Vec::new();
+        t.handle_into(&m, arrived, &mut out);
+        for e in out {
             let call = labels.of(e.call());
             let conv = e.conversation().map(|c| labels.of(c));
             let line = match &e {
@@ -199,8 +217,13 @@ trace_test!(s12_pickup, "s12");
 trace_test!(s13_park, "s13");
 trace_test!(s19_local_members_ringall, "s19-ringall");
 trace_test!(s19_local_members_one_by_one, "s19-linear");
+trace_test!(x1_outgoing_through_a_local_route, "x1-local-route");
+trace_test!(x2_follow_me_answered_on_the_mobile, "x2-followme");
+trace_test!(x3_originate_to_a_colleague, "x3-originate-local");
+trace_test!(x3_originate_to_the_client, "x3-originate-out");
+trace_test!(x4_without_event_timestamps, "x4-no-timestamps");
 
-const TRACES: [&str; 19] = [
+const TRACES: [&str; 24] = [
     "s1",
     "s2",
     "s3",
@@ -220,6 +243,11 @@ const TRACES: [&str; 19] = [
     "s13",
     "s19-ringall",
     "s19-linear",
+    "x1-local-route",
+    "x2-followme",
+    "x3-originate-local",
+    "x3-originate-out",
+    "x4-no-timestamps",
 ];
 
 proptest::proptest! {

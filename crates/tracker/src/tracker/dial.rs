@@ -167,7 +167,7 @@ impl Tracker {
                     current = partner;
                     from_partner = true;
                 }
-                Some(_) if current == key && !ch.is_dial_dest => {
+                Some(_) if current == key => {
                     if from_partner {
                         return Party::OriginateLeg;
                     }

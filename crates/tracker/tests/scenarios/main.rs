@@ -6,6 +6,7 @@ mod common;
 mod other_pbxs;
 mod props;
 mod scripts;
+mod versions;
 
 use std::collections::HashMap;
 

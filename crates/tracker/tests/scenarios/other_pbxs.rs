@@ -121,6 +121,8 @@ fn originate(target: &str) -> (Pbx, C, C, C) {
         "101",
         Some(one),
     );
+    // Originate reports itself as a dial of the `;1` with no dialling channel.
+    p.dial_begin(None, one, "Local/101@from-internal");
     p.newexten(two, "Dial", "PJSIP/101,15");
     let a = p.new_channel("PJSIP/101", 0, "101", "from-internal", "s", Some(two));
     p.ring(two, a, "101");
@@ -131,6 +133,7 @@ fn originate(target: &str) -> (Pbx, C, C, C) {
     p.set_state(two, 6);
     p.bridge("b-1", two, a);
     p.set_state(one, 6);
+    p.dial_end(None, one, "ANSWER");
     let far = if target.len() > 4 {
         p.newexten(one, "Dial", &format!("PJSIP/{target}@carrier,30"));
         let c = p.new_channel("PJSIP/carrier", 0, "101", "from-internal", "s", Some(one));
