@@ -124,6 +124,44 @@ async fn s1_on_a_pbx_without_event_timestamps() {
     e2e.stop().await;
 }
 
+/// ringlink restarted while the client talks to 101 through the ringall queue `sales`: the resynchronised
+/// call keeps the number the client dialled (the DID, which Asterisk keeps as `CALLERID(dnid)`), not the
+/// queue's name its channel is at, in `call_full` and in the log.
+#[tokio::test]
+async fn restarted_during_a_queue_call_keeps_the_number_dialled() {
+    let mut e2e = E2e::start("").await;
+    e2e.bed.route_incoming(Route::QueueRingAll).await.expect("route");
+    e2e.bed.phone(101).answer_after(secs(2)).await.expect("phone 101");
+    for ext in [102, 103] {
+        e2e.bed.phone(ext).no_answer().await.expect("phone");
+    }
+    let mut call = e2e.bed.incoming(CLIENT).talk(secs(8)).await.expect("call");
+    e2e.bed.wait_phone_talking(101, WAIT).await.expect("101 talks");
+    e2e.kill_ringlink();
+    let client = e2e.bed.wait_client_talking(WAIT).await.expect("client talks");
+    let dnid = e2e
+        .bed
+        .ami_action("Getvar", &[("Channel", &client.name), ("Variable", "CALLERID(dnid)")])
+        .await
+        .expect("Getvar");
+    assert_eq!(
+        dnid.get("Value"),
+        Some(testbed::DID),
+        "Asterisk keeps the number dialled"
+    );
+    let resyncs = e2e.log().matches("live calls resynchronised").count();
+    e2e.start_ringlink().await;
+    e2e.wait_log_after("live calls resynchronised", resyncs, WAIT).await;
+    call.finished(WAIT).await.expect("client side over");
+    e2e.wait_log("call ended", WAIT).await;
+    let log = e2e.log();
+    let ended: Vec<&str> = log.lines().filter(|l| l.contains("call ended")).collect();
+    assert_eq!(ended.len(), 1, "{log}");
+    assert!(ended[0].contains(&format!("to={}", testbed::DID)), "{}", ended[0]);
+    assert!(!ended[0].contains("to=sales"), "{}", ended[0]);
+    e2e.stop().await;
+}
+
 /// The missed incoming call of S2, with or without the missed-call task: register(U1, SHOW 1) → hide/finish
 /// (responsible by rule, 0 s, 304). The lead was created by this very call, so it has no owner of its own:
 /// the responsible is the last employee rung, U1.
