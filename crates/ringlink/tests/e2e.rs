@@ -162,6 +162,40 @@ async fn restarted_during_a_queue_call_keeps_the_number_dialled() {
     e2e.stop().await;
 }
 
+/// Follow-me rings 101 and, through the carrier, a mobile that is Boris's (`+7 900 111-22-33` in his Bitrix24
+/// profile, while 101 is Anna's); the mobile answers. Bitrix24: registered when 101 rang, then Boris's answered
+/// call (finish 200 for U2, ≈5 s), not a missed one.
+#[tokio::test]
+async fn follow_me_answered_on_the_employees_mobile() {
+    let mut emu = b24emu::EmulatorConfig::default();
+    emu.users[1].personal_mobile = "+7 900 111-22-33".into();
+    let e2e = E2e::start_with(emu, "").await;
+    let seen = play(&e2e, "x2-followme", 1).await;
+    assert_eq!(seen.registrations.len(), 1, "{}", seen.described);
+    let reg = &seen.registrations[0];
+    assert_client(&seen, reg);
+    assert_eq!(reg.user(), 1, "{}", seen.described);
+    assert_eq!(reg.status(), "200", "{}", seen.described);
+    assert_eq!(reg.finish_user(), 2, "Boris talked on his mobile: {}", seen.described);
+    assert!((4..=7).contains(&reg.duration()), "talk ≈5 s: {}", seen.described);
+    assert!(seen.tasks.is_empty(), "no missed-call task");
+    e2e.stop().await;
+}
+
+/// As above, but the mobile is in nobody's profile: still an answered call (200), finished for the missed-call
+/// responsible (the client's lead is new, so the employee rung last: U1).
+#[tokio::test]
+async fn follow_me_answered_on_an_unknown_outside_phone() {
+    let e2e = E2e::start("").await;
+    let seen = play(&e2e, "x2-followme", 1).await;
+    assert_eq!(seen.registrations.len(), 1, "{}", seen.described);
+    let reg = &seen.registrations[0];
+    assert_eq!(reg.status(), "200", "answered, not missed: {}", seen.described);
+    assert_eq!(reg.finish_user(), 1, "{}", seen.described);
+    assert!(seen.tasks.is_empty(), "no missed-call task");
+    e2e.stop().await;
+}
+
 /// The missed incoming call of S2, with or without the missed-call task: register(U1, SHOW 1) → hide/finish
 /// (responsible by rule, 0 s, 304). The lead was created by this very call, so it has no owner of its own:
 /// the responsible is the last employee rung, U1.
