@@ -71,6 +71,15 @@ impl Tracker {
             EndpointKind::Internal => {
                 let internal_caller =
                     call.primary_kind == Some(EndpointKind::Internal) || caller_kind == Some(EndpointKind::Internal);
+                if call.direction == Direction::Outgoing
+                    && party == Party::Originate
+                    && !call.convs.iter().any(|c| c.side == Side::Caller)
+                {
+                    // An originate that rang the client first now rings the employee it is placed for.
+                    if let Some(ch) = self.channels.get(dest) {
+                        call.from_raw = ch.endpoint.clone();
+                    }
+                }
                 if call.direction == Direction::Unknown && internal_caller {
                     call.direction = Direction::Local;
                     if caller_kind == Some(EndpointKind::Internal) {
@@ -142,7 +151,7 @@ impl Tracker {
     /// through `Local/<number>@<context>`, with or without `/n`). A `;1` that nobody dialled and that is its call's
     /// first channel was placed by an AMI `Originate`: dialling from behind its `;2` rings the originate's own leg
     /// (the employee's call-back); dialling from the `;1` itself reaches the target on behalf of that leg once it
-    /// answered.
+    /// answered ([`Party::Originate`] while no employee's leg did: an originate that rang the client first).
     pub(super) fn party_of(&self, uid: &str, key: &str) -> Party {
         let mut current = uid.to_owned();
         let mut from_partner = false;
@@ -173,7 +182,7 @@ impl Tracker {
                     }
                     return match self.calls.get(key).and_then(|c| c.originator.clone()) {
                         Some(originator) => Party::Endpoint(originator),
-                        None => Party::Unknown,
+                        None => Party::Originate,
                     };
                 }
                 _ => return Party::Unknown,

@@ -283,6 +283,8 @@ enum Party {
     Endpoint(String),
     /// The Local pair of an AMI `Originate`, ringing the originate's own leg.
     OriginateLeg,
+    /// An originate's `;1` dialling before its own leg answered (the leg it rang first was no employee).
+    Originate,
     Unknown,
 }
 

@@ -305,3 +305,71 @@ fn an_incoming_call_answered_on_a_mobile_through_the_trunk_is_answered() {
         assert_eq!(forwarded.as_deref(), Some(MOBILE));
     }
 }
+
+/// Click-to-call that rings the client first: `Originate` of `Local/<client>@from-internal` into
+/// `from-internal,101` with the company's number as caller ID. The client answers, then 101 is rung: still
+/// 101's outgoing call to the client.
+#[test]
+fn originate_that_rings_the_client_first_is_the_employees_outgoing_call() {
+    let mut p = Pbx::new();
+    let one = p.new_channel(
+        "Local/89001234567@from-internal-0000000b;1",
+        0,
+        super::common::DID,
+        "from-internal",
+        CLIENT_LOCAL,
+        None,
+    );
+    let two = p.new_channel(
+        "Local/89001234567@from-internal-0000000b;2",
+        4,
+        super::common::DID,
+        "from-internal",
+        CLIENT_LOCAL,
+        Some(one),
+    );
+    p.dial_begin(None, one, "Local/89001234567@from-internal");
+    p.newexten(two, "Dial", "PJSIP/89001234567@carrier,30");
+    let c = p.new_channel("PJSIP/carrier", 0, "101", "from-internal", "s", Some(two));
+    p.dial_begin(Some(two), c, "89001234567@carrier");
+    p.set_state(c, 5);
+    p.dial_state(two, c, "RINGING");
+    p.advance_ms(3000);
+    p.set_state(c, 6);
+    p.dial_end(Some(two), c, "ANSWER");
+    p.set_state(two, 6);
+    p.bridge("b-1", two, c);
+    p.set_state(one, 6);
+    p.dial_end(None, one, "ANSWER");
+    p.newexten(one, "Dial", "PJSIP/101,15");
+    let a = p.new_channel("PJSIP/101", 0, "101", "from-internal", "s", Some(one));
+    p.ring(one, a, "101");
+    p.advance_ms(2000);
+    p.set_state(a, 6);
+    p.dial_end(Some(one), a, "ANSWER");
+    p.bridge("b-2", one, a);
+    p.advance_ms(5000);
+    p.hangup_request(c, 16);
+    p.unbridge("b-1", two, c);
+    p.hangup(c, 16, "Normal Clearing");
+    p.hangup(two, 16, "Normal Clearing");
+    p.unbridge("b-2", one, a);
+    p.hangup(one, 16, "Normal Clearing");
+    p.hangup(a, 16, "Normal Clearing");
+    let mut t = tracker();
+    let events = run(&mut t, &p.messages);
+    let map = labels(&p, &[("O", one), ("L101", a)]);
+    assert_eq!(
+        summary(&events, &map),
+        [
+            "leg_ringing O L101 Dial",
+            "leg_answered O L101 Dial",
+            "conversation_ended O L101 HungUp { cause: Some(16) }",
+            "call_ended O Hangup result=200",
+        ]
+    );
+    let full = ended(&events, &p.uid(one));
+    assert_eq!(full.channel.direction, Direction::Outgoing);
+    assert_eq!(full.channel.from.original, "101", "the employee placed it");
+    assert_eq!(full.channel.to.original, CLIENT_LOCAL);
+}
