@@ -255,3 +255,119 @@ async fn failing_hooks_never_lose_or_change_the_call() {
     assert_journal_says(&lines, "hook process_record_file_path answered more than");
     e2e.stop().await;
 }
+
+/// S1 while Bitrix24 answers 503: the register is retried, but its hook is asked once — every attempt (and
+/// the one that lands) carries the first answer, however the hook would answer now.
+#[tokio::test]
+async fn a_customization_is_asked_once_and_resent_unchanged() {
+    let hooks = HooksDir::new().write(
+        "process_registration_params.sh",
+        r#"n=$(( $(cat asked 2>/dev/null || echo 0) + 1 )); echo $n > asked
+echo "{\"data\": {\"CRM_SOURCE\": \"RUN$n\"}, \"state\": \"success\"}""#,
+    );
+    let e2e = E2e::start(&hooks.config("")).await;
+    e2e.wait_requests("user.get", 1, WAIT).await;
+    e2e.emu.set_fault(b24emu::Fault::Unavailable);
+    scenarios::play(&e2e.bed, "s1").await.expect("play S1");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    e2e.emu.clear_fault();
+    e2e.wait_requests("telephony.externalcall.attachrecord", 1, WAIT).await;
+    e2e.settle(QUIET).await;
+    let seen = Seen::check(&e2e);
+    assert_eq!(
+        text(&seen.single().register, "CRM_SOURCE"),
+        "RUN1",
+        "{}",
+        seen.described
+    );
+    assert!(e2e.log().contains("step will be retried"), "the register was retried");
+    let asked = std::fs::read_to_string(hooks.0.path().join("asked")).expect("the hook ran");
+    assert_eq!(asked.trim(), "1", "the hook was asked once");
+    e2e.stop().await;
+}
+
+/// S1 with `process_search_params` answering `action: ignore`: the call is not registered, and what depends
+/// on the registration (finish, recording) is left out with it, not failed.
+#[tokio::test]
+async fn search_params_action_ignore_skips_the_registration() {
+    let hooks = HooksDir::new().write(
+        "process_search_params.sh",
+        r#"echo '{"data": {"SHOW": 1}, "action": "ignore", "state": "success"}'"#,
+    );
+    let e2e = E2e::start(&hooks.config("")).await;
+    scenarios::play(&e2e.bed, "s1").await.expect("play S1");
+    e2e.wait_calls_ended(1, QUIET).await;
+    assert!(e2e.telephony().is_empty(), "{}", e2e.describe());
+    let lines = journal(&e2e);
+    assert_journal_says(
+        &lines,
+        "cancelled by customization: process_search_params answered action \"ignore\"",
+    );
+    assert_journal_says(&lines, "finish not sent: register");
+    assert!(!lines.iter().any(|l| l.starts_with("error:")), "{}", lines.join("\n"));
+    e2e.stop().await;
+}
+
+/// S3 (a ringall queue, 102 answers): the card hook forks a child and exits — cards still pop, customized; the
+/// search hook says `state: error`, the registration hook answers a wrong type, the final-params hook is not
+/// executable — all fall back; `post_registration` is told; `customize_activity` updates the call's activity.
+#[tokio::test]
+async fn cards_activity_and_a_second_fault_set() {
+    let hooks = HooksDir::new()
+        .write(
+            "customize_show_call_card.sh",
+            r#"sleep 30 & echo '{"data": {"X_CARD_HOOK": "shown"}, "state": "success"}'"#,
+        )
+        .write(
+            "process_search_params.sh",
+            r#"echo '{"data": {"SHOW": 1}, "state": "error"}'"#,
+        )
+        .write(
+            "process_registration_params.sh",
+            r#"echo '{"data": {"USER_ID": {"id": 5}}}'"#,
+        )
+        .write("process_final_params", "#!/bin/sh\necho '{}'\n")
+        .write(
+            "post_registration.py",
+            "import json, sys\njson.load(sys.stdin)\nprint(json.dumps({'data': {'seen': True}, 'state': 'success'}))\n",
+        )
+        .write(
+            "customize_activity.py",
+            "import json, sys\nrequest = json.load(sys.stdin)\n\
+             print(json.dumps({'data': {'SUBJECT': 'Call ' + request['params']['id']}, 'state': 'success'}))\n",
+        );
+    let e2e = E2e::start(&hooks.config("")).await;
+    let seen = play(&e2e, "s3").await;
+    let reg = seen.single();
+    assert_eq!(reg.shows.len(), 2, "cards to the other two:\n{}", seen.described);
+    for show in &reg.shows {
+        assert_eq!(text(show, "X_CARD_HOOK"), "shown", "{}", seen.described);
+    }
+    assert_eq!(reg.status(), "200", "finished un-customized:\n{}", seen.described);
+    let update = e2e.wait_requests("crm.activity.update", 1, WAIT).await.remove(0);
+    let activity: u64 = text(&update, "id").parse().expect("activity id");
+    let state = e2e.emu.state();
+    let subject = state
+        .activities
+        .iter()
+        .find(|a| a.id == activity)
+        .and_then(|a| a.fields.get("SUBJECT"))
+        .and_then(|s| s.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(subject.starts_with("Call "), "{subject}");
+    let lines = journal(&e2e);
+    assert_journal_says(&lines, "hook customize_show_call_card customized the request");
+    assert_journal_says(
+        &lines,
+        "hook process_search_params answered something ringlink cannot use: \"state\" is \"error\"",
+    );
+    assert_journal_says(
+        &lines,
+        "hook process_registration_params answered something ringlink cannot use: field USER_ID",
+    );
+    assert_journal_says(&lines, "hook process_final_params is not executable");
+    assert_journal_says(&lines, "hook post_registration");
+    assert_journal_says(&lines, "customize_activity: crm.activity.update");
+    e2e.stop().await;
+}
