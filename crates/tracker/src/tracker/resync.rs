@@ -143,14 +143,49 @@ impl Tracker {
             Some(EndpointKind::Trunk(i)) => Some((u.clone(), i)),
             _ => None,
         });
-        let internal_others: Vec<String> = uids
-            .iter()
-            .filter(|u| *u != key && self.channels.get(*u).is_some_and(|c| c.kind == EndpointKind::Internal))
-            .cloned()
-            .collect();
         let primary_kind = call.primary_kind;
         let direction = call.direction;
-        if direction == Direction::Unknown && primary_kind == Some(EndpointKind::Internal) {
+        // Who placed the call: its first channel if that is a phone; for an originate (a Local `;1` first, as
+        // click-to-call places it) the phone its Local channel names (`Local/101@from-internal` → 101).
+        let placer = match primary_kind {
+            Some(EndpointKind::Internal) => Some(key.to_owned()),
+            Some(EndpointKind::Local) if direction == Direction::Unknown => call.originator.clone().or_else(|| {
+                let ext = parse_channel_name(&call.primary_name)
+                    .endpoint
+                    .split('@')
+                    .next()?
+                    .to_owned();
+                uids.iter()
+                    .find(|u| {
+                        self.channels
+                            .get(*u)
+                            .is_some_and(|c| c.kind == EndpointKind::Internal && c.endpoint == ext)
+                    })
+                    .cloned()
+            }),
+            _ => None,
+        };
+        let internal_others: Vec<String> = uids
+            .iter()
+            .filter(|u| {
+                *u != key
+                    && placer.as_deref() != Some(u.as_str())
+                    && self.channels.get(*u).is_some_and(|c| c.kind == EndpointKind::Internal)
+            })
+            .cloned()
+            .collect();
+        if let (Some(placer), Direction::Unknown) = (&placer, direction) {
+            let placer_endpoint = self
+                .channels
+                .get(placer)
+                .map(|c| c.endpoint.clone())
+                .unwrap_or_default();
+            if placer != key {
+                if let Some(call) = self.calls.get_mut(key) {
+                    call.originator = Some(placer.clone());
+                    call.from_raw = placer_endpoint.clone();
+                }
+            }
             if let Some((far, i)) = trunk {
                 let far_number = self
                     .channels
@@ -168,10 +203,10 @@ impl Tracker {
                         call.far_answered.get_or_insert(now);
                     }
                 }
-                if let Some(ch) = self.channels.get(key) {
-                    let mut conv = new_conv(key, Side::Caller, ch, LegOrigin::Resync, now);
+                if let Some(ch) = self.channels.get(placer) {
+                    let mut conv = new_conv(placer, Side::Caller, ch, LegOrigin::Resync, now);
                     if let Some(call) = self.calls.get_mut(key) {
-                        if !call.has_conv(key) {
+                        if !call.has_conv(placer) {
                             if has_trunk_up {
                                 conv.answered = Some(now);
                                 out.push(CallEvent::LegAnswered(leg_of(call, &conv, now)));
@@ -182,9 +217,13 @@ impl Tracker {
                         }
                     }
                 }
-            } else if !internal_others.is_empty() {
+            } else if let Some(first_other) = internal_others.first() {
+                let callee = self.channels.get(first_other).map(|c| c.endpoint.clone());
                 if let Some(call) = self.calls.get_mut(key) {
                     call.direction = Direction::Local;
+                    if let (true, Some(callee)) = (placer != key, callee) {
+                        call.to_raw = callee;
+                    }
                 }
             }
         }

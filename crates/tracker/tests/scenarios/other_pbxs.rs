@@ -373,3 +373,45 @@ fn originate_that_rings_the_client_first_is_the_employees_outgoing_call() {
     assert_eq!(full.channel.from.original, "101", "the employee placed it");
     assert_eq!(full.channel.to.original, CLIENT_LOCAL);
 }
+
+/// ringlink restarted while a click-to-call talks: the `CoreShowChannels` list has no dial history, but the
+/// originate's Local channel names the phone it placed the call for.
+#[test]
+fn resync_finds_who_placed_an_originate_based_call() {
+    for (target, expected, direction, to) in [
+        ("102", ["leg_answered O L102 Resync"], Direction::Local, "102"),
+        (
+            CLIENT_LOCAL,
+            ["leg_answered O L101 Resync"],
+            Direction::Outgoing,
+            CLIENT_LOCAL,
+        ),
+    ] {
+        let (p, one, a, far) = originate(target);
+        // Mid-talk: every channel up and bridged; the list as Asterisk gives it.
+        let mut items = Vec::new();
+        for c in [one, a, far] {
+            let mut item = p.show_channel(c, "b-1", 5);
+            item.set("ChannelState", "6");
+            if c == one {
+                item.set("Exten", target);
+            }
+            items.push(item);
+        }
+        let mut t = tracker();
+        let events = t.resync(&items, p.timestamp());
+        let map = labels(
+            &p,
+            &[
+                ("O", one),
+                ("L101", a),
+                (if target == "102" { "L102" } else { "C" }, far),
+            ],
+        );
+        assert_eq!(summary(&events, &map), expected, "{target}");
+        let full = t.call_full(&p.uid(one)).expect("live");
+        assert_eq!(full.channel.direction, direction, "{target}");
+        assert_eq!(full.channel.from.original, "101", "{target}");
+        assert_eq!(full.channel.to.original, to, "{target}");
+    }
+}
