@@ -88,6 +88,9 @@ impl Called {
     /// un-customized params were used".
     pub fn describe(&self) -> String {
         match &self.outcome {
+            Outcome::Applied(answer) if self.hook == HookName::NeedRegistration => {
+                format!("hook need_registration answered {}", answer.params)
+            }
             Outcome::Applied(_) => format!("hook {} customized the request", self.hook),
             Outcome::Cancelled => format!("cancelled by customization: hook {} answered empty data", self.hook),
             Outcome::Failed(f) => {

@@ -7,7 +7,10 @@
 //! - burst capacity: simultaneous incoming calls all registered, finished and recorded, the time the backlog
 //!   takes to drain, ringlink's peak RSS (VmHWM) and CPU during the burst.
 //!
-//! `cargo bench -p ringlink --bench e2e` (all parts) or with an argument: `latency`, `requests`, `burst`.
+//! - card-pop overhead with the `process_client_phone` hook (PHP) on the ringing path: none, spawned per call,
+//!   persistent.
+//!
+//! `cargo bench -p ringlink --bench e2e` (all parts) or with an argument: `latency`, `hooks`, `requests`, `burst`.
 //! `RINGLINK_BENCH_BURSTS=50,100,150` chooses the burst sizes.
 
 #[allow(dead_code)]
@@ -36,6 +39,9 @@ async fn main() {
     let run = |part: &str| wanted.is_empty() || wanted.iter().any(|w| w == part);
     if run("latency") {
         latency().await;
+    }
+    if run("hooks") {
+        hook_latency().await;
     }
     if run("requests") {
         requests_per_call().await;
@@ -234,6 +240,48 @@ async fn latency() {
     summary(&format!("{MANY} calls at once"), many);
     println!("  registered without a card: {without}");
     e2e.stop().await;
+}
+
+/// A `process_client_phone` in PHP that serves one request (spawned) or many (persistent) alike.
+const PHONE_HOOK: &str = r#"<?php
+while (($line = fgets(STDIN)) !== false) {
+    $in = json_decode($line, true);
+    $digits = preg_replace('/\D+/', '', $in['params']['phone']);
+    echo json_encode(['data' => ['phone' => '8' . substr($digits, -10)], 'state' => 'success']), "\n";
+    flush();
+}
+"#;
+
+async fn hook_latency() {
+    println!("== card-pop overhead with process_client_phone (PHP), 1 call at a time ==");
+    for (label, mode) in [
+        ("no hook", None),
+        ("spawned per call", Some("spawn")),
+        ("persistent", Some("persistent")),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = match mode {
+            None => String::new(),
+            Some(mode) => {
+                std::fs::write(dir.path().join("process_client_phone.php"), PHONE_HOOK).expect("hook");
+                format!(
+                    "[hooks]\ndir = \"{}\"\n[hooks.per_hook.process_client_phone]\nmode = \"{mode}\"\n",
+                    dir.path().display()
+                )
+            }
+        };
+        let e2e = E2e::start(&config).await;
+        let (_ami, dials) = watch_dials(&e2e).await;
+        const CALLS: usize = 20;
+        for _ in 0..CALLS {
+            calls_to_101(&e2e, 1, Duration::from_millis(700), Duration::from_millis(300)).await;
+        }
+        wait_done(&e2e, FINISH, CALLS, Duration::from_secs(60)).await;
+        let (overheads, without) = card_overheads(&e2e.emu.requests(), &dials);
+        summary(label, overheads);
+        println!("  registered without a card: {without}");
+        e2e.stop().await;
+    }
 }
 
 async fn requests_per_call() {

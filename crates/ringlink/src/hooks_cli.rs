@@ -153,3 +153,35 @@ pub fn read_stdin() -> anyhow::Result<String> {
         .context("cannot read stdin")?;
     Ok(text)
 }
+
+/// `ringlink replay --hooks`: the call-level hooks (`need_registration`, `process_client_phone`) on an ended
+/// call, as `{hook: {"said": …, …journal data}}`.
+pub async fn on_ended_call(hooks: &Hooks, call: &tracker::CallFull) -> Value {
+    let call_full = serde_json::to_value(call).unwrap_or(Value::Null);
+    let context = Context {
+        call_full: Some(call_full.clone()),
+        call_stage: Some("call_ended"),
+    };
+    let ch = &call.channel;
+    let client = if ch.direction == tracker::Direction::Incoming {
+        ch.from.preferred()
+    } else {
+        ch.to.preferred()
+    };
+    let asked = [
+        (
+            HookName::NeedRegistration,
+            crate::service::need_registration_params(&call_full),
+        ),
+        (HookName::ProcessClientPhone, serde_json::json!({"phone": client})),
+    ];
+    let mut out = serde_json::Map::new();
+    for (hook, params) in asked {
+        if let Some(called) = hooks.call(hook, &params, &context).await {
+            let mut data = called.journal_data();
+            data["said"] = Value::String(called.describe());
+            out.insert(hook.as_str().to_owned(), data);
+        }
+    }
+    Value::Object(out)
+}

@@ -51,6 +51,10 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "json")]
         format: replay::Format,
+        /// Run the call-level customization hooks of this directory (need_registration, process_client_phone)
+        /// on every ended call and show their answers; without it no hook runs.
+        #[arg(long)]
+        hooks: Option<PathBuf>,
     },
     /// Customization hooks: which are found, and running one as the service would.
     Hooks {
@@ -140,10 +144,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config::DEFAULT_CONFIG);
             Ok(())
         }
-        Command::Replay { trace, config, format } => {
+        Command::Replay {
+            trace,
+            config,
+            format,
+            hooks,
+        } => {
             let bytes = std::fs::read(&trace).with_context(|| format!("cannot read trace {}", trace.display()))?;
             let arrivals = replay::read_arrivals(&trace)?;
             let tracker_config = replay::tracker_config(config.as_deref())?;
+            let mut call_hooks = match hooks {
+                None => None,
+                Some(dir) => {
+                    let mut settings = replay::hooks_config(config.as_deref())?;
+                    settings.dir = Some(dir);
+                    let runner = hooks::Hooks::discover(&settings)?;
+                    let handle = tokio::runtime::Handle::current();
+                    Some(move |call: &tracker::CallFull| {
+                        tokio::task::block_in_place(|| handle.block_on(hooks_cli::on_ended_call(&runner, call)))
+                    })
+                }
+            };
             let stdout = std::io::stdout();
             let stderr = std::io::stderr();
             let summary = replay::replay(
@@ -151,7 +172,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 arrivals.as_deref(),
                 &trace.display().to_string(),
                 tracker_config,
-                format,
+                replay::Show {
+                    format,
+                    hooks: call_hooks.as_mut().map(|h| h as replay::CallHooks<'_>),
+                },
                 &mut stdout.lock(),
                 &mut stderr.lock(),
             )?;

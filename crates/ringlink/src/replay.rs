@@ -34,6 +34,18 @@ pub struct ReplaySummary {
 struct EndedCall<'a> {
     call_full: &'a CallFull,
     events: &'a [CallEvent],
+    /// With `--hooks`: what the call-level hooks answered for this call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hooks: Option<serde_json::Value>,
+}
+
+/// Runs the hooks of `--hooks` on an ended call (nothing runs without it, so a replay stays deterministic).
+pub type CallHooks<'a> = &'a mut dyn FnMut(&CallFull) -> serde_json::Value;
+
+/// What a replay prints per ended call.
+pub struct Show<'a> {
+    pub format: Format,
+    pub hooks: Option<CallHooks<'a>>,
 }
 
 /// Reads the `[tracker]` table of a ringlink config file (other sections are ignored, so the service's own
@@ -70,6 +82,24 @@ fn is_untimed_event(m: &Message) -> bool {
     m.event_name().is_some() && m.get("Uniqueid").is_some() && m.get("Timestamp").is_none()
 }
 
+/// Reads the `[hooks]` table of a ringlink config file (timeouts, modes, per-hook switches for `--hooks`).
+pub fn hooks_config(path: Option<&Path>) -> anyhow::Result<hooks::HooksConfig> {
+    let Some(path) = path else {
+        return Ok(hooks::HooksConfig::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("{} is not valid TOML: {}", path.display(), e.message()))?;
+    match table.get("hooks") {
+        None => Ok(hooks::HooksConfig::default()),
+        Some(section) => section
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: [hooks]: {}", path.display(), e.message())),
+    }
+}
+
 /// Replays `bytes` (named `source` in error messages), writing results to `out` and input errors to `err`.
 /// `arrivals` (from the trace's `.idx`) time the events that carry no `Timestamp` header.
 pub fn replay(
@@ -77,10 +107,11 @@ pub fn replay(
     arrivals: Option<&[IndexEntry]>,
     source: &str,
     config: TrackerConfig,
-    format: Format,
+    show: Show<'_>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<ReplaySummary> {
+    let Show { format, mut hooks } = show;
     let mut tracker = Tracker::new(config)?;
     let mut summary = ReplaySummary::default();
     let mut pending: HashMap<String, Vec<CallEvent>> = HashMap::new();
@@ -125,7 +156,8 @@ pub fn replay(
                         let mut history = pending.remove(&key).unwrap_or_default();
                         history.push(event);
                         summary.calls_ended += 1;
-                        write_call(out, format, &call_full, &history)?;
+                        let answered = hooks.as_mut().map(|run| run(&call_full));
+                        write_call(out, format, &call_full, &history, answered)?;
                     } else {
                         pending.entry(key).or_default().push(event);
                     }
@@ -137,7 +169,13 @@ pub fn replay(
     Ok(summary)
 }
 
-fn write_call(out: &mut dyn Write, format: Format, call: &CallFull, events: &[CallEvent]) -> anyhow::Result<()> {
+fn write_call(
+    out: &mut dyn Write,
+    format: Format,
+    call: &CallFull,
+    events: &[CallEvent],
+    hooks: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
     match format {
         Format::Json => {
             serde_json::to_writer(
@@ -145,11 +183,18 @@ fn write_call(out: &mut dyn Write, format: Format, call: &CallFull, events: &[Ca
                 &EndedCall {
                     call_full: call,
                     events,
+                    hooks,
                 },
             )?;
             writeln!(out)?;
         }
-        Format::Text => writeln!(out, "{}", describe(call, events))?,
+        Format::Text => {
+            writeln!(out, "{}", describe(call, events))?;
+            for (hook, answer) in hooks.as_ref().and_then(|h| h.as_object()).into_iter().flatten() {
+                let said = answer.get("said").and_then(|s| s.as_str()).unwrap_or_default();
+                writeln!(out, "  {hook}: {said}")?;
+            }
+        }
     }
     Ok(())
 }

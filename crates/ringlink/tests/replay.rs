@@ -246,3 +246,51 @@ fn events_without_timestamps_and_no_idx_are_a_warning() {
         out.stderr
     );
 }
+
+/// `--hooks DIR` runs the call-level hooks on every ended call and shows their answers; without it no hook runs
+/// (the example hooks write nothing, so the same trace replays to the same lines every time).
+#[test]
+fn hooks_run_only_when_asked_and_answer_alike_every_time() {
+    let examples = root().join("examples/hooks/python");
+    let with_hooks = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringlink"))
+            .arg("replay")
+            .arg(trace("s1"))
+            .arg("--config")
+            .arg(config())
+            .arg("--hooks")
+            .arg(&examples)
+            .output()
+            .expect("run ringlink");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = with_hooks();
+    let call = &calls(&first)[0];
+    assert_eq!(call["hooks"]["need_registration"]["outcome"], "applied", "{first}");
+    assert_eq!(
+        call["hooks"]["need_registration"]["said"], "hook need_registration answered false",
+        "the example black-lists the test bed's trunk"
+    );
+    assert_eq!(
+        call["hooks"]["process_client_phone"]["detail"]["params"]["phone"],
+        "89001234567"
+    );
+    let strip_times = |text: &str| -> Vec<serde_json::Value> {
+        calls(text)
+            .into_iter()
+            .map(|mut c| {
+                for hook in ["need_registration", "process_client_phone"] {
+                    c["hooks"][hook]["elapsed_ms"] = serde_json::Value::Null;
+                }
+                c
+            })
+            .collect()
+    };
+    assert_eq!(strip_times(&first), strip_times(&with_hooks()), "deterministic");
+    let plain = replay(&trace("s1"), "json");
+    assert!(
+        calls(&plain.stdout)[0].get("hooks").is_none(),
+        "no hook without --hooks"
+    );
+}

@@ -14,6 +14,8 @@
 
 mod customize;
 mod pipeline;
+
+pub use pipeline::need_registration_params;
 mod users;
 mod worker;
 

@@ -122,7 +122,7 @@ fn call_stage(event: &CallEvent) -> &'static str {
 }
 
 /// `need_registration`'s params: the call's direction and numbers (the whole call is in `call_full`).
-fn need_registration_params(call_full: &Value) -> Value {
+pub fn need_registration_params(call_full: &Value) -> Value {
     let at = |path: &str| call_full.pointer(path).cloned().unwrap_or(Value::Null);
     json!({
         "type": at("/channel/type"),
