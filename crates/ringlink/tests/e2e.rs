@@ -196,6 +196,24 @@ async fn follow_me_answered_on_an_unknown_outside_phone() {
     e2e.stop().await;
 }
 
+/// Click-to-call as FreePBX places it (AMI `Originate` of `Local/101@from-internal`, then the client via the
+/// carrier): Anna's outgoing call (register U1 TYPE 1 to the client, finish 200 ≈4 s); her phone ringing first
+/// to place the call is no incoming ring of its own.
+#[tokio::test]
+async fn originate_to_the_client_is_the_employees_outgoing_call() {
+    let e2e = E2e::start("").await;
+    let seen = play(&e2e, "x3-originate-out", 1).await;
+    assert_eq!(seen.registrations.len(), 1, "{}", seen.described);
+    let reg = &seen.registrations[0];
+    assert_client(&seen, reg);
+    assert_eq!(text(&reg.register, "TYPE"), "1", "{}", seen.described);
+    assert_eq!(reg.user(), 1, "{}", seen.described);
+    assert_eq!(reg.status(), "200", "{}", seen.described);
+    assert_eq!(reg.finish_user(), 1, "{}", seen.described);
+    assert!((3..=6).contains(&reg.duration()), "talk ≈4 s: {}", seen.described);
+    e2e.stop().await;
+}
+
 /// The missed incoming call of S2, with or without the missed-call task: register(U1, SHOW 1) → hide/finish
 /// (responsible by rule, 0 s, 304). The lead was created by this very call, so it has no owner of its own:
 /// the responsible is the last employee rung, U1.
