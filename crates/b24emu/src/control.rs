@@ -101,7 +101,7 @@ async fn credentials(State(core): State<Arc<Core>>) -> Response {
 }
 
 async fn fault(State(core): State<Arc<Core>>) -> Response {
-    Json(json!({"fault": core.fault()})).into_response()
+    Json(json!({"fault": core.fault(), "counts": core.fault_counts()})).into_response()
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,7 @@ use crate::api::{self, ApiError, Operating, Reply, SystemError, Timing};
 use crate::auth::{lifetime, AccessCheck, TokenInfo, TokenStore};
 use crate::clock::Clock;
 use crate::config::{BadTokenError, EmulatorConfig, MissingScopeError, Permission};
-use crate::fault::Fault;
+use crate::fault::{Fault, FaultCounts, RandomOutcome};
 use crate::limits::{LeakyBucket, OperatingLimits};
 use crate::methods::{self, Restriction};
 use crate::params::PValue;
@@ -39,6 +39,8 @@ pub(crate) struct Core {
     pub deliveries: Mutex<Vec<Delivery>>,
     fault: Mutex<Option<Fault>>,
     pub fault_generation: AtomicU64,
+    /// Requests hit by [`Fault::Random`] so far, by kind.
+    fault_counts: Mutex<FaultCounts>,
     pub base_url: OnceLock<String>,
     pub http: reqwest::Client,
     pub initial_access_token: String,
@@ -150,6 +152,7 @@ impl Core {
             deliveries: Mutex::new(Vec::new()),
             fault: Mutex::new(None),
             fault_generation: AtomicU64::new(0),
+            fault_counts: Mutex::new(FaultCounts::default()),
             base_url: OnceLock::new(),
             http,
             initial_access_token: access,
@@ -198,6 +201,27 @@ impl Core {
 
     pub fn fault(&self) -> Option<Fault> {
         self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn fault_counts(&self) -> FaultCounts {
+        *self.fault_counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The fate of request `seq` under [`Fault::Random`] (`Pass` under any other fault), counted.
+    fn random_fault(&self, seq: u64) -> RandomOutcome {
+        let Some(Fault::Random(odds)) = self.fault() else {
+            return RandomOutcome::Pass;
+        };
+        let outcome = odds.draw(seq);
+        let mut counts = self.fault_counts.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            RandomOutcome::Pass => {}
+            RandomOutcome::RateLimited => counts.rate_limited += 1,
+            RandomOutcome::ServerError(500) => counts.server_errors += 1,
+            RandomOutcome::ServerError(_) => counts.bad_gateways += 1,
+            RandomOutcome::Slow(_) => counts.delayed += 1,
+        }
+        outcome
     }
 
     pub fn set_fault(&self, fault: Option<Fault>) -> u64 {
@@ -324,6 +348,22 @@ impl Core {
         now: DateTime<Utc>,
         started: Instant,
     ) -> Result<(Reply, Option<Operating>, AuthMode), (ApiError, AuthMode)> {
+        match self.random_fault(seq) {
+            RandomOutcome::Pass => {}
+            RandomOutcome::Slow(delay) => tokio::time::sleep(delay).await,
+            RandomOutcome::RateLimited => {
+                return Err((
+                    SystemError::QueryLimitExceeded.to_error(self.revision()),
+                    AuthMode::None,
+                ))
+            }
+            RandomOutcome::ServerError(status) => {
+                return Err((
+                    SystemError::InternalServerError(status).to_error(self.revision()),
+                    AuthMode::None,
+                ))
+            }
+        }
         match self.fault() {
             Some(Fault::ServerError(status)) => {
                 let status = if (500..=599).contains(&status) { status } else { 500 };

@@ -48,7 +48,7 @@ pub use crate::config::{
 };
 pub use crate::delivery::{ClickToCall, EventOutcome};
 pub use crate::error::EmuError;
-pub use crate::fault::Fault;
+pub use crate::fault::{Fault, FaultCounts, RandomFaults, RandomOutcome};
 pub use crate::params::{parse_form, PValue};
 pub use crate::record::{AuthMode, CardAction, CardCause, CardEvent, CardTimeline, Delivery, RecordedRequest};
 pub use crate::state::{
@@ -220,6 +220,11 @@ impl Emulator {
 
     pub fn fault(&self) -> Option<Fault> {
         self.core.fault()
+    }
+
+    /// How many requests [`Fault::Random`] refused or delayed so far, by kind.
+    pub fn fault_counts(&self) -> FaultCounts {
+        self.core.fault_counts()
     }
 
     pub fn clock(&self) -> &Clock {

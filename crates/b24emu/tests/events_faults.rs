@@ -412,3 +412,39 @@ async fn control_api_over_http() {
     server.abort();
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn random_faults_refuse_and_delay_some_requests_in_the_documented_shapes() {
+    let emu = start(frozen_config()).await;
+    emu.set_fault(Fault::Random(b24emu::RandomFaults {
+        seed: 3,
+        rate_limited_percent: 20.0,
+        server_error_percent: 20.0,
+        bad_gateway_percent: 20.0,
+        slow_percent: 20.0,
+        delay_ms: 10,
+    }));
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..100 {
+        let r = hook(&emu, "scope", json!({})).await;
+        match r.status {
+            200 => {}
+            503 => assert_error(&r, 503, "QUERY_LIMIT_EXCEEDED"),
+            500 => assert_error(&r, 500, "INTERNAL_SERVER_ERROR"),
+            502 => assert_error(&r, 502, "INTERNAL_SERVER_ERROR"),
+            other => panic!("unexpected status {other}"),
+        }
+        *statuses.entry(r.status).or_insert(0u64) += 1;
+    }
+    let counts = emu.fault_counts();
+    assert_eq!(statuses.get(&503).copied().unwrap_or(0), counts.rate_limited);
+    assert_eq!(statuses.get(&500).copied().unwrap_or(0), counts.server_errors);
+    assert_eq!(statuses.get(&502).copied().unwrap_or(0), counts.bad_gateways);
+    assert_eq!(statuses.get(&200).copied().unwrap_or(0), 100 - counts.refused());
+    for n in [counts.rate_limited, counts.server_errors, counts.bad_gateways, counts.delayed] {
+        assert!((5..=40).contains(&n), "{counts:?}");
+    }
+    emu.clear_fault();
+    assert_eq!(hook(&emu, "scope", json!({})).await.status, 200);
+    emu.shutdown().await;
+}
