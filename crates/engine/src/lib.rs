@@ -46,7 +46,7 @@ mod plan;
 mod settings;
 mod users;
 
-pub use engine::{Engine, RegistrationGate};
+pub use engine::{Engine, Gap, OpenCall, RecoverySource, RegistrationGate, StoredStep};
 pub use plan::{
     crm_bindings, first_of, references, resolve, without_card, Decision, Plan, RefreshUsers, ResolveError, Rule, Step,
     StepKind, StepRef, Timing,

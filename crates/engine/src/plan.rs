@@ -167,6 +167,10 @@ pub enum Rule {
     NoResponsible,
     /// An event about a call that already ended.
     LateEvent,
+    /// A registration left open by a gap in following the PBX, finished from what is known of it.
+    RecoveredFinish,
+    /// The users directory was never loaded: the call's decisions wait for it.
+    DirectoryUnknown,
 }
 
 /// Output of [`crate::Engine::handle`].
@@ -184,6 +188,9 @@ pub struct Plan {
 pub struct RefreshUsers {
     /// The extensions nobody in the directory has.
     pub extensions: Vec<String>,
+    /// The directory was never loaded, so "nobody has them" means nothing yet: do not plan the event without
+    /// the directory (hold it, and every later event of its call, until a refresh succeeds).
+    pub hold: bool,
 }
 
 /// A reference to a field of an earlier step's result.

@@ -126,6 +126,10 @@ pub trait Store: Send + Sync {
     /// All steps of a call, in order.
     fn steps_of_call(&self, call_key: &str) -> Result<Vec<Step>>;
 
+    /// Calls with more steps of kind `opening` (not failed or dropped) than of kind `closing`, oldest first:
+    /// e.g. registrations that were never followed by a finish.
+    fn calls_with_unmatched(&self, opening: &str, closing: &str) -> Result<Vec<String>>;
+
     fn step_counts(&self) -> Result<StepCounts>;
 
     /// Sets failed and dropped steps back to pending, due at `now`, with their attempts reset. Steps whose

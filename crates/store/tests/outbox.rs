@@ -648,3 +648,37 @@ fn outcomes_of_a_batch_are_recorded_together_and_stale_leases_are_reported() {
     );
     assert_eq!(store.mark_many(&[], at(32)).unwrap(), []);
 }
+
+#[test]
+fn calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first() {
+    let store = store();
+    let kinds = |call: &str, names: &[&str]| -> Vec<NewStep> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, k)| NewStep::new(call, format!("{call}/{i}/{k}"), *k, json!({})))
+            .collect()
+    };
+    store
+        .enqueue(&kinds("open", &["register", "show"]), at(0))
+        .unwrap();
+    store
+        .enqueue(&kinds("closed", &["register", "finish", "attach_record"]), at(1))
+        .unwrap();
+    // Two registrations, only the first finished.
+    store
+        .enqueue(&kinds("half", &["register", "finish", "register"]), at(2))
+        .unwrap();
+    store.enqueue(&kinds("failed", &["register"]), at(3)).unwrap();
+    let failed = claim_one(&store, at(3));
+    assert_eq!(failed.call_key, "open", "oldest first");
+    store.mark_done(failed.lease(), &json!({}), at(3)).unwrap();
+    let step = store.step_by_key("failed/0/register").unwrap().unwrap();
+    let claimed = store.claim(&[step.id], at(4), LEASE).unwrap();
+    store.mark_failed(claimed[0].lease(), "rejected", at(4)).unwrap();
+    assert_eq!(
+        store.calls_with_unmatched("register", "finish").unwrap(),
+        ["open", "half"]
+    );
+    assert!(store.calls_with_unmatched("finish", "register").unwrap().is_empty());
+}

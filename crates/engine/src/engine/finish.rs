@@ -189,15 +189,33 @@ impl Engine {
         call_full: &CallFull,
         out: &mut Out<'_>,
     ) {
-        let key = reg.finish_key();
-        let register_key = reg.register_key();
         let incoming = ctx.direction == Direction::Incoming;
         let status_code = if incoming {
             "304".to_owned()
         } else {
             failure_status_code(call_full.result)
         };
-        let (user_param, owner_step) = if incoming {
+        let (key, user_param) = self.finish_without_talk(ctx, reg, status_code, json!(call_full.result), out);
+        let task = &self.settings.raw.missed.task;
+        if incoming && task.enabled {
+            self.missed_task(ctx, reg, user_param, &key, call_full, out);
+        }
+    }
+
+    /// Finishes a registration nobody talked on with `status_code` (`result`: the call's result, for the
+    /// journal); an incoming call's finish names the missed-call responsible. Returns the finish key and its
+    /// `USER_ID` value.
+    pub(super) fn finish_without_talk(
+        &self,
+        ctx: &CallContext,
+        reg: &mut Registration,
+        status_code: String,
+        result: Value,
+        out: &mut Out<'_>,
+    ) -> (String, Value) {
+        let key = reg.finish_key();
+        let register_key = reg.register_key();
+        let (user_param, owner_step) = if ctx.direction == Direction::Incoming {
             self.missed_responsible(ctx, reg, out)
         } else {
             let user = reg.fixed_user.unwrap_or(reg.user);
@@ -222,15 +240,12 @@ impl Engine {
         out.decide(
             Rule::FinishUnanswered,
             format!("nobody answered: finish with status {status_code}"),
-            json!({"status_code": status_code, "result": call_full.result, "step": key}),
+            json!({"status_code": status_code, "result": result, "step": key}),
         );
         reg.cards.clear();
         reg.phase = Phase::Finished;
         out.step(key.clone(), StepKind::Finish, params, &[], Timing::Durable);
-        let task = &self.settings.raw.missed.task;
-        if incoming && task.enabled {
-            self.missed_task(ctx, reg, user_param, &key, call_full, out);
-        }
+        (key, user_param)
     }
 
     /// The missed-call responsible: a plain user id when the chain settles it now, else a `$first` over the
@@ -355,23 +370,28 @@ impl Engine {
             let Some(path) = own.or(whole_call) else {
                 continue;
             };
-            let filename = path.rsplit('/').next().unwrap_or(path).to_owned();
-            let key = format!("{}/record", reg.prefix);
-            out.decide(
-                Rule::AttachRecord,
-                format!("recording {path} attached to registration {n}"),
-                json!({"path": path, "registration": n, "step": key}),
-            );
-            out.step(
-                key,
-                StepKind::AttachRecord,
-                json!({"CALL_ID": reg.call_id(), "FILENAME": filename}),
-                &[reg.finish_key()],
-                Timing::Durable,
-            );
-            if let Some(step) = out.plan.steps.last_mut() {
-                step.record_path = Some(path.to_owned());
-            }
+            Self::attach_record(reg, n, path, out);
+        }
+    }
+
+    /// Plans the upload of `path` as the recording of registration `n`, after its finish.
+    pub(super) fn attach_record(reg: &Registration, n: usize, path: &str, out: &mut Out<'_>) {
+        let filename = path.rsplit('/').next().unwrap_or(path).to_owned();
+        let key = format!("{}/record", reg.prefix);
+        out.decide(
+            Rule::AttachRecord,
+            format!("recording {path} attached to registration {n}"),
+            json!({"path": path, "registration": n, "step": key}),
+        );
+        out.step(
+            key,
+            StepKind::AttachRecord,
+            json!({"CALL_ID": reg.call_id(), "FILENAME": filename}),
+            &[reg.finish_key()],
+            Timing::Durable,
+        );
+        if let Some(step) = out.plan.steps.last_mut() {
+            step.record_path = Some(path.to_owned());
         }
     }
 }

@@ -286,15 +286,6 @@ impl Engine {
                         format!("extension {} answered: card hidden for user {card_user}", leg.number),
                     );
                 }
-                out.decide(
-                    Rule::AnswerTakesRegistration,
-                    format!(
-                        "extension {} answered: registration {index} is {}",
-                        leg.number,
-                        talker_user.map_or("the default responsible's".to_owned(), |u| format!("user {u}'s"))
-                    ),
-                    json!({"user": talker_user, "registration": index, "origin": leg.origin}),
-                );
                 index
             }
             None => {
@@ -323,14 +314,31 @@ impl Engine {
                 self.register(state, &ctx, reg_user, false, None, leg.time, out)
             }
         };
-        if let Some(l) = state.legs.get_mut(&leg.conversation) {
-            l.registration = Some(index);
-        }
         let forwarded_unknown = talker_user.is_none()
             && state
                 .legs
                 .get(&leg.conversation)
                 .is_some_and(|l| l.forwarded && l.user.is_none());
+        // Also what a recovery reads from the journal: who talked on which registration, since when.
+        out.decide(
+            Rule::AnswerTakesRegistration,
+            format!(
+                "extension {} answered: registration {index} is {}",
+                leg.number,
+                talker_user.map_or("the default responsible's".to_owned(), |u| format!("user {u}'s"))
+            ),
+            json!({
+                "user": talker_user,
+                "registration": index,
+                "origin": leg.origin,
+                "conversation": leg.conversation,
+                "forwarded_unknown": forwarded_unknown,
+                "step": state.registrations[index].register_key(),
+            }),
+        );
+        if let Some(l) = state.legs.get_mut(&leg.conversation) {
+            l.registration = Some(index);
+        }
         state.registrations[index].phase = Phase::Talking {
             conversation: leg.conversation.clone(),
             user: talker_user,

@@ -33,7 +33,10 @@ const ENDED_MEMORY: usize = 10_000;
 mod finish;
 mod format;
 mod legs;
+mod recover;
 mod state;
+
+pub use recover::{Gap, OpenCall, RecoverySource, StoredStep};
 
 use format::*;
 use state::*;
@@ -149,7 +152,22 @@ impl Engine {
             return out.plan;
         }
         if let Some(missing) = self.missing_users(event, call_full, now) {
-            out.plan.refresh_users = Some(RefreshUsers { extensions: missing });
+            let hold = self.users.refreshed_at().is_none();
+            if hold {
+                out.decide(
+                    Rule::DirectoryUnknown,
+                    format!(
+                        "the users directory was never loaded, so nobody can tell whose phone {} is: the call \
+                         waits for it (a late registration has no card)",
+                        missing.join(", ")
+                    ),
+                    json!({"extensions": missing}),
+                );
+            }
+            out.plan.refresh_users = Some(RefreshUsers {
+                extensions: missing,
+                hold,
+            });
             return out.plan;
         }
         let mut state = self.calls.remove(key).unwrap_or_else(|| CallState {

@@ -215,6 +215,10 @@ impl Store for SqliteStore {
         self.read(|tx| outbox::of_call(tx, call_key))
     }
 
+    fn calls_with_unmatched(&self, opening: &str, closing: &str) -> Result<Vec<String>> {
+        self.read(|tx| outbox::calls_with_unmatched(tx, opening, closing))
+    }
+
     fn step_counts(&self) -> Result<StepCounts> {
         self.read(outbox::counts)
     }

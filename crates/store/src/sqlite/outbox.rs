@@ -80,6 +80,16 @@ pub fn of_call(tx: &Transaction<'_>, call_key: &str) -> Result<Vec<Step>> {
     query_steps(tx, &sql, [call_key])
 }
 
+pub fn calls_with_unmatched(tx: &Transaction<'_>, opening: &str, closing: &str) -> Result<Vec<String>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT call_key FROM steps GROUP BY call_key \
+         HAVING SUM(kind = ?1 AND state NOT IN ('failed', 'dropped')) > SUM(kind = ?2) \
+         ORDER BY MIN(id)",
+    )?;
+    let rows = stmt.query_map([opening, closing], |row| row.get::<_, String>(0))?;
+    Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
 pub fn enqueue(tx: &Transaction<'_>, steps: &[NewStep], now: Timestamp) -> Result<Vec<Enqueued>> {
     let mut outcomes = Vec::with_capacity(steps.len());
     for new in steps {
