@@ -151,7 +151,10 @@ mod tests {
             assert!((4.0..6.0).contains(&got), "{name}: {got} %");
         }
         assert_eq!((0..100).map(|s| odds.draw(s)).collect::<Vec<_>>(), outcomes[..100]);
-        let other = RandomFaults { seed: 2, ..odds.clone() };
+        let other = RandomFaults {
+            seed: 2,
+            ..odds.clone()
+        };
         assert_ne!((0..100).map(|s| other.draw(s)).collect::<Vec<_>>(), outcomes[..100]);
         let calm = RandomFaults {
             rate_limited_percent: 0.0,

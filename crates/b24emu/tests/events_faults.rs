@@ -441,7 +441,12 @@ async fn random_faults_refuse_and_delay_some_requests_in_the_documented_shapes()
     assert_eq!(statuses.get(&500).copied().unwrap_or(0), counts.server_errors);
     assert_eq!(statuses.get(&502).copied().unwrap_or(0), counts.bad_gateways);
     assert_eq!(statuses.get(&200).copied().unwrap_or(0), 100 - counts.refused());
-    for n in [counts.rate_limited, counts.server_errors, counts.bad_gateways, counts.delayed] {
+    for n in [
+        counts.rate_limited,
+        counts.server_errors,
+        counts.bad_gateways,
+        counts.delayed,
+    ] {
         assert!((5..=40).contains(&n), "{counts:?}");
     }
     emu.clear_fault();

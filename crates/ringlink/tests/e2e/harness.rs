@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use b24emu::{Emulator, EmulatorConfig, RecordedRequest};
+use b24emu::{Emulator, EmulatorConfig, Fault, RecordedRequest};
 use serde_json::Value;
 use testbed::TestBed;
 
@@ -23,6 +23,30 @@ pub struct E2e {
     ami_via: Option<std::net::SocketAddr>,
     /// Authenticate as a Bitrix24 local application (OAuth tokens) instead of an incoming webhook.
     app_auth: bool,
+    /// `[engine.missed] default_user`.
+    default_user: Option<u64>,
+}
+
+/// How [`E2e::start_custom`] sets the office up.
+pub struct Setup {
+    pub emulator: EmulatorConfig,
+    /// Appended to ringlink's config.
+    pub extra_config: String,
+    /// A fault the emulator has from before ringlink's first request.
+    pub fault: Option<Fault>,
+    /// The default responsible (`None`: nobody).
+    pub default_user: Option<u64>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            emulator: EmulatorConfig::default(),
+            extra_config: String::new(),
+            fault: None,
+            default_user: Some(9),
+        }
+    }
 }
 
 impl E2e {
@@ -42,17 +66,36 @@ impl E2e {
     }
 
     async fn launch(emu_config: EmulatorConfig, extra_config: &str, app_auth: bool) -> E2e {
+        let setup = Setup {
+            emulator: emu_config,
+            extra_config: extra_config.to_owned(),
+            ..Setup::default()
+        };
+        Self::launch_with(setup, app_auth).await
+    }
+
+    /// Starts the PBX, the emulator (with `setup.fault` already on) and ringlink.
+    #[allow(dead_code)] // shared by several test binaries; the fault tests use this
+    pub async fn start_custom(setup: Setup) -> E2e {
+        Self::launch_with(setup, false).await
+    }
+
+    async fn launch_with(setup: Setup, app_auth: bool) -> E2e {
         let bed = TestBed::start().await.expect("test bed");
-        let emu = Emulator::start(emu_config).await.expect("emulator");
+        let emu = Emulator::start(setup.emulator).await.expect("emulator");
+        if let Some(fault) = setup.fault {
+            emu.set_fault(fault);
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         let mut e2e = E2e {
             bed,
             emu,
             dir,
             ringlink: Ringlink(None),
-            extra_config: extra_config.to_owned(),
+            extra_config: setup.extra_config,
             ami_via: None,
             app_auth,
+            default_user: setup.default_user,
         };
         e2e.start_ringlink().await;
         e2e
@@ -91,8 +134,7 @@ path = "{db}"
 rewrite = [["/", "{root}/"]]
 settle_secs = 0.5
 
-[engine.missed]
-default_user = 9
+{missed}
 
 {extra}
 
@@ -105,6 +147,10 @@ default_user = 9
             db = self.dir.path().join("ringlink.db").display(),
             root = chroot_root.display().to_string().trim_end_matches('/'),
             extra = self.extra_config,
+            missed = self
+                .default_user
+                .map(|u| format!("[engine.missed]\ndefault_user = {u}"))
+                .unwrap_or_default(),
         );
         std::fs::write(self.config_path(), config).expect("write config");
     }
