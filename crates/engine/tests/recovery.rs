@@ -95,7 +95,10 @@ fn a_call_nobody_had_answered_is_finished_as_missed_for_the_last_rung_without_a_
     settings.missed.task.enabled = true;
     let mut engine = common::engine(settings);
     let plan = engine.recover(&open_call(&call, &before, &[], (20, 40)));
-    assert_eq!(describe_all(&plan), ["owner 0", "finish 0 user=owner|2 duration=0 status=304"]);
+    assert_eq!(
+        describe_all(&plan),
+        ["owner 0", "finish 0 user=owner|2 duration=0 status=304"]
+    );
     assert_eq!(plan.journal[0].rule, Rule::RecoveredFinish);
     assert!(plan.journal[0].reason.contains("no missed-call task"));
 }

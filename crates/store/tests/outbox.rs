@@ -659,9 +659,7 @@ fn calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first() {
             .map(|(i, k)| NewStep::new(call, format!("{call}/{i}/{k}"), *k, json!({})))
             .collect()
     };
-    store
-        .enqueue(&kinds("open", &["register", "show"]), at(0))
-        .unwrap();
+    store.enqueue(&kinds("open", &["register", "show"]), at(0)).unwrap();
     store
         .enqueue(&kinds("closed", &["register", "finish", "attach_record"]), at(1))
         .unwrap();

@@ -121,7 +121,11 @@ impl Engine {
                             "the call ended while ringlink was not following the PBX; from {}: user {user} \
                              answered registration {n}, talk counted up to {}",
                             open.source.name(),
-                            if open.ended_at.is_some() { "its end" } else { "the gap's start (its least)" }
+                            if open.ended_at.is_some() {
+                                "its end"
+                            } else {
+                                "the gap's start (its least)"
+                            }
                         ),
                         json!({"source": open.source, "registration": n, "user": user, "since": since,
                                "end": end, "ended_at_known": open.ended_at.is_some(), "gap": gap}),

@@ -14,6 +14,7 @@
 
 mod customize;
 mod pipeline;
+mod recovery;
 
 pub use pipeline::need_registration_params;
 mod users;
@@ -42,6 +43,8 @@ pub struct Shared {
     pub hooks: Arc<hooks::Hooks>,
     /// `need_registration` answers on their way to the engine.
     pub verdicts: pipeline::Verdicts,
+    /// Tells the pipeline the directory is known (loaded or looked at): calls held for it go on.
+    pub directory_loaded: Arc<Notify>,
 }
 
 impl Shared {
@@ -128,11 +131,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = SqliteStore::open(&config.store.path)
         .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
     let mut engine = engine::Engine::new(config.engine.clone())?;
-    // The cached directory lets calls be registered right away, even while Bitrix24 is unreachable.
+    // The cached directory lets calls be registered right away, even while Bitrix24 is unreachable. A fresh
+    // install has none: calls that need it wait for the first successful refresh.
     let cached = store.users()?;
-    if !cached.is_empty() {
-        let at = store.users_refreshed_at()?.map(users::tracker_time).unwrap_or_default();
-        engine.users_mut().replace(cached.iter().map(users::directory_user), at);
+    if let Some(at) = store.users_refreshed_at()? {
+        engine
+            .users_mut()
+            .replace(cached.iter().map(users::directory_user), users::tracker_time(at));
         info!(users = cached.len(), "users directory loaded from the store");
     }
     let hooks = hooks::Hooks::discover(&config.hooks).context("[hooks]")?;
@@ -151,6 +156,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         work: Arc::new(Notify::new()),
         users_refresh: Arc::new(Notify::new()),
         hooks: Arc::new(hooks),
+        directory_loaded: Arc::new(Notify::new()),
     };
     let client = match &config.bitrix24 {
         Some(settings) => Some(bitrix24_client(settings, &store)?),

@@ -13,12 +13,17 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 use tracker::{CallEvent, Tracker};
 
+use super::recovery;
 use super::users::store_time;
 use super::Shared;
-use crate::config::Config;
+use crate::config::{Config, RecordingSettings};
 
 /// How often the tracker is asked to expire calls whose hang-up was lost.
 const TICK: Duration = Duration::from_secs(30);
+/// How often the pipeline notes in the store that it follows the PBX (after a crash, where the gap began).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Calls that may wait for the users directory at once; beyond, calls are planned without it.
+const MAX_WAITING_CALLS: usize = 1_000;
 /// The channel variable MixMonitor leaves the recording's path in.
 const RECORDING_VARIABLE: &str = "MIXMONITOR_FILENAME";
 
@@ -30,18 +35,30 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
     info!(ami = %client.addr(), "connected to AMI; following calls");
     let (answers, mut answered) = mpsc::unbounded_channel();
     let hook_context = shared.hooks.enabled().next().is_some();
+    // Read before this run says it follows the PBX: the previous run's last word is where its gap began.
+    let previous_run_followed_until = recovery::following_at(&shared).await;
     let mut pipeline = Pipeline {
         shared,
         registering: config.bitrix24.is_some(),
         held: HashMap::new(),
         answers,
         hook_context,
+        recordings: config.recordings.clone(),
+        waiting: Vec::new(),
     };
     // Calls already in progress (or that ended while ringlink was down) are reconciled first.
-    pipeline.resync(&client, &mut tracker).await;
+    pipeline
+        .resync(&client, &mut tracker, previous_run_followed_until)
+        .await;
     let mut said_untimed = false;
+    let mut following_at = super::now();
+    let mut connected = true;
+    recovery::save_following_at(&pipeline.shared, following_at).await;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let directory_loaded = pipeline.shared.directory_loaded.clone();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -49,7 +66,15 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
             _ = tick.tick() => {
                 let events = tracker.tick(super::now());
                 pipeline.process(&tracker, events).await;
+                pipeline.release_waiting().await;
             }
+            _ = heartbeat.tick() => {
+                if connected {
+                    following_at = super::now();
+                    recovery::save_following_at(&pipeline.shared, following_at).await;
+                }
+            }
+            _ = directory_loaded.notified() => pipeline.release_waiting().await,
             event = events.recv() => match event {
                 None => break,
                 Some(ClientEvent::Event(m)) => {
@@ -62,17 +87,27 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
                              until then calls are timed by when their events arrive"
                         );
                     }
-                    let events = tracker.handle_at(&m, super::now());
+                    let now = super::now();
+                    if connected {
+                        following_at = now;
+                    }
+                    let events = tracker.handle_at(&m, now);
                     pipeline.process(&tracker, events).await;
                 }
-                Some(ClientEvent::Disconnected { reason }) => warn!(%reason, "AMI disconnected; calls resume after reconnect"),
+                Some(ClientEvent::Disconnected { reason }) => {
+                    connected = false;
+                    warn!(%reason, "AMI disconnected; calls resume after reconnect");
+                }
                 Some(ClientEvent::Reconnected) => {
                     info!("AMI reconnected; resynchronising live calls");
-                    pipeline.resync(&client, &mut tracker).await;
+                    pipeline.resync(&client, &mut tracker, Some(following_at)).await;
+                    connected = true;
+                    following_at = super::now();
                 }
                 Some(ClientEvent::EventsDropped { count }) => {
                     warn!(count, "AMI events were dropped; resynchronising live calls");
-                    pipeline.resync(&client, &mut tracker).await;
+                    pipeline.resync(&client, &mut tracker, Some(following_at)).await;
+                    following_at = super::now();
                 }
             }
         }
@@ -90,6 +125,15 @@ struct Pipeline {
     answers: mpsc::UnboundedSender<(String, Option<hooks::Called>)>,
     /// Whether steps carry `call_full` and `call_stage` for the worker's hooks.
     hook_context: bool,
+    recordings: RecordingSettings,
+    /// Calls whose decisions wait for the users directory (never loaded yet), in the order they began waiting.
+    waiting: Vec<Waiting>,
+}
+
+/// Events of a call that wait for the users directory.
+struct Waiting {
+    call: String,
+    events: Vec<(CallEvent, Option<tracker::CallFull>)>,
 }
 
 /// The `need_registration` answers, handed to the engine through its [`engine::RegistrationGate`] port: the
@@ -133,7 +177,9 @@ pub fn need_registration_params(call_full: &Value) -> Value {
 }
 
 impl Pipeline {
-    async fn resync(&mut self, client: &ami::Client, tracker: &mut Tracker) {
+    /// Rebuilds the live calls from `CoreShowChannels`; then every registration left without a finish whose
+    /// call is no longer live (it ended during the gap that began at `gap_from`) is finished from what is known.
+    async fn resync(&mut self, client: &ami::Client, tracker: &mut Tracker, gap_from: Option<tracker::Timestamp>) {
         match client.list(Message::action("CoreShowChannels")).await {
             Ok(mut list) => {
                 add_answer_times(client, &mut list.items).await;
@@ -146,8 +192,50 @@ impl Pipeline {
                 );
                 self.process(tracker, events).await;
                 self.recover_recordings(client, tracker, &list.items).await;
+                self.finish_open_registrations(tracker, gap_from).await;
             }
             Err(e) => warn!(error = %e, "CoreShowChannels failed; live state may be stale until the next resync"),
+        }
+    }
+
+    async fn finish_open_registrations(&mut self, tracker: &Tracker, gap_from: Option<tracker::Timestamp>) {
+        if !self.registering {
+            return;
+        }
+        let now = super::now();
+        let pending: Vec<String> = self
+            .waiting
+            .iter()
+            .map(|w| w.call.clone())
+            .chain(self.held.keys().cloned())
+            .collect();
+        let is_live = |call: &str| tracker.call_full(call).is_some() || pending.iter().any(|p| p == call);
+        let open = match recovery::open_calls(&self.shared, is_live, gap_from, now, &self.recordings).await {
+            Ok(open) => open,
+            Err(e) => {
+                warn!(error = %e, "cannot read the registrations left open; they are finished after the next resync");
+                return;
+            }
+        };
+        let mut finished = 0;
+        for call in &open {
+            let plan = self.shared.engine().recover(call);
+            if plan.steps.is_empty() {
+                continue;
+            }
+            finished += 1;
+            let context = self
+                .hook_context
+                .then(|| json!({"call_full": null, "call_stage": "call_ended"}));
+            if let Err(e) = self.store_plan(&call.call, Vec::new(), &plan, context).await {
+                warn!(call = %call.call, error = %e, "could not store the recovered finish of a call");
+            }
+        }
+        if finished > 0 {
+            info!(
+                calls = finished,
+                "registrations left open by the gap were finished from the journal"
+            );
         }
     }
 }
@@ -336,12 +424,40 @@ impl Pipeline {
             _ => tracker.call_full(event.call()),
         };
         log_outcome(event);
-        let mut journal = vec![
+        let journal = vec![
             NewJournalEntry::new(event.call(), store_time(now), EntryKind::Ami, event.name())
                 .data(serde_json::to_value(event).unwrap_or_else(|e| json!({"unserialisable": e.to_string()}))),
         ];
+        // A call waiting for the directory keeps its events in order behind the first one.
+        if let Some(waiting) = self.waiting.iter_mut().find(|w| w.call == event.call()) {
+            waiting.events.push((event.clone(), call_full));
+            let call = event.call().to_owned();
+            return self.store_plan(&call, journal, &engine::Plan::default(), None).await;
+        }
+        self.plan_event(event, call_full, journal).await
+    }
+
+    /// Asks the engine for the plan of `event` and stores it after `journal` (what is already known about it).
+    async fn plan_event(
+        &mut self,
+        event: &CallEvent,
+        call_full: Option<tracker::CallFull>,
+        mut journal: Vec<NewJournalEntry>,
+    ) -> anyhow::Result<()> {
+        let now = super::now();
         let mut plan = self.shared.engine().handle(event, call_full.as_ref(), now);
         if let Some(refresh) = &plan.refresh_users {
+            if self.registering && refresh.hold && self.waiting.len() < MAX_WAITING_CALLS {
+                // Nobody can say whose phone it is before the directory was ever loaded: wait for it rather
+                // than decide "no user" (or freeze the default responsible into the steps).
+                self.shared.users_refresh.notify_one();
+                self.waiting.push(Waiting {
+                    call: event.call().to_owned(),
+                    events: vec![(event.clone(), call_full)],
+                });
+                let call = event.call().to_owned();
+                return self.store_plan(&call, journal, &plan, None).await;
+            }
             if self.registering {
                 journal.push(
                     NewJournalEntry::new(
@@ -373,6 +489,50 @@ impl Pipeline {
                 plan = self.shared.engine().handle(event, call_full.as_ref(), now);
             }
         }
+        let context = self.hook_context.then(|| {
+            let call_full = match event {
+                CallEvent::CallEnded { call_full, .. } => serde_json::to_value(call_full.as_ref()).ok(),
+                _ => call_full.as_ref().and_then(|c| serde_json::to_value(c).ok()),
+            };
+            json!({"call_full": call_full, "call_stage": call_stage(event)})
+        });
+        let call = event.call().to_owned();
+        self.store_plan(&call, journal, &plan, context).await
+    }
+
+    /// Once the directory is known, the calls that waited for it are planned, each in its events' order.
+    async fn release_waiting(&mut self) {
+        if self.waiting.is_empty() || self.shared.engine().users().refreshed_at().is_none() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        info!(
+            calls = waiting.len(),
+            "users directory known: planning the calls that waited for it"
+        );
+        for call in waiting {
+            for (event, call_full) in call.events {
+                // A later event of a call that had to wait again waits behind it.
+                if let Some(again) = self.waiting.iter_mut().find(|w| w.call == call.call) {
+                    again.events.push((event, call_full));
+                    continue;
+                }
+                if let Err(e) = self.plan_event(&event, call_full, Vec::new()).await {
+                    warn!(call = %call.call, event = event.name(), error = %e, "could not store the plan of a call event");
+                }
+            }
+        }
+    }
+
+    /// Writes a plan's steps (with the hooks' `context`) and decisions, after `journal`, in one store
+    /// transaction.
+    async fn store_plan(
+        &mut self,
+        call: &str,
+        mut journal: Vec<NewJournalEntry>,
+        plan: &engine::Plan,
+        context: Option<Value>,
+    ) -> anyhow::Result<()> {
         for d in &plan.journal {
             journal.push(
                 NewJournalEntry::new(
@@ -385,24 +545,21 @@ impl Pipeline {
             );
         }
         let steps: Vec<NewStep> = if self.registering {
-            let context = self.hook_context.then(|| {
-                let call_full = match event {
-                    CallEvent::CallEnded { call_full, .. } => serde_json::to_value(call_full.as_ref()).ok(),
-                    _ => call_full.as_ref().and_then(|c| serde_json::to_value(c).ok()),
-                };
-                json!({"call_full": call_full, "call_stage": call_stage(event)})
-            });
             plan.steps.iter().map(|s| new_step(s, context.as_ref())).collect()
         } else {
             Vec::new()
         };
+        if steps.is_empty() && journal.is_empty() {
+            return Ok(());
+        }
         let has_steps = !steps.is_empty();
         self.shared
             .store(move |s| {
                 s.enqueue(&steps, store::Timestamp::now())?;
                 s.append_journal(&journal)
             })
-            .await?;
+            .await
+            .map_err(|e| e.context(format!("call {call}")))?;
         if has_steps {
             self.shared.work.notify_one();
         }

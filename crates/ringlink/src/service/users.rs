@@ -96,8 +96,9 @@ pub async fn fetch_users(client: &bitrix24::Client) -> Result<Vec<User>, bitrix2
     Ok(users)
 }
 
-/// Refreshes the directory: Bitrix24 → store → engine. On failure the cache stays as it is and the engine is
-/// told the directory was looked at, so it stops asking until the next interval.
+/// Refreshes the directory: Bitrix24 → store → engine. On failure the cache stays as it is; a directory that
+/// was loaded before (from Bitrix24 or the cache) is marked as looked at, so the engine stops asking until the
+/// next interval. One that never was stays unknown: calls that need it wait instead of going to nobody.
 pub async fn refresh(shared: &Shared, client: &bitrix24::Client) -> anyhow::Result<usize> {
     let now = store::Timestamp::now();
     match fetch_users(client).await {
@@ -106,28 +107,52 @@ pub async fn refresh(shared: &Shared, client: &bitrix24::Client) -> anyhow::Resu
             let directory: Vec<_> = users.iter().map(directory_user).collect();
             shared.store(move |s| s.replace_users(&users, now)).await?;
             shared.engine().users_mut().replace(directory, tracker_time(now));
+            shared.directory_loaded.notify_one();
             Ok(count)
         }
         Err(e) => {
-            let cached = shared.store(|s| s.users()).await.unwrap_or_default();
-            shared
-                .engine()
-                .users_mut()
-                .replace(cached.iter().map(directory_user), tracker_time(now));
+            let (cached, cached_at) = shared
+                .store(|s| Ok((s.users()?, s.users_refreshed_at()?)))
+                .await
+                .unwrap_or_default();
+            let mut engine = shared.engine();
+            if engine.users().refreshed_at().is_some() || cached_at.is_some() {
+                engine
+                    .users_mut()
+                    .replace(cached.iter().map(directory_user), tracker_time(now));
+                drop(engine);
+                shared.directory_loaded.notify_one();
+            }
             Err(e.into())
         }
     }
 }
 
-/// Refreshes at start, every `every`, and whenever the pipeline meets an unknown extension.
+/// The first retry after a failed refresh; each next one waits twice as long, up to [`LAST_RETRY`] (or the
+/// refresh interval, if shorter).
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(30);
+
+/// Refreshes at start, every `every`, and whenever the pipeline meets an unknown extension. A failed refresh
+/// is retried with back-off (1 s, 2 s, 4 s, … up to 30 s) until one succeeds.
 pub async fn refresher(shared: Shared, client: bitrix24::Client, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut retry = FIRST_RETRY;
     loop {
-        match refresh(&shared, &client).await {
-            Ok(n) => info!(users = n, "users directory refreshed from Bitrix24"),
-            Err(e) => warn!(error = %e, "users directory refresh failed; using the cached one"),
-        }
+        let wait = match refresh(&shared, &client).await {
+            Ok(n) => {
+                info!(users = n, "users directory refreshed from Bitrix24");
+                retry = FIRST_RETRY;
+                every
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?retry, "users directory refresh failed; using the cached one meanwhile");
+                let wait = retry;
+                retry = (retry * 2).min(LAST_RETRY).min(every);
+                wait
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shared.users_refresh.notified() => {}
             _ = stop.changed() => return,
         }

@@ -680,6 +680,7 @@ mod tests {
                 users_refresh: Default::default(),
                 hooks: std::sync::Arc::new(hooks::Hooks::none()),
                 verdicts: Default::default(),
+                directory_loaded: Default::default(),
             },
             client,
             recordings: RecordingSettings::default(),
