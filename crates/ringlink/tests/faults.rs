@@ -598,7 +598,9 @@ async fn soak(plan: Soak) {
         e2e.telephony()
             .iter()
             .filter(|r| r.is_ok() && r.method == TELEPHONY_RECORD)
-            .count()
+            .map(|r| text(r, "CALL_ID"))
+            .collect::<BTreeSet<_>>()
+            .len()
     };
     let deadline = calls_over + Duration::from_secs(180);
     while recorded(&e2e) < plan.calls && tokio::time::Instant::now() < deadline {
@@ -658,6 +660,10 @@ async fn soak(plan: Soak) {
     );
 
     let seen = Seen::check_despite_faults(&e2e);
+    println!(
+        "soak: checks passed; recordings uploaded again after the restart (in flight at the kill): {}",
+        seen.repeated_records
+    );
     assert_eq!(
         seen.registrations.len(),
         plan.calls,
