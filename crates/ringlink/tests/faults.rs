@@ -661,8 +661,8 @@ async fn soak(plan: Soak) {
 
     let seen = Seen::check_despite_faults(&e2e);
     println!(
-        "soak: checks passed; recordings uploaded again after the restart (in flight at the kill): {}",
-        seen.repeated_records
+        "soak: checks passed; requests in flight at the kill and sent again after the restart: {}",
+        seen.resent
     );
     assert_eq!(
         seen.registrations.len(),

@@ -136,6 +136,11 @@ pub trait Store: Send + Sync {
     /// `expires_at` has passed stay dropped: a card is about now. Returns how many were reset.
     fn reprocess(&self, scope: &ReprocessScope, now: Timestamp) -> Result<u64>;
 
+    /// Puts every step in flight back to pending, due at `now` (its attempt stays counted). Only for an outbox
+    /// one process works on, at that process's start: the steps a crashed run held come due at once instead of
+    /// when their lease runs out. Returns how many.
+    fn release_claims(&self, now: Timestamp) -> Result<u64>;
+
     /// Deletes the steps of calls whose every step is terminal and was last updated before `before`. Their
     /// idempotency keys are forgotten: keep `before` well past the longest time a call can be re-planned.
     fn prune_steps(&self, before: Timestamp) -> Result<u64>;

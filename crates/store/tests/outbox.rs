@@ -680,3 +680,28 @@ fn calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first() {
     );
     assert!(store.calls_with_unmatched("finish", "register").unwrap().is_empty());
 }
+
+#[test]
+fn claims_of_a_crashed_run_are_released_at_once() {
+    let store = store();
+    store
+        .enqueue(&[step("a", "register"), step("b", "register")], at(0))
+        .unwrap();
+    let held = claim_one(&store, at(0));
+    // Until the lease runs out nobody may take it again…
+    assert!(store
+        .claim_due(at(1), 10, LEASE)
+        .unwrap()
+        .claimed
+        .iter()
+        .all(|s| s.id != held.id));
+    // …unless the run that held it is known to be gone.
+    assert_eq!(store.release_claims(at(2)).unwrap(), 1);
+    let again = store.claim_due(at(2), 10, LEASE).unwrap().claimed;
+    let retaken = again.iter().find(|s| s.id == held.id).expect("due again");
+    assert_eq!(retaken.attempts, 2);
+    assert!(matches!(
+        store.mark_done(held.lease(), &json!({}), at(3)),
+        Err(StoreError::LeaseLost { .. })
+    ));
+}

@@ -130,6 +130,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(version = env!("CARGO_PKG_VERSION"), ami = %config.ami.address, "ringlink starting");
     let store = SqliteStore::open(&config.store.path)
         .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
+    // Only this process works on the outbox: what a crashed run was sending is sent again now, not after the
+    // lease (Bitrix24 takes a repeated register with its EXTERNAL_CALL_ID as the same call).
+    let released = store.release_claims(store::Timestamp::now())?;
+    if released > 0 {
+        info!(steps = released, "steps a previous run was sending are due again");
+    }
     let mut engine = engine::Engine::new(config.engine.clone())?;
     // The cached directory lets calls be registered right away, even while Bitrix24 is unreachable. A fresh
     // install has none: calls that need it wait for the first successful refresh.

@@ -227,6 +227,10 @@ impl Store for SqliteStore {
         self.write(|tx| outbox::reprocess(tx, scope, now))
     }
 
+    fn release_claims(&self, now: Timestamp) -> Result<u64> {
+        self.write(|tx| outbox::release_claims(tx, now))
+    }
+
     fn prune_steps(&self, before: Timestamp) -> Result<u64> {
         self.write(|tx| outbox::prune(tx, before))
     }

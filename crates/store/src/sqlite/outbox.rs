@@ -307,6 +307,16 @@ pub fn reprocess(tx: &Transaction<'_>, scope: &ReprocessScope, now: Timestamp) -
     Ok(changed as u64)
 }
 
+pub fn release_claims(tx: &Transaction<'_>, now: Timestamp) -> Result<u64> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE steps SET state = 'pending', lease_until = NULL, next_attempt_at = ?1, updated_at = ?1 \
+             WHERE state = 'in_flight'",
+        )?
+        .execute([now.as_micros()])?;
+    Ok(changed as u64)
+}
+
 pub fn prune(tx: &Transaction<'_>, before: Timestamp) -> Result<u64> {
     let changed = tx
         .prepare_cached(
