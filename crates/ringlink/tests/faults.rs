@@ -345,6 +345,20 @@ async fn rate_limit_storm_during_the_call() {
     e2e.stop().await;
 }
 
+/// Incoming calls go to the ringall queue of 101/102/103, which answer after 0.8, 1.1 and 1.4 s; callers wait
+/// in the queue until a phone is free, nobody gives up.
+async fn queue_of_three(bed: &testbed::TestBed) {
+    bed.reset().await.expect("reset");
+    bed.route_incoming(Route::QueueRingAll).await.expect("route");
+    bed.set_global("QUEUE_MAX_WAIT", "600").await.expect("queue wait");
+    for (ext, ring_ms) in [(101, 800), (102, 1100), (103, 1400)] {
+        bed.phone(ext)
+            .answer_after(Duration::from_millis(ring_ms))
+            .await
+            .expect("phone");
+    }
+}
+
 /// S20: 30 calls within 10 s into the ringall queue of 101/102/103. Every call registered once, finished
 /// once (200, by whoever answered) with its recording; no request refused with `QUERY_LIMIT_EXCEEDED` is
 /// lost; nothing twice.
@@ -353,16 +367,7 @@ async fn s20_thirty_calls_into_a_queue_of_three() {
     const CALLS: usize = 30;
     let e2e = E2e::start("").await;
     let bed = &e2e.bed;
-    bed.reset().await.expect("reset");
-    bed.route_incoming(Route::QueueRingAll).await.expect("route");
-    // Callers wait in the queue until a phone is free; nobody gives up.
-    bed.set_global("QUEUE_MAX_WAIT", "600").await.expect("queue wait");
-    for (ext, ring_ms) in [(101, 800), (102, 1100), (103, 1400)] {
-        bed.phone(ext)
-            .answer_after(Duration::from_millis(ring_ms))
-            .await
-            .expect("phone");
-    }
+    queue_of_three(bed).await;
     let mut calls = Vec::new();
     for i in 0..CALLS {
         let from = format!("+7900555{i:04}");
@@ -548,16 +553,7 @@ async fn soak(plan: Soak) {
         ..Setup::default()
     })
     .await;
-    let bed = &e2e.bed;
-    bed.reset().await.expect("reset");
-    bed.route_incoming(Route::QueueRingAll).await.expect("route");
-    bed.set_global("QUEUE_MAX_WAIT", "600").await.expect("queue wait");
-    for (ext, ring_ms) in [(101, 800), (102, 1100), (103, 1400)] {
-        bed.phone(ext)
-            .answer_after(Duration::from_millis(ring_ms))
-            .await
-            .expect("phone");
-    }
+    queue_of_three(&e2e.bed).await;
     // The kill falls somewhere in the middle 80 % of the run, from the same seed.
     let run = plan.every * u32::try_from(plan.calls).unwrap_or(u32::MAX) + plan.talk;
     let kill_at = run.mul_f64(0.1 + 0.8 * ((seed % 1000) as f64 / 1000.0));
