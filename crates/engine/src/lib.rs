@@ -41,11 +41,16 @@
 //! card for that responsible and finished as missed. Recordings are attached after finish, and an optional task
 //! goes to the responsible of a missed call.
 
+mod click;
 mod engine;
 mod plan;
 mod settings;
 mod users;
 
+pub use click::{
+    click_call_key, dial_number, originate_params, validate as validate_click_settings, ClickError, ClickLine,
+    ClickRefusal, ClickSettings, ClickToCall, OriginateParams,
+};
 pub use engine::{Engine, Gap, OpenCall, RecoverySource, RegistrationGate, StoredStep};
 pub use plan::{
     crm_bindings, first_of, references, resolve, without_card, Decision, Plan, RefreshUsers, ResolveError, Rule, Step,

@@ -171,6 +171,10 @@ pub enum Rule {
     RecoveredFinish,
     /// The users directory was never loaded: the call's decisions wait for it.
     DirectoryUnknown,
+    /// A click-to-call: the call Bitrix24 registered on the click is followed (no second register).
+    ClickToCall,
+    /// A click-to-call that could not be dialled, or whose employee never picked up: finished at once.
+    ClickRefused,
 }
 
 /// Output of [`crate::Engine::handle`].

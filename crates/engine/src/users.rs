@@ -28,6 +28,8 @@ pub struct DirectoryUser {
 pub struct UsersDirectory {
     by_extension: HashMap<String, UserId>,
     by_phone: HashMap<String, UserId>,
+    /// User → their extension (the first one seen for the user).
+    extension_by_user: HashMap<UserId, String>,
     refreshed_at: Option<Timestamp>,
 }
 
@@ -46,9 +48,13 @@ impl UsersDirectory {
     pub fn replace(&mut self, users: impl IntoIterator<Item = DirectoryUser>, refreshed_at: Timestamp) {
         self.by_extension.clear();
         self.by_phone.clear();
+        self.extension_by_user.clear();
         for user in users {
             if let Some(ext) = user.extension.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
-                self.by_extension.entry(ext.to_owned()).or_insert(user.id);
+                let owner = *self.by_extension.entry(ext.to_owned()).or_insert(user.id);
+                if owner == user.id {
+                    self.extension_by_user.entry(user.id).or_insert_with(|| ext.to_owned());
+                }
             }
             for phone in &user.phones {
                 let key = phone_key(phone);
@@ -96,6 +102,11 @@ impl UsersDirectory {
             return None;
         }
         self.by_phone.get(&key).copied()
+    }
+
+    /// The extension of a user (`UF_PHONE_INNER`), if they have one of their own.
+    pub fn extension_of(&self, user: UserId) -> Option<&str> {
+        self.extension_by_user.get(&user).map(String::as_str)
     }
 
     /// When the directory was last filled; `None` if never.
@@ -159,6 +170,8 @@ mod tests {
             Timestamp::from_secs(1),
         );
         assert_eq!(dir.user_of("101"), Some(1));
+        assert_eq!(dir.extension_of(1), Some("101"));
+        assert_eq!(dir.extension_of(2), None, "the extension is user 1's");
         dir.replace([], Timestamp::from_secs(2));
         assert_eq!(dir.user_of("101"), None);
         assert!(dir.is_empty());

@@ -137,6 +137,9 @@ impl Engine {
             return;
         };
         let ctx = Arc::clone(ctx);
+        // A click-to-call always ends with a finish of its CALL_ID, even if no employee leg was seen.
+        let _ = self.click_registration(state, out);
+        let click_status = state.click.is_some().then(|| Self::click_failure_status(state, call_full));
         for reg in &mut state.registrations {
             match &reg.phase {
                 Phase::Finished => {}
@@ -144,7 +147,7 @@ impl Engine {
                     let duration = out.time.secs_since(*since);
                     self.finish_talk(&ctx, reg, duration, out);
                 }
-                Phase::Ringing => self.finish_unanswered(&ctx, reg, call_full, out),
+                Phase::Ringing => self.finish_unanswered(&ctx, reg, call_full, click_status.as_deref(), out),
             }
         }
         if self.settings.raw.attach_records {
@@ -187,13 +190,14 @@ impl Engine {
         ctx: &CallContext,
         reg: &mut Registration,
         call_full: &CallFull,
+        click_status: Option<&str>,
         out: &mut Out<'_>,
     ) {
         let incoming = ctx.direction == Direction::Incoming;
-        let status_code = if incoming {
-            "304".to_owned()
-        } else {
-            failure_status_code(call_full.result)
+        let status_code = match click_status {
+            Some(status) => status.to_owned(),
+            None if incoming => "304".to_owned(),
+            None => failure_status_code(call_full.result),
         };
         let (key, user_param) = self.finish_without_talk(ctx, reg, status_code, json!(call_full.result), out);
         let task = &self.settings.raw.missed.task;

@@ -46,6 +46,9 @@ impl Engine {
                 if let Some(l) = state.legs.get_mut(&leg.conversation) {
                     l.registration = Some(index);
                 }
+                if state.registrations[index].known_call_id.is_some() {
+                    return; // Bitrix24 shows the card of a click-to-call itself
+                }
                 let Some(card_user) = card_user else {
                     return;
                 };
@@ -90,6 +93,12 @@ impl Engine {
                 );
             }
             None => {
+                if let Some(index) = self.click_registration(state, out) {
+                    if let Some(l) = state.legs.get_mut(&leg.conversation) {
+                        l.registration = Some(index);
+                    }
+                    return;
+                }
                 let Some(reg_user) = card_user else {
                     if ctx.direction == Direction::Local {
                         out.decide(
@@ -178,6 +187,7 @@ impl Engine {
             next_occurrence: BTreeMap::new(),
             last_rung: None,
             talker: None,
+            known_call_id: None,
         };
         let key = reg.register_key();
         let timing = match ringing_leg {
@@ -287,6 +297,9 @@ impl Engine {
                     );
                 }
                 index
+            }
+            None if state.click.is_some() && state.registrations.is_empty() => {
+                self.click_registration(state, out).unwrap_or_default()
             }
             None => {
                 let reg_user = talker_user.or_else(|| self.default_user(&ctx));

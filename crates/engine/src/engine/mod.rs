@@ -1,11 +1,12 @@
 //! The per-call state machine that plans registrations, cards and finishes.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde_json::json;
 use tracker::{CallEvent, CallFull, Direction, Leg, LegOrigin, Timestamp};
 
+use crate::click::ClickToCall;
 use crate::plan::{Plan, RefreshUsers, Rule};
 use crate::settings::{Compiled, EngineSettings};
 use crate::users::{UserId, UsersDirectory};
@@ -30,6 +31,7 @@ where
 /// Ended call keys remembered so that a late event does not start the call over.
 const ENDED_MEMORY: usize = 10_000;
 
+mod click;
 mod finish;
 mod format;
 mod legs;
@@ -49,6 +51,8 @@ pub struct Engine {
     calls: HashMap<String, CallState>,
     ended: HashSet<String>,
     ended_order: VecDeque<String>,
+    /// Click-to-call requests by call key, set before the call's first event.
+    clicks: HashMap<String, ClickToCall>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -72,6 +76,7 @@ impl Engine {
             calls: HashMap::new(),
             ended: HashSet::new(),
             ended_order: VecDeque::new(),
+            clicks: HashMap::new(),
         })
     }
 
@@ -170,17 +175,21 @@ impl Engine {
             });
             return out.plan;
         }
-        let mut state = self.calls.remove(key).unwrap_or_else(|| CallState {
-            admission: Admission::Undecided,
-            legs: BTreeMap::new(),
-            registrations: Vec::new(),
-            recordings: Vec::new(),
-        });
+        let mut state = match self.calls.remove(key) {
+            Some(state) => state,
+            None => self.new_call_state(key, call_full, &mut out),
+        };
         match event {
             CallEvent::LegRinging(leg) | CallEvent::LegDialing(leg) => {
+                if matches!(event, CallEvent::LegDialing(_)) {
+                    state.click_dialing = true;
+                }
                 self.on_leg_ringing(&mut state, leg, call_full, event, &mut out);
             }
-            CallEvent::LegAnswered(leg) => self.on_leg_answered(&mut state, leg, call_full, event, &mut out),
+            CallEvent::LegAnswered(leg) => {
+                state.click_dialing = true;
+                self.on_leg_answered(&mut state, leg, call_full, event, &mut out)
+            }
             CallEvent::LegStoppedRinging {
                 conversation, reason, ..
             } => self.on_leg_stopped(&mut state, conversation, reason, &mut out),

@@ -191,6 +191,7 @@ impl Engine {
             next_occurrence: BTreeMap::new(),
             last_rung,
             talker: None,
+            known_call_id: None,
         }
     }
 

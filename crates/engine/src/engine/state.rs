@@ -7,6 +7,7 @@ use numbers::Number;
 use serde_json::Value;
 use tracker::{Direction, Timestamp};
 
+use crate::click::ClickToCall;
 use crate::plan::{references, Decision, Plan, Rule, Step, StepKind, StepRef, Timing};
 use crate::users::UserId;
 
@@ -19,6 +20,10 @@ pub(super) struct CallState {
     pub(super) registrations: Vec<Registration>,
     /// `(conversation, path)`; the conversation is empty for a recording of the whole call.
     pub(super) recordings: Vec<(String, String)>,
+    /// A click-to-call: the request Bitrix24 sent (its `CALL_ID` is registration 0's).
+    pub(super) click: Option<ClickToCall>,
+    /// Click-to-call: the employee picked up and the client's number is being dialled (or talks).
+    pub(super) click_dialing: bool,
 }
 
 #[derive(Debug)]
@@ -95,6 +100,8 @@ pub(super) struct Registration {
     pub(super) last_rung: Option<UserId>,
     /// The conversation that talked on it (set when it talked).
     pub(super) talker: Option<String>,
+    /// The `CALL_ID` when Bitrix24 registered the call itself (click-to-call): no register step, no reference.
+    pub(super) known_call_id: Option<String>,
 }
 
 impl Registration {
@@ -105,7 +112,10 @@ impl Registration {
         format!("{}/finish", self.prefix)
     }
     pub(super) fn call_id(&self) -> Value {
-        StepRef::new(self.register_key(), "CALL_ID").to_json()
+        match &self.known_call_id {
+            Some(id) => Value::from(id.clone()),
+            None => StepRef::new(self.register_key(), "CALL_ID").to_json(),
+        }
     }
     pub(super) fn occurrence(&mut self, user: UserId) -> u32 {
         let next = self.next_occurrence.entry(user).or_insert(0);
