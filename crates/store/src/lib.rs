@@ -193,4 +193,16 @@ pub trait Store: Send + Sync {
 
     /// Every setting, by key.
     fn settings(&self) -> Result<Vec<(String, Value)>>;
+
+    // ---- click-to-call requests ----
+
+    /// Records a click-to-call request under its Bitrix24 `CALL_ID`; false if that `CALL_ID` was seen before
+    /// (a repeated delivery: nothing is dialled again).
+    fn accept_click(&self, call_id: &str, call_key: &str, request: &Value, now: Timestamp) -> Result<bool>;
+
+    /// Requests received since `since` whose call has not been closed: `(call_key, request)`, oldest first.
+    fn open_clicks(&self, since: Timestamp) -> Result<Vec<(String, Value)>>;
+
+    /// The call of a click is over (finished in Bitrix24 or refused).
+    fn close_click(&self, call_key: &str, now: Timestamp) -> Result<()>;
 }

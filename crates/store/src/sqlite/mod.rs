@@ -1,5 +1,6 @@
 //! [`Store`] on an embedded SQLite database.
 
+mod clicks;
 mod directory;
 mod journal;
 mod outbox;
@@ -293,6 +294,18 @@ impl Store for SqliteStore {
 
     fn settings(&self) -> Result<Vec<(String, Value)>> {
         self.read(directory::all_settings)
+    }
+
+    fn accept_click(&self, call_id: &str, call_key: &str, request: &Value, now: Timestamp) -> Result<bool> {
+        self.write(|tx| clicks::accept(tx, call_id, call_key, request, now))
+    }
+
+    fn open_clicks(&self, since: Timestamp) -> Result<Vec<(String, Value)>> {
+        self.read(|tx| clicks::open(tx, since))
+    }
+
+    fn close_click(&self, call_key: &str, now: Timestamp) -> Result<()> {
+        self.write(|tx| clicks::close(tx, call_key, now))
     }
 }
 

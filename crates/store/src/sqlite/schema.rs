@@ -96,6 +96,17 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     ",
+    // 2: click-to-call requests, one row per Bitrix24 CALL_ID (a second delivery of the same click dials nothing).
+    "
+    CREATE TABLE clicks (
+        call_id     TEXT    PRIMARY KEY,
+        call_key    TEXT    NOT NULL,
+        request     TEXT    NOT NULL,                      -- JSON
+        received_at INTEGER NOT NULL,
+        closed_at   INTEGER
+    );
+    CREATE INDEX clicks_open ON clicks (received_at) WHERE closed_at IS NULL;
+    ",
 ];
 
 /// The schema version this build writes.
