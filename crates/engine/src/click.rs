@@ -45,7 +45,10 @@ pub enum ClickError {
 }
 
 fn non_empty(data: &BTreeMap<String, String>, key: &str) -> Option<String> {
-    data.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_owned)
+    data.get(key)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 impl ClickToCall {
@@ -86,8 +89,13 @@ impl ClickToCall {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClickSettings {
-    /// The employee's phone; `{extension}` is replaced by the extension (`UF_PHONE_INNER`).
+    /// The channel the originate rings the employee through; `{extension}` is replaced by the extension
+    /// (`UF_PHONE_INNER`). A Local channel into the employees' context rings the phone the way the dialplan
+    /// does (follow-me, ring groups) and lets the tracker see the employee as the caller.
     pub employee_channel: String,
+    /// The employee's device, asked for its state before dialling (`DEVICE_STATE()`): an unavailable phone is
+    /// not rung. Empty: no check.
+    pub employee_device: String,
     /// Where the client's number is dialled once the employee picks up (the employees' own outgoing context).
     pub context: String,
     /// How long the employee's phone rings before the click is given up.
@@ -102,7 +110,8 @@ pub struct ClickSettings {
 impl Default for ClickSettings {
     fn default() -> Self {
         Self {
-            employee_channel: "PJSIP/{extension}".into(),
+            employee_channel: "Local/{extension}@from-internal".into(),
+            employee_device: "PJSIP/{extension}".into(),
             context: "from-internal".into(),
             timeout_secs: 30,
             lines: Vec::new(),
@@ -139,6 +148,10 @@ pub struct OriginateParams {
     pub timeout_ms: u64,
     /// The uniqueid of the originated channel, which becomes the call's key (see [`click_call_key`]).
     pub channel_id: String,
+    /// The uniqueid of a Local channel's `;2` half.
+    pub other_channel_id: String,
+    /// The device whose state is checked first (`PJSIP/101`), if any.
+    pub device: Option<String>,
     /// Channel variables set on the originated channel.
     pub variables: Vec<(String, String)>,
 }
@@ -175,9 +188,10 @@ impl ClickRefusal {
     /// Reads an `OriginateResponse` failure's `Reason` (Asterisk's `AST_CONTROL_*` of the first channel).
     pub fn from_originate_reason(reason: &str, channel: &str) -> Self {
         match reason.trim() {
-            "3" => ClickRefusal::EmployeeNoAnswer,
+            // 1: the channel hung up unanswered (a Local channel whose dial of the phone ended), 3: no answer.
+            "1" | "3" => ClickRefusal::EmployeeNoAnswer,
             "5" => ClickRefusal::EmployeeBusy,
-            "0" | "1" | "8" => ClickRefusal::PhoneOffline(channel.to_owned()),
+            "0" | "8" => ClickRefusal::PhoneOffline(channel.to_owned()),
             other => ClickRefusal::OriginateFailed(format!("OriginateResponse reason {other}")),
         }
     }
@@ -260,6 +274,8 @@ pub fn originate_params(
         caller_id: format!("\"{number}\" <{number}>"),
         timeout_ms: settings.timeout_secs.saturating_mul(1000),
         channel_id: click_call_key(&request.call_id),
+        other_channel_id: format!("{}-2", click_call_key(&request.call_id)),
+        device: Some(settings.employee_device.replace("{extension}", extension)).filter(|d| !d.trim().is_empty()),
         variables,
     })
 }
@@ -336,7 +352,8 @@ mod tests {
             ..ClickSettings::default()
         };
         let p = originate_params(&click(None), &settings, &directory()).expect("dialable");
-        assert_eq!(p.channel, "PJSIP/101");
+        assert_eq!(p.channel, "Local/101@from-internal");
+        assert_eq!(p.device.as_deref(), Some("PJSIP/101"));
         assert_eq!(p.context, "from-internal");
         assert_eq!(p.exten, "89001234567");
         assert_eq!(p.caller_id, "\"89001234567\" <89001234567>");
@@ -350,7 +367,10 @@ mod tests {
         let p = originate_params(&click(Some("74950000000")), &settings, &directory()).expect("dialable");
         assert_eq!((p.context.as_str(), p.exten.as_str()), ("outbound", "989001234567"));
         let p = originate_params(&click(Some("other")), &settings, &directory()).expect("dialable");
-        assert_eq!(p.context, "from-internal", "an unconfigured line takes the default way out");
+        assert_eq!(
+            p.context, "from-internal",
+            "an unconfigured line takes the default way out"
+        );
     }
 
     #[test]
@@ -363,8 +383,14 @@ mod tests {
             Err(ClickRefusal::UnknownEmployee(9))
         );
         assert_eq!(ClickRefusal::UnknownEmployee(9).status_code(), "403");
-        assert_eq!(ClickRefusal::from_originate_reason("3", "PJSIP/101").status_code(), "304");
-        assert_eq!(ClickRefusal::from_originate_reason("0", "PJSIP/101").status_code(), "480");
+        assert_eq!(
+            ClickRefusal::from_originate_reason("3", "PJSIP/101").status_code(),
+            "304"
+        );
+        assert_eq!(
+            ClickRefusal::from_originate_reason("0", "PJSIP/101").status_code(),
+            "480"
+        );
         let p = originate_params(&click(None), &settings, &directory()).expect("dialable");
         assert_eq!(p.exten, "+79001234567", "no rule: + and digits");
     }

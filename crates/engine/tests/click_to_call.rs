@@ -42,15 +42,15 @@ fn answered_click_finishes_the_clicked_call_with_its_talk_time_and_recording() {
     let plan = run(&mut engine, &call, &events);
     assert_eq!(
         describe_all(&plan),
-        [
-            "finish 0 user=1 duration=10 status=200",
-            &format!("record 0 {REC}")
-        ],
+        ["finish 0 user=1 duration=10 status=200", &format!("record 0 {REC}")],
         "no register, no card of ours: Bitrix24 registered the call and shows its card"
     );
     assert_eq!(plan.steps[0].params["CALL_ID"], json!(CALL_ID));
     assert_eq!(plan.steps[1].params["CALL_ID"], json!(CALL_ID));
-    assert!(plan.steps.iter().all(|s| s.after.iter().all(|k| !k.ends_with("/register"))));
+    assert!(plan
+        .steps
+        .iter()
+        .all(|s| s.after.iter().all(|k| !k.ends_with("/register"))));
     assert!(rules(&plan).contains(&Rule::ClickToCall));
 }
 
@@ -93,13 +93,18 @@ fn a_refused_click_is_finished_once() {
     let plan = engine.click_refused(&click(), &ClickRefusal::PhoneOffline("PJSIP/101".into()), at(1));
     assert_eq!(describe_all(&plan), ["finish 0 user=1 duration=0 status=480"]);
     assert_eq!(plan.steps[0].key, format!("{}/0/finish", call.key));
-    assert!(plan.steps[0].params["FAILED_REASON"].as_str().is_some_and(|r| r.contains("not reachable")));
+    assert!(plan.steps[0].params["FAILED_REASON"]
+        .as_str()
+        .is_some_and(|r| r.contains("not reachable")));
     assert_eq!(rules(&plan), [Rule::ClickRefused]);
     // The channel's end arrives afterwards: nothing more.
     let late = run(&mut engine, &call, &[call.ended(2, status::UNAVAILABLE, false, "")]);
     assert!(late.steps.is_empty());
     // Refused again (a duplicate report): nothing more either.
-    assert!(engine.click_refused(&click(), &ClickRefusal::EmployeeNoAnswer, at(3)).steps.is_empty());
+    assert!(engine
+        .click_refused(&click(), &ClickRefusal::EmployeeNoAnswer, at(3))
+        .steps
+        .is_empty());
 }
 
 #[test]
@@ -111,5 +116,8 @@ fn a_click_whose_call_ended_first_is_not_refused_again() {
         &[call.ringing("c1", 0, "101"), call.ended(20, status::MISSED, false, "")],
     );
     assert_eq!(describe_all(&plan), ["finish 0 user=1 duration=0 status=304"]);
-    assert!(engine.click_refused(&click(), &ClickRefusal::EmployeeNoAnswer, at(21)).steps.is_empty());
+    assert!(engine
+        .click_refused(&click(), &ClickRefusal::EmployeeNoAnswer, at(21))
+        .steps
+        .is_empty());
 }

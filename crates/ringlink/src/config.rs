@@ -32,6 +32,93 @@ pub struct Config {
     /// Customization hooks: where they are, timeouts, modes, which are on.
     #[serde(default)]
     pub hooks: hooks::HooksConfig,
+    /// ringlink's own HTTP listener (Bitrix24 events). Off without this section.
+    #[serde(default)]
+    pub listener: Option<ListenerSettings>,
+    /// Click-to-call from Bitrix24 (`ONEXTERNALCALLSTART`). Off without this section.
+    #[serde(default)]
+    pub click_to_call: Option<ClickToCallSettings>,
+}
+
+/// The HTTP listener: where it binds, who may talk to it, how much.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSettings {
+    /// `host:port`, e.g. `0.0.0.0:8090` behind a TLS reverse proxy.
+    pub bind: String,
+    /// The address Bitrix24 reaches the listener at (`https://pbx.example.com/ringlink`); the event handler is
+    /// `<public_url>/bitrix24/event`. Needed for binding events in application mode.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Source addresses allowed in addition to the token check (`10.0.0.5`, `192.168.0.0/16`); empty = any address
+    /// that presents the right token.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Requests per second over all clients (a token bucket of `burst`); more get 429 without touching calls.
+    #[serde(default = "default_rate")]
+    pub rate_per_sec: f64,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+impl std::fmt::Debug for ListenerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerSettings")
+            .field("bind", &self.bind)
+            .field("public_url", &self.public_url)
+            .field("allow", &self.allow)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_rate() -> f64 {
+    20.0
+}
+fn default_burst() -> u32 {
+    40
+}
+
+/// How click-to-call requests arrive and are dialled.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickToCallSettings {
+    /// `handler`: Bitrix24 POSTs the event to the listener. (`offline` is not available yet.)
+    #[serde(default)]
+    pub mode: ClickMode,
+    /// The application token events must carry (`auth[application_token]`): the one received in
+    /// `ONAPPINSTALL`, or the outgoing webhook's. Better set from the environment
+    /// (`RINGLINK__CLICK_TO_CALL__APPLICATION_TOKEN`).
+    pub application_token: String,
+    /// Bind `ONEXTERNALCALLSTART` to the listener's `public_url` at start (application mode only), and unbind
+    /// it on a clean stop.
+    #[serde(default)]
+    pub bind_events: bool,
+    /// How the employee's phone and the client are dialled.
+    #[serde(default)]
+    pub dial: engine::ClickSettings,
+}
+
+impl std::fmt::Debug for ClickToCallSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickToCallSettings")
+            .field("mode", &self.mode)
+            .field("application_token", &"***")
+            .field("bind_events", &self.bind_events)
+            .field("dial", &self.dial)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClickMode {
+    #[default]
+    Handler,
 }
 
 /// How ringlink reaches Bitrix24: an incoming webhook, or a local application with OAuth tokens.
@@ -365,6 +452,39 @@ impl Config {
             {
                 return Err("bitrix24.request_timeout_secs must be between 0 and 300".into());
             }
+        }
+        if let Some(l) = &self.listener {
+            l.bind
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("listener.bind {:?} is not ip:port (e.g. 127.0.0.1:8090)", l.bind))?;
+            for a in &l.allow {
+                crate::service::listener::AllowRule::parse(a)
+                    .ok_or_else(|| format!("listener.allow {a:?} is not an IP address or CIDR block"))?;
+            }
+            if l.max_body_bytes < 1024 {
+                return Err("listener.max_body_bytes must be at least 1024".into());
+            }
+            if !(l.rate_per_sec.is_finite() && l.rate_per_sec > 0.0) || l.burst == 0 {
+                return Err("listener.rate_per_sec and listener.burst must be positive".into());
+            }
+        }
+        if let Some(c) = &self.click_to_call {
+            if self.listener.is_none() {
+                return Err("click_to_call needs a [listener] section (Bitrix24 posts the click to it)".into());
+            }
+            if c.application_token.trim().len() < 8 {
+                return Err("click_to_call.application_token is missing or too short".into());
+            }
+            if c.bind_events {
+                let app = self.bitrix24.as_ref().is_some_and(|b| b.portal_url.is_some());
+                if !app {
+                    return Err("click_to_call.bind_events needs bitrix24 as an application (portal_url …)".into());
+                }
+                if self.listener.as_ref().is_none_or(|l| l.public_url.is_none()) {
+                    return Err("click_to_call.bind_events needs listener.public_url".into());
+                }
+            }
+            engine::validate_click_settings(&c.dial)?;
         }
         if !(self.recordings.settle_secs.is_finite() && self.recordings.settle_secs >= 0.0) {
             return Err("recordings.settle_secs must be 0 or more".into());

@@ -10,7 +10,6 @@ use serde_json::Value;
 
 /// What an `Originate` is made of, in the seed's names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(dead_code)] // click-to-call (OnExternalCallStart → Originate) builds its calls with this
 pub struct OriginateParams {
     pub caller_id: String,
     /// The employee's phone, rung first (`PJSIP/101`).
@@ -26,7 +25,6 @@ pub struct OriginateParams {
     pub variable: Option<String>,
 }
 
-#[allow(dead_code)] // see OriginateParams
 impl OriginateParams {
     /// The AMI action (asynchronous: the answer comes as `OriginateResponse`).
     pub fn action(&self) -> ami::Message {
@@ -69,7 +67,6 @@ impl OriginateParams {
 }
 
 /// The answer's params; numbers a PHP hook printed as numbers (`"priority": 1`) read as text.
-#[allow(dead_code)] // see OriginateParams
 fn from_answer(params: &Value) -> Option<OriginateParams> {
     let mut params = params.clone();
     if let Value::Object(map) = &mut params {

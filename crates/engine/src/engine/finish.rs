@@ -139,7 +139,10 @@ impl Engine {
         let ctx = Arc::clone(ctx);
         // A click-to-call always ends with a finish of its CALL_ID, even if no employee leg was seen.
         let _ = self.click_registration(state, out);
-        let click_status = state.click.is_some().then(|| Self::click_failure_status(state, call_full));
+        let click_status = state
+            .click
+            .is_some()
+            .then(|| Self::click_failure_status(state, call_full));
         for reg in &mut state.registrations {
             match &reg.phase {
                 Phase::Finished => {}

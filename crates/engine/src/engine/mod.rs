@@ -206,6 +206,7 @@ impl Engine {
             CallEvent::CallEnded { call_full, .. } => {
                 self.on_call_ended(&mut state, call_full, event, &mut out);
                 self.remember_ended(key);
+                self.clicks.remove(key);
                 return out.plan;
             }
             CallEvent::Transferred { .. }

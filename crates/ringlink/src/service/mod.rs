@@ -12,7 +12,10 @@
 //! A restart loses nothing: steps are in the store, and the first resynchronisation (`CoreShowChannels`)
 //! rebuilds the live calls, whose re-planned steps carry the same idempotency keys as before.
 
+mod clicks;
 mod customize;
+mod events;
+pub(crate) mod listener;
 mod pipeline;
 mod recovery;
 
@@ -25,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use store::{PortalTokens, SqliteStore, Store};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
 
 use crate::config::{Bitrix24Plan, Bitrix24Settings, Config};
@@ -45,6 +48,10 @@ pub struct Shared {
     pub verdicts: pipeline::Verdicts,
     /// Tells the pipeline the directory is known (loaded or looked at): calls held for it go on.
     pub directory_loaded: Arc<Notify>,
+    /// The AMI connection while the pipeline has one (click-to-call originates through it).
+    pub ami: Arc<Mutex<Option<ami::Client>>>,
+    /// Where the pipeline hands `OriginateResponse` events (click-to-call), when click-to-call is on.
+    pub originate_responses: Option<mpsc::UnboundedSender<ami::Message>>,
 }
 
 impl Shared {
@@ -155,6 +162,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if hooks.is_enabled(hooks::HookName::NeedRegistration) {
         engine.set_gate(Box::new(verdicts.clone()));
     }
+    let (responses_tx, responses_rx) = mpsc::unbounded_channel();
     let shared = Shared {
         verdicts,
         store: store.clone(),
@@ -163,6 +171,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         users_refresh: Arc::new(Notify::new()),
         hooks: Arc::new(hooks),
         directory_loaded: Arc::new(Notify::new()),
+        ami: Arc::new(Mutex::new(None)),
+        originate_responses: config.click_to_call.is_some().then_some(responses_tx),
     };
     let client = match &config.bitrix24 {
         Some(settings) => Some(bitrix24_client(settings, &store)?),
@@ -188,6 +198,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         ));
     }
+    if let (Some(listener), Some(click)) = (&config.listener, &config.click_to_call) {
+        clicks::reannounce(&shared).await?;
+        let (events_tx, events_rx) = mpsc::channel(256);
+        tasks.spawn(log_failure(
+            "HTTP listener",
+            listener::serve(
+                listener.clone(),
+                click.application_token.clone(),
+                events_tx,
+                stop_rx.clone(),
+            ),
+        ));
+        tasks.spawn(clicks::run(
+            shared.clone(),
+            click.clone(),
+            events_rx,
+            responses_rx,
+            stop_rx.clone(),
+        ));
+        if let (true, Some(client)) = (click.bind_events, &client) {
+            events::bind(client, listener).await;
+        }
+    }
     let pipeline = pipeline::run(shared.clone(), config.clone(), stop_rx.clone());
     tokio::pin!(pipeline);
     let result = tokio::select! {
@@ -199,10 +232,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let _ = stop_tx.send(true);
+    if let (Some(listener), Some(click), Some(client)) = (&config.listener, &config.click_to_call, &client) {
+        if click.bind_events {
+            events::unbind(client, listener).await;
+        }
+    }
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = joined {
             warn!(error = %e, "a task ended abnormally");
         }
     }
     result
+}
+
+/// Runs a task whose failure should be logged, not end the service.
+async fn log_failure(what: &'static str, task: impl std::future::Future<Output = anyhow::Result<()>>) {
+    if let Err(e) = task.await {
+        tracing::error!(error = %format!("{e:#}"), "{what} stopped");
+    }
 }

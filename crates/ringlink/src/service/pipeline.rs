@@ -37,6 +37,7 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
     let hook_context = shared.hooks.enabled().next().is_some();
     // Read before this run says it follows the PBX: the previous run's last word is where its gap began.
     let previous_run_followed_until = recovery::following_at(&shared).await;
+    *shared.ami.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
     let mut pipeline = Pipeline {
         shared,
         registering: config.bitrix24.is_some(),
@@ -86,6 +87,9 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
                             "AMI events carry no Timestamp: set timestampevents = yes in manager.conf [general]; \
                              until then calls are timed by when their events arrive"
                         );
+                    }
+                    if let (Some(tx), Some("OriginateResponse")) = (&pipeline.shared.originate_responses, m.event_name()) {
+                        let _ = tx.send(m.clone());
                     }
                     let now = super::now();
                     if connected {
@@ -569,7 +573,7 @@ impl Pipeline {
 
 /// An engine step as the outbox keeps it: the whole step is the payload, so the worker needs nothing else
 /// (with hooks, also the call as it was when the step was planned: the hooks' `call_full` and `call_stage`).
-fn new_step(step: &engine::Step, hook_context: Option<&Value>) -> NewStep {
+pub(super) fn new_step(step: &engine::Step, hook_context: Option<&Value>) -> NewStep {
     // Cards are about now: among due steps they go first.
     let priority = match step.kind {
         engine::StepKind::Register | engine::StepKind::Show => 10,

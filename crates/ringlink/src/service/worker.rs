@@ -681,6 +681,8 @@ mod tests {
                 hooks: std::sync::Arc::new(hooks::Hooks::none()),
                 verdicts: Default::default(),
                 directory_loaded: Default::default(),
+                ami: Default::default(),
+                originate_responses: None,
             },
             client,
             recordings: RecordingSettings::default(),

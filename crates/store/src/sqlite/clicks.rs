@@ -22,7 +22,9 @@ pub fn open(tx: &Transaction<'_>, since: Timestamp) -> Result<Vec<(String, Value
     let mut stmt = tx.prepare_cached(
         "SELECT call_key, request FROM clicks WHERE closed_at IS NULL AND received_at >= ?1 ORDER BY received_at",
     )?;
-    let rows = stmt.query_map([since.as_micros()], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+    let rows = stmt.query_map([since.as_micros()], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
     let mut out = Vec::new();
     for row in rows {
         let (key, text) = row?;
@@ -47,12 +49,19 @@ mod tests {
         let store = SqliteStore::open_in_memory().expect("store");
         let t = Timestamp::from_secs(1_700_000_000);
         let req = json!({"call_id": "externalCall.a.1", "user_id": 1});
-        assert!(store.accept_click("externalCall.a.1", "c2c-a", &req, t).expect("accept"));
+        assert!(store
+            .accept_click("externalCall.a.1", "c2c-a", &req, t)
+            .expect("accept"));
         assert!(!store.accept_click("externalCall.a.1", "c2c-a", &req, t).expect("again"));
         assert_eq!(store.open_clicks(t).expect("open"), [("c2c-a".to_owned(), req.clone())]);
-        assert!(store.open_clicks(Timestamp::from_secs(1_700_000_001)).expect("later").is_empty());
+        assert!(store
+            .open_clicks(Timestamp::from_secs(1_700_000_001))
+            .expect("later")
+            .is_empty());
         store.close_click("c2c-a", t).expect("close");
         assert!(store.open_clicks(t).expect("open").is_empty());
-        assert!(!store.accept_click("externalCall.a.1", "c2c-a", &req, t).expect("closed: still known"));
+        assert!(!store
+            .accept_click("externalCall.a.1", "c2c-a", &req, t)
+            .expect("closed: still known"));
     }
 }

@@ -1,0 +1,245 @@
+//! Click-to-call: `ONEXTERNALCALLSTART` → one AMI `Originate` per Bitrix24 `CALL_ID`.
+//!
+//! The request is recorded in the store under its `CALL_ID` first (a second delivery dials nothing), announced
+//! to the engine (which then follows the call under that `CALL_ID`), and the `Originate` built by the pure
+//! [`engine::originate_params`] is sent asynchronously. A click that cannot ring anybody — unknown employee, AMI
+//! down, the PBX refusing the originate, or an `OriginateResponse` failure (phone offline, no answer) — is
+//! finished at once through the engine, with its reason in the call journal.
+
+use std::collections::HashMap;
+
+use ami::Message;
+use engine::{ClickRefusal, ClickToCall};
+use serde_json::json;
+use store::{EntryKind, NewJournalEntry, NewStep, Store};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::listener::IncomingEvent;
+use super::pipeline::new_step;
+use super::users::store_time;
+use super::Shared;
+use crate::config::ClickToCallSettings;
+
+/// How far back open clicks are re-announced to the engine after a restart (a click older than this cannot
+/// still be a live call).
+const REANNOUNCE_HOURS: u64 = 4;
+
+/// Re-announces the clicks whose calls may still be live, so a restart keeps following them under their CALL_ID.
+pub async fn reannounce(shared: &Shared) -> anyhow::Result<()> {
+    let since = store::Timestamp::now().saturating_sub(std::time::Duration::from_secs(REANNOUNCE_HOURS * 3600));
+    let open = shared.store(move |s| s.open_clicks(since)).await?;
+    let mut engine = shared.engine();
+    for (_, request) in open {
+        if let Ok(click) = serde_json::from_value::<ClickToCall>(request) {
+            engine.expect_click_to_call(click);
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(
+    shared: Shared,
+    settings: ClickToCallSettings,
+    mut incoming: mpsc::Receiver<IncomingEvent>,
+    mut responses: mpsc::UnboundedReceiver<Message>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Originates in flight, by ActionID; their OriginateResponse says whether the employee's phone was reached.
+    let mut pending: HashMap<String, ClickToCall> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            event = incoming.recv() => match event {
+                None => break,
+                Some(event) => handle_event(&shared, &settings, event, &mut pending).await,
+            },
+            response = responses.recv() => match response {
+                None => break,
+                Some(m) => {
+                    let Some(click) = m.action_id().and_then(|id| pending.remove(id)) else {
+                        continue;
+                    };
+                    if m.get("Response").map(str::trim) == Some("Success") {
+                        info!(call_id = %click.call_id, "click-to-call: the employee picked up, dialling the client");
+                        continue;
+                    }
+                    let refusal = ClickRefusal::from_originate_reason(
+                        m.get("Reason").unwrap_or(""),
+                        m.get("Channel").unwrap_or(""),
+                    );
+                    refuse(&shared, &click, &refusal).await;
+                }
+            },
+        }
+    }
+}
+
+async fn handle_event(
+    shared: &Shared,
+    settings: &ClickToCallSettings,
+    event: IncomingEvent,
+    pending: &mut HashMap<String, ClickToCall>,
+) {
+    if event.event != "ONEXTERNALCALLSTART" {
+        info!(event = %event.event, "event ignored: only ONEXTERNALCALLSTART is handled");
+        return;
+    }
+    let click = match ClickToCall::from_event(&event.data) {
+        Ok(click) => click,
+        Err(e) => {
+            warn!(error = %e, "ONEXTERNALCALLSTART ignored: not a usable click-to-call request");
+            return;
+        }
+    };
+    let key = engine::click_call_key(&click.call_id);
+    let request = serde_json::to_value(&click).unwrap_or_default();
+    let (call_id, k) = (click.call_id.clone(), key.clone());
+    let accepted = match shared
+        .store(move |s| s.accept_click(&call_id, &k, &request, store::Timestamp::now()))
+        .await
+    {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            warn!(call_id = %click.call_id, error = %e, "click-to-call not dialled: cannot record it in the store");
+            return;
+        }
+    };
+    if !accepted {
+        info!(call_id = %click.call_id, "click-to-call delivered again: already dialled, nothing done");
+        journal(
+            shared,
+            &key,
+            "the same click-to-call was delivered again: not dialled twice",
+            json!({"call_id": click.call_id}),
+        )
+        .await;
+        return;
+    }
+    let built = {
+        let mut engine = shared.engine();
+        engine.expect_click_to_call(click.clone());
+        engine::originate_params(&click, &settings.dial, engine.users())
+    };
+    let params = match built {
+        Ok(params) => params,
+        Err(refusal) => return refuse(shared, &click, &refusal).await,
+    };
+    let client = shared.ami.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some(client) = client else {
+        let refusal = ClickRefusal::OriginateFailed("AMI is not connected".into());
+        return refuse(shared, &click, &refusal).await;
+    };
+    if let Some(device) = &params.device {
+        let asked = Message::action("Getvar").with("Variable", format!("DEVICE_STATE({device})"));
+        let state = match client.action(asked).await {
+            Ok(answer) => answer.get("Value").map(|v| v.trim().to_ascii_uppercase()),
+            Err(e) => {
+                warn!(%device, error = %e, "cannot ask the employee's device state; dialling anyway");
+                None
+            }
+        };
+        if matches!(state.as_deref(), Some("UNAVAILABLE" | "INVALID")) {
+            return refuse(shared, &click, &ClickRefusal::PhoneOffline(device.clone())).await;
+        }
+    }
+    // The `process_originate_params` hook may change the way out (context, trunk, number format); the ids
+    // that make the call recognisable and the ring timeout stay ringlink's.
+    let seed = crate::originate::OriginateParams {
+        caller_id: params.caller_id.clone(),
+        channel: params.channel.clone(),
+        context: params.context.clone(),
+        extension: params.exten.clone(),
+        priority: params.priority.to_string(),
+        codecs: None,
+        variable: Some(
+            params
+                .variables
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    };
+    let (originate, called) = seed.customized(&shared.hooks, &hooks::Context::default()).await;
+    if let Some(called) = &called {
+        journal(
+            shared,
+            &key,
+            &format!("process_originate_params: {}", called.describe()),
+            json!({"input": called.input, "answer": called.answer}),
+        )
+        .await;
+    }
+    let action = originate
+        .action()
+        .with("Timeout", params.timeout_ms.to_string())
+        .with("ChannelId", params.channel_id.as_str())
+        .with("OtherChannelId", params.other_channel_id.as_str());
+    journal(
+        shared,
+        &key,
+        &format!(
+            "click-to-call: Originate {} → {}@{}",
+            originate.channel, originate.extension, originate.context
+        ),
+        json!({"call_id": click.call_id, "originate": originate, "built": params}),
+    )
+    .await;
+    match client.action(action).await {
+        Ok(response) if response.is_success() => {
+            info!(call_id = %click.call_id, channel = %originate.channel, exten = %originate.extension, "click-to-call: ringing the employee");
+            if let Some(id) = response.action_id() {
+                pending.insert(id.to_owned(), click);
+            }
+        }
+        Ok(response) => {
+            let message = response.get("Message").unwrap_or("no message").to_owned();
+            refuse(shared, &click, &ClickRefusal::OriginateFailed(message)).await;
+        }
+        Err(e) => refuse(shared, &click, &ClickRefusal::OriginateFailed(e.to_string())).await,
+    }
+}
+
+/// Finishes a click that rings nobody, and records why.
+async fn refuse(shared: &Shared, click: &ClickToCall, refusal: &ClickRefusal) {
+    let now = super::now();
+    warn!(call_id = %click.call_id, user = click.user_id, reason = %refusal, "click-to-call not placed");
+    let plan = shared.engine().click_refused(click, refusal, now);
+    let key = engine::click_call_key(&click.call_id);
+    let entries: Vec<NewJournalEntry> = plan
+        .journal
+        .iter()
+        .map(|d| {
+            NewJournalEntry::new(
+                d.call.clone(),
+                store_time(d.time),
+                EntryKind::Decision,
+                d.reason.clone(),
+            )
+            .data(json!({"rule": d.rule, "data": d.data}))
+        })
+        .collect();
+    let steps: Vec<NewStep> = plan.steps.iter().map(|s| new_step(s, None)).collect();
+    let has_steps = !steps.is_empty();
+    let stored = shared
+        .store(move |s| {
+            s.enqueue(&steps, store::Timestamp::now())?;
+            s.append_journal(&entries)?;
+            s.close_click(&key, store::Timestamp::now())
+        })
+        .await;
+    if let Err(e) = stored {
+        warn!(call_id = %click.call_id, error = %e, "could not store the finish of a refused click-to-call");
+    }
+    if has_steps {
+        shared.work.notify_one();
+    }
+}
+
+async fn journal(shared: &Shared, key: &str, message: &str, data: serde_json::Value) {
+    let entry = NewJournalEntry::new(key, store_time(super::now()), EntryKind::Decision, message).data(data);
+    if let Err(e) = shared.store(move |s| s.append_journal(&[entry])).await {
+        warn!(error = %e, "could not journal a click-to-call decision");
+    }
+}

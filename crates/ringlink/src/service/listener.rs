@@ -1,0 +1,237 @@
+//! ringlink's HTTP listener: Bitrix24 events (`POST /bitrix24/event`).
+//!
+//! Every request passes, in order: the rate limit (a token bucket over all clients; a flood gets 429 and never
+//! reaches the store or AMI), the source allow-list (when configured), the body size limit, and the
+//! `auth[application_token]` check in constant time. Nothing secret is echoed or logged: a refused request is
+//! logged with its source and reason only.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::config::ListenerSettings;
+
+/// The event handler's path under the listener.
+pub const EVENT_PATH: &str = "/bitrix24/event";
+
+/// An allowed source: one address or a CIDR block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowRule {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl AllowRule {
+    pub fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
+            None => (text.trim(), None),
+        };
+        let net: IpAddr = addr.parse().ok()?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Self { net, prefix })
+    }
+
+    pub fn matches(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Compares two secrets in time independent of where they differ (the length is not hidden).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A token bucket shared by all clients.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// An event as Bitrix24 posts it: `event`, `data[…]`, `auth[…]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IncomingEvent {
+    pub event: String,
+    pub data: BTreeMap<String, String>,
+}
+
+/// Reads the form body; `Err` names what is wrong (never a value).
+pub fn parse_event(body: &[u8]) -> Result<(IncomingEvent, Option<String>), &'static str> {
+    let mut event = IncomingEvent::default();
+    let mut token = None;
+    for (k, v) in url::form_urlencoded::parse(body) {
+        if k == "event" {
+            event.event = v.trim().to_ascii_uppercase();
+        } else if let Some(field) = k.strip_prefix("data[").and_then(|r| r.strip_suffix(']')) {
+            event.data.insert(field.to_owned(), v.into_owned());
+        } else if k == "auth[application_token]" {
+            token = Some(v.into_owned());
+        }
+    }
+    if event.event.is_empty() {
+        return Err("no event name");
+    }
+    Ok((event, token))
+}
+
+struct ListenerState {
+    token: String,
+    allow: Vec<AllowRule>,
+    bucket: Mutex<Bucket>,
+    rate: f64,
+    burst: f64,
+    events: mpsc::Sender<IncomingEvent>,
+}
+
+impl ListenerState {
+    fn take_token(&self) -> bool {
+        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(b.at).as_secs_f64() * self.rate;
+        b.tokens = (b.tokens + refill).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn event(
+    State(state): State<Arc<ListenerState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    if !state.take_token() {
+        debug!(%peer, "listener: rate limit reached, request refused");
+        return (StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
+    }
+    if !state.allow.is_empty() && !state.allow.iter().any(|r| r.matches(peer.ip())) {
+        warn!(%peer, "listener: source address not in listener.allow, request refused");
+        return (StatusCode::FORBIDDEN, "forbidden\n");
+    }
+    let (incoming, token) = match parse_event(&body) {
+        Ok(parsed) => parsed,
+        Err(why) => {
+            warn!(%peer, why, "listener: not a Bitrix24 event");
+            return (StatusCode::BAD_REQUEST, "not an event\n");
+        }
+    };
+    let valid = token.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
+    if !valid {
+        warn!(%peer, event = %incoming.event, "listener: event without the right application token refused");
+        return (StatusCode::UNAUTHORIZED, "unauthorized\n");
+    }
+    debug!(%peer, event = %incoming.event, "listener: event received");
+    match state.events.try_send(incoming) {
+        Ok(()) => (StatusCode::OK, "ok\n"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy\n"),
+    }
+}
+
+/// Serves until `stop`; accepted events go to `events`.
+pub async fn serve(
+    settings: ListenerSettings,
+    application_token: String,
+    events: mpsc::Sender<IncomingEvent>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let addr: SocketAddr = settings
+        .bind
+        .parse()
+        .map_err(|_| anyhow::anyhow!("listener.bind {:?} is not ip:port", settings.bind))?;
+    let allow = settings.allow.iter().filter_map(|a| AllowRule::parse(a)).collect();
+    let state = Arc::new(ListenerState {
+        token: application_token,
+        allow,
+        bucket: Mutex::new(Bucket {
+            tokens: f64::from(settings.burst),
+            at: Instant::now(),
+        }),
+        rate: settings.rate_per_sec,
+        burst: f64::from(settings.burst),
+        events,
+    });
+    let app = Router::new()
+        .route(EVENT_PATH, post(event))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (listener.bind): {e}"))?;
+    info!(%addr, "HTTP listener up");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_rules() {
+        let net = AllowRule::parse("192.168.0.0/16").expect("cidr");
+        assert!(net.matches("192.168.7.9".parse().unwrap()));
+        assert!(!net.matches("192.169.0.1".parse().unwrap()));
+        assert!(net.matches("::ffff:192.168.1.1".parse().unwrap()), "v4-mapped");
+        let one = AllowRule::parse("10.0.0.5").expect("address");
+        assert!(one.matches("10.0.0.5".parse().unwrap()));
+        assert!(!one.matches("10.0.0.6".parse().unwrap()));
+        assert!(AllowRule::parse("0.0.0.0/0")
+            .expect("any")
+            .matches("8.8.8.8".parse().unwrap()));
+        assert!(AllowRule::parse("10.0.0.0/33").is_none());
+        assert!(AllowRule::parse("nope").is_none());
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn parses_bitrix24_event_forms() {
+        let body = b"event=onexternalcallstart&data%5BCALL_ID%5D=externalCall.x.1&data[USER_ID]=1&auth%5Bapplication_token%5D=t0k";
+        let (e, token) = parse_event(body).expect("event");
+        assert_eq!(e.event, "ONEXTERNALCALLSTART");
+        assert_eq!(e.data["CALL_ID"], "externalCall.x.1");
+        assert_eq!(e.data["USER_ID"], "1");
+        assert_eq!(token.as_deref(), Some("t0k"));
+        assert!(parse_event(b"data[USER_ID]=1").is_err());
+    }
+}

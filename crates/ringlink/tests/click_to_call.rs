@@ -1,0 +1,215 @@
+//! S14 click-to-call end to end: the emulator's portal registers the click and posts `ONEXTERNALCALLSTART` to
+//! ringlink's listener (bound by ringlink itself as an application), ringlink originates on the real Asterisk
+//! (101 first, then the client through the carrier), and finishes the portal's CALL_ID — never a second register.
+
+#[path = "e2e/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use std::time::Duration;
+
+use b24emu::{ClickToCall, EmulatorConfig};
+use harness::{text, E2e, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CLIENT: &str = "+79001234567";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Click {
+    e2e: E2e,
+    port: u16,
+}
+
+async fn start() -> Click {
+    let emu_config = EmulatorConfig::default();
+    let token = emu_config.app.application_token.clone();
+    let port = free_port();
+    let extra = format!(
+        r#"[listener]
+bind = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+
+[click_to_call]
+application_token = "{token}"
+bind_events = true
+
+[click_to_call.dial]
+timeout_secs = 6
+"#
+    );
+    let e2e = E2e::start_as_app(emu_config, &extra).await;
+    e2e.wait_log("ONEXTERNALCALLSTART bound to the listener", WAIT).await;
+    Click { e2e, port }
+}
+
+/// POSTs `body` to the event handler; the HTTP status.
+async fn post(port: u16, body: &str) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /bitrix24/event HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn click(c: &Click) -> String {
+    let outcome = c
+        .e2e
+        .emu
+        .click_to_call(ClickToCall::new(1, CLIENT))
+        .await
+        .expect("click-to-call");
+    assert_eq!(
+        outcome.deliveries.iter().map(|d| d.status).collect::<Vec<_>>(),
+        [Some(200)],
+        "one delivery, accepted"
+    );
+    outcome.call_id.expect("the portal registered the click")
+}
+
+fn assert_no_register(c: &Click) {
+    assert!(
+        c.e2e.emu.requests_for("telephony.externalcall.register").is_empty(),
+        "Bitrix24 registered the click itself; ringlink must not register again:\n{}",
+        c.e2e.describe()
+    );
+}
+
+#[tokio::test]
+async fn s14_click_answered_then_duplicate_and_forged_deliveries_dial_nothing() {
+    let c = start().await;
+    c.e2e
+        .bed
+        .phone(101)
+        .answer_after(Duration::from_secs(1))
+        .await
+        .expect("101");
+    c.e2e
+        .bed
+        .carrier()
+        .answer_after(Duration::from_secs(2))
+        .talk(Duration::from_secs(4))
+        .await
+        .expect("client");
+    let call_id = click(&c).await;
+    let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
+    let record = c
+        .e2e
+        .wait_requests("telephony.externalcall.attachrecord", 1, WAIT)
+        .await;
+    assert_eq!(text(&finish[0], "CALL_ID"), call_id);
+    assert_eq!(text(&finish[0], "USER_ID"), "1");
+    assert_eq!(text(&finish[0], "STATUS_CODE"), "200", "{}", c.e2e.describe());
+    let duration: u64 = text(&finish[0], "DURATION").parse().expect("DURATION");
+    assert!(
+        (3..=5).contains(&duration),
+        "talk time only, not the ringing: {duration}"
+    );
+    assert_eq!(text(&record[0], "CALL_ID"), call_id);
+    assert_no_register(&c);
+    c.e2e.bed.wait_all_channels_gone(WAIT).await.expect("call over");
+
+    // The same delivery again (Bitrix24 may deliver twice): accepted, nothing dialled.
+    let delivered = c.e2e.emu.deliveries()[0].body.clone();
+    assert_eq!(post(c.port, &delivered).await, 200);
+    c.e2e.wait_log("click-to-call delivered again", WAIT).await;
+    // A forged token and no token at all: refused, nothing dialled, the token never in the log.
+    let token = c.e2e.emu.app_credentials().application_token;
+    let forged = delivered.replace(&token, "0000000000000000ffffffffffffffff");
+    assert_eq!(post(c.port, &forged).await, 401);
+    let missing: String = delivered
+        .split('&')
+        .filter(|p| !p.starts_with("auth%5Bapplication_token%5D") && !p.starts_with("auth[application_token]"))
+        .collect::<Vec<_>>()
+        .join("&");
+    assert_eq!(post(c.port, &missing).await, 401);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        c.e2e.bed.channels().await.expect("channels").is_empty(),
+        "nothing dialled"
+    );
+    assert_eq!(c.e2e.emu.requests_for("telephony.externalcall.finish").len(), 1);
+    let log = c.e2e.log();
+    assert_eq!(log.matches("click-to-call: ringing the employee").count(), 1, "{log}");
+    assert!(!log.contains(&token), "the application token is never logged");
+    c.e2e.stop().await;
+}
+
+#[tokio::test]
+async fn s14_employee_does_not_answer() {
+    let c = start().await;
+    c.e2e.bed.phone(101).no_answer().await.expect("101");
+    let call_id = click(&c).await;
+    let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
+    assert_eq!(text(&finish[0], "CALL_ID"), call_id);
+    assert_eq!(text(&finish[0], "STATUS_CODE"), "304", "{}", c.e2e.describe());
+    assert_eq!(text(&finish[0], "DURATION"), "0");
+    assert_no_register(&c);
+    c.e2e.bed.wait_all_channels_gone(WAIT).await.expect("call over");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(c.e2e.emu.requests_for("telephony.externalcall.finish").len(), 1);
+    c.e2e.stop().await;
+}
+
+#[tokio::test]
+async fn s14_client_busy() {
+    let c = start().await;
+    c.e2e
+        .bed
+        .phone(101)
+        .answer_after(Duration::from_secs(1))
+        .await
+        .expect("101");
+    c.e2e
+        .bed
+        .carrier()
+        .busy()
+        .ring_for(Duration::from_secs(1))
+        .await
+        .expect("client");
+    let call_id = click(&c).await;
+    let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
+    assert_eq!(text(&finish[0], "CALL_ID"), call_id);
+    assert_eq!(
+        text(&finish[0], "STATUS_CODE"),
+        "486",
+        "{}\n{}",
+        c.e2e.describe(),
+        c.e2e.log()
+    );
+    assert_no_register(&c);
+    c.e2e.stop().await;
+}
+
+#[tokio::test]
+async fn s14_employee_phone_offline_finishes_at_once() {
+    let c = start().await;
+    // 101 never registers: the PBX cannot reach the phone.
+    let call_id = click(&c).await;
+    let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
+    assert_eq!(text(&finish[0], "CALL_ID"), call_id);
+    assert_eq!(text(&finish[0], "STATUS_CODE"), "480", "{}", c.e2e.describe());
+    assert!(
+        text(&finish[0], "FAILED_REASON").contains("not reachable"),
+        "{}",
+        c.e2e.describe()
+    );
+    assert_no_register(&c);
+    c.e2e.stop().await;
+}
