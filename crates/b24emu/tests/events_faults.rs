@@ -161,6 +161,12 @@ async fn offline_events_are_kept_for_event_offline_get() {
         first.call_id.clone().expect("id").as_str()
     );
     assert_eq!(r["events"][0]["EVENT_DATA"]["USER_ID"], "2");
+    // A process that restarted re-selects what it reserved and did not clear, under the same process_id.
+    let again = app(&emu, "event.offline.get", json!({"clear": 0, "process_id": pid})).await;
+    let again = result(&again);
+    assert_eq!(again["process_id"], pid.as_str());
+    assert_eq!(again["events"].as_array().map(Vec::len), Some(1));
+    assert_eq!(again["events"][0]["ID"], r["events"][0]["ID"]);
     let cleared = app(&emu, "event.offline.clear", json!({"process_id": pid})).await;
     assert_eq!(result(&cleared), &json!(true));
     let rest = app(&emu, "event.offline.get", json!({})).await;

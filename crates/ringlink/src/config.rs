@@ -87,13 +87,21 @@ fn default_burst() -> u32 {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClickToCallSettings {
-    /// `handler`: Bitrix24 POSTs the event to the listener. (`offline` is not available yet.)
+    /// `handler`: Bitrix24 POSTs the event to the listener; `offline`: ringlink fetches it with
+    /// `event.offline.get` (no public address needed; application mode only).
     #[serde(default)]
     pub mode: ClickMode,
     /// The application token events must carry (`auth[application_token]`): the one received in
     /// `ONAPPINSTALL`, or the outgoing webhook's. Better set from the environment
-    /// (`RINGLINK__CLICK_TO_CALL__APPLICATION_TOKEN`).
+    /// (`RINGLINK__CLICK_TO_CALL__APPLICATION_TOKEN`). Needed in `handler` mode.
+    #[serde(default)]
     pub application_token: String,
+    /// Offline mode: the poll interval, fastest while the portal's request budget has headroom …
+    #[serde(default = "default_poll_min")]
+    pub poll_min_secs: f64,
+    /// … and slowest while calls are using it.
+    #[serde(default = "default_poll_max")]
+    pub poll_max_secs: f64,
     /// Bind `ONEXTERNALCALLSTART` to the listener's `public_url` at start (application mode only), and unbind
     /// it on a clean stop.
     #[serde(default)]
@@ -119,6 +127,14 @@ impl std::fmt::Debug for ClickToCallSettings {
 pub enum ClickMode {
     #[default]
     Handler,
+    Offline,
+}
+
+fn default_poll_min() -> f64 {
+    1.0
+}
+fn default_poll_max() -> f64 {
+    10.0
 }
 
 /// How ringlink reaches Bitrix24: an incoming webhook, or a local application with OAuth tokens.
@@ -469,14 +485,30 @@ impl Config {
             }
         }
         if let Some(c) = &self.click_to_call {
-            if self.listener.is_none() {
-                return Err("click_to_call needs a [listener] section (Bitrix24 posts the click to it)".into());
+            let app = self.bitrix24.as_ref().is_some_and(|b| b.portal_url.is_some());
+            match c.mode {
+                ClickMode::Handler => {
+                    if self.listener.is_none() {
+                        return Err("click_to_call in handler mode needs a [listener] section (Bitrix24 posts \
+                                    the click to it)"
+                            .into());
+                    }
+                    if c.application_token.trim().len() < 8 {
+                        return Err("click_to_call.application_token is missing or too short".into());
+                    }
+                }
+                ClickMode::Offline => {
+                    if !app {
+                        return Err("click_to_call in offline mode needs bitrix24 as an application \
+                                    (offline events are for applications only)"
+                            .into());
+                    }
+                    if !(c.poll_min_secs > 0.0 && c.poll_min_secs <= c.poll_max_secs && c.poll_max_secs <= 600.0) {
+                        return Err("click_to_call: 0 < poll_min_secs <= poll_max_secs <= 600".into());
+                    }
+                }
             }
-            if c.application_token.trim().len() < 8 {
-                return Err("click_to_call.application_token is missing or too short".into());
-            }
-            if c.bind_events {
-                let app = self.bitrix24.as_ref().is_some_and(|b| b.portal_url.is_some());
+            if c.bind_events && c.mode == ClickMode::Handler {
                 if !app {
                     return Err("click_to_call.bind_events needs bitrix24 as an application (portal_url …)".into());
                 }

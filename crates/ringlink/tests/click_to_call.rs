@@ -27,6 +27,10 @@ struct Click {
 }
 
 async fn start() -> Click {
+    start_in("bind_events = true\n").await
+}
+
+async fn start_in(mode: &str) -> Click {
     let emu_config = EmulatorConfig::default();
     let token = emu_config.app.application_token.clone();
     let port = free_port();
@@ -37,14 +41,13 @@ public_url = "http://127.0.0.1:{port}"
 
 [click_to_call]
 application_token = "{token}"
-bind_events = true
-
+{mode}
 [click_to_call.dial]
 timeout_secs = 6
 "#
     );
     let e2e = E2e::start_as_app(emu_config, &extra).await;
-    e2e.wait_log("ONEXTERNALCALLSTART bound to the listener", WAIT).await;
+    e2e.wait_log("ONEXTERNALCALLSTART bound", WAIT).await;
     Click { e2e, port }
 }
 
@@ -210,6 +213,45 @@ async fn s14_employee_phone_offline_finishes_at_once() {
         "{}",
         c.e2e.describe()
     );
+    assert_no_register(&c);
+    c.e2e.stop().await;
+}
+
+/// S27: offline events. The click waits in the portal's queue while ringlink is down; after the restart it is
+/// fetched with `event.offline.get`, dialled once, cleared, and finished on its CALL_ID.
+#[tokio::test]
+async fn s27_offline_click_across_a_restart_is_dialled_once() {
+    let mut c = start_in("mode = \"offline\"\npoll_min_secs = 0.2\npoll_max_secs = 2\n").await;
+    c.e2e.wait_requests("event.offline.get", 1, WAIT).await;
+    c.e2e.kill_ringlink();
+    c.e2e.bed.phone(101).answer_after(Duration::from_secs(1)).await.expect("101");
+    c.e2e
+        .bed
+        .carrier()
+        .answer_after(Duration::from_secs(1))
+        .talk(Duration::from_secs(3))
+        .await
+        .expect("client");
+    let outcome = c
+        .e2e
+        .emu
+        .click_to_call(ClickToCall::new(1, CLIENT))
+        .await
+        .expect("click");
+    assert_eq!(outcome.queued_offline, 1, "queued, not delivered");
+    assert!(outcome.deliveries.is_empty());
+    let call_id = outcome.call_id.expect("registered by the portal");
+    c.e2e.start_ringlink().await;
+    let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
+    assert_eq!(text(&finish[0], "CALL_ID"), call_id);
+    assert_eq!(text(&finish[0], "STATUS_CODE"), "200", "{}", c.e2e.describe());
+    c.e2e.wait_requests("event.offline.clear", 1, WAIT).await;
+    c.e2e.bed.wait_all_channels_gone(WAIT).await.expect("call over");
+    // Polling goes on; the cleared click never comes back.
+    let polls = c.e2e.emu.requests_for("event.offline.get").len();
+    c.e2e.wait_requests("event.offline.get", polls + 2, WAIT).await;
+    assert_eq!(c.e2e.emu.requests_for("telephony.externalcall.finish").len(), 1);
+    assert_eq!(c.e2e.log().matches("click-to-call: ringing the employee").count(), 1);
     assert_no_register(&c);
     c.e2e.stop().await;
 }

@@ -133,18 +133,22 @@ pub(crate) fn offline_get(ctx: &Ctx<'_>, w: &mut World, p: &PValue) -> Result<Re
         .unwrap_or(DEFAULT_OFFLINE_LIMIT)
         .clamp(1, MAX_OFFLINE_LIMIT) as usize;
     let clear = p.get_present("clear").map_or(true, PValue::is_truthy);
+    // `process_id` re-selects the records that process reserved earlier and has not cleared yet.
+    let again = str_param(p, "process_id").filter(|id| !id.is_empty());
     let clock = &ctx.core.clock;
     let picked: Vec<usize> = w
         .portal
         .offline_events
         .iter()
         .enumerate()
-        .filter(|(_, e)| e.process_id.is_none())
+        .filter(|(_, e)| e.process_id == again)
         .map(|(i, _)| i)
         .take(limit)
         .collect();
     let process_id = if clear || picked.is_empty() {
         None
+    } else if again.is_some() {
+        again
     } else {
         Some(w.portal.next_hash("process"))
     };

@@ -136,6 +136,20 @@ impl Method for EventOfflineGet {
     type Output = OfflineEvents;
 }
 
+/// `event.offline.clear`: removes the records a process reserved (`clear=0`) once they are handled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EventOfflineClear {
+    pub process_id: String,
+    /// Only these record IDs (default: every record of the process).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub id: Vec<u64>,
+}
+
+impl Method for EventOfflineClear {
+    const NAME: &'static str = "event.offline.clear";
+    type Output = Value;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

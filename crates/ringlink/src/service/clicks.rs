@@ -52,7 +52,13 @@ pub async fn run(
             _ = stop.changed() => break,
             event = incoming.recv() => match event {
                 None => break,
-                Some(event) => handle_event(&shared, &settings, event, &mut pending).await,
+                Some(mut event) => {
+                    let done = event.done.take();
+                    handle_event(&shared, &settings, event, &mut pending).await;
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
             },
             response = responses.recv() => match response {
                 None => break,
@@ -125,8 +131,7 @@ async fn handle_event(
         Ok(params) => params,
         Err(refusal) => return refuse(shared, &click, &refusal).await,
     };
-    let client = shared.ami.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let Some(client) = client else {
+    let Some(client) = ami_client(shared).await else {
         let refusal = ClickRefusal::OriginateFailed("AMI is not connected".into());
         return refuse(shared, &click, &refusal).await;
     };
@@ -198,6 +203,22 @@ async fn handle_event(
             refuse(shared, &click, &ClickRefusal::OriginateFailed(message)).await;
         }
         Err(e) => refuse(shared, &click, &ClickRefusal::OriginateFailed(e.to_string())).await,
+    }
+}
+
+/// How long a click waits for the AMI connection (at start, or while it reconnects).
+const AMI_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn ami_client(shared: &Shared) -> Option<ami::Client> {
+    let deadline = tokio::time::Instant::now() + AMI_WAIT;
+    loop {
+        if let Some(client) = shared.ami.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Some(client);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

@@ -76,10 +76,12 @@ struct Bucket {
 }
 
 /// An event as Bitrix24 posts it: `event`, `data[…]`, `auth[…]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct IncomingEvent {
     pub event: String,
     pub data: BTreeMap<String, String>,
+    /// Told once the event is handled (offline events are cleared only then).
+    pub done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Reads the form body; `Err` names what is wrong (never a value).

@@ -16,6 +16,7 @@ mod clicks;
 mod customize;
 mod events;
 pub(crate) mod listener;
+mod offline;
 mod pipeline;
 mod recovery;
 
@@ -31,7 +32,7 @@ use store::{PortalTokens, SqliteStore, Store};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
 
-use crate::config::{Bitrix24Plan, Bitrix24Settings, Config};
+use crate::config::{Bitrix24Plan, Bitrix24Settings, ClickMode, Config};
 
 /// State the tasks share.
 #[derive(Clone)]
@@ -198,18 +199,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         ));
     }
-    if let (Some(listener), Some(click)) = (&config.listener, &config.click_to_call) {
+    if let Some(click) = &config.click_to_call {
         clicks::reannounce(&shared).await?;
         let (events_tx, events_rx) = mpsc::channel(256);
-        tasks.spawn(log_failure(
-            "HTTP listener",
-            listener::serve(
-                listener.clone(),
-                click.application_token.clone(),
-                events_tx,
-                stop_rx.clone(),
-            ),
-        ));
+        info!(mode = ?click.mode, "click-to-call on");
+        match (click.mode, &config.listener, &client) {
+            (ClickMode::Handler, Some(listener), _) => {
+                tasks.spawn(log_failure(
+                    "HTTP listener",
+                    listener::serve(
+                        listener.clone(),
+                        click.application_token.clone(),
+                        events_tx,
+                        stop_rx.clone(),
+                    ),
+                ));
+                if let (true, Some(client)) = (click.bind_events, &client) {
+                    events::bind(client, listener).await;
+                }
+            }
+            (ClickMode::Offline, _, Some(client)) => {
+                offline::bind(client).await;
+                let poll = (
+                    Duration::from_secs_f64(click.poll_min_secs),
+                    Duration::from_secs_f64(click.poll_max_secs),
+                );
+                tasks.spawn(offline::run(
+                    shared.clone(),
+                    client.clone(),
+                    events_tx,
+                    poll,
+                    stop_rx.clone(),
+                ));
+            }
+            _ => warn!("click-to-call has no way to receive clicks (no listener / no Bitrix24 application)"),
+        }
         tasks.spawn(clicks::run(
             shared.clone(),
             click.clone(),
@@ -217,9 +241,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             responses_rx,
             stop_rx.clone(),
         ));
-        if let (true, Some(client)) = (click.bind_events, &client) {
-            events::bind(client, listener).await;
-        }
     }
     let pipeline = pipeline::run(shared.clone(), config.clone(), stop_rx.clone());
     tokio::pin!(pipeline);
@@ -233,7 +254,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let _ = stop_tx.send(true);
     if let (Some(listener), Some(click), Some(client)) = (&config.listener, &config.click_to_call, &client) {
-        if click.bind_events {
+        if click.bind_events && click.mode == ClickMode::Handler {
             events::unbind(client, listener).await;
         }
     }
