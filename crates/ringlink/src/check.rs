@@ -20,6 +20,9 @@ impl Report {
     fn ok(&self, what: &str, detail: impl AsRef<str>) {
         println!("ok       {what}: {}", detail.as_ref());
     }
+    fn note(&self, what: &str, detail: impl AsRef<str>) {
+        println!("note     {what}: {}", detail.as_ref());
+    }
     fn problem(&mut self, what: &str, detail: impl AsRef<str>) {
         self.problems += 1;
         println!("PROBLEM  {what}: {}", detail.as_ref());
@@ -52,7 +55,10 @@ pub async fn run(path: &Path) -> usize {
     };
     match (&config.bitrix24, store) {
         (None, _) => report.problem("bitrix24", "no [bitrix24] section: calls would not be registered"),
-        (Some(settings), Some(store)) => check_bitrix24(settings, &store, &mut report).await,
+        (Some(settings), Some(store)) => {
+            check_bitrix24(settings, &store, &mut report).await;
+            check_click_to_call(&config, settings, &store, &mut report).await;
+        }
         (Some(_), None) => report.problem("bitrix24", "not tried: the store (which keeps tokens) does not open"),
     }
     report.problems
@@ -168,5 +174,91 @@ async fn check_bitrix24(settings: &crate::config::Bitrix24Settings, store: &stor
         }
         Ok(other) => report.problem("bitrix24", format!("unexpected answer to `scope`: {other}")),
         Err(e) => report.problem("bitrix24", e.to_string()),
+    }
+}
+
+/// Click-to-call: which mode, whether the event is bound in Bitrix24, and whether the handler URL answers.
+async fn check_click_to_call(
+    config: &Config,
+    settings: &crate::config::Bitrix24Settings,
+    store: &store::SqliteStore,
+    report: &mut Report,
+) {
+    use crate::config::ClickMode;
+    let Some(click) = &config.click_to_call else {
+        report.note("click-to-call", "off (no [click_to_call] section)");
+        return;
+    };
+    let handler = config.listener.as_ref().and_then(crate::service::handler_url);
+    match click.mode {
+        ClickMode::Handler => report.ok(
+            "click-to-call",
+            format!(
+                "handler mode: Bitrix24 posts ONEXTERNALCALLSTART to {}",
+                handler
+                    .as_deref()
+                    .unwrap_or("the listener (listener.public_url not set)")
+            ),
+        ),
+        ClickMode::Offline => report.ok(
+            "click-to-call",
+            "offline mode: ringlink fetches ONEXTERNALCALLSTART with event.offline.get (no public address needed)",
+        ),
+    }
+    let app = settings.portal_url.is_some();
+    if app {
+        if let Ok(client) = crate::service::bitrix24_client(settings, store) {
+            match client.send(&bitrix24::methods::events::EventGet {}).await {
+                Ok(bound) => {
+                    let ours = bound.iter().any(|h| {
+                        h.event.eq_ignore_ascii_case("ONEXTERNALCALLSTART")
+                            && match click.mode {
+                                ClickMode::Offline => h.offline == Some(true),
+                                ClickMode::Handler => handler.is_some() && h.handler == handler,
+                            }
+                    });
+                    if ours {
+                        report.ok("click-to-call", "ONEXTERNALCALLSTART is bound for this mode");
+                    } else if click.bind_events || click.mode == ClickMode::Offline {
+                        report.note(
+                            "click-to-call",
+                            "ONEXTERNALCALLSTART is not bound yet: `ringlink run` binds it",
+                        );
+                    } else {
+                        report.problem(
+                            "click-to-call",
+                            "ONEXTERNALCALLSTART is not bound to the handler: set click_to_call.bind_events = true",
+                        );
+                    }
+                }
+                Err(e) => report.problem("click-to-call", format!("event.get failed: {e}")),
+            }
+        }
+    } else if click.mode == ClickMode::Handler {
+        report.note(
+            "click-to-call",
+            "webhook mode: add an outgoing webhook for ONEXTERNALCALLSTART pointing at the handler URL",
+        );
+    }
+    if let (ClickMode::Handler, Some(url)) = (click.mode, handler) {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build();
+        let answer = match http {
+            Ok(http) => http.post(&url).body("").send().await.map(|r| r.status().as_u16()),
+            Err(e) => {
+                report.problem("click-to-call", format!("no HTTP client: {e}"));
+                return;
+            }
+        };
+        match answer {
+            Ok(status) if status == 400 || status == 401 || status == 403 => report.ok(
+                "click-to-call",
+                format!("the handler {url} answers (and refuses a request without the token: {status})"),
+            ),
+            Ok(status) => report.problem("click-to-call", format!("the handler {url} answered {status}")),
+            Err(e) => report.problem(
+                "click-to-call",
+                format!("the handler {url} is not reachable ({e}); is `ringlink run` up and the address public?"),
+            ),
+        }
     }
 }

@@ -489,9 +489,11 @@ impl Config {
             match c.mode {
                 ClickMode::Handler => {
                     if self.listener.is_none() {
-                        return Err("click_to_call in handler mode needs a [listener] section (Bitrix24 posts \
+                        return Err(
+                            "click_to_call in handler mode needs a [listener] section (Bitrix24 posts \
                                     the click to it)"
-                            .into());
+                                .into(),
+                        );
                     }
                     if c.application_token.trim().len() < 8 {
                         return Err("click_to_call.application_token is missing or too short".into());

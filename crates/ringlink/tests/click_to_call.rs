@@ -51,6 +51,18 @@ timeout_secs = 6
     Click { e2e, port }
 }
 
+/// `ringlink check` against the running service.
+async fn check(c: &Click) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ringlink"))
+        .arg("check")
+        .arg("--config")
+        .arg(c.e2e.config_path())
+        .output()
+        .await
+        .expect("ringlink check");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// POSTs `body` to the event handler; the HTTP status.
 async fn post(port: u16, body: &str) -> u16 {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -110,6 +122,16 @@ async fn s14_click_answered_then_duplicate_and_forged_deliveries_dial_nothing() 
         .talk(Duration::from_secs(4))
         .await
         .expect("client");
+    let report = check(&c).await;
+    assert!(report.contains("handler mode"), "{report}");
+    assert!(
+        report.contains("ONEXTERNALCALLSTART is bound for this mode"),
+        "{report}"
+    );
+    assert!(
+        report.contains("answers (and refuses a request without the token"),
+        "{report}"
+    );
     let call_id = click(&c).await;
     let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
     let record = c
@@ -189,13 +211,27 @@ async fn s14_client_busy() {
     let call_id = click(&c).await;
     let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
     assert_eq!(text(&finish[0], "CALL_ID"), call_id);
-    assert_eq!(
-        text(&finish[0], "STATUS_CODE"),
-        "486",
-        "{}\n{}",
-        c.e2e.describe(),
-        c.e2e.log()
-    );
+    assert_eq!(text(&finish[0], "STATUS_CODE"), "486", "{}", c.e2e.describe());
+    assert_no_register(&c);
+    c.e2e.stop().await;
+}
+
+#[tokio::test]
+async fn s14_employee_hangs_up_while_the_client_rings() {
+    let c = start().await;
+    c.e2e
+        .bed
+        .phone(101)
+        .answer_after(Duration::from_secs(1))
+        .talk(Duration::from_secs(3))
+        .await
+        .expect("101");
+    c.e2e.bed.carrier().no_answer().await.expect("client");
+    let call_id = click(&c).await;
+    let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
+    assert_eq!(text(&finish[0], "CALL_ID"), call_id);
+    assert_eq!(text(&finish[0], "STATUS_CODE"), "603-S", "{}", c.e2e.describe());
+    assert_eq!(text(&finish[0], "DURATION"), "0");
     assert_no_register(&c);
     c.e2e.stop().await;
 }
@@ -223,8 +259,19 @@ async fn s14_employee_phone_offline_finishes_at_once() {
 async fn s27_offline_click_across_a_restart_is_dialled_once() {
     let mut c = start_in("mode = \"offline\"\npoll_min_secs = 0.2\npoll_max_secs = 2\n").await;
     c.e2e.wait_requests("event.offline.get", 1, WAIT).await;
+    let report = check(&c).await;
+    assert!(report.contains("offline mode"), "{report}");
+    assert!(
+        report.contains("ONEXTERNALCALLSTART is bound for this mode"),
+        "{report}"
+    );
     c.e2e.kill_ringlink();
-    c.e2e.bed.phone(101).answer_after(Duration::from_secs(1)).await.expect("101");
+    c.e2e
+        .bed
+        .phone(101)
+        .answer_after(Duration::from_secs(1))
+        .await
+        .expect("101");
     c.e2e
         .bed
         .carrier()
@@ -245,6 +292,11 @@ async fn s27_offline_click_across_a_restart_is_dialled_once() {
     let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
     assert_eq!(text(&finish[0], "CALL_ID"), call_id);
     assert_eq!(text(&finish[0], "STATUS_CODE"), "200", "{}", c.e2e.describe());
+    let duration: u64 = text(&finish[0], "DURATION").parse().expect("DURATION");
+    assert!((2..=4).contains(&duration), "talk time: {duration}");
+    c.e2e
+        .wait_requests("telephony.externalcall.attachrecord", 1, WAIT)
+        .await;
     c.e2e.wait_requests("event.offline.clear", 1, WAIT).await;
     c.e2e.bed.wait_all_channels_gone(WAIT).await.expect("call over");
     // Polling goes on; the cleared click never comes back.

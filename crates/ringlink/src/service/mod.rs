@@ -15,6 +15,7 @@
 mod clicks;
 mod customize;
 mod events;
+pub use events::handler_url;
 pub(crate) mod listener;
 mod offline;
 mod pipeline;

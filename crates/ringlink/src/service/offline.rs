@@ -169,7 +169,9 @@ async fn handle(
     };
     match client.send(&clear).await {
         Ok(_) => forget_process(shared).await,
-        Err(e) => warn!(process_id = %pid, error = %e, "event.offline.clear failed; the records come back and are recognised"),
+        Err(e) => {
+            warn!(process_id = %pid, error = %e, "event.offline.clear failed; the records come back and are recognised")
+        }
     }
     Ok(())
 }
