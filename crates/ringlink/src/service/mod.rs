@@ -264,6 +264,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             warn!(error = %e, "a task ended abnormally");
         }
     }
+    for hook in shared.hooks.enabled() {
+        let stats = shared.hooks.stats(hook);
+        info!(
+            hook = hook.as_str(),
+            calls = stats.calls,
+            applied = stats.applied,
+            cancelled = stats.cancelled,
+            failed = stats.failed,
+            last_failure = stats.last_failure.as_deref().unwrap_or(""),
+            "customization hook counters"
+        );
+    }
     result
 }
 
