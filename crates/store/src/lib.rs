@@ -46,8 +46,9 @@ use serde_json::Value;
 pub use error::{Result, StoreError};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SCHEMA_VERSION};
 pub use types::{
-    CallSummary, ClaimOutcome, Enqueued, EntryKind, JournalEntry, Lease, NewJournalEntry, NewStep, Outcome,
-    PortalTokens, ReprocessScope, Step, StepCounts, StepId, StepState, Timestamp, User, UserPhone, EXTENSION_FIELD,
+    CallFilter, CallResult, CallSummary, ClaimOutcome, Enqueued, EntryKind, JournalEntry, Lease, NewJournalEntry,
+    NewStep, Outcome, PortalTokens, ReprocessScope, Step, StepCounts, StepId, StepState, Timestamp, User, UserPhone,
+    EXTENSION_FIELD,
 };
 
 /// The storage interface. Every method is one atomic transaction: after it returns `Ok`, its effect survives a
@@ -155,6 +156,9 @@ pub trait Store: Send + Sync {
 
     /// The calls with the latest journal activity, latest first.
     fn recent_calls(&self, limit: usize) -> Result<Vec<CallSummary>>;
+
+    /// The calls matching `filter`, latest activity first, at most `limit` (the admin UI's journal).
+    fn find_calls(&self, filter: &CallFilter, limit: usize) -> Result<Vec<CallSummary>>;
 
     /// Deletes journal entries older than `before`; returns how many.
     fn prune_journal(&self, before: Timestamp) -> Result<u64>;

@@ -410,6 +410,34 @@ pub struct CallSummary {
     pub failed_steps: u64,
 }
 
+/// Which calls the journal lists ([`crate::Store::find_calls`]). Every set field narrows the list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallFilter {
+    /// Texts that must each occur in one of the call's journal entries (message or data): a phone number, an
+    /// extension, a Bitrix24 user id or name.
+    pub texts: Vec<String>,
+    /// Calls active at or after this instant.
+    pub from: Option<Timestamp>,
+    /// Calls that began before this instant.
+    pub to: Option<Timestamp>,
+    pub result: Option<CallResult>,
+    /// Only calls with an error entry or a failed step.
+    pub has_errors: bool,
+    /// Paging: only calls listed after this one (its `last_at` and key) in the latest-first order.
+    pub before: Option<(Timestamp, String)>,
+}
+
+/// How a call ended, as the journal tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallResult {
+    /// An employee answered.
+    Answered,
+    /// It ended with nobody answering.
+    Missed,
+    /// Not ended yet.
+    Live,
+}
+
 /// The Bitrix24 user field that holds the internal extension.
 pub const EXTENSION_FIELD: &str = "UF_PHONE_INNER";
 

@@ -63,13 +63,68 @@ pub fn timeline(tx: &Transaction<'_>, call_key: &str) -> Result<Vec<JournalEntry
 }
 
 pub fn recent_calls(tx: &Transaction<'_>, limit: usize) -> Result<Vec<CallSummary>> {
-    let mut statement = tx.prepare_cached(
+    find_calls(tx, &CallFilter::default(), limit)
+}
+
+/// The journal's calls matching `filter`, latest activity first. Walks `journal_calls` by `last_at` and stops at
+/// `limit` matches; text filters look into each call's entries (message and data).
+pub fn find_calls(tx: &Transaction<'_>, filter: &CallFilter, limit: usize) -> Result<Vec<CallSummary>> {
+    let mut sql = String::from(
         "SELECT c.call_key, c.first_at, c.last_at, c.entries, c.errors, c.last_kind, c.last_message,
                 (SELECT COUNT(*) FROM steps s WHERE s.call_key = c.call_key AND s.state IN ('pending', 'in_flight')),
                 (SELECT COUNT(*) FROM steps s WHERE s.call_key = c.call_key AND s.state = 'failed')
-         FROM journal_calls c ORDER BY c.last_at DESC, c.call_key LIMIT ?1",
-    )?;
-    let mut rows = statement.query([sql_limit(limit)])?;
+         FROM journal_calls c WHERE 1 = 1",
+    );
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let arg = |args: &mut Vec<rusqlite::types::Value>, value: rusqlite::types::Value| {
+        args.push(value);
+        format!("?{}", args.len())
+    };
+    if let Some(from) = filter.from {
+        let p = arg(&mut args, from.as_micros().into());
+        sql.push_str(&format!(" AND c.last_at >= {p}"));
+    }
+    if let Some(to) = filter.to {
+        let p = arg(&mut args, to.as_micros().into());
+        sql.push_str(&format!(" AND c.first_at < {p}"));
+    }
+    if let Some((at, key)) = &filter.before {
+        let p_at = arg(&mut args, at.as_micros().into());
+        let p_key = arg(&mut args, key.clone().into());
+        sql.push_str(&format!(
+            " AND (c.last_at < {p_at} OR (c.last_at = {p_at} AND c.call_key > {p_key}))"
+        ));
+    }
+    if filter.has_errors {
+        sql.push_str(
+            " AND (c.errors > 0 OR EXISTS (SELECT 1 FROM steps s WHERE s.call_key = c.call_key AND s.state = 'failed'))",
+        );
+    }
+    for text in filter.texts.iter().filter(|t| !t.is_empty()) {
+        let pattern = format!(
+            "%{}%",
+            text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        );
+        let p = arg(&mut args, pattern.into());
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM journal j WHERE j.call_key = c.call_key
+                 AND (j.message LIKE {p} ESCAPE '\\' OR j.data LIKE {p} ESCAPE '\\'))"
+        ));
+    }
+    const ANSWERED: &str = "EXISTS (SELECT 1 FROM journal j WHERE j.call_key = c.call_key AND j.kind = 'ami'
+                 AND j.message = 'leg_answered')";
+    const ENDED: &str = "EXISTS (SELECT 1 FROM journal j WHERE j.call_key = c.call_key AND j.kind = 'ami'
+                 AND j.message = 'call_ended')";
+    match filter.result {
+        None => {}
+        Some(CallResult::Answered) => sql.push_str(&format!(" AND {ANSWERED}")),
+        Some(CallResult::Missed) => sql.push_str(&format!(" AND {ENDED} AND NOT {ANSWERED}")),
+        Some(CallResult::Live) => sql.push_str(&format!(" AND NOT {ENDED}")),
+    }
+    let p = arg(&mut args, sql_limit(limit).into());
+    sql.push_str(&format!(" ORDER BY c.last_at DESC, c.call_key LIMIT {p}"));
+    let mut statement = tx.prepare_cached(&sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(args))?;
     let mut calls = Vec::new();
     while let Some(row) = rows.next()? {
         let last_kind: String = row.get(5)?;

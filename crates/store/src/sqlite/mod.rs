@@ -248,6 +248,10 @@ impl Store for SqliteStore {
         self.read(|tx| journal::recent_calls(tx, limit))
     }
 
+    fn find_calls(&self, filter: &CallFilter, limit: usize) -> Result<Vec<CallSummary>> {
+        self.read(|tx| journal::find_calls(tx, filter, limit))
+    }
+
     fn prune_journal(&self, before: Timestamp) -> Result<u64> {
         self.write(|tx| journal::prune(tx, before))
     }

@@ -1,0 +1,219 @@
+//! Russian and English: chosen by the language cookie (the header's switch), else by `Accept-Language`.
+
+use axum::http::{header, HeaderMap};
+
+use crate::auth::{cookie, LANG_COOKIE};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Ru,
+}
+
+impl Lang {
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Ru => "ru",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        match code {
+            "en" => Some(Lang::En),
+            "ru" => Some(Lang::Ru),
+            _ => None,
+        }
+    }
+
+    /// The cookie's choice, else the first of `ru`/`en` in `Accept-Language` (by q), else English.
+    pub fn of(headers: &HeaderMap) -> Self {
+        if let Some(lang) = cookie(headers, LANG_COOKIE).and_then(Lang::parse) {
+            return lang;
+        }
+        let accept = headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mut best: Option<(f32, Lang)> = None;
+        for part in accept.split(',') {
+            let mut pieces = part.trim().split(';');
+            let tag = pieces.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = pieces
+                .find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()))
+                .unwrap_or(1.0);
+            let lang = match tag.split('-').next() {
+                Some("ru") => Lang::Ru,
+                Some("en") => Lang::En,
+                _ => continue,
+            };
+            if best.is_none_or(|(bq, _)| q > bq) {
+                best = Some((q, lang));
+            }
+        }
+        best.map(|(_, lang)| lang).unwrap_or(Lang::En)
+    }
+
+    /// The text for `key` in this language (the key itself if missing, so a gap shows instead of hiding).
+    pub fn t(self, key: &'static str) -> &'static str {
+        TEXTS
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, en, ru)| match self {
+                Lang::En => *en,
+                Lang::Ru => *ru,
+            })
+            .unwrap_or(key)
+    }
+}
+
+/// key, English, Russian.
+const TEXTS: &[(&str, &str, &str)] = &[
+    ("status", "Status", "Состояние"),
+    ("calls", "Calls", "Звонки"),
+    ("logout", "Log out", "Выйти"),
+    ("login", "Log in", "Войти"),
+    ("password", "Password", "Пароль"),
+    ("password_again", "Password again", "Пароль ещё раз"),
+    ("wrong_password", "Wrong password.", "Неверный пароль."),
+    (
+        "too_many",
+        "Too many attempts; wait a minute.",
+        "Слишком много попыток; подождите минуту.",
+    ),
+    ("setup", "First run", "Первый запуск"),
+    (
+        "setup_intro",
+        "Choose the administrator's password. The setup code is in ringlink's log.",
+        "Задайте пароль администратора. Код настройки — в журнале ringlink.",
+    ),
+    ("setup_code", "Setup code", "Код настройки"),
+    (
+        "setup_bad_code",
+        "Wrong setup code (see ringlink's log).",
+        "Неверный код настройки (см. журнал ringlink).",
+    ),
+    ("setup_mismatch", "The passwords differ.", "Пароли не совпадают."),
+    (
+        "setup_short",
+        "The password needs at least 10 characters.",
+        "Пароль должен быть не короче 10 символов.",
+    ),
+    ("save", "Save", "Сохранить"),
+    ("app_status", "Application", "Приложение"),
+    ("reasons", "Reasons", "Причины"),
+    ("version", "Version", "Версия"),
+    ("uptime", "Uptime", "Работает"),
+    ("ami", "Asterisk (AMI)", "Asterisk (AMI)"),
+    ("connected", "connected", "подключено"),
+    ("disconnected", "not connected", "нет подключения"),
+    ("since", "since", "с"),
+    ("reconnects", "Reconnects", "Переподключений"),
+    ("events_dropped", "Events dropped", "Потеряно событий"),
+    ("crm", "Bitrix24", "Битрикс24"),
+    ("reachable", "reachable", "доступен"),
+    ("unreachable", "not reachable", "недоступен"),
+    ("not_configured", "not configured", "не настроен"),
+    ("no_requests", "no requests yet", "запросов ещё не было"),
+    ("budget", "Request budget", "Запас запросов"),
+    ("last_error", "Last error", "Последняя ошибка"),
+    ("outbox", "Outbox", "Очередь"),
+    ("pending", "pending", "ждут"),
+    ("in_flight", "in flight", "отправляются"),
+    ("failed", "failed", "не удались"),
+    ("done", "done", "выполнены"),
+    ("dropped", "dropped", "отброшены"),
+    ("oldest", "Oldest unsent", "Самый старый неотправленный"),
+    ("users_cache", "Users cache", "Кэш пользователей"),
+    ("users", "users", "пользователей"),
+    ("extensions", "extensions", "внутренних номеров"),
+    ("updated", "updated", "обновлён"),
+    ("never", "never", "никогда"),
+    ("hooks", "Hooks", "Хуки"),
+    ("off", "off", "выключены"),
+    ("calls_title", "Calls journal", "Журнал звонков"),
+    ("number", "Number", "Номер"),
+    ("employee", "Employee", "Сотрудник"),
+    ("from", "From", "С"),
+    ("to", "To", "По"),
+    ("result", "Result", "Результат"),
+    ("any", "any", "любой"),
+    ("answered", "answered", "отвечен"),
+    ("missed", "missed", "пропущен"),
+    ("live", "in progress", "идёт"),
+    ("has_errors", "has errors", "с ошибками"),
+    ("filter", "Filter", "Показать"),
+    ("call", "Call", "Звонок"),
+    ("started", "Started", "Начало"),
+    ("last_activity", "Last activity", "Последнее событие"),
+    ("entries", "Entries", "Записей"),
+    ("errors", "Errors", "Ошибок"),
+    ("steps_open", "Open steps", "Шагов в очереди"),
+    ("steps_failed", "Failed steps", "Неудачных шагов"),
+    ("no_calls", "No calls match.", "Нет подходящих звонков."),
+    ("older", "Older calls", "Более ранние звонки"),
+    ("timeline", "Timeline", "Хронология"),
+    ("time", "Time", "Время"),
+    ("kind", "Kind", "Тип"),
+    ("what", "What", "Что"),
+    ("details", "details", "подробности"),
+    ("steps", "CRM steps", "Шаги в CRM"),
+    ("state", "State", "Состояние"),
+    ("attempts", "Attempts", "Попыток"),
+    (
+        "retry",
+        "Send failed and dropped steps again",
+        "Отправить неудавшиеся и отброшенные шаги снова",
+    ),
+    (
+        "retried",
+        "steps set to be sent again",
+        "шагов поставлено на повторную отправку",
+    ),
+    (
+        "unknown_call",
+        "No such call in the journal.",
+        "Такого звонка нет в журнале.",
+    ),
+    ("kind_ami", "PBX", "АТС"),
+    ("kind_decision", "decision", "решение"),
+    ("kind_hook", "hook", "хук"),
+    ("kind_crm_request", "to Bitrix24", "в Битрикс24"),
+    ("kind_crm_response", "from Bitrix24", "из Битрикс24"),
+    ("kind_error", "error", "ошибка"),
+    (
+        "forbidden",
+        "Forbidden: the form is stale or was not sent from this UI. Reload the page and try again.",
+        "Запрещено: форма устарела или отправлена не из этого интерфейса. Обновите страницу и повторите.",
+    ),
+    ("not_found", "Not found.", "Не найдено."),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(accept: &str, cookie: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_LANGUAGE, accept.parse().expect("header"));
+        if let Some(c) = cookie {
+            h.insert(header::COOKIE, c.parse().expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn browser_language_then_the_switch() {
+        assert_eq!(Lang::of(&headers("ru-RU,ru;q=0.9,en;q=0.8", None)), Lang::Ru);
+        assert_eq!(Lang::of(&headers("de-DE,en;q=0.5,ru;q=0.3", None)), Lang::En);
+        assert_eq!(Lang::of(&headers("fr", None)), Lang::En);
+        assert_eq!(Lang::of(&headers("ru", Some("ringlink_lang=en"))), Lang::En);
+    }
+
+    #[test]
+    fn every_key_has_both_languages() {
+        for (key, en, ru) in TEXTS {
+            assert!(!en.is_empty() && !ru.is_empty(), "{key}");
+        }
+    }
+}

@@ -1,0 +1,669 @@
+//! Routes, the session guard and the handlers.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use maud::Markup;
+use serde::Deserialize;
+use store::{CallFilter, CallResult, ReprocessScope, Timestamp};
+use tracing::{info, warn};
+
+use crate::access::{presented_token, same_secret, AllowList};
+use crate::auth::{self, cookie, set_cookie, Session, Sessions, FORM_COOKIE, LANG_COOKIE, SESSION_COOKIE};
+use crate::i18n::Lang;
+use crate::pages::{self, CallsQuery, Frame, PAGE_SIZE};
+use crate::status::{self, Thresholds};
+use crate::{Error, SharedStore, Telemetry, Wake, WebSettings};
+
+/// The UI's state; cheap to clone.
+#[derive(Clone)]
+pub struct Web(Arc<Inner>);
+
+struct Inner {
+    settings: WebSettings,
+    store: SharedStore,
+    telemetry: Arc<Telemetry>,
+    wake: Wake,
+    status_allow: AllowList,
+    metrics_allow: AllowList,
+    sessions: Sessions,
+    /// While no password is set: the code that the first-run page asks for (printed in the log).
+    setup_code: Mutex<Option<String>>,
+    thresholds: Thresholds,
+    offset_secs: i32,
+}
+
+impl Web {
+    pub fn new(settings: WebSettings, store: SharedStore, telemetry: Arc<Telemetry>, wake: Wake) -> Result<Web, Error> {
+        settings.validate().map_err(Error::Settings)?;
+        let status_allow = AllowList::parse(&settings.status_allow).map_err(Error::Settings)?;
+        let metrics_allow = AllowList::parse(&settings.metrics_allow).map_err(Error::Settings)?;
+        let setup_code = match store.setting(auth::PASSWORD_SETTING)? {
+            Some(_) => None,
+            None => Some(auth::random_token()[..12].to_owned()),
+        };
+        Ok(Web(Arc::new(Inner {
+            settings,
+            store,
+            telemetry,
+            wake,
+            status_allow,
+            metrics_allow,
+            sessions: Sessions::default(),
+            setup_code: Mutex::new(setup_code),
+            thresholds: Thresholds::default(),
+            offset_secs: 0,
+        })))
+    }
+
+    /// When `/status` warns (call before serving).
+    pub fn thresholds(mut self, thresholds: Thresholds) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.thresholds = thresholds;
+        }
+        self
+    }
+
+    /// The PBX's zone (`+03:00`): times on the pages and the journal's date filter use it.
+    pub fn zone(mut self, utc_offset: &str) -> Self {
+        if let (Some(inner), Some(secs)) = (Arc::get_mut(&mut self.0), parse_offset(utc_offset)) {
+            inner.offset_secs = secs;
+        }
+        self
+    }
+
+    /// The first-run code, while no admin password is set.
+    pub fn setup_code(&self) -> Option<String> {
+        lock(&self.0.setup_code).clone()
+    }
+}
+
+fn parse_offset(text: &str) -> Option<i32> {
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => (1, text),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    Some(sign * (h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Serves until `shutdown` resolves. The peer's address is available to the allow-lists.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    web: Web,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(web).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Every route. Pages other than login, first run, `/status`, `/metrics` and the stylesheet need a session.
+pub fn router(web: Web) -> Router {
+    let private = Router::new()
+        .route("/", get(status_page))
+        .route("/calls", get(calls_page))
+        .route("/calls/:key", get(call_page))
+        .route("/calls/:key/retry", post(retry_call))
+        .route("/logout", post(logout))
+        .fallback(not_found)
+        .route_layer(middleware::from_fn_with_state(web.clone(), require_session));
+    Router::new()
+        .route("/status", get(status_json))
+        .route("/metrics", get(metrics_text))
+        .route("/login", get(login_page).post(login))
+        .route("/setup", get(setup_page).post(setup))
+        .route("/lang/:code", get(switch_language))
+        .route("/assets/style.css", get(stylesheet))
+        .merge(private)
+        .fallback(not_found_or_login)
+        .with_state(web)
+}
+
+// ---- monitoring ----
+
+fn monitor_allowed(allow: &AllowList, token: Option<&str>, peer: IpAddr, headers: &HeaderMap, uri: &Uri) -> bool {
+    if allow.allows(peer) {
+        return true;
+    }
+    match (token, presented_token(headers, uri.query())) {
+        (Some(expected), Some(given)) => same_secret(expected, given),
+        _ => false,
+    }
+}
+
+async fn status_json(
+    State(web): State<Web>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let s = &web.0.settings;
+    if !monitor_allowed(
+        &web.0.status_allow,
+        s.status_token.as_deref(),
+        peer.ip(),
+        &headers,
+        &uri,
+    ) {
+        return (
+            StatusCode::FORBIDDEN,
+            "not allowed: add this address to web.status_allow or send web.status_token\n",
+        )
+            .into_response();
+    }
+    match read_status(&web).await {
+        Ok(status) => axum::Json(status).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn read_status(web: &Web) -> Result<status::Status, String> {
+    let web = web.clone();
+    tokio::task::spawn_blocking(move || status::status(web.0.store.as_ref(), &web.0.telemetry, web.0.thresholds))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+async fn metrics_text(
+    State(web): State<Web>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let s = &web.0.settings;
+    if !monitor_allowed(
+        &web.0.metrics_allow,
+        s.metrics_token.as_deref(),
+        peer.ip(),
+        &headers,
+        &uri,
+    ) {
+        return (
+            StatusCode::FORBIDDEN,
+            "not allowed: add this address to web.metrics_allow or send web.metrics_token\n",
+        )
+            .into_response();
+    }
+    let web = web.clone();
+    let text = tokio::task::spawn_blocking(move || status::metrics(web.0.store.as_ref(), &web.0.telemetry)).await;
+    match text {
+        Ok(Ok(text)) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Ok(Err(e)) => internal(e.to_string()),
+        Err(e) => internal(e.to_string()),
+    }
+}
+
+fn internal(error: String) -> Response {
+    warn!(%error, "web: cannot answer");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("ringlink cannot answer: {error}\n"),
+    )
+        .into_response()
+}
+
+// ---- sessions ----
+
+/// Lets a request through with its session (in the extensions); a POST must carry the session's CSRF token as
+/// the form field `csrf`. Without a session: to the login page.
+async fn require_session(State(web): State<Web>, request: Request, next: Next) -> Response {
+    let lang = Lang::of(request.headers());
+    let Some(session) = cookie(request.headers(), SESSION_COOKIE).and_then(|id| web.0.sessions.get(id)) else {
+        return Redirect::to("/login").into_response();
+    };
+    let request = if request.method() == axum::http::Method::POST {
+        let (parts, body) = request.into_parts();
+        let Ok(bytes) = to_bytes(body, 1 << 20).await else {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response();
+        };
+        let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+        let csrf_ok = fields.iter().any(|(k, v)| k == "csrf" && same_secret(v, &session.csrf));
+        if !csrf_ok {
+            return forbidden(lang);
+        }
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        request
+    };
+    let mut request = request;
+    request.extensions_mut().insert(session);
+    next.run(request).await
+}
+
+fn forbidden(lang: Lang) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        html_page(pages::message(&bare_frame(lang, "/"), "403", lang.t("forbidden"))),
+    )
+        .into_response()
+}
+
+fn bare_frame(lang: Lang, path: &str) -> Frame<'_> {
+    Frame {
+        lang,
+        csrf: None,
+        path,
+        refresh: None,
+        offset_secs: 0,
+    }
+}
+
+fn html_page(markup: Markup) -> Response {
+    let mut response = axum::response::Html(markup.into_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'"),
+    );
+    response
+}
+
+async fn not_found_or_login(State(web): State<Web>, headers: HeaderMap) -> Response {
+    if cookie(&headers, SESSION_COOKIE)
+        .and_then(|id| web.0.sessions.get(id))
+        .is_none()
+    {
+        return Redirect::to("/login").into_response();
+    }
+    not_found(headers).await
+}
+
+async fn not_found(headers: HeaderMap) -> Response {
+    let lang = Lang::of(&headers);
+    (
+        StatusCode::NOT_FOUND,
+        html_page(pages::message(&bare_frame(lang, "/"), "404", lang.t("not_found"))),
+    )
+        .into_response()
+}
+
+/// The login and first-run forms are guarded by a double-submit cookie (no session exists yet).
+fn with_form_cookie(web: &Web, render: impl FnOnce(&str) -> Markup, headers: &HeaderMap) -> Response {
+    let token = cookie(headers, FORM_COOKIE)
+        .filter(|t| t.len() >= 32)
+        .map(str::to_owned)
+        .unwrap_or_else(auth::random_token);
+    let mut response = html_page(render(&token));
+    if let Ok(value) = HeaderValue::from_str(&set_cookie(FORM_COOKIE, &token, None, web.0.settings.secure_cookies)) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+fn form_token_ok(headers: &HeaderMap, given: &str) -> bool {
+    cookie(headers, FORM_COOKIE).is_some_and(|expected| !given.is_empty() && same_secret(expected, given))
+}
+
+async fn login_page(State(web): State<Web>, headers: HeaderMap) -> Response {
+    if web.setup_code().is_some() {
+        return Redirect::to("/setup").into_response();
+    }
+    let lang = Lang::of(&headers);
+    with_form_cookie(
+        &web,
+        |token| pages::login(&bare_frame(lang, "/login"), token, None),
+        &headers,
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn login(
+    State(web): State<Web>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let lang = Lang::of(&headers);
+    if !form_token_ok(&headers, &form.csrf) {
+        return forbidden(lang);
+    }
+    let frame = bare_frame(lang, "/login");
+    if !web.0.sessions.may_try(peer.ip()) {
+        let page = pages::login(&frame, &form.csrf, Some(lang.t("too_many")));
+        return (StatusCode::TOO_MANY_REQUESTS, html_page(page)).into_response();
+    }
+    let store = web.0.store.clone();
+    let password = form.password.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        let hash = store.setting(auth::PASSWORD_SETTING).ok().flatten();
+        hash.and_then(|h| h.as_str().map(str::to_owned))
+            .is_some_and(|h| auth::verify_password(&password, &h))
+    })
+    .await
+    .unwrap_or(false);
+    if !verified {
+        web.0.sessions.failed(peer.ip());
+        warn!(peer = %peer.ip(), "web: failed login");
+        let page = pages::login(&frame, &form.csrf, Some(lang.t("wrong_password")));
+        return (StatusCode::UNAUTHORIZED, html_page(page)).into_response();
+    }
+    info!(peer = %peer.ip(), "web: admin logged in");
+    start_session(&web, "/")
+}
+
+fn start_session(web: &Web, to: &str) -> Response {
+    let ttl = web.0.settings.session_ttl();
+    let id = web.0.sessions.create(ttl);
+    let mut response = Redirect::to(to).into_response();
+    let secure = web.0.settings.secure_cookies;
+    for value in [
+        set_cookie(SESSION_COOKIE, &id, Some(ttl), secure),
+        set_cookie(FORM_COOKIE, "", Some(std::time::Duration::ZERO), secure),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+async fn logout(State(web): State<Web>, headers: HeaderMap) -> Response {
+    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
+        web.0.sessions.remove(id);
+    }
+    let mut response = Redirect::to("/login").into_response();
+    let gone = set_cookie(
+        SESSION_COOKIE,
+        "",
+        Some(std::time::Duration::ZERO),
+        web.0.settings.secure_cookies,
+    );
+    if let Ok(value) = HeaderValue::from_str(&gone) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn setup_page(State(web): State<Web>, headers: HeaderMap) -> Response {
+    if web.setup_code().is_none() {
+        return Redirect::to("/login").into_response();
+    }
+    let lang = Lang::of(&headers);
+    with_form_cookie(
+        &web,
+        |token| pages::setup(&bare_frame(lang, "/setup"), token, None),
+        &headers,
+    )
+}
+
+#[derive(Deserialize)]
+struct SetupForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    again: String,
+}
+
+async fn setup(
+    State(web): State<Web>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<SetupForm>,
+) -> Response {
+    let lang = Lang::of(&headers);
+    if !form_token_ok(&headers, &form.csrf) {
+        return forbidden(lang);
+    }
+    let Some(code) = web.setup_code() else {
+        return Redirect::to("/login").into_response();
+    };
+    let frame = bare_frame(lang, "/setup");
+    let fail = |status: StatusCode, key: &'static str| {
+        (status, html_page(pages::setup(&frame, &form.csrf, Some(lang.t(key))))).into_response()
+    };
+    if !web.0.sessions.may_try(peer.ip()) {
+        return fail(StatusCode::TOO_MANY_REQUESTS, "too_many");
+    }
+    if !same_secret(form.code.trim(), &code) {
+        web.0.sessions.failed(peer.ip());
+        return fail(StatusCode::UNAUTHORIZED, "setup_bad_code");
+    }
+    if form.password != form.again {
+        return fail(StatusCode::BAD_REQUEST, "setup_mismatch");
+    }
+    if form.password.chars().count() < 10 {
+        return fail(StatusCode::BAD_REQUEST, "setup_short");
+    }
+    let password = form.password.clone();
+    let store = web.0.store.clone();
+    let saved = tokio::task::spawn_blocking(move || {
+        let hash = auth::hash_password(&password)?;
+        store
+            .set_setting(
+                auth::PASSWORD_SETTING,
+                &serde_json::Value::String(hash),
+                Timestamp::now(),
+            )
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    if let Err(e) = saved {
+        return internal(e);
+    }
+    *lock(&web.0.setup_code) = None;
+    info!(peer = %peer.ip(), "web: the admin password was set");
+    start_session(&web, "/")
+}
+
+#[derive(Deserialize)]
+struct Back {
+    #[serde(default)]
+    back: String,
+}
+
+async fn switch_language(State(web): State<Web>, Path(code): Path<String>, Query(back): Query<Back>) -> Response {
+    let Some(lang) = Lang::parse(&code) else {
+        return (StatusCode::NOT_FOUND, "unknown language").into_response();
+    };
+    // Only a local path: the switch never redirects elsewhere.
+    let to = if back.back.starts_with('/') && !back.back.starts_with("//") && !back.back.contains('\\') {
+        back.back
+    } else {
+        "/".to_owned()
+    };
+    let mut response = Redirect::to(&to).into_response();
+    let one_year = std::time::Duration::from_secs(365 * 86_400);
+    let value = set_cookie(LANG_COOKIE, lang.code(), Some(one_year), web.0.settings.secure_cookies);
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        pages::STYLE,
+    )
+        .into_response()
+}
+
+// ---- pages ----
+
+fn frame<'a>(web: &Web, lang: Lang, session: &'a Session, path: &'a str) -> Frame<'a> {
+    Frame {
+        lang,
+        csrf: Some(&session.csrf),
+        path,
+        refresh: None,
+        offset_secs: web.0.offset_secs,
+    }
+}
+
+async fn status_page(
+    State(web): State<Web>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = Lang::of(&headers);
+    match read_status(&web).await {
+        Ok(status) => {
+            let mut frame = frame(&web, lang, &session, "/");
+            frame.refresh = Some(10);
+            html_page(pages::status(&frame, &status))
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// A `YYYY-MM-DD` date at midnight in the PBX's zone.
+fn local_midnight(date: &str, offset_secs: i32) -> Option<Timestamp> {
+    let day = chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").ok()?;
+    let utc = day.and_hms_opt(0, 0, 0)?.and_utc().timestamp() - i64::from(offset_secs);
+    Some(Timestamp::from_secs(utc))
+}
+
+fn call_filter(query: &CallsQuery, offset_secs: i32) -> CallFilter {
+    let before = query.before.split_once(':').and_then(|(at, key)| {
+        let at = at.parse::<i64>().ok()?;
+        Some((Timestamp::from_micros(at), key.to_owned()))
+    });
+    CallFilter {
+        texts: [&query.number, &query.employee]
+            .into_iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        from: local_midnight(&query.from, offset_secs),
+        // The whole "to" day counts.
+        to: local_midnight(&query.to, offset_secs).map(|t| t.saturating_add(std::time::Duration::from_secs(86_400))),
+        result: match query.result.as_str() {
+            "answered" => Some(CallResult::Answered),
+            "missed" => Some(CallResult::Missed),
+            "live" => Some(CallResult::Live),
+            _ => None,
+        },
+        has_errors: query.errors.is_some(),
+        before,
+    }
+}
+
+async fn calls_page(
+    State(web): State<Web>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(query): Query<CallsQuery>,
+) -> Response {
+    let lang = Lang::of(&headers);
+    let filter = call_filter(&query, web.0.offset_secs);
+    let store = web.0.store.clone();
+    let calls = tokio::task::spawn_blocking(move || store.find_calls(&filter, PAGE_SIZE)).await;
+    let calls = match calls {
+        Ok(Ok(calls)) => calls,
+        Ok(Err(e)) => return internal(e.to_string()),
+        Err(e) => return internal(e.to_string()),
+    };
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/calls");
+    html_page(pages::calls(&frame(&web, lang, &session, path), &query, &calls))
+}
+
+#[derive(Deserialize)]
+struct Notice {
+    #[serde(default)]
+    retried: Option<u64>,
+}
+
+async fn call_page(
+    State(web): State<Web>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(key): Path<String>,
+    Query(notice): Query<Notice>,
+) -> Response {
+    let lang = Lang::of(&headers);
+    let store = web.0.store.clone();
+    let call = key.clone();
+    let read = tokio::task::spawn_blocking(move || -> store::Result<_> {
+        Ok((store.call_timeline(&call)?, store.steps_of_call(&call)?))
+    })
+    .await;
+    let (entries, steps) = match read {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return internal(e.to_string()),
+        Err(e) => return internal(e.to_string()),
+    };
+    let path = uri.path();
+    let frame = frame(&web, lang, &session, path);
+    if entries.is_empty() && steps.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            html_page(pages::message(&frame, &key, lang.t("unknown_call"))),
+        )
+            .into_response();
+    }
+    let notice = notice.retried.map(|n| format!("{n} {}", lang.t("retried")));
+    html_page(pages::timeline(&frame, &key, &entries, &steps, notice.as_deref()))
+}
+
+async fn retry_call(State(web): State<Web>, Path(key): Path<String>) -> Response {
+    let store = web.0.store.clone();
+    let call = key.clone();
+    let reset =
+        tokio::task::spawn_blocking(move || store.reprocess(&ReprocessScope::Call(call), Timestamp::now())).await;
+    match reset {
+        Ok(Ok(n)) => {
+            info!(call = %key, steps = n, "web: steps of a call set to be sent again");
+            web.0.wake.worker.notify_one();
+            Redirect::to(&format!("/calls/{}?retried={n}", pages::encode(&key))).into_response()
+        }
+        Ok(Err(e)) => internal(e.to_string()),
+        Err(e) => internal(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zones_and_dates() {
+        assert_eq!(parse_offset("+03:00"), Some(10_800));
+        assert_eq!(parse_offset("-05:30"), Some(-19_800));
+        let midnight = local_midnight("2026-01-02", 10_800).expect("date");
+        assert_eq!(midnight, Timestamp::from_secs(1_767_301_200));
+        assert!(local_midnight("yesterday", 0).is_none());
+    }
+}

@@ -1,0 +1,390 @@
+//! The UI over real HTTP: sessions, CSRF, escaping, monitoring access, the Prometheus text.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{redirect, Client, Response, StatusCode};
+use serde_json::json;
+use store::{EntryKind, NewJournalEntry, NewStep, SqliteStore, Store, Timestamp};
+use web::{Telemetry, Wake, Web, WebSettings};
+
+const PASSWORD: &str = "a long admin password";
+
+struct Ui {
+    base: String,
+    store: SqliteStore,
+    web: Web,
+    telemetry: Arc<Telemetry>,
+    http: Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(settings: WebSettings) -> Ui {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path().join("ringlink.db")).expect("store");
+    let telemetry = Arc::new(Telemetry::new("9.9.9"));
+    telemetry.ami_address("127.0.0.1:5038");
+    let web = Web::new(settings, Arc::new(store.clone()), telemetry.clone(), Wake::default()).expect("web");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    tokio::spawn(web::serve(listener, web.clone(), std::future::pending()));
+    let http = Client::builder()
+        .redirect(redirect::Policy::none())
+        .build()
+        .expect("client");
+    Ui {
+        base: format!("http://{addr}"),
+        store,
+        web,
+        telemetry,
+        http,
+        _dir: dir,
+    }
+}
+
+/// `name=value` pairs of the response's `Set-Cookie` headers.
+fn cookies(response: &Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn cookie_value(response: &Response, name: &str) -> Option<String> {
+    cookies(response)
+        .into_iter()
+        .find_map(|c| c.strip_prefix(&format!("{name}=")).map(str::to_owned))
+}
+
+fn location(response: &Response) -> &str {
+    response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn hidden_csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().expect("value").to_owned()
+}
+
+impl Ui {
+    async fn get(&self, path: &str, session: Option<&str>) -> Response {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(s) = session {
+            request = request.header(COOKIE, format!("ringlink_session={s}"));
+        }
+        request.send().await.expect("GET")
+    }
+
+    async fn post(&self, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Response {
+        let mut request = self.http.post(format!("{}{path}", self.base)).form(form);
+        if let Some(c) = cookie {
+            request = request.header(COOKIE, c);
+        }
+        request.send().await.expect("POST")
+    }
+
+    /// Sets the password on the first-run page and returns the session.
+    async fn first_run(&self) -> String {
+        let page = self.get("/setup", None).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let form_cookie = cookie_value(&page, "ringlink_form").expect("form cookie");
+        let html = page.text().await.expect("html");
+        let csrf = hidden_csrf(&html);
+        let code = self.web.setup_code().expect("a setup code before the password is set");
+        let done = self
+            .post(
+                "/setup",
+                Some(&format!("ringlink_form={form_cookie}")),
+                &[
+                    ("csrf", &csrf),
+                    ("code", &code),
+                    ("password", PASSWORD),
+                    ("again", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER, "{:?}", done.text().await);
+        cookie_value(&done, "ringlink_session").expect("session cookie")
+    }
+
+    /// Logs in with `password`; the response.
+    async fn login(&self, password: &str) -> Response {
+        let page = self.get("/login", None).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let form_cookie = cookie_value(&page, "ringlink_form").expect("form cookie");
+        let csrf = hidden_csrf(&page.text().await.expect("html"));
+        self.post(
+            "/login",
+            Some(&format!("ringlink_form={form_cookie}")),
+            &[("csrf", &csrf), ("password", password)],
+        )
+        .await
+    }
+
+    async fn session_csrf(&self, session: &str) -> String {
+        let html = self.get("/calls", Some(session)).await.text().await.expect("html");
+        hidden_csrf(&html)
+    }
+}
+
+fn local_only() -> WebSettings {
+    WebSettings {
+        listen: "127.0.0.1:0".into(),
+        ..WebSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn every_page_needs_a_session() {
+    let ui = start(local_only()).await;
+    ui.first_run().await;
+    for path in ["/", "/calls", "/calls/1700000000.1", "/nonexistent", "/calls/x/y/z"] {
+        let r = ui.get(path, None).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(location(&r), "/login", "{path}");
+        let forged = ui.get(path, Some("forged-session-id")).await;
+        assert_eq!(location(&forged), "/login", "{path} with a forged session");
+    }
+    for path in ["/calls/1700000000.1/retry", "/logout"] {
+        let r = ui.post(path, None, &[("csrf", "x")]).await;
+        assert_eq!(location(&r), "/login", "POST {path}");
+    }
+    // Open without a session: login, the stylesheet, the monitoring endpoints (from an allowed address).
+    assert_eq!(ui.get("/login", None).await.status(), StatusCode::OK);
+    assert_eq!(ui.get("/assets/style.css", None).await.status(), StatusCode::OK);
+    assert_eq!(ui.get("/status", None).await.status(), StatusCode::OK);
+    assert_eq!(ui.get("/metrics", None).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn first_run_then_login_logout_and_the_rate_limit() {
+    let ui = start(local_only()).await;
+    assert_eq!(location(&ui.get("/login", None).await), "/setup", "no password yet");
+    let session = ui.first_run().await;
+    assert!(ui.web.setup_code().is_none());
+    assert_eq!(location(&ui.get("/setup", None).await), "/login", "setup is over");
+    let home = ui.get("/", Some(&session)).await;
+    assert_eq!(home.status(), StatusCode::OK);
+    let set = ui.store.setting(web::PASSWORD_SETTING).expect("read").expect("stored");
+    assert!(
+        set.as_str().expect("text").starts_with("$argon2id$"),
+        "stored as argon2"
+    );
+
+    let csrf = ui.session_csrf(&session).await;
+    let out = ui
+        .post(
+            "/logout",
+            Some(&format!("ringlink_session={session}")),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(location(&out), "/login");
+    assert_eq!(
+        location(&ui.get("/", Some(&session)).await),
+        "/login",
+        "the session is gone"
+    );
+
+    let ok = ui.login(PASSWORD).await;
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    let raw: Vec<String> = ok
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    let session_cookie = raw
+        .iter()
+        .find(|c| c.starts_with("ringlink_session="))
+        .expect("session cookie");
+    assert!(
+        session_cookie.contains("HttpOnly") && session_cookie.contains("SameSite=Strict"),
+        "{session_cookie}"
+    );
+    for _ in 0..5 {
+        assert_eq!(ui.login("wrong").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    let limited = ui.login(PASSWORD).await;
+    assert_eq!(
+        limited.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits"
+    );
+}
+
+#[tokio::test]
+async fn forms_without_their_csrf_token_are_refused() {
+    let ui = start(local_only()).await;
+    let session = ui.first_run().await;
+    let call = "1700000000.7";
+    let step = NewStep::new(call, format!("{call}/register"), "register", json!({}));
+    ui.store.enqueue(&[step], Timestamp::now()).expect("enqueue");
+    let claimed = ui
+        .store
+        .claim_due(Timestamp::now(), 10, std::time::Duration::from_secs(60))
+        .expect("claim");
+    ui.store
+        .mark_failed(claimed.claimed[0].lease(), "ACCESS_DENIED", Timestamp::now())
+        .expect("fail");
+    let cookie = format!("ringlink_session={session}");
+    let path = format!("/calls/{call}/retry");
+    assert_eq!(ui.post(&path, Some(&cookie), &[]).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        ui.post(&path, Some(&cookie), &[("csrf", "guess")]).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(ui.store.step_counts().expect("counts").failed, 1, "nothing was retried");
+    let csrf = ui.session_csrf(&session).await;
+    let ok = ui.post(&path, Some(&cookie), &[("csrf", &csrf)]).await;
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&ok), format!("/calls/{call}?retried=1"));
+    assert_eq!(
+        ui.store.step_counts().expect("counts").pending,
+        1,
+        "the step is pending again"
+    );
+    // The login form is guarded too: without the form cookie it is refused.
+    let forged = ui.post("/login", None, &[("csrf", "x"), ("password", PASSWORD)]).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn caller_names_and_crm_text_are_shown_as_text() {
+    let ui = start(local_only()).await;
+    let session = ui.first_run().await;
+    let call = "1700000000.9";
+    let evil = "<script>alert(1)</script>";
+    let now = Timestamp::now();
+    ui.store
+        .append_journal(&[
+            NewJournalEntry::new(call, now, EntryKind::Ami, "leg_ringing")
+                .data(json!({"caller_name": evil, "number": "+79001234567"})),
+            NewJournalEntry::new(call, now, EntryKind::CrmRequest, "register")
+                .data(json!({"auth": "SECRET-TOKEN", "params": {"PHONE_NUMBER": "+79001234567"}})),
+            NewJournalEntry::new(call, now, EntryKind::Decision, format!("card for {evil}")),
+        ])
+        .expect("journal");
+    let list = ui.get("/calls", Some(&session)).await.text().await.expect("html");
+    assert!(list.contains(call), "the call is listed");
+    assert!(!list.contains(evil) && list.contains("&lt;script&gt;"), "{list}");
+    let page = ui.get(&format!("/calls/{call}"), Some(&session)).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers().get("content-security-policy").cloned();
+    let html = page.text().await.expect("html");
+    assert!(!html.contains("<script>alert"), "{html}");
+    assert!(
+        html.contains("card for &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(!html.contains("SECRET-TOKEN"), "secrets are masked: {html}");
+    assert!(csp.is_some(), "a content security policy as a second line of defence");
+    // Filters: by number, and "has errors" (none here).
+    let found = ui
+        .get("/calls?number=9001234567", Some(&session))
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(found.contains(call));
+    let none = ui
+        .get("/calls?number=5550000", Some(&session))
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(!none.contains(call));
+    let errors = ui
+        .get("/calls?errors=1", Some(&session))
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(!errors.contains(call));
+}
+
+#[tokio::test]
+async fn monitoring_by_allow_list_or_token_and_metrics_parse() {
+    let mut settings = local_only();
+    settings.status_allow = vec!["192.0.2.0/24".into()];
+    settings.metrics_allow = vec![];
+    settings.status_token = Some("status-token-0123456789".into());
+    settings.metrics_token = Some("metrics-token-0123456789".into());
+    let ui = start(settings).await;
+    assert_eq!(ui.get("/status", None).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(ui.get("/metrics", None).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        ui.get("/status?token=metrics-token-0123456789", None).await.status(),
+        StatusCode::FORBIDDEN,
+        "each endpoint has its own token"
+    );
+    let status = ui
+        .http
+        .get(format!("{}/status", ui.base))
+        .bearer_auth("status-token-0123456789")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(status.status(), StatusCode::OK);
+    let status: serde_json::Value = status.json().await.expect("json");
+    assert_eq!(status["app_status"], "Error", "AMI is not connected: {status}");
+    assert_eq!(status["version"], "9.9.9");
+    assert!(status["reasons"][0].as_str().expect("reason").contains("AMI"));
+
+    ui.telemetry.ami_connected();
+    ui.telemetry
+        .crm_request("batch", std::time::Duration::from_millis(40), None);
+    ui.telemetry.step("telephony.externalcall.register", "sent");
+    ui.telemetry.call_ended("incoming", "200");
+    ui.telemetry.card_popped(std::time::Duration::from_millis(120));
+    let text = ui
+        .get("/metrics?token=metrics-token-0123456789", None)
+        .await
+        .text()
+        .await
+        .expect("text");
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let names: Vec<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for name in [
+        "ringlink_up_seconds",
+        "ringlink_outbox_steps",
+        "ringlink_calls_total",
+        "ringlink_steps_total",
+        "ringlink_bitrix24_request_seconds",
+        "ringlink_card_pop_seconds",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {text}");
+    }
+    let pop = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "ringlink_card_pop_seconds")
+        .expect("card pop");
+    match &pop.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            let le_025 = buckets.iter().find(|b| b.less_than == 0.25).expect("0.25 bucket");
+            assert_eq!(le_025.count, 1.0, "{text}");
+        }
+        other => panic!("card pop is not a histogram: {other:?}"),
+    }
+    let calls = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "ringlink_calls_total")
+        .expect("calls");
+    assert_eq!(calls.labels.get("direction"), Some("incoming"));
+    assert!(
+        matches!(calls.value, prometheus_parse::Value::Counter(v) if v == 1.0),
+        "{:?}",
+        calls.value
+    );
+}
