@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Host packages the tests need: debootstrap (builds the Asterisk test bed's sid chroot), sip-tester (SIPp, which
-# plays phones and the carrier), and the interpreters of the example customization hooks (php-cli, python3).
+# plays phones and the carrier), the interpreters of the example customization hooks (php-cli, python3), and
+# the headless browser the admin UI is tested in (chromium, chromium-driver).
 # Idempotent, no prompts.
 set -euo pipefail
 
@@ -9,6 +10,8 @@ command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v php >/dev/null 2>&1 || need+=(php-cli)
 [ -x /usr/bin/python3 ] || need+=(python3)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # unshare/mount come from util-linux/mount, present on every Debian install.
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -38,6 +38,9 @@ pub struct Config {
     /// Click-to-call from Bitrix24 (`ONEXTERNALCALLSTART`). Off without this section.
     #[serde(default)]
     pub click_to_call: Option<ClickToCallSettings>,
+    /// The admin web UI, `/status` and `/metrics`.
+    #[serde(default)]
+    pub web: web::WebSettings,
 }
 
 /// The HTTP listener: where it binds, who may talk to it, how much.
@@ -217,6 +220,13 @@ pub struct RecordingSettings {
     /// Give up on a recording that is still missing this long after the call ended.
     #[serde(default = "default_missing_timeout")]
     pub missing_timeout_secs: u64,
+    /// When set, `attachRecord` passes a signed link `<link_base_url>/records/<token>` to the admin UI's
+    /// listener instead of uploading the file; Bitrix24 must be able to reach that URL.
+    #[serde(default)]
+    pub link_base_url: Option<String>,
+    /// How long such a link works.
+    #[serde(default = "default_link_ttl")]
+    pub link_ttl_hours: u64,
 }
 
 impl Default for RecordingSettings {
@@ -226,6 +236,8 @@ impl Default for RecordingSettings {
             inline_max_bytes: default_inline_max(),
             settle_secs: default_settle(),
             missing_timeout_secs: default_missing_timeout(),
+            link_base_url: None,
+            link_ttl_hours: default_link_ttl(),
         }
     }
 }
@@ -256,6 +268,9 @@ fn default_settle() -> f64 {
 }
 fn default_missing_timeout() -> u64 {
     600
+}
+fn default_link_ttl() -> u64 {
+    7 * 24
 }
 
 #[derive(Clone, Deserialize)]
@@ -520,11 +535,20 @@ impl Config {
             }
             engine::validate_click_settings(&c.dial)?;
         }
+        if let Some(url) = &self.recordings.link_base_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || !self.web.enabled {
+                return Err(format!(
+                    "recordings.link_base_url {url:?} must be an http(s) URL of this ringlink's [web] listener \
+                     (and [web] enabled)"
+                ));
+            }
+        }
         if !(self.recordings.settle_secs.is_finite() && self.recordings.settle_secs >= 0.0) {
             return Err("recordings.settle_secs must be 0 or more".into());
         }
         tracker::Tracker::new(self.tracker.clone()).map_err(|e| format!("tracker: {e}"))?;
         engine::Engine::new(self.engine.clone()).map_err(|e| format!("engine: {e}"))?;
+        self.web.validate()?;
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! Recordings reach Bitrix24 byte for byte, inline (base64) and through the two-step `uploadUrl` upload.
+//! Recordings reach Bitrix24 byte for byte, inline (base64), through the two-step `uploadUrl` upload, and as a
+//! signed link to the admin UI's `/records/` that Bitrix24 downloads.
 
 #[path = "e2e/harness.rs"]
 #[allow(dead_code)]
@@ -9,9 +10,16 @@ use testbed::scenarios;
 
 /// S1 with a given inline limit; returns (the attachRecord request, the stored file bytes, the local file bytes).
 async fn s1_recording(inline_max_bytes: u64) -> (b24emu::RecordedRequest, Vec<u8>, Vec<u8>) {
+    s1_recording_with(&[("RINGLINK__RECORDINGS__INLINE_MAX_BYTES", inline_max_bytes.to_string())]).await
+}
+
+/// S1 with settings from the environment.
+async fn s1_recording_with(env: &[(&str, String)]) -> (b24emu::RecordedRequest, Vec<u8>, Vec<u8>) {
     // Through the environment (inherited by the ringlink process): the harness's config already has [recordings].
     // Each test runs in its own process under nextest, so this does not leak into other tests.
-    std::env::set_var("RINGLINK__RECORDINGS__INLINE_MAX_BYTES", inline_max_bytes.to_string());
+    for (key, value) in env {
+        std::env::set_var(key, value);
+    }
     let e2e = E2e::start("").await;
     scenarios::play(&e2e.bed, "s1").await.expect("play S1");
     let attach = e2e
@@ -68,4 +76,23 @@ async fn large_recording_uses_the_two_step_upload() {
     );
     assert!(local.len() > 1024, "the recording is larger than the inline limit");
     assert_eq!(stored, local, "the recording arrives byte for byte");
+}
+
+#[tokio::test]
+async fn recording_by_signed_link() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let (attach, stored, local) = s1_recording_with(&[
+        ("RINGLINK__WEB__LISTEN", format!("127.0.0.1:{port}")),
+        ("RINGLINK__RECORDINGS__LINK_BASE_URL", base.clone()),
+    ])
+    .await;
+    let url = attach.param("RECORD_URL").and_then(|v| v.as_str().map(str::to_owned));
+    let url = url.unwrap_or_else(|| panic!("a RECORD_URL: {:?}", attach.params));
+    assert!(url.starts_with(&format!("{base}/records/")), "{url}");
+    assert!(attach.param("FILE_CONTENT").is_none(), "{:?}", attach.params);
+    assert_eq!(stored, local, "Bitrix24 downloaded the recording byte for byte");
 }

@@ -30,6 +30,7 @@ mod access;
 mod auth;
 mod i18n;
 mod pages;
+mod records;
 mod server;
 pub mod status;
 mod telemetry;
@@ -43,6 +44,7 @@ use tokio::sync::Notify;
 
 pub use access::AllowList;
 pub use auth::{hash_password, PASSWORD_SETTING};
+pub use records::{PathResolver, RecordLinks, Refused, Signed, LINK_SECRET_SETTING};
 pub use server::{router, serve, Web};
 pub use status::{AppStatus, Status, Thresholds};
 pub use telemetry::{CrmBudget, Gauge, HookStatus, Live, Telemetry};

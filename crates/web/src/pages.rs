@@ -332,6 +332,7 @@ pub fn timeline(
     call: &str,
     entries: &[JournalEntry],
     steps: &[Step],
+    players: &[String],
     notice: Option<&str>,
 ) -> Markup {
     let l = frame.lang;
@@ -346,6 +347,9 @@ pub fn timeline(
             @if let Some(n) = notice { p.notice { (n) } }
             @if let Some(first) = entries.first() {
                 p.muted { (local_time(first.at, off, false)) }
+            }
+            @for src in players {
+                p { audio.player controls preload="none" src=(src) {} }
             }
             h2 { (l.t("timeline")) }
             table.timeline {

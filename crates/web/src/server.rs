@@ -20,6 +20,7 @@ use crate::access::{presented_token, same_secret, AllowList};
 use crate::auth::{self, cookie, set_cookie, Session, Sessions, FORM_COOKIE, LANG_COOKIE, SESSION_COOKIE};
 use crate::i18n::Lang;
 use crate::pages::{self, CallsQuery, Frame, PAGE_SIZE};
+use crate::records::{self, PathResolver, RecordLinks, Refused};
 use crate::status::{self, Thresholds};
 use crate::{Error, SharedStore, Telemetry, Wake, WebSettings};
 
@@ -39,6 +40,8 @@ struct Inner {
     setup_code: Mutex<Option<String>>,
     thresholds: Thresholds,
     offset_secs: i32,
+    /// Signs and resolves recording links (the player, `/records/<token>`).
+    records: Option<(RecordLinks, PathResolver)>,
 }
 
 impl Web {
@@ -61,6 +64,7 @@ impl Web {
             setup_code: Mutex::new(setup_code),
             thresholds: Thresholds::default(),
             offset_secs: 0,
+            records: None,
         })))
     }
 
@@ -76,6 +80,14 @@ impl Web {
     pub fn zone(mut self, utc_offset: &str) -> Self {
         if let (Some(inner), Some(secs)) = (Arc::get_mut(&mut self.0), parse_offset(utc_offset)) {
             inner.offset_secs = secs;
+        }
+        self
+    }
+
+    /// Serve recordings by signed links; `resolve` maps the PBX's path of a recording to this host's.
+    pub fn recordings(mut self, links: RecordLinks, resolve: PathResolver) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.records = Some((links, resolve));
         }
         self
     }
@@ -131,6 +143,7 @@ pub fn router(web: Web) -> Router {
         .route("/setup", get(setup_page).post(setup))
         .route("/lang/:code", get(switch_language))
         .route("/assets/style.css", get(stylesheet))
+        .route("/records/:token", get(recording))
         .merge(private)
         .fallback(not_found_or_login)
         .with_state(web)
@@ -635,7 +648,26 @@ async fn call_page(
             .into_response();
     }
     let notice = notice.retried.map(|n| format!("{n} {}", lang.t("retried")));
-    html_page(pages::timeline(&frame, &key, &entries, &steps, notice.as_deref()))
+    // A player per recording, by a link valid for an hour.
+    let players: Vec<String> = match &web.0.records {
+        Some((links, _)) => steps
+            .iter()
+            .filter(|s| s.kind == "attach_record")
+            .map(|s| {
+                let expires = Timestamp::now().saturating_add(PLAYER_LINK_TTL);
+                format!("/records/{}", links.sign(&key, &s.idempotency_key, expires))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    html_page(pages::timeline(
+        &frame,
+        &key,
+        &entries,
+        &steps,
+        &players,
+        notice.as_deref(),
+    ))
 }
 
 async fn retry_call(State(web): State<Web>, Path(key): Path<String>) -> Response {
@@ -652,6 +684,79 @@ async fn retry_call(State(web): State<Web>, Path(key): Path<String>) -> Response
         Ok(Err(e)) => internal(e.to_string()),
         Err(e) => internal(e.to_string()),
     }
+}
+
+/// How long the timeline's player links work.
+const PLAYER_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `GET /records/<token>`: the recording of a known call, by a signed, unexpired link; one byte range at most.
+async fn recording(State(web): State<Web>, Path(token): Path<String>, headers: HeaderMap) -> Response {
+    let refuse = |why: &str| (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
+    let Some((links, resolve)) = web.0.records.clone() else {
+        return refuse("recording links are off");
+    };
+    let signed = match links.verify(&token, Timestamp::now()) {
+        Ok(signed) => signed,
+        Err(Refused::Expired) => return refuse("this recording link has expired"),
+        Err(Refused::Invalid) => return refuse("not a valid recording link"),
+    };
+    let store = web.0.store.clone();
+    let found = tokio::task::spawn_blocking(move || records::recording_path(store.as_ref(), &signed)).await;
+    let pbx_path = match found {
+        Ok(Ok(Some(path))) => path,
+        Ok(Ok(None)) => return refuse("no such recording"),
+        Ok(Err(e)) => return internal(e.to_string()),
+        Err(e) => return internal(e.to_string()),
+    };
+    let path = resolve(&pbx_path);
+    serve_file(&path, headers.get(header::RANGE).and_then(|v| v.to_str().ok())).await
+}
+
+async fn serve_file(path: &std::path::Path, range: Option<&str>) -> Response {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "web: a recording of a known call cannot be read");
+            return (StatusCode::NOT_FOUND, "the recording file is not there (any more)\n").into_response();
+        }
+    };
+    let len = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return internal(e.to_string()),
+    };
+    let kind = records::content_type(path);
+    let (status, first, last) = match range {
+        None => (StatusCode::OK, 0, len.saturating_sub(1)),
+        Some(range) => match records::parse_range(range, len) {
+            Some((first, last)) => (StatusCode::PARTIAL_CONTENT, first, last),
+            None => {
+                return (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+                )
+                    .into_response()
+            }
+        },
+    };
+    let count = if len == 0 { 0 } else { last - first + 1 };
+    if let Err(e) = file.seek(std::io::SeekFrom::Start(first)).await {
+        return internal(e.to_string());
+    }
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(count)));
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")) {
+            headers.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    response
 }
 
 #[cfg(test)]

@@ -21,11 +21,17 @@ struct Ui {
 }
 
 async fn start(settings: WebSettings) -> Ui {
+    start_with(settings, |web, _| web).await
+}
+
+/// As [`start`], with `configure` given the web state and the test's directory before serving.
+async fn start_with(settings: WebSettings, configure: impl FnOnce(Web, &std::path::Path) -> Web) -> Ui {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path().join("ringlink.db")).expect("store");
     let telemetry = Arc::new(Telemetry::new("9.9.9"));
     telemetry.ami_address("127.0.0.1:5038");
     let web = Web::new(settings, Arc::new(store.clone()), telemetry.clone(), Wake::default()).expect("web");
+    let web = configure(web, dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     tokio::spawn(web::serve(listener, web.clone(), std::future::pending()));
@@ -387,4 +393,94 @@ async fn monitoring_by_allow_list_or_token_and_metrics_parse() {
         "{:?}",
         calls.value
     );
+}
+
+/// The PBX writes recordings under this directory; the test maps it to its own.
+const PBX_DIR: &str = "/var/spool/asterisk/monitor/";
+
+fn with_recordings(web: Web, dir: &std::path::Path) -> Web {
+    let local = dir.to_owned();
+    let links = web::RecordLinks::new(vec![42; 32]);
+    web.recordings(
+        links,
+        Arc::new(move |pbx: &str| local.join(pbx.strip_prefix(PBX_DIR).unwrap_or(pbx))),
+    )
+}
+
+#[tokio::test]
+async fn recordings_by_signed_links_only() {
+    let ui = start_with(local_only(), with_recordings).await;
+    let session = ui.first_run().await;
+    let audio: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(ui._dir.path().join("call.wav"), &audio).expect("recording");
+    std::fs::write(ui._dir.path().join("secret.txt"), "not a recording").expect("other file");
+    let call = "1700000000.11";
+    let step_key = format!("{call}/record");
+    let step = NewStep::new(
+        call,
+        &step_key,
+        "attach_record",
+        json!({"record_path": format!("{PBX_DIR}call.wav")}),
+    );
+    ui.store.enqueue(&[step], Timestamp::now()).expect("enqueue");
+    ui.store
+        .append_journal(&[NewJournalEntry::new(
+            call,
+            Timestamp::now(),
+            EntryKind::Ami,
+            "call_ended",
+        )])
+        .expect("journal");
+
+    // The timeline's player carries a signed link that plays, in ranges too.
+    let html = ui
+        .get(&format!("/calls/{call}"), Some(&session))
+        .await
+        .text()
+        .await
+        .expect("html");
+    let at = html.find("src=\"/records/").expect("a player") + "src=\"".len();
+    let link = html[at..].split('"').next().expect("link").to_owned();
+    let full = ui.get(&link, None).await;
+    assert_eq!(full.status(), StatusCode::OK);
+    assert_eq!(full.headers()["content-type"], "audio/wav");
+    assert_eq!(full.bytes().await.expect("body").as_ref(), audio.as_slice());
+    let part = ui
+        .http
+        .get(format!("{}{link}", ui.base))
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.headers()["content-range"], "bytes 100-199/10000");
+    assert_eq!(part.bytes().await.expect("body").as_ref(), &audio[100..200]);
+
+    // Tampered, expired, for another key, or a path: refused.
+    let links = web::RecordLinks::new(vec![42; 32]);
+    let token = link.trim_start_matches("/records/");
+    let mut tampered = token.to_owned();
+    let last = tampered.pop().expect("a char");
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let expired = links.sign(call, &step_key, Timestamp::from_secs(1_000));
+    let foreign = web::RecordLinks::new(vec![1; 32]).sign(call, &step_key, Timestamp::from_secs(4_000_000_000));
+    let unknown_step = links.sign(call, "1700000000.11/other", Timestamp::from_secs(4_000_000_000));
+    let other_call = links.sign("1700000000.12", &step_key, Timestamp::from_secs(4_000_000_000));
+    for bad in [&tampered, &expired, &foreign, &unknown_step, &other_call] {
+        let r = ui.get(&format!("/records/{bad}"), None).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{bad}");
+    }
+    for path in [
+        "/records/..%2Fsecret.txt",
+        "/records/%2Fetc%2Fpasswd",
+        "/records/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/records/secret.txt",
+        "/records/call.wav",
+    ] {
+        let r = ui.get(path, None).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+        assert!(!r.text().await.expect("text").contains("not a recording"), "{path}");
+    }
+    let r = ui.get("/records/../secret.txt", None).await;
+    assert_ne!(r.status(), StatusCode::OK, "a dot-dot path is never served");
 }

@@ -88,6 +88,7 @@ pub async fn customize(
         let Some(called) = hooks.call(hook, &input, &context).await else {
             continue;
         };
+        super::report_hook(shared, &called);
         journal.push(entry(&planned.call, now, &planned.key, &called));
         match called.outcome {
             Outcome::Applied(answer) => {

@@ -31,7 +31,7 @@ use std::time::Duration;
 use anyhow::Context;
 use store::{PortalTokens, SqliteStore, Store};
 use tokio::sync::{mpsc, watch, Notify};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Bitrix24Plan, Bitrix24Settings, ClickMode, Config};
 
@@ -54,6 +54,10 @@ pub struct Shared {
     pub ami: Arc<Mutex<Option<ami::Client>>>,
     /// Where the pipeline hands `OriginateResponse` events (click-to-call), when click-to-call is on.
     pub originate_responses: Option<mpsc::UnboundedSender<ami::Message>>,
+    /// What `/status` and `/metrics` show.
+    pub telemetry: Arc<web::Telemetry>,
+    /// Signs the recording links of the UI's player and of `attachRecord` by URL.
+    pub record_links: web::RecordLinks,
 }
 
 impl Shared {
@@ -135,6 +139,87 @@ pub fn bitrix24_client(settings: &Bitrix24Settings, store: &SqliteStore) -> anyh
     Ok(builder.limiter_config(limiter).timeouts(timeouts).build()?)
 }
 
+/// A hook's call for `/metrics`.
+fn report_hook(shared: &Shared, called: &hooks::Called) {
+    let failed = matches!(called.outcome, hooks::Outcome::Failed(_));
+    shared
+        .telemetry
+        .hook_called(called.hook.as_str(), called.elapsed, failed);
+}
+
+/// The hooks found, on or off, with their counters, for `/status`.
+fn hooks_status(hooks: &hooks::Hooks) -> Vec<web::HookStatus> {
+    hooks
+        .list()
+        .into_iter()
+        .filter(|info| info.found.is_some())
+        .map(|info| {
+            let stats = hooks.stats(info.hook);
+            web::HookStatus {
+                name: info.hook.as_str().to_owned(),
+                enabled: info.enabled,
+                calls: stats.calls,
+                failures: stats.failed,
+            }
+        })
+        .collect()
+}
+
+fn crm_budget(client: &bitrix24::Client) -> web::CrmBudget {
+    let b = client.budget();
+    web::CrmBudget {
+        available_now: b.available_now,
+        level: b.level,
+        capacity: b.capacity,
+        drain_per_sec: b.drain_per_sec,
+        backoff_secs: b.backoff_remaining.map(|d| d.as_secs_f64()),
+    }
+}
+
+/// Serves the admin UI until stopped. A UI that cannot start (address in use) is logged, never fatal: calls go
+/// on without it.
+async fn admin_ui(shared: Shared, config: Config, mut stop: watch::Receiver<bool>) {
+    let wake = web::Wake {
+        worker: shared.work.clone(),
+        users: shared.users_refresh.clone(),
+    };
+    let thresholds = web::Thresholds {
+        users_cache_age: Duration::from_secs(config.engine.users_refresh_interval_secs.saturating_mul(3)),
+        ..web::Thresholds::default()
+    };
+    let ui = match web::Web::new(
+        config.web.clone(),
+        Arc::new(shared.store.clone()),
+        shared.telemetry.clone(),
+        wake,
+    ) {
+        Ok(ui) => {
+            let recordings = config.recordings.clone();
+            let resolve: web::PathResolver = Arc::new(move |pbx_path: &str| recordings.local_path(pbx_path));
+            ui.thresholds(thresholds)
+                .zone(&config.tracker.utc_offset)
+                .recordings(shared.record_links.clone(), resolve)
+        }
+        Err(e) => return error!(error = %e, "the admin UI cannot start"),
+    };
+    let listener = match tokio::net::TcpListener::bind(&config.web.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            return error!(listen = %config.web.listen, error = %e, "the admin UI cannot listen; set [web] listen")
+        }
+    };
+    info!(listen = %config.web.listen, "admin UI listening");
+    if let Some(code) = ui.setup_code() {
+        warn!(setup_code = %code, "no admin password yet: open the UI and enter this setup code to choose one");
+    }
+    let stopped = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    if let Err(e) = web::serve(listener, ui, stopped).await {
+        error!(error = %e, "the admin UI stopped");
+    }
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(version = env!("CARGO_PKG_VERSION"), ami = %config.ami.address, "ringlink starting");
     let store = SqliteStore::open(&config.store.path)
@@ -175,7 +260,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         directory_loaded: Arc::new(Notify::new()),
         ami: Arc::new(Mutex::new(None)),
         originate_responses: config.click_to_call.is_some().then_some(responses_tx),
+        telemetry: Arc::new(web::Telemetry::new(env!("CARGO_PKG_VERSION"))),
+        record_links: web::RecordLinks::from_store(&store)?,
     };
+    shared.telemetry.ami_address(&config.ami.address);
+    let hooks = shared.hooks.clone();
+    shared.telemetry.hooks_source(move || hooks_status(&hooks));
     let client = match &config.bitrix24 {
         Some(settings) => Some(bitrix24_client(settings, &store)?),
         None => {
@@ -183,8 +273,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             None
         }
     };
+    if let Some(client) = &client {
+        let client = client.clone();
+        shared.telemetry.crm_configured(move || crm_budget(&client));
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    if config.web.enabled {
+        tasks.spawn(admin_ui(shared.clone(), config.clone(), stop_rx.clone()));
+    }
     if let Some(client) = &client {
         let refresh_every = Duration::from_secs(config.engine.users_refresh_interval_secs);
         tasks.spawn(users::refresher(

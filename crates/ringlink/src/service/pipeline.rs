@@ -38,6 +38,7 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
     // Read before this run says it follows the PBX: the previous run's last word is where its gap began.
     let previous_run_followed_until = recovery::following_at(&shared).await;
     *shared.ami.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+    shared.telemetry.ami_connected();
     let mut pipeline = Pipeline {
         shared,
         registering: config.bitrix24.is_some(),
@@ -101,14 +102,17 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
                 Some(ClientEvent::Disconnected { reason }) => {
                     connected = false;
                     warn!(%reason, "AMI disconnected; calls resume after reconnect");
+                    pipeline.shared.telemetry.ami_disconnected(&reason);
                 }
                 Some(ClientEvent::Reconnected) => {
+                    pipeline.shared.telemetry.ami_reconnected();
                     info!("AMI reconnected; resynchronising live calls");
                     pipeline.resync(&client, &mut tracker, Some(following_at)).await;
                     connected = true;
                     following_at = super::now();
                 }
                 Some(ClientEvent::EventsDropped { count }) => {
+                    pipeline.shared.telemetry.ami_events_dropped(count);
                     warn!(count, "AMI events were dropped; resynchronising live calls");
                     pipeline.resync(&client, &mut tracker, Some(following_at)).await;
                     following_at = super::now();
@@ -388,11 +392,17 @@ impl Pipeline {
             call_full: Some(call_full.clone()).filter(|c| !c.is_null()),
         };
         self.held.insert(call.clone(), vec![event]);
-        let hooks = self.shared.hooks.clone();
+        let shared = self.shared.clone();
         let answers = self.answers.clone();
         tokio::spawn(async move {
             let params = need_registration_params(&call_full);
-            let called = hooks.call(hooks::HookName::NeedRegistration, &params, &context).await;
+            let called = shared
+                .hooks
+                .call(hooks::HookName::NeedRegistration, &params, &context)
+                .await;
+            if let Some(called) = &called {
+                super::report_hook(&shared, called);
+            }
             let _ = answers.send((call, called));
         });
     }
@@ -428,6 +438,13 @@ impl Pipeline {
             _ => tracker.call_full(event.call()),
         };
         log_outcome(event);
+        if let CallEvent::CallEnded { call_full, .. } = event {
+            let direction = serde_json::to_value(call_full.channel.direction).unwrap_or_default();
+            let result = call_full.result.to_string();
+            self.shared
+                .telemetry
+                .call_ended(direction.as_str().unwrap_or("unknown"), &result);
+        }
         let journal = vec![
             NewJournalEntry::new(event.call(), store_time(now), EntryKind::Ami, event.name())
                 .data(serde_json::to_value(event).unwrap_or_else(|e| json!({"unserialisable": e.to_string()}))),

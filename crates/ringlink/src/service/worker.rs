@@ -276,7 +276,12 @@ impl Worker {
         }
         if requests.len() == 1 {
             for (step, method, params, card_shown) in requests {
+                let started = std::time::Instant::now();
                 let result = self.client.call(&method, params.clone()).await;
+                let error = result.as_ref().err().filter(|e| unreachable(e)).map(|e| e.to_string());
+                self.shared
+                    .telemetry
+                    .crm_request(&method, started.elapsed(), error.as_deref());
                 let request = json!({"method": method, "params": params});
                 out.push((step, classify(&method, result.as_ref(), card_shown), Some(request)));
             }
@@ -291,7 +296,16 @@ impl Worker {
             }
             keys.push(key);
         }
+        let started = std::time::Instant::now();
         let response = self.client.batch(&batch).await;
+        let error = response
+            .as_ref()
+            .err()
+            .filter(|e| unreachable(e))
+            .map(|e| e.to_string());
+        self.shared
+            .telemetry
+            .crm_request("batch", started.elapsed(), error.as_deref());
         for ((step, method, params, card_shown), key) in requests.into_iter().zip(keys) {
             let request = json!({"method": method, "params": params, "batch": true});
             let outcome = match &response {
@@ -500,6 +514,9 @@ impl Worker {
         if meta.len() == 0 {
             return Outcome::Failed(format!("{} is empty", path.display()));
         }
+        if let Some(base) = &self.recordings.link_base_url {
+            return self.attach_record_link(step, call_id, &filename, base).await;
+        }
         let content = match tokio::fs::read(&path).await {
             Ok(c) => c,
             Err(e) => {
@@ -521,6 +538,44 @@ impl Worker {
                 .map(|r| json!({"upload": r, "mode": "upload", "bytes": meta.len()}))
         };
         classify("telephony.externalCall.attachRecord", result.as_ref(), None)
+    }
+
+    /// `attachRecord` with a signed link to the admin UI's `/records/`: Bitrix24 downloads the file itself.
+    async fn attach_record_link(&self, step: &Step, call_id: &str, filename: &str, base: &str) -> Outcome {
+        let ttl = Duration::from_secs(self.recordings.link_ttl_hours.saturating_mul(3600));
+        let token = self.shared.record_links.sign(
+            &step.call_key,
+            &step.idempotency_key,
+            Timestamp::now().saturating_add(ttl),
+        );
+        let url = format!("{}/records/{token}", base.trim_end_matches('/'));
+        let method = StepKind::AttachRecord.method();
+        let params = json!({"CALL_ID": call_id, "FILENAME": filename, "RECORD_URL": url});
+        let result = self.client.call(method, params).await;
+        let result = result.map(|answer| json!({"answer": answer, "mode": "link"}));
+        classify(method, result.as_ref(), None)
+    }
+
+    /// Counts the attempt for `/metrics`; a card acknowledged also counts how long it took since its event was
+    /// stored.
+    fn report(&self, step: &Step, outcome: &Outcome, now: Timestamp) {
+        let method = serde_json::from_value::<StepKind>(Value::String(step.kind.clone()))
+            .map(StepKind::method)
+            .unwrap_or("unknown");
+        let telemetry = &self.shared.telemetry;
+        match outcome {
+            Outcome::Done(result) => {
+                telemetry.step(method, "sent");
+                let card = step.kind == StepKind::Show.name() || result.get(CARD_SHOWN) == Some(&Value::Bool(true));
+                if card {
+                    let micros = now.as_micros().saturating_sub(step.created_at.as_micros()).max(0);
+                    telemetry.card_popped(Duration::from_micros(micros.unsigned_abs()));
+                }
+            }
+            Outcome::Retry { .. } => telemetry.step(method, "retried"),
+            Outcome::Failed(_) => telemetry.step(method, "failed"),
+            Outcome::Dropped(_) => telemetry.step(method, "dropped"),
+        }
     }
 
     /// Writes the outcome and the journal entries for it.
@@ -563,6 +618,7 @@ impl Worker {
             ),
         };
         journal.push(NewJournalEntry::new(&call, now, kind, message).data(data));
+        self.report(&step, &outcome, now);
         match &outcome {
             Outcome::Done(_) => debug!(step = %step.idempotency_key, "step done"),
             Outcome::Retry { error, .. } => {
@@ -583,6 +639,18 @@ impl Worker {
             })
             .await
     }
+}
+
+/// The portal did not answer (as opposed to answering with an error about the request): `/status` says so.
+fn unreachable(error: &bitrix24::Error) -> bool {
+    matches!(
+        error,
+        bitrix24::Error::Transport(_)
+            | bitrix24::Error::Timeout(_)
+            | bitrix24::Error::Server { .. }
+            | bitrix24::Error::Redirected { .. }
+            | bitrix24::Error::InvalidResponse { .. }
+    )
 }
 
 /// Sorts a Bitrix24 answer into done / retry / failed.
@@ -683,6 +751,8 @@ mod tests {
                 directory_loaded: Default::default(),
                 ami: Default::default(),
                 originate_responses: None,
+                telemetry: std::sync::Arc::new(web::Telemetry::new("test")),
+                record_links: web::RecordLinks::new(vec![0; 32]),
             },
             client,
             recordings: RecordingSettings::default(),

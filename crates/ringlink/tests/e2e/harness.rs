@@ -25,6 +25,8 @@ pub struct E2e {
     app_auth: bool,
     /// `[engine.missed] default_user`.
     default_user: Option<u64>,
+    /// The admin UI's port on 127.0.0.1 (a free one, so that parallel tests do not collide on 8077).
+    pub web_port: u16,
 }
 
 /// How [`E2e::start_custom`] sets the office up.
@@ -96,9 +98,16 @@ impl E2e {
             ami_via: None,
             app_auth,
             default_user: setup.default_user,
+            web_port: free_port(),
         };
         e2e.start_ringlink().await;
         e2e
+    }
+
+    /// The admin UI's base URL.
+    #[allow(dead_code)] // shared by several test binaries; the web UI one uses this
+    pub fn web_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.web_port)
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -136,10 +145,17 @@ settle_secs = 0.5
 
 {missed}
 
+{web}
+
 {extra}
 
 {tracker_part}
 "#,
+            web = if self.extra_config.contains("[web]") {
+                String::new()
+            } else {
+                format!("[web]\nlisten = \"127.0.0.1:{}\"", self.web_port)
+            },
             ami = self.ami_via.unwrap_or_else(|| self.bed.ami_addr()),
             user = self.bed.ami_user(),
             secret = self.bed.ami_secret(),
@@ -340,4 +356,12 @@ impl E2e {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// A TCP port free right now on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

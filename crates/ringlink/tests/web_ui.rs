@@ -1,0 +1,300 @@
+//! The admin UI in a real headless Chromium (Debian's `chromium` + `chromium-driver`, driven over WebDriver),
+//! against `ringlink run` between the real Asterisk test bed and the Bitrix24 emulator.
+//!
+//! On failure the browser's screenshot is saved under `target/web-ui-screenshots/`.
+
+#[path = "e2e/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use harness::{E2e, WAIT};
+use testbed::scenarios;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// chromedriver, ended with the test.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts chromedriver and a fresh headless Chromium session.
+async fn browser(profile: &std::path::Path) -> (Driver, Client) {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian package chromium-driver; scripts/test.sh installs it)");
+    let driver = Driver(child);
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--lang=en-US", format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => return (driver, client),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot start a Chromium session: {e}"),
+        }
+    }
+}
+
+async fn save_screenshot(browser: &Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/web-ui-screenshots");
+    if let Ok(png) = browser.screenshot().await {
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join(format!("{name}.png"));
+        let _ = std::fs::write(&path, png);
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+type Step = Result<(), String>;
+
+fn fail(what: &str) -> impl FnOnce(fantoccini::error::CmdError) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+async fn text_of(browser: &Client, css: &str) -> Result<String, String> {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .map_err(fail(css))?
+        .text()
+        .await
+        .map_err(fail(css))
+}
+
+async fn body(browser: &Client) -> Result<String, String> {
+    text_of(browser, "body").await
+}
+
+/// Waits until the page (reloaded each try) contains `needle`.
+async fn wait_for_text(browser: &Client, url: &str, needle: &str) -> Step {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        browser.goto(url).await.map_err(fail(url))?;
+        let text = body(browser).await?;
+        if text.contains(needle) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("{url} never showed {needle:?}; it shows:\n{text}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The first-run page: the setup code from ringlink's log, then the password.
+async fn first_run(browser: &Client, e2e: &E2e) -> Step {
+    let base = e2e.web_url();
+    browser
+        .goto(&format!("{base}/login"))
+        .await
+        .map_err(fail("open login"))?;
+    let url = browser.current_url().await.map_err(fail("url"))?;
+    if !url.path().ends_with("/setup") {
+        return Err(format!("without a password the UI should ask to set one, got {url}"));
+    }
+    let log = e2e.log();
+    let code = log
+        .split("setup_code=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or_else(|| format!("no setup code in the log:\n{log}"))?
+        .to_owned();
+    for (name, value) in [("code", code.as_str()), ("password", PASSWORD), ("again", PASSWORD)] {
+        browser
+            .find(Locator::Css(&format!("input[name={name}]")))
+            .await
+            .map_err(fail(name))?
+            .send_keys(value)
+            .await
+            .map_err(fail(name))?;
+    }
+    browser
+        .find(Locator::Id("save"))
+        .await
+        .map_err(fail("save"))?
+        .click()
+        .await
+        .map_err(fail("save"))?;
+    let status = text_of(browser, "#app-status").await?;
+    if !["Ok", "Warning"].contains(&status.as_str()) {
+        return Err(format!(
+            "after the first run the status page shows {status}:\n{}",
+            body(browser).await?
+        ));
+    }
+    Ok(())
+}
+
+async fn journal_shows_the_call(browser: &Client, e2e: &E2e) -> Step {
+    let base = e2e.web_url();
+    scenarios::play(&e2e.bed, "s1")
+        .await
+        .map_err(|e| format!("play S1: {e}"))?;
+    e2e.wait_requests("telephony.externalcall.attachrecord", 1, WAIT).await;
+    wait_for_text(browser, &format!("{base}/calls"), "attach_record done").await?;
+    browser
+        .find(Locator::Css("a.call"))
+        .await
+        .map_err(fail("a call in the journal"))?
+        .click()
+        .await
+        .map_err(fail("open the call"))?;
+    let timeline = body(browser).await?;
+    for needle in [
+        "leg_ringing",
+        "leg_answered",
+        "to Bitrix24",
+        "from Bitrix24",
+        "register",
+        "finish",
+    ] {
+        if !timeline.contains(needle) {
+            return Err(format!("the timeline lacks {needle:?}:\n{timeline}"));
+        }
+    }
+    // The recording plays from a signed link.
+    let player = browser
+        .find(Locator::Css("audio.player"))
+        .await
+        .map_err(fail("the recording's player"))?;
+    let src = player
+        .attr("src")
+        .await
+        .map_err(fail("player src"))?
+        .unwrap_or_default();
+    if !src.starts_with("/records/") {
+        return Err(format!("the player's source is not a signed link: {src:?}"));
+    }
+    // Filters: the client's number finds it; a number nobody called does not.
+    browser
+        .goto(&format!("{base}/calls?number={}", harness::CLIENT_BASE))
+        .await
+        .map_err(fail("filter"))?;
+    if browser
+        .find_all(Locator::Css("a.call"))
+        .await
+        .map_err(fail("calls"))?
+        .is_empty()
+    {
+        return Err("filtering by the client's number lost the call".into());
+    }
+    browser
+        .goto(&format!("{base}/calls?number=5550001"))
+        .await
+        .map_err(fail("filter"))?;
+    if !browser
+        .find_all(Locator::Css("a.call"))
+        .await
+        .map_err(fail("calls"))?
+        .is_empty()
+    {
+        return Err("filtering by another number still lists the call".into());
+    }
+    Ok(())
+}
+
+async fn language_switch(browser: &Client, e2e: &E2e) -> Step {
+    browser
+        .goto(&format!("{}/calls", e2e.web_url()))
+        .await
+        .map_err(fail("calls"))?;
+    let english = text_of(browser, "h1").await?;
+    browser
+        .find(Locator::Id("lang-ru"))
+        .await
+        .map_err(fail("RU"))?
+        .click()
+        .await
+        .map_err(fail("RU"))?;
+    let russian = text_of(browser, "h1").await?;
+    if english != "Calls journal" || russian != "Журнал звонков" {
+        return Err(format!("language switch: {english:?} → {russian:?}"));
+    }
+    browser
+        .find(Locator::Id("lang-en"))
+        .await
+        .map_err(fail("EN"))?
+        .click()
+        .await
+        .map_err(fail("EN"))?;
+    let back = text_of(browser, "h1").await?;
+    if back != "Calls journal" {
+        return Err(format!("back to English: {back:?}"));
+    }
+    Ok(())
+}
+
+/// `/status` from an allowed address, as a monitoring system reads it, once a call went through.
+async fn status_json(browser: &Client, e2e: &E2e) -> Step {
+    browser
+        .goto(&format!("{}/status", e2e.web_url()))
+        .await
+        .map_err(fail("status"))?;
+    let text = body(browser).await?;
+    let status: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("/status: {e}: {text}"))?;
+    if status["ami"]["connected"] != true || status["crm"]["reachable"] != true {
+        return Err(format!("AMI and Bitrix24 should be up: {status}"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn admin_ui_in_chromium() {
+    let e2e = E2e::start("").await;
+    let profile = tempfile::tempdir().expect("profile dir");
+    let (_driver, browser) = browser(profile.path()).await;
+    let mut outcome = first_run(&browser, &e2e).await.map_err(|e| ("first_run", e));
+    if outcome.is_ok() {
+        outcome = journal_shows_the_call(&browser, &e2e).await.map_err(|e| ("journal", e));
+    }
+    if outcome.is_ok() {
+        outcome = language_switch(&browser, &e2e).await.map_err(|e| ("language", e));
+    }
+    if outcome.is_ok() {
+        outcome = status_json(&browser, &e2e).await.map_err(|e| ("status", e));
+    }
+    if let Err((step, error)) = &outcome {
+        save_screenshot(&browser, step).await;
+        let _ = browser.clone().close().await;
+        panic!("{step}: {error}\nringlink log:\n{}", e2e.log());
+    }
+    let _ = browser.close().await;
+    e2e.stop().await;
+}
