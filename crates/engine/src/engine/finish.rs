@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tracker::{CallEvent, CallFull, Direction, Timestamp};
+use tracker::{status, CallEvent, CallFull, Direction, Timestamp};
 
 use super::format::*;
 use super::state::*;
@@ -205,7 +205,16 @@ impl Engine {
         let (key, user_param) = self.finish_without_talk(ctx, reg, status_code, json!(call_full.result), out);
         let task = &self.settings.raw.missed.task;
         if incoming && task.enabled {
-            self.missed_task(ctx, reg, user_param, &key, call_full, out);
+            if call_full.result == status::TALKED {
+                // A transfer or a second ring round nobody took: this employee missed it, the client did not.
+                out.decide(
+                    Rule::MissedTask,
+                    "no missed-call task: the client talked with an employee on this call".into(),
+                    json!({"finish": key}),
+                );
+            } else {
+                self.missed_task(ctx, reg, user_param, &key, call_full, out);
+            }
         }
     }
 
