@@ -1,0 +1,166 @@
+//! Render time of the journal page, a call's timeline, `/status` and `/metrics` over HTTP with 100,000 calls in
+//! the store (p50/p99 of sequential requests).
+//!
+//! `cargo bench -p web --bench pages` (CALLS=… to change the store's size).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use store::{EntryKind, NewJournalEntry, NewStep, SqliteStore, Store, Timestamp};
+use web::{Telemetry, Wake, Web, WebSettings};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn fill(store: &SqliteStore, calls: usize) {
+    let start = Timestamp::now().saturating_sub(Duration::from_secs(calls as u64 * 30));
+    for chunk in (0..calls).collect::<Vec<_>>().chunks(1000) {
+        let mut entries = Vec::new();
+        let mut steps = Vec::new();
+        for &i in chunk {
+            let call = format!("{}.{i}", 1_700_000_000 + i);
+            let at = start.saturating_add(Duration::from_secs(i as u64 * 30));
+            let number = format!("+7900{:07}", i % 5000);
+            for (k, (kind, message)) in [
+                (EntryKind::Ami, "leg_ringing"),
+                (EntryKind::Decision, "card for employee 101 (extension directory)"),
+                (EntryKind::CrmRequest, "register"),
+                (EntryKind::CrmResponse, "register done"),
+                (EntryKind::Ami, "leg_answered"),
+                (EntryKind::Ami, "call_ended"),
+                (EntryKind::CrmRequest, "finish"),
+                (EntryKind::CrmResponse, "finish done"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                entries.push(
+                    NewJournalEntry::new(
+                        &call,
+                        at.saturating_add(Duration::from_millis(k as u64 * 500)),
+                        kind,
+                        message,
+                    )
+                    .data(json!({"number": number, "extension": "101", "USER_ID": 1})),
+                );
+            }
+            steps.push(NewStep::new(
+                &call,
+                format!("{call}/register"),
+                "register",
+                json!({"PHONE_NUMBER": number}),
+            ));
+        }
+        store.append_journal(&entries).expect("journal");
+        store.enqueue(&steps, Timestamp::now()).expect("steps");
+    }
+}
+
+async fn measure(http: &reqwest::Client, url: &str, cookie: Option<&str>, n: usize) -> (Duration, Duration) {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut request = http.get(url);
+        if let Some(c) = cookie {
+            request = request.header("cookie", c);
+        }
+        let started = Instant::now();
+        let response = request.send().await.expect("GET");
+        assert!(response.status().is_success(), "{url}: {}", response.status());
+        let _ = response.bytes().await.expect("body");
+        times.push(started.elapsed());
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+#[tokio::main]
+async fn main() {
+    let calls: usize = std::env::var("CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("bench.db")).expect("store");
+    let filled = Instant::now();
+    fill(&store, calls);
+    eprintln!("{calls} calls stored in {:?}", filled.elapsed());
+    store
+        .set_setting(
+            web::PASSWORD_SETTING,
+            &json!(web::hash_password("bench password 1").expect("hash")),
+            Timestamp::now(),
+        )
+        .expect("password");
+    let telemetry = Arc::new(Telemetry::new("bench"));
+    let settings = WebSettings {
+        listen: "127.0.0.1:0".into(),
+        ..WebSettings::default()
+    };
+    let ui = Web::new(settings, Arc::new(store.clone()), telemetry, Wake::default()).expect("web");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(web::serve(listener, ui, std::future::pending()));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    // Log in once.
+    let page = http.get(format!("{base}/login")).send().await.expect("login page");
+    let form = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.strip_prefix("ringlink_form=")
+                .and_then(|v| v.split(';').next())
+                .map(str::to_owned)
+        })
+        .expect("form cookie");
+    let login = http
+        .post(format!("{base}/login"))
+        .header("cookie", format!("ringlink_form={form}"))
+        .form(&[("csrf", form.as_str()), ("password", "bench password 1")])
+        .send()
+        .await
+        .expect("login");
+    let session = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.strip_prefix("ringlink_session=")
+                .and_then(|v| v.split(';').next())
+                .map(str::to_owned)
+        })
+        .expect("session");
+    let cookie = format!("ringlink_session={session}");
+    let middle = format!("{}.{}", 1_700_000_000 + calls / 2, calls / 2);
+    for (name, path, n) in [
+        ("journal (latest 50)", "/calls".to_owned(), 200),
+        (
+            "journal, filter by number",
+            "/calls?number=%2B79000004999".to_owned(),
+            50,
+        ),
+        ("journal, has errors (none match)", "/calls?errors=1".to_owned(), 20),
+        ("call timeline", format!("/calls/{middle}"), 200),
+        ("/status", "/status".to_owned(), 200),
+        ("/metrics", "/metrics".to_owned(), 200),
+    ] {
+        let (p50, p99) = measure(&http, &format!("{base}{path}"), Some(&cookie), n).await;
+        println!(
+            "{name:36} p50 {:>9.2} ms   p99 {:>9.2} ms   ({n} requests)",
+            ms(p50),
+            ms(p99)
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
