@@ -104,3 +104,118 @@ fn damaged_rows_read_as_corrupt_not_as_a_panic() {
     // Counting does not read payloads.
     assert_eq!(store.step_counts().unwrap().pending, 1);
 }
+
+/// Loads a committed SQL dump of a store written by an earlier release into a new file.
+fn store_file_from_fixture(dir: &std::path::Path, fixture: &str) -> std::path::PathBuf {
+    let sql_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
+    let sql = std::fs::read_to_string(&sql_path).unwrap();
+    let path = dir.join("ringlink.db");
+    Connection::open(&path).unwrap().execute_batch(&sql).unwrap();
+    path
+}
+
+/// Tables, indexes and their SQL, whitespace-insensitive: what a migrated file and a new file must agree on.
+fn schema_of(path: &std::path::Path) -> Vec<(String, String, String)> {
+    let raw = Connection::open(path).unwrap();
+    let mut statement = raw
+        .prepare("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type, name")
+        .unwrap();
+    let rows = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get::<_, String>(2)?)))
+        .unwrap()
+        .map(|row| {
+            let (kind, name, sql): (String, String, String) = row.unwrap();
+            (kind, name, sql.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .collect();
+    rows
+}
+
+#[test]
+fn a_store_of_the_previous_release_is_migrated_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_file_from_fixture(dir.path(), "store_v2.sql");
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+
+    // The outbox: a done step keeps its answer, a pending one is still due, a failed one keeps its reason.
+    assert_eq!(
+        store.result_by_key("call-1/register").unwrap(),
+        Some(json!({"CALL_ID": "externalCall.abc"}))
+    );
+    let due = store.due_steps(Timestamp::from_secs(1_767_000_001), 10).unwrap();
+    assert_eq!(
+        due.iter().map(|step| step.idempotency_key.as_str()).collect::<Vec<_>>(),
+        ["call-1/finish"]
+    );
+    assert_eq!(due[0].payload, json!({"DURATION": 42, "STATUS_CODE": "200"}));
+    let failed = store.step_by_key("call-2/register").unwrap().unwrap();
+    assert_eq!(failed.last_error.as_deref(), Some("USER_NOT_FOUND"));
+    // New steps of an old call go after its old ones; ids are not reused.
+    let added = store
+        .enqueue(
+            &[NewStep::new("call-1", "call-1/attach", "attach_record", json!({}))],
+            Timestamp::from_secs(1_767_000_002),
+        )
+        .unwrap();
+    assert!(added[0].created);
+    let steps = store.steps_of_call("call-1").unwrap();
+    assert_eq!(steps.iter().map(|step| step.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(steps[2].id.0 > 3);
+
+    // The journal and its per-call summary.
+    let timeline = store.call_timeline("call-1").unwrap();
+    assert_eq!(timeline.len(), 2);
+    assert_eq!(timeline[1].data, Some(json!({"user": 1})));
+    let recent = store.recent_calls(10).unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent.iter().find(|call| call.call_key == "call-2").unwrap().errors, 1);
+
+    // The users cache, tokens, settings and open clicks.
+    let anna = store.user_by_extension("101").unwrap().unwrap();
+    assert_eq!((anna.id, anna.name.as_str()), (1, "Anna Petrova"));
+    assert_eq!(store.users_by_phone(&["79161112233"]).unwrap()[0].id, 1);
+    assert!(!store.users().unwrap()[1].active);
+    assert_eq!(
+        store.users_refreshed_at().unwrap(),
+        Some(Timestamp::from_secs(1_767_000_000))
+    );
+    let tokens = store.load_tokens("example.bitrix24.ru").unwrap().unwrap();
+    assert_eq!(tokens.refresh_token, "ref-token");
+    assert_eq!(store.setting("default_responsible").unwrap(), Some(json!(1)));
+    let clicks = store.open_clicks(Timestamp::from_secs(0)).unwrap();
+    assert_eq!(
+        clicks,
+        [(
+            "click-1".to_owned(),
+            json!({"USER_ID": "1", "PHONE_NUMBER": "+79990000002"})
+        )]
+    );
+    assert!(store.integrity_check().unwrap().is_empty());
+}
+
+#[test]
+fn every_released_schema_migrates_to_exactly_the_schema_of_a_new_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.db");
+    drop(SqliteStore::open(&fresh).unwrap());
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(fixtures).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if !(name.starts_with("store_v") && name.ends_with(".sql")) {
+            continue;
+        }
+        let old = tempfile::tempdir().unwrap();
+        let path = store_file_from_fixture(old.path(), &name);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION, "{name}");
+        assert!(store.integrity_check().unwrap().is_empty(), "{name}");
+        drop(store);
+        assert_eq!(schema_of(&path), schema_of(&fresh), "{name} migrated");
+        seen += 1;
+    }
+    assert!(seen > 0, "no store_v*.sql fixture found");
+}
