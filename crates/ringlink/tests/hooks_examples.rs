@@ -85,3 +85,17 @@ async fn a_missed_call_task_is_due_within_working_hours() {
         assert_eq!(out["arNewTaskData"]["RESPONSIBLE_ID"], 1);
     }
 }
+
+#[tokio::test]
+async fn employee_numbers_become_what_the_pbx_dials() {
+    for (profile, dialled) in [
+        ("ext. 101", "101"),
+        ("доб. 102", "102"),
+        ("+7 343 272-30-33 доб. 103", "103"),
+        ("+7 (900) 111-22-33", "89001112233"),
+        ("104", "104"),
+    ] {
+        let out = run_both(HookName::ProcessUserPhone, json!({"phone": profile}), None).await;
+        assert_eq!(out["phone"], dialled, "{profile}");
+    }
+}

@@ -1,7 +1,9 @@
 //! The employees directory: Bitrix24 `user.get` → the store's users cache → the engine's extension lookup.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use hooks::{HookName, Outcome};
 use serde_json::{json, Value};
 use store::{Store, User, UserPhone};
 use tokio::sync::watch;
@@ -102,7 +104,8 @@ pub async fn fetch_users(client: &bitrix24::Client) -> Result<Vec<User>, bitrix2
 pub async fn refresh(shared: &Shared, client: &bitrix24::Client) -> anyhow::Result<usize> {
     let now = store::Timestamp::now();
     match fetch_users(client).await {
-        Ok(users) => {
+        Ok(mut users) => {
+            customize_phones(shared, &mut users).await;
             let count = users.len();
             let directory: Vec<_> = users.iter().map(directory_user).collect();
             shared.store(move |s| s.replace_users(&users, now)).await?;
@@ -126,6 +129,62 @@ pub async fn refresh(shared: &Shared, client: &bitrix24::Client) -> anyhow::Resu
             Err(e.into())
         }
     }
+}
+
+/// The `process_user_phone` hook (old name `process_phone_number`) on every employee's number, before the
+/// directory matches them against the PBX: an answered phone replaces the number, empty data drops it from the
+/// directory, a failing hook leaves it as Bitrix24 has it. One hook call per distinct number per refresh. The
+/// cache keeps the customized numbers, so a Bitrix24 outage does not undo them.
+async fn customize_phones(shared: &Shared, users: &mut [User]) {
+    let hooks = &shared.hooks;
+    if !hooks.is_enabled(HookName::ProcessUserPhone) {
+        return;
+    }
+    let mut answers: HashMap<String, Option<String>> = HashMap::new();
+    let (mut changed, mut dropped, mut failed) = (0usize, 0usize, 0usize);
+    for user in users.iter_mut() {
+        let mut kept = Vec::with_capacity(user.phones.len());
+        for phone in std::mem::take(&mut user.phones) {
+            if !answers.contains_key(&phone.number) {
+                let params = json!({"phone": phone.number});
+                let answer = match hooks.call(HookName::ProcessUserPhone, &params, &hooks::Context::default()).await {
+                    Some(called) => {
+                        super::report_hook(shared, &called);
+                        match called.outcome {
+                            Outcome::Applied(answer) => match answer.params.get("phone") {
+                                Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+                                Some(Value::Number(n)) => Some(n.to_string()),
+                                _ => Some(phone.number.clone()),
+                            },
+                            Outcome::Cancelled => None,
+                            Outcome::Failed(_) => {
+                                failed += 1;
+                                warn!(user = user.id, phone = %phone.number, "{}", called.describe());
+                                Some(phone.number.clone())
+                            }
+                        }
+                    }
+                    None => Some(phone.number.clone()),
+                };
+                answers.insert(phone.number.clone(), answer);
+            }
+            match answers.get(&phone.number).cloned().flatten() {
+                Some(number) if number == phone.number => kept.push(phone),
+                Some(number) => {
+                    changed += 1;
+                    kept.push(UserPhone::new(&phone.field, number));
+                }
+                None => dropped += 1,
+            }
+        }
+        user.phones = kept;
+    }
+    info!(
+        changed,
+        dropped,
+        failed,
+        "process_user_phone applied to the employees' numbers"
+    );
 }
 
 /// The first retry after a failed refresh; each next one waits twice as long, up to [`LAST_RETRY`] (or the
