@@ -380,7 +380,11 @@ async fn cards_activity_and_a_second_fault_set() {
 async fn process_user_phone_lets_the_directory_match_written_out_extensions() {
     let hooks = HooksDir::new().example("php", "process_user_phone.php");
     let mut emulator = b24emu::EmulatorConfig::default();
-    for (user, written) in emulator.users.iter_mut().zip(["ext. 101", "доб. 102", "+7 343 272-30-33 доб. 103"]) {
+    for (user, written) in emulator
+        .users
+        .iter_mut()
+        .zip(["ext. 101", "доб. 102", "+7 343 272-30-33 доб. 103"])
+    {
         user.uf_phone_inner = written.to_owned();
     }
     let e2e = E2e::start_with(emulator, &hooks.config("")).await;
@@ -388,7 +392,12 @@ async fn process_user_phone_lets_the_directory_match_written_out_extensions() {
     let reg = seen.single();
     let mut rung: Vec<u64> = std::iter::once(reg.user()).chain(reg.shown_to()).collect();
     rung.sort_unstable();
-    assert_eq!(rung, [1, 2, 3], "every ringing employee got the card: {}", seen.described);
+    assert_eq!(
+        rung,
+        [1, 2, 3],
+        "every ringing employee got the card: {}",
+        seen.described
+    );
     assert_eq!(reg.finish_user(), 2, "{}", seen.described);
     let store = store::SqliteStore::open(e2e.dir.path().join("ringlink.db")).expect("the store");
     let extensions: Vec<_> = store
@@ -397,6 +406,10 @@ async fn process_user_phone_lets_the_directory_match_written_out_extensions() {
         .iter()
         .filter_map(|u| u.extension().map(str::to_owned))
         .collect();
-    assert_eq!(extensions, ["101", "102", "103"], "the cache keeps the customized numbers");
+    assert_eq!(
+        extensions,
+        ["101", "102", "103"],
+        "the cache keeps the customized numbers"
+    );
     e2e.stop().await;
 }

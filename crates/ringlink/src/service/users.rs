@@ -147,7 +147,10 @@ async fn customize_phones(shared: &Shared, users: &mut [User]) {
         for phone in std::mem::take(&mut user.phones) {
             if !answers.contains_key(&phone.number) {
                 let params = json!({"phone": phone.number});
-                let answer = match hooks.call(HookName::ProcessUserPhone, &params, &hooks::Context::default()).await {
+                let answer = match hooks
+                    .call(HookName::ProcessUserPhone, &params, &hooks::Context::default())
+                    .await
+                {
                     Some(called) => {
                         super::report_hook(shared, &called);
                         match called.outcome {
@@ -181,9 +184,7 @@ async fn customize_phones(shared: &Shared, users: &mut [User]) {
     }
     info!(
         changed,
-        dropped,
-        failed,
-        "process_user_phone applied to the employees' numbers"
+        dropped, failed, "process_user_phone applied to the employees' numbers"
     );
 }
 
