@@ -413,3 +413,107 @@ async fn process_user_phone_lets_the_directory_match_written_out_extensions() {
     );
     e2e.stop().await;
 }
+
+/// The client is both a contact and a lead: Bitrix24's own search would take the contact; with
+/// `get_search_filter` (the Python example: leads first) ringlink searches itself and registers the call with
+/// the lead, creating nothing.
+#[tokio::test]
+async fn get_search_filter_chooses_the_entity_the_call_is_registered_with() {
+    let hooks = HooksDir::new().example("python", "get_search_filter.py");
+    let mut emulator = b24emu::EmulatorConfig::default();
+    let client = format!("8{CLIENT_BASE}");
+    emulator
+        .contacts
+        .push(b24emu::SeedEntity::new(5).field("NAME", "Ivan").phone(&client, "WORK"));
+    emulator.leads.push(
+        b24emu::SeedEntity::new(12)
+            .field("TITLE", "Returning caller")
+            .phone(&client, "WORK"),
+    );
+    let e2e = E2e::start_with(emulator, &hooks.config("")).await;
+    let seen = play(&e2e, "s1").await;
+    let reg = seen.single();
+    assert_eq!(text(&reg.register, "CRM_ENTITY_TYPE"), "LEAD", "{}", seen.described);
+    assert_eq!(text(&reg.register, "CRM_ENTITY_ID"), "12", "{}", seen.described);
+    assert_eq!(text(&reg.register, "CRM_CREATE"), "0", "{}", seen.described);
+    assert_eq!(reg.entity(), "LEAD 12", "Bitrix24 bound the call to the lead");
+    e2e.wait_requests("crm.duplicate.findbycomm", 1, WAIT).await;
+    let state = e2e.emu.state();
+    assert_eq!((state.leads.len(), state.contacts.len()), (1, 1), "nothing created");
+    assert_journal_says(
+        &journal(&e2e),
+        "registered with the client's lead 12 found by ringlink's search",
+    );
+    e2e.stop().await;
+}
+
+/// `process_search_params` answers a `filter` that searches contacts only, so the caller's lead does not count;
+/// nobody is found, and ringlink creates the contact `process_entity_creation_params` (the PHP example)
+/// describes, registers the call with it (Bitrix24 creates no lead), and `customize_entity` updates it as an
+/// entity this connector created.
+#[tokio::test]
+async fn an_unknown_caller_becomes_the_contact_the_creation_hook_describes() {
+    let hooks = HooksDir::new()
+        .example("php", "process_entity_creation_params.php")
+        .write(
+            "process_search_params.sh",
+            r#"echo '{"data": {"SHOW": 1}, "filter": {"contact": {}}, "state": "success"}'"#,
+        )
+        .write(
+            "customize_entity.sh",
+            r#"echo '{"data": {"COMMENTS": "first call"}, "state": "success"}'"#,
+        );
+    let mut emulator = b24emu::EmulatorConfig::default();
+    let client = format!("8{CLIENT_BASE}");
+    emulator.leads.push(
+        b24emu::SeedEntity::new(12)
+            .field("TITLE", "Old lead")
+            .phone(&client, "WORK"),
+    );
+    let e2e = E2e::start_with(emulator, &hooks.config("")).await;
+    let seen = play(&e2e, "s1").await;
+    let reg = seen.single();
+    assert_eq!(text(&reg.register, "CRM_ENTITY_TYPE"), "CONTACT", "{}", seen.described);
+    assert_eq!(text(&reg.register, "CRM_CREATE"), "0", "{}", seen.described);
+    let contact_id = text(&reg.register, "CRM_ENTITY_ID");
+    let search = e2e.wait_requests("crm.contact.list", 1, WAIT).await.remove(0);
+    assert_eq!(
+        search.param("filter"),
+        Some(&serde_json::json!({"PHONE": client})),
+        "an empty filter searches by the client's phone"
+    );
+    assert!(e2e
+        .emu
+        .requests()
+        .iter()
+        .all(|r| r.method != "crm.lead.list" && r.method != "crm.duplicate.findbycomm"));
+    let update = e2e.wait_requests("crm.contact.update", 1, WAIT).await.remove(0);
+    assert_eq!(
+        text(&update, "id"),
+        contact_id,
+        "customize_entity updates the contact ringlink created"
+    );
+    let state = e2e.emu.state();
+    assert_eq!(state.leads.len(), 1, "no lead created");
+    let contact = state
+        .contacts
+        .iter()
+        .find(|c| c.id.to_string() == contact_id)
+        .expect("the contact ringlink created");
+    let field = |name: &str| {
+        contact
+            .fields
+            .get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(field("NAME"), format!("Caller {client}"));
+    assert_eq!(field("SOURCE_ID"), "CALL");
+    assert_eq!(field("COMMENTS"), "first call");
+    assert_journal_says(
+        &journal(&e2e),
+        &format!("contact {contact_id} created by ringlink for the client"),
+    );
+    e2e.stop().await;
+}

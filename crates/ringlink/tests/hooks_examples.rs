@@ -99,3 +99,31 @@ async fn employee_numbers_become_what_the_pbx_dials() {
         assert_eq!(out["phone"], dialled, "{profile}");
     }
 }
+
+#[tokio::test]
+async fn leads_are_chosen_first_then_the_newest() {
+    let found = json!({"phone": "89001234567", "entities": [
+        {"type": "contact", "id": 5}, {"type": "company", "id": 3}, {"type": "lead", "id": 12}, {"type": "lead", "id": 40}
+    ]});
+    let out = run_both(HookName::GetSearchFilter, found, None).await;
+    assert_eq!(
+        out["entities"],
+        json!([{"type": "lead", "id": 40}, {"type": "lead", "id": 12}, {"type": "contact", "id": 5}, {"type": "company", "id": 3}])
+    );
+}
+
+#[tokio::test]
+async fn unknown_callers_become_contacts_named_after_their_number() {
+    let params = json!({"type": "lead", "ASSIGNED_BY_ID": 2, "COMMENTS": "", "OPENED": "Y",
+                        "PHONE": [{"VALUE": "89001234567", "VALUE_TYPE": "WORK"}], "SOURCE_ID": "CALL",
+                        "TITLE": "89001234567 - Incoming call"});
+    let callback = json!({"channel": {"trunk": {"original": "74950000000"}}});
+    let out = run_both(HookName::ProcessEntityCreationParams, params.clone(), Some(callback)).await;
+    assert_eq!(out["type"], "contact");
+    assert_eq!(out["NAME"], "Caller 89001234567");
+    assert_eq!(out["SOURCE_ID"], "CALLBACK");
+    assert_eq!(out["PHONE"], params["PHONE"], "the rest as ringlink would create it");
+    let other = json!({"channel": {"trunk": {"original": "73432723033"}}});
+    let out = run_both(HookName::ProcessEntityCreationParams, params, Some(other)).await;
+    assert_eq!(out["SOURCE_ID"], "CALL");
+}

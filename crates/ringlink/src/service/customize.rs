@@ -35,6 +35,8 @@ pub enum Customized {
         action: Option<String>,
         /// A recording's path as `process_record_file_path` changed it.
         record_path: Option<String>,
+        /// The CRM search `process_search_params` asked for (`{"contact": {…}, "company": {…}, "lead": {…}}`).
+        filter: Option<Value>,
     },
     /// Not sent: the reason, for the journal ("cancelled by customization: …").
     Cancelled(String),
@@ -80,6 +82,7 @@ pub async fn customize(
     let mut params = params.clone();
     let mut record_path = planned.record_path.clone();
     let mut action = None;
+    let mut filter = None;
     let mut cancelled = None;
     let mut journal = Vec::new();
     let now = Timestamp::now();
@@ -101,15 +104,7 @@ pub async fn customize(
                     action = answer.action;
                 }
                 if answer.filter.is_some() {
-                    journal.push(
-                        NewJournalEntry::new(
-                            &planned.call,
-                            now,
-                            EntryKind::Hook,
-                            format!("{hook}: \"filter\" is not applied: Bitrix24 searches the CRM itself when the call is registered"),
-                        )
-                        .data(json!({"step": planned.key, "filter": answer.filter})),
-                    );
+                    filter = answer.filter;
                 }
             }
             Outcome::Cancelled => {
@@ -125,6 +120,7 @@ pub async fn customize(
             params,
             action,
             record_path: record_path.filter(|p| planned.record_path.as_ref() != Some(p)),
+            filter,
         },
     };
     let (message, data) = match &outcome {
@@ -136,9 +132,11 @@ pub async fn customize(
             params,
             action,
             record_path,
+            filter,
         } => (
             format!("{} {} customized", planned.kind.name(), planned.key),
-            json!({FINAL: planned.key, "params": params, "action": action, "record_path": record_path}),
+            json!({FINAL: planned.key, "params": params, "action": action, "record_path": record_path,
+                   "filter": filter}),
         ),
         Customized::Unchanged => unreachable!("not built above"),
     };
@@ -161,6 +159,7 @@ async fn saved(shared: &Shared, call: &str, key: &str) -> anyhow::Result<Option<
             params: data.get("params").cloned().unwrap_or(Value::Null),
             action: data.get("action").and_then(Value::as_str).map(str::to_owned),
             record_path: data.get("record_path").and_then(Value::as_str).map(str::to_owned),
+            filter: data.get("filter").filter(|f| !f.is_null()).cloned(),
         },
     }))
 }

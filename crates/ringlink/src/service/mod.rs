@@ -13,6 +13,7 @@
 //! rebuilds the live calls, whose re-planned steps carry the same idempotency keys as before.
 
 mod clicks;
+mod crm_binding;
 mod customize;
 mod events;
 pub use events::handler_url;

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use hooks::Outcome as HookOutcome;
 
+use super::crm_binding;
 use super::customize::{self, Customized};
 use super::Shared;
 use crate::config::RecordingSettings;
@@ -230,6 +231,7 @@ impl Worker {
         }
         let mut record_path = planned.record_path.clone();
         let mut delete_activity = false;
+        let mut search_filter = None;
         match customize::customize(&self.shared, &self.shared.hooks, &step.payload, &planned, &params).await {
             Ok(Customized::Unchanged) => {}
             Ok(Customized::Cancelled(reason)) => return Action::Drop(reason),
@@ -237,12 +239,27 @@ impl Worker {
                 params: customized,
                 action,
                 record_path: path,
+                filter,
             }) => {
                 params = customized;
                 record_path = path.or(record_path);
                 delete_activity = planned.kind == StepKind::Finish && action.as_deref() == Some("delete");
+                search_filter = filter;
             }
             Err(e) => return Action::Wait(format!("store: {e}")),
+        }
+        if planned.kind == StepKind::Register {
+            let bound = crm_binding::bind(
+                &self.shared,
+                &self.client,
+                &planned,
+                &step.payload,
+                &mut params,
+                search_filter,
+            );
+            if let Err(e) = bound.await {
+                return Action::Wait(format!("CRM search: {e}"));
+            }
         }
         if card_shown == Some(false) {
             params = engine::without_card(&params);
@@ -416,6 +433,10 @@ impl Worker {
                 .await
                 .ok()
                 .flatten();
+            let created = match created {
+                Some(c) => Some(c),
+                None => crm_binding::created_for(&shared, &planned.call).await,
+            };
             if let Some((kind, id)) = created {
                 updates.push((hooks::HookName::CustomizeEntity, format!("crm.{kind}.update"), id));
             }

@@ -1,0 +1,16 @@
+<?php
+// process_entity_creation_params: what ringlink creates for a caller the CRM does not know. This office keeps
+// callers as contacts (no leads), named after their number until a manager fills the name in, with the source
+// "CALLBACK" for calls to the callback line 74950000000 and "CALL" otherwise.
+// In:  {"params": {"type": "lead", "ASSIGNED_BY_ID": 2, "COMMENTS": "", "OPENED": "Y",
+//                  "PHONE": [{"VALUE": "89001234567", "VALUE_TYPE": "WORK"}], "SOURCE_ID": "CALL",
+//                  "TITLE": "89001234567 - Incoming call"}, "call_full": {…}, "call_stage": "…"}
+// Out: {"data": {"type": "contact", "NAME": "Caller 89001234567", "SOURCE_ID": "CALL"}, "state": "success"}
+$in = json_decode(file_get_contents('php://stdin'), true);
+$phone = $in['params']['PHONE'][0]['VALUE'] ?? '';
+$line = $in['call_full']['channel']['trunk']['original'] ?? '';
+echo json_encode(['data' => [
+    'type' => 'contact',
+    'NAME' => "Caller $phone",
+    'SOURCE_ID' => $line === '74950000000' ? 'CALLBACK' : 'CALL',
+], 'state' => 'success']);
