@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Host packages the tests need: debootstrap (builds the Asterisk test bed's sid chroot), sip-tester (SIPp, which
 # plays phones and the carrier), the interpreters of the example customization hooks (php-cli, python3), and
-# the headless browser the admin UI is tested in (chromium, chromium-driver).
+# the headless browser the admin UI is tested in (chromium, chromium-driver), and systemd-analyze for the
+# service unit's check.
 # Idempotent, no prompts.
 set -euo pipefail
 
@@ -12,6 +13,9 @@ command -v php >/dev/null 2>&1 || need+=(php-cli)
 [ -x /usr/bin/python3 ] || need+=(python3)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# The service install tests: systemd-analyze verify on the unit (no running systemd needed), dpkg-deb.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 # unshare/mount come from util-linux/mount, present on every Debian install.
 
 if [ ${#need[@]} -eq 0 ]; then

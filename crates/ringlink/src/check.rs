@@ -38,7 +38,22 @@ pub async fn run(path: &Path) -> usize {
             c
         }
         Err(e) => {
-            report.problem("config", e.to_string());
+            let fix = match &e {
+                crate::config::ConfigError::Read { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
+                    format!(
+                        " — create it with `ringlink config default > {}` (for the installed service: \
+                         `ringlink config default --service`) and fill in [ami] and [bitrix24]",
+                        path.display()
+                    )
+                }
+                crate::config::ConfigError::Read { error, .. }
+                    if error.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    " — run the check as root or as the ringlink user (the file is readable by its group only)".into()
+                }
+                _ => String::new(),
+            };
+            report.problem("config", format!("{e}{fix}"));
             return report.problems;
         }
     };
@@ -49,7 +64,15 @@ pub async fn run(path: &Path) -> usize {
             Some(s)
         }
         Err(e) => {
-            report.problem("store", format!("{}: {e}", config.store.path.display()));
+            report.problem(
+                "store",
+                format!(
+                    "{}: {e} — [store] path must be in a directory the service's user can write (the installed \
+                     service: {}, owned by ringlink)",
+                    config.store.path.display(),
+                    crate::config::SERVICE_STORE_PATH
+                ),
+            );
             None
         }
     };
@@ -70,7 +93,7 @@ async fn check_ami(config: &Config, report: &mut Report) {
     let (client, mut events) = match ami::connect(cfg).await {
         Ok(pair) => pair,
         Err(e) => {
-            report.problem("AMI", e.to_string());
+            report.problem("AMI", format!("{e} — {}", ami_fix(&e)));
             return;
         }
     };
@@ -103,6 +126,23 @@ async fn check_ami(config: &Config, report: &mut Report) {
     }
     check_event_timestamps(&client, &mut events, report).await;
     client.shutdown().await;
+}
+
+/// What to change when the AMI login fails, by the kind of failure.
+fn ami_fix(error: &ami::Error) -> &'static str {
+    match error {
+        ami::Error::Connect { .. } | ami::Error::Timeout { .. } => {
+            "is Asterisk running with the AMI on (manager.conf [general] enabled = yes, port/bindaddr), and \
+             [ami] address pointing at it?"
+        }
+        ami::Error::NotAmi { .. } => "[ami] address points at another service: use the AMI port (usually 5038)",
+        ami::Error::LoginFailed { .. } => {
+            "set [ami] username and secret (or RINGLINK__AMI__SECRET) to a user of manager.conf, whose permit= \
+             allows this host; [ami] auth = plain if MD5 challenge is refused"
+        }
+        ami::Error::Tls { .. } => "check [ami] tls_ca_file and that the address is the AMI's TLS port (tlsbindport)",
+        _ => "check the [ami] section",
+    }
 }
 
 /// Events must carry the PBX's own `Timestamp` (manager.conf `timestampevents=yes`): without it ringlink times
@@ -173,7 +213,25 @@ async fn check_bitrix24(settings: &crate::config::Bitrix24Settings, store: &stor
             }
         }
         Ok(other) => report.problem("bitrix24", format!("unexpected answer to `scope`: {other}")),
-        Err(e) => report.problem("bitrix24", e.to_string()),
+        Err(e) => report.problem("bitrix24", format!("{e} — {}", bitrix24_fix(&e))),
+    }
+}
+
+/// What to change when Bitrix24 cannot be reached or refuses, by the kind of failure.
+fn bitrix24_fix(error: &bitrix24::Error) -> &'static str {
+    use bitrix24::Error as E;
+    match error {
+        E::Auth { .. } | E::TokenRefresh { .. } | E::NoRefreshToken => {
+            "the webhook or application credentials are refused: copy [bitrix24] webhook_url again from the \
+             portal (Developer resources → Other → Inbound webhook), or renew the application's tokens"
+        }
+        E::Transport(_) | E::Timeout(_) => {
+            "the portal is not reachable from this host: check [bitrix24] webhook_url / portal_url, DNS and an \
+             outgoing HTTPS proxy or firewall"
+        }
+        E::Redirected { .. } => "the portal was renamed: put its new address in [bitrix24]",
+        E::InvalidUrl { .. } | E::InsecureUrl { .. } => "fix the URL in [bitrix24] (https://PORTAL/rest/USER/SECRET/)",
+        _ => "check the [bitrix24] section",
     }
 }
 

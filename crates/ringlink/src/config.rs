@@ -625,6 +625,19 @@ pub fn env_overrides() -> Vec<(String, String)> {
 /// The complete, commented default configuration (`ringlink config default`).
 pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
 
+/// Where the installed service keeps its store (the unit's `StateDirectory`).
+pub const SERVICE_STORE_PATH: &str = "/var/lib/ringlink/ringlink.db";
+
+/// The default configuration for the installed service (`ringlink config default --service`, the Debian package's
+/// `/etc/ringlink/ringlink.toml`): the store in the service's state directory, wherever `ringlink` is run from.
+pub fn service_default_config() -> String {
+    DEFAULT_CONFIG.replacen(
+        "path = \"ringlink.db\"          #",
+        &format!("path = \"{SERVICE_STORE_PATH}\" #"),
+        1,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,6 +655,25 @@ mod tests {
         assert_eq!(
             shipped, DEFAULT_CONFIG,
             "ringlink.toml must equal `ringlink config default`"
+        );
+    }
+
+    #[test]
+    fn the_service_config_differs_only_in_the_store_path_and_is_the_packaged_file() {
+        let service = service_default_config();
+        let c = parse(&service, &[]).expect("service config parses");
+        assert_eq!(c.store.path, Path::new(SERVICE_STORE_PATH));
+        let changed: Vec<_> = service
+            .lines()
+            .zip(DEFAULT_CONFIG.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        let packaged = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/debian/ringlink.toml"))
+            .expect("debian/ringlink.toml");
+        assert_eq!(
+            packaged, service,
+            "debian/ringlink.toml must equal `ringlink config default --service`"
         );
     }
 

@@ -71,7 +71,12 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Print a complete, commented default configuration.
-    Default,
+    Default {
+        /// For the installed service: the store in /var/lib/ringlink (the file the Debian package installs as
+        /// /etc/ringlink/ringlink.toml).
+        #[arg(long)]
+        service: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -139,9 +144,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config {
-            command: ConfigCommand::Default,
+            command: ConfigCommand::Default { service },
         } => {
-            print!("{}", config::DEFAULT_CONFIG);
+            if service {
+                print!("{}", config::service_default_config());
+            } else {
+                print!("{}", config::DEFAULT_CONFIG);
+            }
             Ok(())
         }
         Command::Replay {

@@ -69,6 +69,7 @@ async fn check_reports_each_part_in_plain_words() {
     let (ok, out) = ringlink(&["check", "--config", config_arg], &wrong);
     assert!(!ok, "{out}");
     assert!(out.contains("PROBLEM  AMI: AMI login as \"ringlink\""), "{out}");
+    assert!(out.contains("set [ami] username and secret"), "the fix is named: {out}");
     assert!(!out.contains("wrong-secret"), "the secret is never printed: {out}");
     assert!(
         out.contains("PROBLEM  bitrix24:") && out.contains("https"),
@@ -79,6 +80,10 @@ async fn check_reports_each_part_in_plain_words() {
     let (ok, out) = ringlink(&["check", "--config", "/nonexistent/ringlink.toml"], &[]);
     assert!(!ok);
     assert!(out.contains("PROBLEM  config: cannot read config file"), "{out}");
+    assert!(
+        out.contains("create it with `ringlink config default > /nonexistent/ringlink.toml`"),
+        "{out}"
+    );
     emu.shutdown().await;
     bed.stop().await.expect("stop");
 }
