@@ -26,6 +26,7 @@
 //! older call. Every employee leg (a channel of an internal endpoint that is rung, dials out, picks up or
 //! retrieves) is a *conversation*, keyed by its uniqueid; [`CallFull`] is the seeds' `call_full` object.
 
+pub mod cel;
 mod config;
 mod event;
 mod model;
@@ -33,6 +34,7 @@ pub mod status;
 mod time;
 mod tracker;
 
+pub use cel::{CelFeed, CelRow};
 pub use config::{InternalEndpoints, TrackerConfig, TrunkConfig};
 pub use event::{
     CallEndReason, CallEvent, ConversationEndReason, Leg, LegOrigin, StopReason, TransferKind, UnparkReason,
