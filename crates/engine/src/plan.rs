@@ -169,6 +169,8 @@ pub enum Rule {
     LateEvent,
     /// A registration left open by a gap in following the PBX, finished from what is known of it.
     RecoveredFinish,
+    /// A call that began and ended while ringlink did not follow the PBX, rebuilt from the PBX's CEL.
+    RebuiltFromCel,
     /// The users directory was never loaded: the call's decisions wait for it.
     DirectoryUnknown,
     /// A click-to-call: the call Bitrix24 registered on the click is followed (no second register).

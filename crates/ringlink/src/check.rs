@@ -76,6 +76,7 @@ pub async fn run(path: &Path) -> usize {
             None
         }
     };
+    check_cel(&config, store.as_ref(), &mut report);
     match (&config.bitrix24, store) {
         (None, _) => report.problem("bitrix24", "no [bitrix24] section: calls would not be registered"),
         (Some(settings), Some(store)) => {
@@ -85,6 +86,51 @@ pub async fn run(path: &Path) -> usize {
         (Some(_), None) => report.problem("bitrix24", "not tried: the store (which keeps tokens) does not open"),
     }
     report.problems
+}
+
+/// Where calls missed while ringlink was down come from: the CEL database, and any period the store says may
+/// miss calls.
+fn check_cel(config: &Config, store: Option<&store::SqliteStore>, report: &mut Report) {
+    match &config.cel {
+        Some(cel) => match crate::cel::probe(cel) {
+            Ok((rows, latest)) => report.ok(
+                "CEL",
+                format!("table {:?} readable: {rows} rows, the latest at {latest}", cel.table),
+            ),
+            Err(e) => report.problem(
+                "CEL",
+                format!("{e:#}: calls missed while ringlink is down cannot be recovered until it reads"),
+            ),
+        },
+        None => report.note(
+            "CEL",
+            "no [cel] section: calls that begin and end while ringlink is down (an upgrade, a crash) are not \
+             recovered; let Asterisk write its CEL to a database and name it in [cel]",
+        ),
+    }
+    let saved = store.and_then(|s| store::Store::setting(s, crate::service::UNRECOVERED).ok().flatten());
+    if let Some(period) = saved {
+        let zone = tracker::LocalClock::parse_offset(&config.tracker.utc_offset)
+            .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
+        let at = |k: &str| {
+            let t = period
+                .get(k)
+                .and_then(Value::as_i64)
+                .map(tracker::Timestamp::from_micros);
+            tracker::LocalClock::new(zone).format(t)
+        };
+        report.note(
+            "CEL",
+            format!(
+                "calls between {} and {} may be missing from Bitrix24 (ringlink did not follow the PBX then); \
+                 with [cel] configured, run: ringlink reprocess --from \"{}\" --to \"{}\"",
+                at("from"),
+                at("to"),
+                at("from"),
+                at("to")
+            ),
+        );
+    }
 }
 
 async fn check_ami(config: &Config, report: &mut Report) {

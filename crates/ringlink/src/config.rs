@@ -27,6 +27,10 @@ pub struct Config {
     pub store: StoreSettings,
     #[serde(default)]
     pub recordings: RecordingSettings,
+    /// Where Asterisk keeps its CEL: calls that began and ended while ringlink did not follow the PBX are
+    /// recovered from it. Off without this section.
+    #[serde(default)]
+    pub cel: Option<crate::cel::CelSettings>,
     #[serde(default)]
     pub log: LogSettings,
     /// Customization hooks: where they are, timeouts, modes, which are on.
@@ -443,6 +447,12 @@ impl Config {
             if !(secs.is_finite() && secs > 0.0 && secs < 86_400.0) {
                 return Err(format!("{name} must be between 0 and 86400 seconds, got {secs}"));
             }
+        }
+        if let Some(cel) = &self.cel {
+            if let Some(problem) = cel.problems().into_iter().next() {
+                return Err(problem);
+            }
+            cel.offset(&self.tracker).map_err(|e| e.to_string())?;
         }
         if ami.event_queue == 0 {
             return Err("ami.event_queue must be at least 1".into());

@@ -1,5 +1,6 @@
 //! `ringlink`: the Asterisk ⇄ Bitrix24 connector's command line.
 
+mod cel;
 mod check;
 mod config;
 mod hooks_cli;
@@ -55,6 +56,22 @@ enum Command {
         /// on every ended call and show their answers; without it no hook runs.
         #[arg(long)]
         hooks: Option<PathBuf>,
+    },
+    /// Re-read the PBX's CEL for a period and register the calls that are missing (those already handled are
+    /// left alone). Steps go to the store; the running service sends them (or the next start does).
+    Reprocess {
+        #[arg(long, short, default_value = "ringlink.toml")]
+        config: PathBuf,
+        /// Start of the period, in the PBX's zone (`[tracker] utc_offset`): `2026-11-22 09:00[:00]`, or an
+        /// RFC 3339 instant.
+        #[arg(long)]
+        from: String,
+        /// End of the period (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// List the calls and steps it would register; store nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Customization hooks: which are found, and running one as the service would.
     Hooks {
@@ -201,6 +218,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Reprocess {
+            config,
+            from,
+            to,
+            dry_run,
+        } => {
+            let config = load_config(&config)?;
+            reprocess(&config, &from, to.as_deref(), dry_run)
+        }
         Command::Hooks {
             command: HooksCommand::List { config },
         } => {
@@ -228,6 +254,85 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             record(config, out, seconds).await
         }
     }
+}
+
+/// `ringlink reprocess`: the CEL recovery of the service, for a period the admin names.
+fn reprocess(config: &Config, from: &str, to: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
+    let Some(cel) = &config.cel else {
+        anyhow::bail!(
+            "no [cel] section: name the database Asterisk writes its CEL to (see the README, \"Calls missed while \
+             ringlink was down\")"
+        );
+    };
+    let zone = tracker::LocalClock::parse_offset(&config.tracker.utc_offset)
+        .context("[tracker] utc_offset is not a fixed offset such as \"+03:00\"")?;
+    let instant = |text: &str| {
+        let text = text.trim();
+        let with_seconds = if text.len() == 16 {
+            format!("{text}:00")
+        } else {
+            text.to_owned()
+        };
+        tracker::cel::parse_event_time(&with_seconds, zone).with_context(|| {
+            format!("{text:?} is not a time: write it as 2026-11-22 09:00 (the PBX's zone) or 2026-11-22T06:00:00Z")
+        })
+    };
+    let now = tracker::Timestamp::from_micros(store::Timestamp::now().as_micros());
+    let from = instant(from)?;
+    let to = match to {
+        Some(to) => instant(to)?,
+        None => now,
+    };
+    if to < from {
+        anyhow::bail!("--to is before --from");
+    }
+    let store = store::SqliteStore::open(&config.store.path)
+        .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
+    let users = store::Store::users(&store)?
+        .iter()
+        .map(service::users::directory_user)
+        .collect::<Vec<_>>();
+    if users.is_empty() {
+        warn!("the store has no users directory yet (ringlink never ran against Bitrix24): calls go to the default responsible");
+    }
+    let recovery = cel::recover(
+        &store,
+        cel::RecoveryInput {
+            cel,
+            tracker: &config.tracker,
+            engine: &config.engine,
+            recordings: &config.recordings,
+            users,
+            live: Default::default(),
+            from,
+            to,
+            now,
+            dry_run,
+        },
+    )?;
+    let mut out = std::io::stdout().lock();
+    for call in &recovery.calls {
+        writeln!(
+            out,
+            "{}{}",
+            if dry_run { "would register: " } else { "registered: " },
+            cel::describe(call)
+        )?;
+    }
+    writeln!(
+        out,
+        "{} CEL rows, {} calls ended, {} already handled, {} {}",
+        recovery.stats.rows,
+        recovery.stats.calls_ended,
+        recovery.already_handled,
+        recovery.calls.len(),
+        if dry_run {
+            "would be registered (dry run: nothing stored)"
+        } else {
+            "registered (steps stored; the service sends them)"
+        }
+    )?;
+    Ok(())
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {

@@ -215,6 +215,12 @@ impl TestBed {
         self.instance.layout.host_path(asterisk_path)
     }
 
+    /// Host path of the SQLite database `cel_sqlite3_custom` writes the PBX's CEL to (table `cel`, with the
+    /// database backends' column names).
+    pub fn cel_sqlite_path(&self) -> PathBuf {
+        self.instance.dir_host.join("log/master.db")
+    }
+
     /// Host directory of this instance (config, logs, SIPp files).
     pub fn instance_dir(&self) -> PathBuf {
         self.instance.dir_host.clone()

@@ -21,6 +21,10 @@ pub(crate) const ASTERISK_CONFIGS: &[(&str, &str)] = &[
         include_str!("../../../testbed/asterisk/res_parking.conf"),
     ),
     ("cel.conf", include_str!("../../../testbed/asterisk/cel.conf")),
+    (
+        "cel_sqlite3_custom.conf",
+        include_str!("../../../testbed/asterisk/cel_sqlite3_custom.conf"),
+    ),
     ("cdr.conf", include_str!("../../../testbed/asterisk/cdr.conf")),
     (
         "cdr_manager.conf",

@@ -19,11 +19,12 @@ mod events;
 pub use events::handler_url;
 pub(crate) mod listener;
 mod offline;
-mod pipeline;
+pub(crate) mod pipeline;
+pub use recovery::UNRECOVERED;
 mod recovery;
 
 pub use pipeline::need_registration_params;
-mod users;
+pub(crate) mod users;
 mod worker;
 
 use std::sync::{Arc, Mutex};

@@ -47,6 +47,7 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
         hook_context,
         recordings: config.recordings.clone(),
         waiting: Vec::new(),
+        config: config.clone(),
     };
     // Calls already in progress (or that ended while ringlink was down) are reconciled first.
     pipeline
@@ -136,6 +137,8 @@ struct Pipeline {
     recordings: RecordingSettings,
     /// Calls whose decisions wait for the users directory (never loaded yet), in the order they began waiting.
     waiting: Vec<Waiting>,
+    /// `[cel]`, `[tracker]` and `[engine]` for the recovery from CEL.
+    config: Config,
 }
 
 /// Events of a call that wait for the users directory.
@@ -200,10 +203,100 @@ impl Pipeline {
                 );
                 self.process(tracker, events).await;
                 self.recover_recordings(client, tracker, &list.items).await;
+                self.recover_from_cel(tracker, gap_from).await;
                 self.finish_open_registrations(tracker, gap_from).await;
             }
             Err(e) => warn!(error = %e, "CoreShowChannels failed; live state may be stale until the next resync"),
         }
+    }
+
+    /// Calls that began and ended during the gap from `gap_from` to now (and during any earlier gap not
+    /// recovered yet) are rebuilt from the PBX's CEL and registered; without `[cel]` (or when its database
+    /// fails) the log says which period may miss calls, and the store keeps it for `ringlink check`.
+    async fn recover_from_cel(&mut self, tracker: &Tracker, gap_from: Option<tracker::Timestamp>) {
+        if !self.registering {
+            return;
+        }
+        let now = super::now();
+        let earlier = recovery::unrecovered(&self.shared).await;
+        let Some(from) = gap_from.or(earlier.map(|p| p.0)) else {
+            return; // the first run ever: nothing was missed
+        };
+        let from = earlier.map_or(from, |(f, _)| f.min(from));
+        let Some(cel) = self.config.cel.clone() else {
+            warn!(
+                from = %self.clock(from),
+                to = %self.clock(now),
+                "calls that began and ended while ringlink did not follow the PBX may be missing from Bitrix24; \
+                 to recover them, let Asterisk write its CEL to a database and name it in [cel] (see the README, \
+                 \"Calls missed while ringlink was down\")"
+            );
+            recovery::save_unrecovered(&self.shared, Some((from, now))).await;
+            return;
+        };
+        let users: Vec<engine::DirectoryUser> = {
+            let cached = self.shared.store(|s| s.users()).await.unwrap_or_default();
+            cached.iter().map(super::users::directory_user).collect()
+        };
+        let live: std::collections::HashSet<String> = tracker.snapshot().into_iter().map(|c| c.channel.id).collect();
+        let config = self.config.clone();
+        let margin = cel.margin_secs;
+        let store = self.shared.store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let input = crate::cel::RecoveryInput {
+                cel: &cel,
+                tracker: &config.tracker,
+                engine: &config.engine,
+                recordings: &config.recordings,
+                users,
+                live,
+                from: from.saturating_sub_secs(margin),
+                to: now,
+                now,
+                dry_run: false,
+            };
+            crate::cel::recover(&store, input)
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r);
+        match result {
+            Ok(recovery) => {
+                for call in &recovery.calls {
+                    info!(call = %call.call_full.channel.id, "recovered from CEL: {}", crate::cel::describe(call));
+                }
+                info!(
+                    rows = recovery.stats.rows,
+                    calls_ended = recovery.stats.calls_ended,
+                    calls_still_live = recovery.stats.calls_live,
+                    already_handled = recovery.already_handled,
+                    registered = recovery.calls.len(),
+                    from = %self.clock(from),
+                    to = %self.clock(now),
+                    "calls of the gap recovered from CEL"
+                );
+                recovery::save_unrecovered(&self.shared, None).await;
+                if !recovery.calls.is_empty() {
+                    self.shared.work.notify_one();
+                }
+            }
+            Err(e) => {
+                warn!(
+                    error = %e,
+                    from = %self.clock(from),
+                    to = %self.clock(now),
+                    "cannot read the PBX's CEL: calls of this period may be missing; they are recovered after the \
+                     next gap, or with ringlink reprocess"
+                );
+                recovery::save_unrecovered(&self.shared, Some((from, now))).await;
+            }
+        }
+    }
+
+    fn clock(&self, at: tracker::Timestamp) -> String {
+        let offset = tracker::LocalClock::parse_offset(&self.config.tracker.utc_offset)
+            .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
+        tracker::LocalClock::new(offset).format(Some(at))
     }
 
     async fn finish_open_registrations(&mut self, tracker: &Tracker, gap_from: Option<tracker::Timestamp>) {
@@ -590,7 +683,7 @@ impl Pipeline {
 
 /// An engine step as the outbox keeps it: the whole step is the payload, so the worker needs nothing else
 /// (with hooks, also the call as it was when the step was planned: the hooks' `call_full` and `call_stage`).
-pub(super) fn new_step(step: &engine::Step, hook_context: Option<&Value>) -> NewStep {
+pub(crate) fn new_step(step: &engine::Step, hook_context: Option<&Value>) -> NewStep {
     // Cards are about now: among due steps they go first.
     let priority = match step.kind {
         engine::StepKind::Register | engine::StepKind::Show => 10,

@@ -108,3 +108,35 @@ pub async fn open_calls(
     }
     Ok(open)
 }
+
+/// The setting that keeps the period whose calls may be missing (`{"from": µs, "to": µs}`): a gap nothing
+/// could recover calls from (no `[cel]`, or its database failed). Cleared once CEL recovers it.
+pub const UNRECOVERED: &str = "cel.unrecovered";
+
+/// The period whose calls may be missing, if any.
+pub async fn unrecovered(shared: &Shared) -> Option<(tracker::Timestamp, tracker::Timestamp)> {
+    let saved = shared.store(|s| s.setting(UNRECOVERED)).await.ok().flatten()?;
+    let at = |k: &str| {
+        saved
+            .get(k)
+            .and_then(Value::as_i64)
+            .map(tracker::Timestamp::from_micros)
+    };
+    Some((at("from")?, at("to")?))
+}
+
+/// Notes (or clears, with `None`) the period whose calls may be missing.
+pub async fn save_unrecovered(shared: &Shared, period: Option<(tracker::Timestamp, tracker::Timestamp)>) {
+    let result = match period {
+        Some((from, to)) => {
+            let value = json!({"from": from.as_micros(), "to": to.as_micros()});
+            shared
+                .store(move |s| s.set_setting(UNRECOVERED, &value, store_time(to)))
+                .await
+        }
+        None => shared.store(|s| s.delete_setting(UNRECOVERED).map(|_| ())).await,
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot note in the store which period may miss calls");
+    }
+}

@@ -212,6 +212,12 @@ settle_secs = 0.5
     }
 
     /// SIGKILLs ringlink (no chance to flush or say goodbye).
+    /// Replaces what is appended to ringlink's config (used from the next [`E2e::start_ringlink`]).
+    #[allow(dead_code)] // shared by several test binaries; the CEL recovery one uses this
+    pub fn set_extra_config(&mut self, extra: &str) {
+        self.extra_config = extra.to_owned();
+    }
+
     pub fn kill_ringlink(&mut self) {
         self.ringlink.kill();
     }

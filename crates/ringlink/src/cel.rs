@@ -1,0 +1,637 @@
+//! Calls recovered from Asterisk's CEL table: the I/O around [`tracker::CelFeed`].
+//!
+//! At start and after any gap in the AMI stream (and for `ringlink reprocess`), the rows of every call that has
+//! a row in the period are read, whole (a call that began before the period is read from its start), turned into
+//! AMI events by the pure feed, followed by a fresh tracker, and each call that ended is planned by an engine
+//! that shows no card (nobody is ringing any more). Steps keep the keys the live service would have given them
+//! (`<linkedid>/<n>/register`, …), and the store enqueues a key once, so a call handled before is never sent
+//! twice; a call whose every registration is already finished is not even planned again.
+//!
+//! Sources: a `cel_sqlite3_custom` file (read here with rusqlite). Column names are matched by the names the
+//! database backends use (`eventtype eventtime cid_name cid_num cid_dnid exten context channame appname appdata
+//! uniqueid linkedid peer extra`) or the `cel_sqlite3_custom` sample's (`cidname cidnum ciddnid channel
+//! eventextra`); `linkedid` is required.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use chrono::FixedOffset;
+use serde::Deserialize;
+use tracker::{CallEvent, CallFull, CelFeed, CelRow, Timestamp, Tracker, TrackerConfig};
+
+use crate::config::RecordingSettings;
+
+/// `[cel]`: where Asterisk keeps its CEL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CelSettings {
+    /// `sqlite` (`cel_sqlite3_custom`).
+    pub kind: CelKind,
+    /// The SQLite file (`cel_sqlite3_custom` writes `master.db` in Asterisk's log directory).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// The zone `eventtime` is written in (Asterisk's local time, `cel.conf dateformat`), e.g. `"+03:00"`;
+    /// default: `[tracker] utc_offset`.
+    #[serde(default)]
+    pub utc_offset: Option<String>,
+    /// Where MixMonitor writes, as the PBX sees it: a recording is found there by the FreePBX naming
+    /// convention, `YYYY/MM/DD/<anything>-<uniqueid>.<ext>`.
+    #[serde(default = "default_monitor_dir")]
+    pub recordings_dir: String,
+    /// Rows are read from this long before a gap's start (row times have whole seconds; a call's end near
+    /// the gap's start is read again, harmlessly).
+    #[serde(default = "default_margin")]
+    pub margin_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CelKind {
+    Sqlite,
+}
+
+fn default_table() -> String {
+    "cel".into()
+}
+fn default_monitor_dir() -> String {
+    "/var/spool/asterisk/monitor".into()
+}
+fn default_margin() -> u64 {
+    60
+}
+
+impl CelSettings {
+    /// The zone of `eventtime`.
+    pub fn offset(&self, tracker: &TrackerConfig) -> anyhow::Result<FixedOffset> {
+        let text = self.utc_offset.as_deref().unwrap_or(&tracker.utc_offset);
+        tracker::LocalClock::parse_offset(text)
+            .with_context(|| format!("[cel] utc_offset {text:?}: expected a fixed offset such as \"+03:00\""))
+    }
+
+    /// Problems a config check reports (one plain line each).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self.kind {
+            CelKind::Sqlite if self.path.is_none() => problems.push(
+                "[cel] kind = \"sqlite\" needs path = the cel_sqlite3_custom database (master.db in Asterisk's log \
+                 directory)"
+                    .into(),
+            ),
+            CelKind::Sqlite => {}
+        }
+        if !self
+            .table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            || self.table.is_empty()
+        {
+            problems.push(format!(
+                "[cel] table {:?}: use a plain table name such as \"cel\"",
+                self.table
+            ));
+        }
+        problems
+    }
+}
+
+/// Columns a CEL row is read from, each with the names the backends and samples give it.
+const COLUMNS: &[(&str, &[&str])] = &[
+    ("eventtype", &["eventtype"]),
+    ("eventtime", &["eventtime"]),
+    ("cid_name", &["cid_name", "cidname"]),
+    ("cid_num", &["cid_num", "cidnum"]),
+    ("cid_dnid", &["cid_dnid", "ciddnid"]),
+    ("exten", &["exten"]),
+    ("context", &["context"]),
+    ("channame", &["channame", "channel"]),
+    ("appname", &["appname"]),
+    ("appdata", &["appdata"]),
+    ("uniqueid", &["uniqueid"]),
+    ("linkedid", &["linkedid"]),
+    ("peer", &["peer"]),
+    ("extra", &["extra", "eventextra"]),
+];
+
+/// Every row of every call with a row between `from` and `to`, in the table's order (a call's channels that
+/// joined it from another linkedid included).
+pub fn read_rows(
+    settings: &CelSettings,
+    offset: FixedOffset,
+    from: Timestamp,
+    to: Timestamp,
+) -> anyhow::Result<Vec<CelRow>> {
+    match settings.kind {
+        CelKind::Sqlite => read_sqlite(settings, offset, from, to),
+    }
+}
+
+fn read_sqlite(
+    settings: &CelSettings,
+    offset: FixedOffset,
+    from: Timestamp,
+    to: Timestamp,
+) -> anyhow::Result<Vec<CelRow>> {
+    let path = settings
+        .path
+        .as_deref()
+        .context("[cel] kind = \"sqlite\" needs path = the cel_sqlite3_custom database")?;
+    let db = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| {
+        format!(
+            "cannot open the CEL database {} (is ringlink allowed to read it?)",
+            path.display()
+        )
+    })?;
+    db.busy_timeout(std::time::Duration::from_secs(5))?;
+    let table = &settings.table;
+    let mut present = HashSet::new();
+    {
+        let mut stmt = db.prepare(&format!("PRAGMA table_info({table})"))?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+        for name in names {
+            present.insert(name?.to_ascii_lowercase());
+        }
+    }
+    if present.is_empty() {
+        anyhow::bail!(
+            "{}: no table {table:?} (cel_sqlite3_custom creates it at its first event; check [cel] table and that \
+             cel_sqlite3_custom.so is loaded)",
+            path.display()
+        );
+    }
+    let mut select = Vec::new();
+    for (what, names) in COLUMNS {
+        match names.iter().find(|n| present.contains(**n)) {
+            Some(name) => select.push(format!("CAST({name} AS TEXT)")),
+            None if matches!(*what, "eventtype" | "eventtime" | "uniqueid" | "linkedid" | "channame") => {
+                anyhow::bail!(
+                    "{}: table {table:?} has no {what} column: add it to cel_sqlite3_custom.conf's columns and \
+                     values (see ringlink's README, \"Calls missed while ringlink was down\")",
+                    path.display()
+                )
+            }
+            None => select.push("''".into()),
+        }
+    }
+    let time_column = COLUMNS[1].1[0];
+    // Times are compared as text in the table's own form; read a day around and filter on the parsed instant.
+    let candidates = format!("SELECT DISTINCT linkedid FROM {table} WHERE {time_column} >= ?1 AND {time_column} <= ?2");
+    let sql = format!(
+        "SELECT rowid, {} FROM {table} WHERE linkedid IN ({candidates}) \
+         OR uniqueid IN (SELECT uniqueid FROM {table} WHERE linkedid IN ({candidates})) ORDER BY rowid",
+        select.join(", ")
+    );
+    let day = 86_400;
+    let bound = |t: Timestamp, shift: i64| {
+        tracker::LocalClock::new(offset).format(Some(Timestamp::from_secs(t.as_micros() / 1_000_000 + shift)))
+    };
+    // Text bounds a day wide either side (whatever the table's time format), exact filtering below.
+    let (lo, hi) = (bound(from, -day), bound(to, day));
+    let mut stmt = db
+        .prepare(&sql)
+        .with_context(|| format!("{}: reading {table}", path.display()))?;
+    let mut rows = stmt.query(rusqlite::params![lo, hi])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let text = |i: usize| -> String { row.get::<_, Option<String>>(i).ok().flatten().unwrap_or_default() };
+        let Some(time) = tracker::cel::parse_event_time(&text(2), offset) else {
+            continue;
+        };
+        out.push(CelRow {
+            id: row.get(0)?,
+            event: text(1),
+            time,
+            cid_name: text(3),
+            cid_num: text(4),
+            cid_dnid: text(5),
+            exten: text(6),
+            context: text(7),
+            channel: text(8),
+            app: text(9),
+            appdata: text(10),
+            uniqueid: text(11),
+            linkedid: text(12),
+            peer: text(13),
+            extra: text(14),
+        });
+    }
+    Ok(keep_calls_touching(out, from, to))
+}
+
+/// Keeps the rows of the calls (linkedids, and the channels that moved between them) with a row in `from..=to`.
+fn keep_calls_touching(rows: Vec<CelRow>, from: Timestamp, to: Timestamp) -> Vec<CelRow> {
+    let mut linked: HashSet<&str> = rows
+        .iter()
+        .filter(|r| r.time >= from && r.time <= to)
+        .map(|r| r.linkedid.as_str())
+        .collect();
+    let channels: HashSet<&str> = rows
+        .iter()
+        .filter(|r| linked.contains(r.linkedid.as_str()))
+        .map(|r| r.uniqueid.as_str())
+        .collect();
+    for r in &rows {
+        if channels.contains(r.uniqueid.as_str()) {
+            linked.insert(r.linkedid.as_str());
+        }
+    }
+    let linked: HashSet<String> = linked.into_iter().map(str::to_owned).collect();
+    let channels: HashSet<String> = channels.into_iter().map(str::to_owned).collect();
+    rows.into_iter()
+        .filter(|r| linked.contains(&r.linkedid) || channels.contains(&r.uniqueid))
+        .collect()
+}
+
+/// The recordings of the rows' channels, found by the FreePBX naming convention under `recordings_dir`
+/// (`YYYY/MM/DD/…-<uniqueid>.<ext>`, the date of the channel's start in the PBX's zone): (uniqueid, PBX path).
+pub fn find_recordings(
+    rows: &[CelRow],
+    settings: &CelSettings,
+    offset: FixedOffset,
+    recordings: &RecordingSettings,
+) -> Vec<(String, String)> {
+    let mut listed: HashMap<String, Vec<String>> = HashMap::new();
+    let mut found = Vec::new();
+    let base = settings.recordings_dir.trim_end_matches('/');
+    for row in rows.iter().filter(|r| r.event_name() == "CHAN_START") {
+        let local = chrono::DateTime::from_timestamp_micros(row.time.as_micros())
+            .map(|t| t.with_timezone(&offset).format("%Y/%m/%d").to_string())
+            .unwrap_or_default();
+        let dir = format!("{base}/{local}");
+        let names = listed.entry(dir.clone()).or_insert_with(|| {
+            std::fs::read_dir(recordings.local_path(&dir))
+                .map(|entries| entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+                .unwrap_or_default()
+        });
+        let suffix = format!("-{}.", row.uniqueid.trim());
+        if let Some(name) = names.iter().find(|n| n.contains(&suffix)) {
+            found.push((row.uniqueid.trim().to_owned(), format!("{dir}/{name}")));
+        }
+    }
+    found
+}
+
+/// A call rebuilt from CEL that ended: its events with the call as the tracker knew it at each.
+pub struct Rebuilt {
+    pub call: String,
+    pub events: Vec<(CallEvent, Option<CallFull>)>,
+    pub call_full: CallFull,
+}
+
+/// What a rebuild read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RebuildStats {
+    pub rows: usize,
+    pub calls_ended: usize,
+    /// Calls still going on at the end of the rows (the live AMI stream has them).
+    pub calls_live: usize,
+}
+
+/// Follows the rows (with the recordings found for them) through a fresh tracker; returns each call that
+/// ended, in the order they ended.
+pub fn rebuild(
+    rows: &[CelRow],
+    recordings: &[(String, String)],
+    config: &TrackerConfig,
+) -> anyhow::Result<(Vec<Rebuilt>, RebuildStats)> {
+    let mut tracker = Tracker::new(config.clone())?;
+    let mut feed = CelFeed::new();
+    feed.prepare(rows);
+    for (uid, path) in recordings {
+        feed.set_recording(uid, path);
+    }
+    let mut open: BTreeMap<String, Vec<(CallEvent, Option<CallFull>)>> = BTreeMap::new();
+    let mut ended = Vec::new();
+    let mut events = Vec::new();
+    for row in rows {
+        for message in feed.messages(row) {
+            events.clear();
+            tracker.handle_into(&message, None, &mut events);
+            for event in events.drain(..) {
+                let key = event.call().to_owned();
+                if let CallEvent::CallEnded { call_full, .. } = &event {
+                    let call_full = call_full.as_ref().clone();
+                    let mut list = open.remove(&key).unwrap_or_default();
+                    list.push((event, None));
+                    ended.push(Rebuilt {
+                        call: key,
+                        events: list,
+                        call_full,
+                    });
+                } else {
+                    let snapshot = tracker.call_full(&key);
+                    open.entry(key).or_default().push((event, snapshot));
+                }
+            }
+        }
+    }
+    let stats = RebuildStats {
+        rows: rows.len(),
+        calls_ended: ended.len(),
+        calls_live: tracker.live_calls(),
+    };
+    Ok((ended, stats))
+}
+
+/// An engine like the live one that shows no card: a recovered call rings nobody any more.
+pub fn recovery_engine(
+    settings: &engine::EngineSettings,
+    users: Vec<engine::DirectoryUser>,
+    now: Timestamp,
+) -> anyhow::Result<engine::Engine> {
+    let mut settings = settings.clone();
+    settings.show_card = false;
+    let mut engine = engine::Engine::new(settings)?;
+    engine.users_mut().replace(users, now);
+    Ok(engine)
+}
+
+/// The engine's plan for a rebuilt call, each event at its own time, after a decision saying where the call
+/// comes from.
+pub fn plan(engine: &mut engine::Engine, call: &Rebuilt, gap: (Timestamp, Timestamp)) -> engine::Plan {
+    let mut plan = engine::Plan::default();
+    plan.journal.push(engine::Decision {
+        call: call.call.clone(),
+        time: gap.1,
+        rule: engine::Rule::RebuiltFromCel,
+        reason: format!(
+            "rebuilt from the PBX's CEL (the call ended while ringlink did not follow the PBX, {} – {}): \
+             registered without a card, with its original times",
+            gap.0, gap.1
+        ),
+        data: serde_json::json!({"from": gap.0, "to": gap.1}),
+    });
+    for (event, call_full) in &call.events {
+        let step = engine.handle(event, call_full.as_ref(), event.time());
+        plan.steps.extend(step.steps);
+        plan.journal.extend(step.journal);
+    }
+    plan
+}
+
+/// Whether a CEL database file looks like one (for `ringlink check`): the number of rows and the latest time.
+pub fn probe(settings: &CelSettings) -> anyhow::Result<(u64, String)> {
+    match settings.kind {
+        CelKind::Sqlite => {
+            let path: &Path = settings.path.as_deref().context("[cel] path is not set")?;
+            let db = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let (n, latest): (u64, Option<String>) = db
+                .query_row(
+                    &format!("SELECT COUNT(*), CAST(MAX(eventtime) AS TEXT) FROM {}", settings.table),
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .with_context(|| format!("{}: cannot read table {:?}", path.display(), settings.table))?;
+            Ok((n, latest.unwrap_or_default()))
+        }
+    }
+}
+
+/// What a recovery found and did.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub stats: RebuildStats,
+    /// Calls left alone: followed live now, or every registration already finished.
+    pub already_handled: usize,
+    /// Calls planned, with the steps the store did not have yet (a dry run stores nothing).
+    pub calls: Vec<RecoveredCall>,
+}
+
+/// A call a recovery planned.
+#[derive(Debug)]
+pub struct RecoveredCall {
+    pub call_full: CallFull,
+    /// `(kind, key)` of each step not in the store yet.
+    pub new_steps: Vec<(String, String)>,
+}
+
+/// Everything a recovery needs besides the store.
+pub struct RecoveryInput<'a> {
+    pub cel: &'a CelSettings,
+    pub tracker: &'a TrackerConfig,
+    pub engine: &'a engine::EngineSettings,
+    pub recordings: &'a RecordingSettings,
+    /// The employees directory (the live engine's, or the store's cache).
+    pub users: Vec<engine::DirectoryUser>,
+    /// Calls the live tracker follows now: the AMI stream has them.
+    pub live: HashSet<String>,
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub now: Timestamp,
+    pub dry_run: bool,
+}
+
+/// Reads the CEL rows of the period, rebuilds the calls that ended and stores the steps of those not yet
+/// handled (with their journal), unless `dry_run`. Blocking: run it off the async threads.
+pub fn recover(store: &impl store::Store, input: RecoveryInput<'_>) -> anyhow::Result<Recovery> {
+    let offset = input.cel.offset(input.tracker)?;
+    let rows = read_rows(input.cel, offset, input.from, input.to)?;
+    let recordings = find_recordings(&rows, input.cel, offset, input.recordings);
+    let (rebuilt, stats) = rebuild(&rows, &recordings, input.tracker)?;
+    let mut engine = recovery_engine(input.engine, input.users, input.now)?;
+    let unmatched: HashSet<String> = store
+        .calls_with_unmatched(engine::StepKind::Register.name(), engine::StepKind::Finish.name())?
+        .into_iter()
+        .collect();
+    let mut out = Recovery {
+        stats,
+        ..Recovery::default()
+    };
+    for call in &rebuilt {
+        let handled = input.live.contains(&call.call)
+            || (!unmatched.contains(&call.call) && !store.steps_of_call(&call.call)?.is_empty());
+        if handled {
+            out.already_handled += 1;
+            continue;
+        }
+        let plan = plan(&mut engine, call, (input.from, input.to));
+        let mut new_steps = Vec::new();
+        for step in &plan.steps {
+            if store.step_by_key(&step.key)?.is_none() {
+                new_steps.push((step.kind.name().to_owned(), step.key.clone()));
+            }
+        }
+        if !input.dry_run && !new_steps.is_empty() {
+            let steps: Vec<store::NewStep> = plan
+                .steps
+                .iter()
+                .map(|s| crate::service::pipeline::new_step(s, None))
+                .collect();
+            let journal: Vec<store::NewJournalEntry> = plan
+                .journal
+                .iter()
+                .map(|d| {
+                    store::NewJournalEntry::new(
+                        d.call.clone(),
+                        store::Timestamp::from_micros(d.time.as_micros()),
+                        store::EntryKind::Decision,
+                        d.reason.clone(),
+                    )
+                    .data(serde_json::json!({"rule": d.rule, "data": d.data}))
+                })
+                .collect();
+            store.enqueue(&steps, store::Timestamp::now())?;
+            store.append_journal(&journal)?;
+        }
+        if !new_steps.is_empty() {
+            out.calls.push(RecoveredCall {
+                call_full: call.call_full.clone(),
+                new_steps,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One line per planned call, for the log and `ringlink reprocess`.
+pub fn describe(call: &RecoveredCall) -> String {
+    let ch = &call.call_full.channel;
+    let kinds: Vec<&str> = call.new_steps.iter().map(|(k, _)| k.as_str()).collect();
+    format!(
+        "{} {} {:?} {} → {}, result {}: {}",
+        ch.start_time,
+        ch.id,
+        ch.direction,
+        ch.from.original,
+        ch.to.original,
+        call.call_full.result,
+        kinds.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(path: &Path) -> CelSettings {
+        CelSettings {
+            kind: CelKind::Sqlite,
+            path: Some(path.to_owned()),
+            table: "cel".into(),
+            utc_offset: None,
+            recordings_dir: default_monitor_dir(),
+            margin_secs: 0,
+        }
+    }
+
+    fn utc() -> FixedOffset {
+        FixedOffset::east_opt(0).expect("UTC")
+    }
+
+    /// A table with the `cel_sqlite3_custom` sample's column names (plus linkedid): rows of three calls.
+    fn table(path: &Path) {
+        let db = rusqlite::Connection::open(path).expect("create");
+        db.execute_batch(
+            "CREATE TABLE cel (id INTEGER PRIMARY KEY, eventtype TEXT, eventtime TEXT, cidname TEXT, cidnum TEXT, \
+             ciddnid TEXT, context TEXT, exten TEXT, channel TEXT, appname TEXT, appdata TEXT, uniqueid TEXT, \
+             linkedid TEXT, peer TEXT, eventextra TEXT);",
+        )
+        .expect("table");
+        let rows = [
+            // An old call, before the period.
+            ("CHAN_START", "2026-11-22 08:00:00", "PJSIP/carrier-1", "10.1", "10.1"),
+            ("CHAN_END", "2026-11-22 08:00:05", "PJSIP/carrier-1", "10.1", "10.1"),
+            // A call that began before the period and ended in it: read whole.
+            ("CHAN_START", "2026-11-22 08:59:50", "PJSIP/carrier-2", "20.1", "20.1"),
+            ("CHAN_START", "2026-11-22 08:59:50", "PJSIP/101-2", "20.2", "20.1"),
+            // A picker whose own call (30.1) joins 20.1: its rows under its first linkedid come too.
+            ("CHAN_START", "2026-11-22 08:59:55", "PJSIP/102-3", "30.1", "30.1"),
+            ("BRIDGE_ENTER", "2026-11-22 09:00:10", "PJSIP/102-3", "30.1", "20.1"),
+            ("CHAN_END", "2026-11-22 09:00:20", "PJSIP/carrier-2", "20.1", "20.1"),
+            // A call after the period.
+            ("CHAN_START", "2026-11-22 11:00:00", "PJSIP/carrier-4", "40.1", "40.1"),
+        ];
+        for (event, time, channel, uid, linkedid) in rows {
+            db.execute(
+                "INSERT INTO cel (eventtype, eventtime, cidname, cidnum, ciddnid, context, exten, channel, appname, \
+                 appdata, uniqueid, linkedid, peer, eventextra) VALUES (?1, ?2, '', '', '', '', '', ?3, '', '', ?4, ?5, '', '')",
+                rusqlite::params![event, time, channel, uid, linkedid],
+            )
+            .expect("row");
+        }
+    }
+
+    #[test]
+    fn the_rows_of_every_call_touching_the_period_are_read_whole_whatever_the_column_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.db");
+        table(&path);
+        let at = |t: &str| tracker::cel::parse_event_time(t, utc()).expect("time");
+        let rows = read_rows(
+            &settings(&path),
+            utc(),
+            at("2026-11-22 09:00:00"),
+            at("2026-11-22 10:00:00"),
+        )
+        .expect("read");
+        let seen: Vec<(&str, &str, &str)> = rows
+            .iter()
+            .map(|r| (r.event.as_str(), r.channel.as_str(), r.linkedid.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("CHAN_START", "PJSIP/carrier-2", "20.1"),
+                ("CHAN_START", "PJSIP/101-2", "20.1"),
+                ("CHAN_START", "PJSIP/102-3", "30.1"),
+                ("BRIDGE_ENTER", "PJSIP/102-3", "20.1"),
+                ("CHAN_END", "PJSIP/carrier-2", "20.1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_table_without_linkedid_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.db");
+        let db = rusqlite::Connection::open(&path).expect("create");
+        db.execute_batch("CREATE TABLE cel (eventtype TEXT, eventtime TEXT, channel TEXT, uniqueid TEXT);")
+            .expect("table");
+        let now = Timestamp::from_secs(1_795_318_717);
+        let e = read_rows(&settings(&path), utc(), now, now).expect_err("no linkedid");
+        let text = format!("{e:#}");
+        assert!(
+            text.contains("no linkedid column") && text.contains("cel_sqlite3_custom.conf"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn recordings_are_found_by_the_uniqueid_in_their_file_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let day = dir.path().join("2026/11/22");
+        std::fs::create_dir_all(&day).expect("dirs");
+        std::fs::write(day.join("in-73432723033-79001234567-20261122-085950-20.1.wav"), b"RIFF").expect("file");
+        std::fs::write(
+            day.join("in-73432723033-79001234567-20261122-085950-20.10.wav"),
+            b"RIFF",
+        )
+        .expect("file");
+        let mut cel = settings(Path::new("unused"));
+        cel.recordings_dir = dir.path().display().to_string();
+        let row = |uid: &str| CelRow {
+            event: "CHAN_START".into(),
+            time: tracker::cel::parse_event_time("2026-11-22 08:59:50", utc()).expect("time"),
+            uniqueid: uid.into(),
+            ..CelRow::default()
+        };
+        let found = find_recordings(&[row("20.1"), row("20.2")], &cel, utc(), &RecordingSettings::default());
+        assert_eq!(
+            found,
+            [(
+                "20.1".to_owned(),
+                format!(
+                    "{}/2026/11/22/in-73432723033-79001234567-20261122-085950-20.1.wav",
+                    dir.path().display()
+                )
+            )]
+        );
+    }
+}

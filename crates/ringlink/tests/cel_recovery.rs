@@ -1,0 +1,203 @@
+//! Calls that begin and end while ringlink is down are recovered from the PBX's CEL: the test bed's Asterisk
+//! writes its CEL to SQLite (`cel_sqlite3_custom`), ringlink is stopped, scenarios are played, and after the
+//! restart each call is registered once (no card), with the right users, statuses, durations and recordings.
+//! A call cut by a crash mid-talk is finished with its whole talk time; `ringlink reprocess` of a period
+//! already handled registers nothing (twice), and its dry run lists nothing.
+
+mod e2e {
+    #[allow(dead_code)] // shared with the scenario tests; these use a part of it
+    pub mod checks;
+    #[allow(dead_code)]
+    pub mod harness;
+}
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::checks::Seen;
+use e2e::harness::{text, E2e, CLIENT_BASE, WAIT};
+use testbed::{scenarios, Route, CLIENT};
+
+const FINISH: &str = "telephony.externalcall.finish";
+/// How long the outbox must stay silent before the record is read.
+const QUIET: Duration = Duration::from_secs(4);
+
+fn cel_section(e2e: &E2e) -> String {
+    format!(
+        "[cel]\nkind = \"sqlite\"\npath = \"{}\"\nutc_offset = \"+00:00\"\nrecordings_dir = \"{}\"\n",
+        e2e.bed.cel_sqlite_path().display(),
+        e2e.bed.recordings_dir_in_asterisk()
+    )
+}
+
+/// Starts the office with ringlink reading the PBX's CEL, and waits until it has the users directory.
+async fn start_with_cel() -> E2e {
+    let mut e2e = E2e::start("").await;
+    e2e.wait_requests("user.get", 1, WAIT).await;
+    let cel = cel_section(&e2e);
+    e2e.set_extra_config(&cel);
+    e2e.kill_ringlink();
+    e2e.start_ringlink().await;
+    e2e
+}
+
+fn reprocess(e2e: &E2e, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlink"))
+        .arg("reprocess")
+        .arg("--config")
+        .arg(e2e.config_path())
+        .args(args)
+        .output()
+        .expect("run ringlink reprocess");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "ringlink reprocess {args:?} failed: {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// S1, S2 (missed), S3, S10 and S12 played while ringlink is down: after the restart, six registrations
+/// (S10 has two talks), each finished once by the employee who talked (U1, U1 missed, U2, U1 then U2, U2 for
+/// the pickup), none with a card, every talk recorded. Then a restart and two `reprocess` runs of the whole
+/// period add nothing, and a dry run lists nothing to do.
+#[tokio::test]
+async fn calls_played_while_ringlink_is_down_are_registered_from_cel_once() {
+    let mut e2e = start_with_cel().await;
+    let period_start = chrono::Utc::now() - chrono::Duration::minutes(1);
+    e2e.kill_ringlink();
+    for id in ["s1", "s2", "s3", "s10", "s12"] {
+        scenarios::play(&e2e.bed, id)
+            .await
+            .unwrap_or_else(|e| panic!("play {id}: {e}"));
+    }
+    e2e.start_ringlink().await;
+    e2e.wait_requests(FINISH, 6, WAIT).await;
+    e2e.settle(QUIET).await;
+    let seen = Seen::check(&e2e);
+    assert_eq!(seen.registrations.len(), 6, "{}", seen.described);
+    let mut finished_by: BTreeMap<(u64, String), usize> = BTreeMap::new();
+    for reg in &seen.registrations {
+        assert_eq!(
+            text(&reg.register, "SHOW"),
+            "0",
+            "no card for a recovered call:\n{}",
+            seen.described
+        );
+        assert_eq!(text(&reg.register, "TYPE"), "2", "{}", seen.described);
+        assert_eq!(text(&reg.register, "LINE_NUMBER"), "73432723033", "{}", seen.described);
+        assert!(
+            text(&reg.register, "PHONE_NUMBER").ends_with(CLIENT_BASE),
+            "{}",
+            seen.described
+        );
+        assert!(reg.shown_to().is_empty(), "{}", seen.described);
+        *finished_by.entry((reg.finish_user(), reg.status())).or_default() += 1;
+        if reg.status() == "200" {
+            seen.assert_duration(reg, 2..=9);
+            assert_eq!(reg.records.len(), 1, "each talk recorded:\n{}", seen.described);
+        } else {
+            assert_eq!(reg.duration(), 0, "{}", seen.described);
+            assert!(reg.records.is_empty(), "{}", seen.described);
+        }
+    }
+    let expected: BTreeMap<(u64, String), usize> = [
+        ((1, "200".to_owned()), 2), // S1, S10 before the transfer
+        ((1, "304".to_owned()), 1), // S2: missed, for the phone that rang
+        ((2, "200".to_owned()), 3), // S3, S10 after the transfer, S12's pickup
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(finished_by, expected, "{}", seen.described);
+    let log = e2e.log();
+    assert!(log.contains("calls of the gap recovered from CEL"), "{log}");
+
+    // Nothing more: a restart, a dry run and two reprocess runs of the whole period.
+    let before = e2e.telephony().len();
+    e2e.kill_ringlink();
+    e2e.start_ringlink().await;
+    let from = period_start.format("%Y-%m-%d %H:%M:%S").to_string();
+    let dry = reprocess(&e2e, &["--from", &from, "--dry-run"]);
+    assert!(dry.contains("0 would be registered"), "{dry}");
+    for _ in 0..2 {
+        let out = reprocess(&e2e, &["--from", &from]);
+        assert!(out.contains("already handled, 0 registered"), "{out}");
+    }
+    e2e.settle(QUIET).await;
+    assert_eq!(e2e.telephony().len(), before, "{}", e2e.describe());
+    e2e.stop().await;
+}
+
+/// ringlink killed while 101 talks; the call ends while it is down. After the restart the call is finished
+/// once, from CEL: the whole talk (≈7 s, not the 3 s ringlink saw), with its recording; the register sent
+/// before the crash is not sent again.
+#[tokio::test]
+async fn a_call_cut_by_a_crash_is_finished_from_cel_with_its_whole_talk() {
+    let mut e2e = start_with_cel().await;
+    e2e.bed.reset().await.expect("reset");
+    e2e.bed.route_incoming(Route::Extension(101)).await.expect("route");
+    e2e.bed
+        .phone(101)
+        .answer_after(Duration::from_secs(2))
+        .await
+        .expect("phone 101");
+    let mut call = e2e
+        .bed
+        .incoming(CLIENT)
+        .talk(Duration::from_secs(7))
+        .await
+        .expect("call");
+    e2e.bed.wait_phone_talking(101, WAIT).await.expect("101 talks");
+    e2e.wait_requests("telephony.externalcall.register", 1, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    e2e.kill_ringlink();
+    call.finished(WAIT).await.expect("client side over");
+    e2e.bed.wait_all_channels_gone(WAIT).await.expect("all channels gone");
+    e2e.start_ringlink().await;
+    e2e.wait_requests("telephony.externalcall.attachrecord", 1, WAIT).await;
+    e2e.settle(QUIET).await;
+    let seen = Seen::check(&e2e);
+    let reg = seen.single();
+    assert_eq!(
+        text(&reg.register, "SHOW"),
+        "1",
+        "registered live, card and all:\n{}",
+        seen.described
+    );
+    assert_eq!(reg.finish_user(), 1);
+    assert_eq!(reg.status(), "200");
+    seen.assert_duration(reg, 6..=8);
+    assert_eq!(reg.records.len(), 1, "{}", seen.described);
+    assert!(
+        e2e.log().contains("calls of the gap recovered from CEL"),
+        "{}",
+        e2e.log()
+    );
+    e2e.stop().await;
+}
+
+/// Without `[cel]`, a restart after calls were missed says in the log which period may miss calls and how to
+/// recover them, and `ringlink check` says it too.
+#[tokio::test]
+async fn without_cel_the_log_and_check_name_the_period_that_may_miss_calls() {
+    let mut e2e = E2e::start("").await;
+    e2e.wait_requests("user.get", 1, WAIT).await;
+    e2e.kill_ringlink();
+    e2e.start_ringlink().await;
+    e2e.wait_log("may be missing from Bitrix24", WAIT).await;
+    assert!(e2e.log().contains("[cel]"), "{}", e2e.log());
+    e2e.kill_ringlink();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlink"))
+        .arg("check")
+        .arg("--config")
+        .arg(e2e.config_path())
+        .output()
+        .expect("run ringlink check");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("may be missing"), "{said}");
+    assert!(said.contains("[cel]"), "{said}");
+    e2e.stop().await;
+}
