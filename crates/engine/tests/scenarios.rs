@@ -1033,3 +1033,35 @@ fn per_trunk_line_and_responsible() {
     assert_eq!(plan.steps[0].params["LINE_NUMBER"], json!("main-line"));
     assert_eq!(describe(&plan.steps[0]), "register 0 user=5 type=2 show=0");
 }
+
+/// Settings changed while ringlink runs: the call in progress keeps the rules it started with (no task, though
+/// the change turned tasks on), the next call follows the new ones; invalid settings are refused.
+#[test]
+fn changed_settings_apply_from_the_next_call() {
+    let mut engine = engine(settings());
+    let first = CallSpec::incoming("1700000000.21");
+    let events = s2_events(&first);
+    let mut plan = run(&mut engine, &first, &events[..1]);
+    let mut on = settings();
+    on.missed.task.enabled = true;
+    on.missed.task.title = "Call back {phone}".into();
+    engine.set_settings(on.clone()).expect("valid settings");
+    let rest = run(&mut engine, &first, &events[1..]);
+    plan.steps.extend(rest.steps);
+    assert!(
+        !describe_all(&plan).iter().any(|s| s.starts_with("task")),
+        "the call in progress keeps its settings: {:?}",
+        describe_all(&plan)
+    );
+    let next = CallSpec::incoming("1700000000.22");
+    let plan = run(&mut engine, &next, &s2_events(&next));
+    let task = step(&plan, "1700000000.22/0/task");
+    assert_eq!(task.params["fields"]["TITLE"], json!(format!("Call back {CLIENT}")));
+    let mut bad = on;
+    bad.missed.responsible.clear();
+    assert!(engine.set_settings(bad).is_err());
+    assert!(
+        engine.settings().missed.task.enabled,
+        "refused settings leave the old ones"
+    );
+}

@@ -753,6 +753,40 @@ mod tests {
         assert!(e.to_string().contains("RINGLINK__AMI__ADDRESS__X"), "{e}");
     }
 
+    /// The settings page shows a key the file leaves out with its default: each must be the one ringlink uses.
+    #[test]
+    fn the_settings_page_defaults_are_ringlinks() {
+        use web::settings::{catalogue, Kind};
+        let webhook = "[bitrix24]\nwebhook_url = \"https://portal/rest/1/x/\"\n";
+        let base = format!("{:?}", parse(&format!("{webhook}{MINIMAL}"), &[]).expect("valid"));
+        for key in catalogue(&[]) {
+            let value = match key.kind {
+                Kind::Bool | Kind::Int | Kind::Float => key.default.to_owned(),
+                Kind::Text | Kind::Choice(_) if !key.default.is_empty() => {
+                    toml::Value::String(key.default.to_owned()).to_string()
+                }
+                Kind::List => toml::Value::Array(
+                    key.default
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_owned()))
+                        .collect(),
+                )
+                .to_string(),
+                _ => continue,
+            };
+            let (section, name) = key.path.rsplit_once('.').expect("a key in a section");
+            let text = match section {
+                "ami" => format!("{webhook}{MINIMAL}{name} = {value}\n"),
+                "bitrix24" => format!("{webhook}{name} = {value}\n{MINIMAL}"),
+                _ => format!("{webhook}{MINIMAL}[{section}]\n{name} = {value}\n"),
+            };
+            let explicit = parse(&text, &[]).unwrap_or_else(|e| panic!("{}: {e}", key.path));
+            assert_eq!(format!("{explicit:?}"), base, "the page's default of {}", key.path);
+        }
+    }
+
     #[test]
     fn secret_is_not_in_debug_output() {
         let c = parse(MINIMAL, &[("RINGLINK__AMI__SECRET", "hunter2")]).expect("valid");

@@ -148,10 +148,10 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config } => {
-            let config = load_config(&config)?;
+        Command::Run { config: path } => {
+            let config = load_config(&path)?;
             init_logging(&config);
-            service::run(config).await
+            service::run(config, path).await
         }
         Command::Check { config } => {
             let problems = check::run(&config).await;

@@ -261,6 +261,76 @@ async fn language_switch(browser: &Client, e2e: &E2e) -> Step {
     Ok(())
 }
 
+/// The comment lines the test's configuration carries around the key the UI changes.
+const TASK_SECTION: &str = "[engine.missed.task]   # the missed-call task, switched on from the admin UI\n\
+                            enabled = false        # off until the UI turns it on\n";
+
+/// The settings page turns the missed-call task on with a title of its own and blacklists nothing new; the file
+/// keeps its comments, and the next missed call (S2) makes Bitrix24 receive the task with that title.
+async fn a_setting_changes_the_next_call(browser: &Client, e2e: &E2e) -> Step {
+    let base = e2e.web_url();
+    browser
+        .goto(&format!("{base}/settings"))
+        .await
+        .map_err(fail("settings"))?;
+    browser
+        .find(Locator::Css("input[type=checkbox][name='engine.missed.task.enabled']"))
+        .await
+        .map_err(fail("the task switch"))?
+        .click()
+        .await
+        .map_err(fail("the task switch"))?;
+    let title = browser
+        .find(Locator::Css("input[name='engine.missed.task.title']"))
+        .await
+        .map_err(fail("the task title"))?;
+    title.clear().await.map_err(fail("clear the title"))?;
+    title
+        .send_keys("Call back {phone} (set in the UI)")
+        .await
+        .map_err(fail("type the title"))?;
+    browser
+        .find(Locator::Id("save-settings"))
+        .await
+        .map_err(fail("save"))?
+        .click()
+        .await
+        .map_err(fail("save"))?;
+    let saved = text_of(browser, "#settings-saved").await?;
+    if !saved.contains("engine.missed.task.enabled") || !saved.contains("engine.missed.task.title") {
+        return Err(format!("the page should say the task settings were applied: {saved}"));
+    }
+    let file = std::fs::read_to_string(e2e.config_path()).map_err(|e| format!("read the config: {e}"))?;
+    for kept in [
+        "[engine.missed.task]   # the missed-call task, switched on from the admin UI",
+        "enabled = true        # off until the UI turns it on",
+        "title = \"Call back {phone} (set in the UI)\"",
+        "[[tracker.trunks]]",
+    ] {
+        if !file.contains(kept) {
+            return Err(format!("the saved file lacks {kept:?}:\n{file}"));
+        }
+    }
+    scenarios::play(&e2e.bed, "s2")
+        .await
+        .map_err(|e| format!("play S2: {e}"))?;
+    let tasks = e2e.wait_requests("tasks.task.add", 1, WAIT).await;
+    let title = tasks[0]
+        .param("fields")
+        .and_then(|f| f.get("TITLE").cloned())
+        .unwrap_or_default();
+    let expected = format!("Call back {} (set in the UI)", harness::CLIENT_BASE);
+    if !title
+        .as_str()
+        .is_some_and(|t| t.contains("(set in the UI)") && t.contains(harness::CLIENT_BASE))
+    {
+        return Err(format!(
+            "the missed call's task should be titled like {expected:?}, got {title}"
+        ));
+    }
+    Ok(())
+}
+
 /// `/status` from an allowed address, as a monitoring system reads it, once a call went through.
 async fn status_json(browser: &Client, e2e: &E2e) -> Step {
     browser
@@ -277,7 +347,7 @@ async fn status_json(browser: &Client, e2e: &E2e) -> Step {
 
 #[tokio::test]
 async fn admin_ui_in_chromium() {
-    let e2e = E2e::start("").await;
+    let e2e = E2e::start(TASK_SECTION).await;
     let profile = tempfile::tempdir().expect("profile dir");
     let (_driver, browser) = browser(profile.path()).await;
     let mut outcome = first_run(&browser, &e2e).await.map_err(|e| ("first_run", e));
@@ -286,6 +356,11 @@ async fn admin_ui_in_chromium() {
     }
     if outcome.is_ok() {
         outcome = language_switch(&browser, &e2e).await.map_err(|e| ("language", e));
+    }
+    if outcome.is_ok() {
+        outcome = a_setting_changes_the_next_call(&browser, &e2e)
+            .await
+            .map_err(|e| ("settings", e));
     }
     if outcome.is_ok() {
         outcome = status_json(&browser, &e2e).await.map_err(|e| ("status", e));

@@ -187,6 +187,40 @@ const TEXTS: &[(&str, &str, &str)] = &[
         "Запрещено: форма устарела или отправлена не из этого интерфейса. Обновите страницу и повторите.",
     ),
     ("not_found", "Not found.", "Не найдено."),
+    ("settings", "Settings", "Настройки"),
+    ("set_business", "Business logic", "Бизнес-логика"),
+    ("set_lists", "Black and white lists", "Чёрный и белый списки"),
+    ("set_missed", "Missed calls: responsible and task", "Пропущенные: ответственный и задача"),
+    ("set_trunks", "Trunks (lines)", "Транки (линии)"),
+    ("set_recordings", "Recordings", "Записи разговоров"),
+    ("set_hooks", "Customization hooks", "Хуки"),
+    ("set_connections", "Connections and log", "Подключения и журнал"),
+    ("set_restart", "after restart", "после перезапуска"),
+    (
+        "set_restart_hint",
+        "Saved to the file now; ringlink uses it after a restart.",
+        "Сохраняется в файл сразу; ringlink применит после перезапуска.",
+    ),
+    (
+        "set_intro",
+        "Values are saved in the configuration file (comments kept). Keys without a mark apply from the next call; keys marked \"after restart\" need ringlink restarted. Environment variables RINGLINK__… still override the file.",
+        "Значения сохраняются в файле настроек (комментарии сохраняются). Ключи без пометки применяются со следующего звонка; с пометкой «после перезапуска» — после перезапуска ringlink. Переменные окружения RINGLINK__… по-прежнему важнее файла.",
+    ),
+    ("set_applied", "Saved and applied", "Сохранено и применено"),
+    (
+        "set_after_restart",
+        "Saved; take effect after a restart",
+        "Сохранено; вступит в силу после перезапуска",
+    ),
+    ("set_nothing", "Nothing changed.", "Ничего не изменилось."),
+    ("set_secret_kept", "set — leave empty to keep", "задан — оставьте пустым, чтобы не менять"),
+    ("set_secret_unset", "not set", "не задан"),
+    ("set_list_hint", "comma-separated", "через запятую"),
+    (
+        "set_no_file",
+        "ringlink was started without a configuration file the UI may edit.",
+        "ringlink запущен без файла настроек, который можно менять из интерфейса.",
+    ),
 ];
 
 #[cfg(test)]

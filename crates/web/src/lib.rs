@@ -4,7 +4,8 @@
 //! - `GET /status` — JSON for monitoring systems (Ok/Warning/Error with the reasons, AMI, Bitrix24 reachability
 //!   and request budget, outbox, users cache, hooks, version, uptime); `GET /metrics` — Prometheus text. Each is
 //!   allowed from its IP allow-list or with its bearer token, so monitoring needs no admin password.
-//! - The admin pages (status, the calls journal with each call's timeline) need a session: a password login
+//! - The admin pages (status, the calls journal with each call's timeline, the settings editing `ringlink.toml`
+//!   in place — see [`settings`]) need a session: a password login
 //!   (argon2), an HttpOnly + SameSite=Strict cookie, a CSRF token on every form, rate-limited attempts. Every
 //!   page is rendered on the server with `maud`, which escapes all text (caller names, PBX and CRM answers); the
 //!   stylesheet is compiled into the binary. Russian or English, from the browser's `Accept-Language` or the
@@ -27,11 +28,13 @@
 //! ```
 
 mod access;
+mod admin;
 mod auth;
 mod i18n;
 mod pages;
 mod records;
 mod server;
+pub mod settings;
 pub mod status;
 mod telemetry;
 
@@ -46,6 +49,7 @@ pub use access::AllowList;
 pub use auth::{hash_password, PASSWORD_SETTING};
 pub use records::{PathResolver, RecordLinks, Refused, Signed, LINK_SECRET_SETTING};
 pub use server::{router, serve, Web};
+pub use settings::SettingsFile;
 pub use status::{AppStatus, Status, Thresholds};
 pub use telemetry::{CrmBudget, Gauge, HookStatus, Live, Telemetry};
 

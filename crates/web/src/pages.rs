@@ -45,6 +45,7 @@ pub fn layout(frame: &Frame<'_>, title: &str, body: Markup) -> Markup {
                         nav {
                             a href="/" { (l.t("status")) }
                             a href="/calls" { (l.t("calls")) }
+                            a href="/settings" { (l.t("settings")) }
                         }
                     }
                     span.lang {

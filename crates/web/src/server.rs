@@ -17,18 +17,20 @@ use store::{CallFilter, CallResult, ReprocessScope, Timestamp};
 use tracing::{info, warn};
 
 use crate::access::{presented_token, same_secret, AllowList};
+use crate::admin;
 use crate::auth::{self, cookie, set_cookie, Session, Sessions, FORM_COOKIE, LANG_COOKIE, SESSION_COOKIE};
 use crate::i18n::Lang;
 use crate::pages::{self, CallsQuery, Frame, PAGE_SIZE};
 use crate::records::{self, PathResolver, RecordLinks, Refused};
+use crate::settings::SettingsFile;
 use crate::status::{self, Thresholds};
 use crate::{Error, SharedStore, Telemetry, Wake, WebSettings};
 
 /// The UI's state; cheap to clone.
 #[derive(Clone)]
-pub struct Web(Arc<Inner>);
+pub struct Web(pub(crate) Arc<Inner>);
 
-struct Inner {
+pub(crate) struct Inner {
     settings: WebSettings,
     store: SharedStore,
     telemetry: Arc<Telemetry>,
@@ -42,6 +44,9 @@ struct Inner {
     offset_secs: i32,
     /// Signs and resolves recording links (the player, `/records/<token>`).
     records: Option<(RecordLinks, PathResolver)>,
+    /// The configuration file the settings page edits; one save at a time.
+    pub(crate) config: Option<SettingsFile>,
+    pub(crate) config_lock: Mutex<()>,
 }
 
 impl Web {
@@ -65,6 +70,8 @@ impl Web {
             thresholds: Thresholds::default(),
             offset_secs: 0,
             records: None,
+            config: None,
+            config_lock: Mutex::new(()),
         })))
     }
 
@@ -92,6 +99,14 @@ impl Web {
         self
     }
 
+    /// Let the settings page edit this configuration file.
+    pub fn settings_file(mut self, file: SettingsFile) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.config = Some(file);
+        }
+        self
+    }
+
     /// The first-run code, while no admin password is set.
     pub fn setup_code(&self) -> Option<String> {
         lock(&self.0.setup_code).clone()
@@ -108,7 +123,7 @@ fn parse_offset(text: &str) -> Option<i32> {
     Some(sign * (h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60))
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -133,6 +148,7 @@ pub fn router(web: Web) -> Router {
         .route("/calls", get(calls_page))
         .route("/calls/:key", get(call_page))
         .route("/calls/:key/retry", post(retry_call))
+        .route("/settings", get(admin::settings_page).post(admin::save_settings))
         .route("/logout", post(logout))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(web.clone(), require_session));
@@ -228,7 +244,7 @@ async fn metrics_text(
     }
 }
 
-fn internal(error: String) -> Response {
+pub(crate) fn internal(error: String) -> Response {
     warn!(%error, "web: cannot answer");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -283,7 +299,7 @@ fn bare_frame(lang: Lang, path: &str) -> Frame<'_> {
     }
 }
 
-fn html_page(markup: Markup) -> Response {
+pub(crate) fn html_page(markup: Markup) -> Response {
     let mut response = axum::response::Html(markup.into_string()).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -534,7 +550,7 @@ async fn stylesheet() -> Response {
 
 // ---- pages ----
 
-fn frame<'a>(web: &Web, lang: Lang, session: &'a Session, path: &'a str) -> Frame<'a> {
+pub(crate) fn frame<'a>(web: &Web, lang: Lang, session: &'a Session, path: &'a str) -> Frame<'a> {
     Frame {
         lang,
         csrf: Some(&session.csrf),

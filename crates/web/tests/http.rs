@@ -152,14 +152,21 @@ fn local_only() -> WebSettings {
 async fn every_page_needs_a_session() {
     let ui = start(local_only()).await;
     ui.first_run().await;
-    for path in ["/", "/calls", "/calls/1700000000.1", "/nonexistent", "/calls/x/y/z"] {
+    for path in [
+        "/",
+        "/calls",
+        "/calls/1700000000.1",
+        "/settings",
+        "/nonexistent",
+        "/calls/x/y/z",
+    ] {
         let r = ui.get(path, None).await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
         assert_eq!(location(&r), "/login", "{path}");
         let forged = ui.get(path, Some("forged-session-id")).await;
         assert_eq!(location(&forged), "/login", "{path} with a forged session");
     }
-    for path in ["/calls/1700000000.1/retry", "/logout"] {
+    for path in ["/calls/1700000000.1/retry", "/settings", "/logout"] {
         let r = ui.post(path, None, &[("csrf", "x")]).await;
         assert_eq!(location(&r), "/login", "POST {path}");
     }
@@ -483,4 +490,91 @@ async fn recordings_by_signed_links_only() {
     }
     let r = ui.get("/records/../secret.txt", None).await;
     assert_ne!(r.status(), StatusCode::OK, "a dot-dot path is never served");
+}
+
+const CONFIG: &str = "[ami]\naddress = \"127.0.0.1:5038\"\nusername = \"ringlink\"\n\
+                      secret = \"never-shown-secret\"   # from the vault\n\n\
+                      [engine.black_list]   # never registered\nextensions = []\n";
+
+#[tokio::test]
+async fn settings_are_validated_saved_with_their_comments_and_applied() {
+    let applied = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = applied.clone();
+    let ui = start_with(local_only(), move |web, dir| {
+        let path = dir.join("ringlink.toml");
+        std::fs::write(&path, CONFIG).expect("config");
+        web.settings_file(web::SettingsFile {
+            path,
+            hooks: vec![],
+            validate: Arc::new(|text: &str| {
+                if text.contains("\"999\"") {
+                    Err("engine.black_list.extensions: 999 is not an extension of this PBX".into())
+                } else {
+                    Ok(())
+                }
+            }),
+            apply: Arc::new(move |text: &str| {
+                seen.lock().expect("lock").push(text.to_owned());
+                Ok(())
+            }),
+        })
+    })
+    .await;
+    let session = ui.first_run().await;
+    let cookie = format!("ringlink_session={session}");
+    let path = ui._dir.path().join("ringlink.toml");
+    let page = ui.get("/settings", Some(&session)).await.text().await.expect("html");
+    assert!(!page.contains("never-shown-secret"), "a secret is never rendered back");
+    assert!(page.contains("engine.missed.task.enabled"));
+    let csrf = hidden_csrf(&page);
+    let version = page
+        .split("name=\"version\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's version")
+        .to_owned();
+    let form = |list: &'static str| {
+        vec![
+            ("csrf".to_owned(), csrf.clone()),
+            ("version".to_owned(), version.clone()),
+            ("engine.black_list.extensions".to_owned(), list.to_owned()),
+            ("ami.secret".to_owned(), String::new()),
+        ]
+    };
+    let post = |form: Vec<(String, String)>| {
+        ui.http
+            .post(format!("{}/settings", ui.base))
+            .header(COOKIE, cookie.clone())
+            .form(&form)
+            .send()
+    };
+    // Without the CSRF token: refused, nothing written.
+    let mut no_csrf = form("103");
+    no_csrf.remove(0);
+    assert_eq!(post(no_csrf).await.expect("POST").status(), StatusCode::FORBIDDEN);
+    // Refused by the validation: the message is shown, nothing written or applied.
+    let refused = post(form("103, 999")).await.expect("POST");
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(refused.text().await.expect("html").contains("999 is not an extension"));
+    assert_eq!(std::fs::read_to_string(&path).expect("config"), CONFIG);
+    assert!(applied.lock().expect("lock").is_empty());
+    // A valid change: saved with the comments, applied, and the page says so.
+    let ok = post(form("103, 104")).await.expect("POST");
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    let text = std::fs::read_to_string(&path).expect("config");
+    assert!(
+        text.contains("secret = \"never-shown-secret\"   # from the vault"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[engine.black_list]   # never registered\nextensions = [\"103\", \"104\"]"),
+        "{text}"
+    );
+    assert_eq!(applied.lock().expect("lock").as_slice(), std::slice::from_ref(&text));
+    let after = ui.get(location(&ok), Some(&session)).await.text().await.expect("html");
+    assert!(after.contains("settings-saved") && after.contains("engine.black_list.extensions"));
+    // The page the admin had is stale now.
+    let stale = post(form("105")).await.expect("POST");
+    assert_eq!(stale.status(), StatusCode::BAD_REQUEST);
+    assert!(stale.text().await.expect("html").contains("reload"));
 }

@@ -80,6 +80,7 @@ impl Engine {
     /// The state of a call seen for the first time; a click-to-call is admitted at once with its request.
     pub(super) fn new_call_state(&self, key: &str, call_full: Option<&CallFull>, out: &mut Out<'_>) -> CallState {
         let mut state = CallState {
+            settings: self.settings.clone(),
             admission: Admission::Undecided,
             legs: BTreeMap::new(),
             registrations: Vec::new(),

@@ -45,7 +45,8 @@ use state::*;
 
 /// Plans the CRM steps of every live call. See the crate docs for the rules.
 pub struct Engine {
-    settings: Compiled,
+    /// The settings new calls start with; each call keeps the ones it started with (see [`Engine::set_settings`]).
+    settings: Arc<Compiled>,
     users: UsersDirectory,
     gate: Option<Box<dyn RegistrationGate + Send + Sync>>,
     calls: HashMap<String, CallState>,
@@ -70,7 +71,7 @@ impl Engine {
     /// Builds an engine; fails only on invalid settings.
     pub fn new(settings: EngineSettings) -> Result<Self, Error> {
         Ok(Self {
-            settings: Compiled::new(settings)?,
+            settings: Arc::new(Compiled::new(settings)?),
             users: UsersDirectory::new(),
             gate: None,
             calls: HashMap::new(),
@@ -87,6 +88,14 @@ impl Engine {
 
     pub fn settings(&self) -> &EngineSettings {
         &self.settings.raw
+    }
+
+    /// Replaces the settings (an admin changed them while ringlink runs). Calls that start from now on use the
+    /// new ones; a call already in progress keeps those it started with, so that its registration, finish and
+    /// missed-call task follow one set of rules. Invalid settings are refused and the old ones stay.
+    pub fn set_settings(&mut self, settings: EngineSettings) -> Result<(), Error> {
+        self.settings = Arc::new(Compiled::new(settings)?);
+        Ok(())
     }
 
     pub fn users(&self) -> &UsersDirectory {
@@ -179,35 +188,54 @@ impl Engine {
             Some(state) => state,
             None => self.new_call_state(key, call_full, &mut out),
         };
+        // The call's own settings while its event is handled.
+        let current = std::mem::replace(&mut self.settings, state.settings.clone());
+        let ended = self.apply(&mut state, event, call_full, &mut out);
+        self.settings = current;
+        if ended {
+            self.remember_ended(key);
+            self.clicks.remove(key);
+        } else {
+            self.calls.insert(key.to_owned(), state);
+        }
+        out.plan
+    }
+
+    /// Applies one event to its call's state; true once the call has ended.
+    fn apply(
+        &mut self,
+        state: &mut CallState,
+        event: &CallEvent,
+        call_full: Option<&CallFull>,
+        out: &mut Out<'_>,
+    ) -> bool {
         match event {
             CallEvent::LegRinging(leg) | CallEvent::LegDialing(leg) => {
                 if matches!(event, CallEvent::LegDialing(_)) {
                     state.click_dialing = true;
                 }
-                self.on_leg_ringing(&mut state, leg, call_full, event, &mut out);
+                self.on_leg_ringing(state, leg, call_full, event, out);
             }
             CallEvent::LegAnswered(leg) => {
                 state.click_dialing = true;
-                self.on_leg_answered(&mut state, leg, call_full, event, &mut out)
+                self.on_leg_answered(state, leg, call_full, event, out)
             }
             CallEvent::LegStoppedRinging {
                 conversation, reason, ..
-            } => self.on_leg_stopped(&mut state, conversation, reason, &mut out),
+            } => self.on_leg_stopped(state, conversation, reason, out),
             CallEvent::ConversationEnded {
                 conversation,
                 talk_seconds,
                 ..
-            } => self.on_conversation_ended(&mut state, conversation, *talk_seconds, &mut out),
+            } => self.on_conversation_ended(state, conversation, *talk_seconds, out),
             CallEvent::RecordingStarted { conversation, path, .. } => {
                 if !path.trim().is_empty() {
                     state.recordings.push((conversation.clone(), path.clone()));
                 }
             }
             CallEvent::CallEnded { call_full, .. } => {
-                self.on_call_ended(&mut state, call_full, event, &mut out);
-                self.remember_ended(key);
-                self.clicks.remove(key);
-                return out.plan;
+                self.on_call_ended(state, call_full, event, out);
+                return true;
             }
             CallEvent::Transferred { .. }
             | CallEvent::Parked { .. }
@@ -215,8 +243,7 @@ impl Engine {
             | CallEvent::Hold { .. }
             | CallEvent::Unhold { .. } => {}
         }
-        self.calls.insert(key.to_owned(), state);
-        out.plan
+        false
     }
 
     fn remember_ended(&mut self, key: &str) {

@@ -9,11 +9,14 @@ use tracker::{Direction, Timestamp};
 
 use crate::click::ClickToCall;
 use crate::plan::{references, Decision, Plan, Rule, Step, StepKind, StepRef, Timing};
+use crate::settings::Compiled;
 use crate::users::UserId;
 
 /// What the engine knows about a call while it is live.
 #[derive(Debug)]
 pub(super) struct CallState {
+    /// The settings the call started with: a change while it is in progress applies from the next call.
+    pub(super) settings: Arc<Compiled>,
     pub(super) admission: Admission,
     /// Employee legs by conversation id (ordered, so plans never depend on hashing).
     pub(super) legs: BTreeMap<String, LegState>,

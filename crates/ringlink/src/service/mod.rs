@@ -27,6 +27,7 @@ pub use pipeline::need_registration_params;
 pub(crate) mod users;
 mod worker;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -180,7 +181,41 @@ fn crm_budget(client: &bitrix24::Client) -> web::CrmBudget {
 
 /// Serves the admin UI until stopped. A UI that cannot start (address in use) is logged, never fatal: calls go
 /// on without it.
-async fn admin_ui(shared: Shared, config: Config, mut stop: watch::Receiver<bool>) {
+/// The settings page's file: checked as at start, applied by swapping the engine's settings (the next call uses
+/// them); everything else waits for a restart.
+fn settings_file(shared: &Shared, path: PathBuf) -> web::SettingsFile {
+    let hooks = shared
+        .hooks
+        .list()
+        .into_iter()
+        .filter(|info| info.found.is_some())
+        .map(|info| info.hook.as_str().to_owned())
+        .collect();
+    let check_path = path.clone();
+    let validate: web::settings::Validate = Arc::new(move |text: &str| {
+        Config::parse(text, &check_path, crate::config::env_overrides())
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    let apply_path = path.clone();
+    let engine = shared.engine.clone();
+    let apply: web::settings::Apply = Arc::new(move |text: &str| {
+        let config = Config::parse(text, &apply_path, crate::config::env_overrides()).map_err(|e| e.to_string())?;
+        engine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .set_settings(config.engine)
+            .map_err(|e| e.to_string())
+    });
+    web::SettingsFile {
+        path,
+        hooks,
+        validate,
+        apply,
+    }
+}
+
+async fn admin_ui(shared: Shared, config: Config, config_path: PathBuf, mut stop: watch::Receiver<bool>) {
     let wake = web::Wake {
         worker: shared.work.clone(),
         users: shared.users_refresh.clone(),
@@ -201,6 +236,7 @@ async fn admin_ui(shared: Shared, config: Config, mut stop: watch::Receiver<bool
             ui.thresholds(thresholds)
                 .zone(&config.tracker.utc_offset)
                 .recordings(shared.record_links.clone(), resolve)
+                .settings_file(settings_file(&shared, config_path))
         }
         Err(e) => return error!(error = %e, "the admin UI cannot start"),
     };
@@ -222,7 +258,8 @@ async fn admin_ui(shared: Shared, config: Config, mut stop: watch::Receiver<bool
     }
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the service; `config_path` is the file `config` was read from (the settings page edits it).
+pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     info!(version = env!("CARGO_PKG_VERSION"), ami = %config.ami.address, "ringlink starting");
     let store = SqliteStore::open(&config.store.path)
         .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
@@ -282,7 +319,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     if config.web.enabled {
-        tasks.spawn(admin_ui(shared.clone(), config.clone(), stop_rx.clone()));
+        tasks.spawn(admin_ui(
+            shared.clone(),
+            config.clone(),
+            config_path.clone(),
+            stop_rx.clone(),
+        ));
     }
     if let Some(client) = &client {
         let refresh_every = Duration::from_secs(config.engine.users_refresh_interval_secs);
