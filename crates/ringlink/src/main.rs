@@ -3,6 +3,7 @@
 mod cel;
 mod check;
 mod config;
+mod demo;
 mod hooks_cli;
 mod originate;
 mod replay;
@@ -37,6 +38,16 @@ enum Command {
     Check {
         #[arg(long, short, default_value = "ringlink.toml")]
         config: PathBuf,
+    },
+    /// A demonstration on this machine (as root): a lab Asterisk with phones, a Bitrix24 emulator and ringlink
+    /// between them; places calls and tells what happens to each. Ctrl-C stops everything.
+    Demo {
+        /// How many calls to place (then stay up until Ctrl-C).
+        #[arg(long, default_value_t = 6)]
+        calls: usize,
+        /// Place calls until Ctrl-C.
+        #[arg(long, conflicts_with = "calls")]
+        forever: bool,
     },
     /// Configuration helpers.
     Config {
@@ -153,6 +164,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             init_logging(&config);
             service::run(config, path).await
         }
+        Command::Demo { calls, forever } => demo::run(demo::Options { calls, forever }).await,
         Command::Check { config } => {
             let problems = check::run(&config).await;
             if problems > 0 {

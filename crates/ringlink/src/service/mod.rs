@@ -258,8 +258,18 @@ async fn admin_ui(shared: Shared, config: Config, config_path: PathBuf, mut stop
     }
 }
 
-/// Runs the service; `config_path` is the file `config` was read from (the settings page edits it).
+/// `ringlink run`: the service until Ctrl-C or SIGTERM; `config_path` is the file `config` was read from (the
+/// settings page edits it).
 pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
+    run_until(config, config_path, crate::shutdown_signal()).await
+}
+
+/// The service until `stop` resolves (`ringlink demo` stops it when its calls are done or on a signal).
+pub async fn run_until(
+    config: Config,
+    config_path: PathBuf,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     info!(version = env!("CARGO_PKG_VERSION"), ami = %config.ami.address, "ringlink starting");
     let store = SqliteStore::open(&config.store.path)
         .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
@@ -388,7 +398,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     tokio::pin!(pipeline);
     let result = tokio::select! {
         r = &mut pipeline => r,
-        _ = crate::shutdown_signal() => {
+        _ = stop => {
             info!("shutting down");
             let _ = stop_tx.send(true);
             pipeline.await
