@@ -65,6 +65,9 @@ pub async fn build_chroot(root: &Path) -> Result<()> {
     ] {
         let path = dir.join(name);
         std::fs::write(&path, body).map_err(io(format!("writing {}", path.display())))?;
+        // build-chroot.sh runs install-host-deps.sh directly.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(io(format!("making {} executable", path.display())))?;
     }
     let output = tokio::process::Command::new("bash")
         .arg(dir.join("build-chroot.sh"))
