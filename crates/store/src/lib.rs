@@ -95,6 +95,19 @@ pub trait Store: Send + Sync {
     /// What a worker calls each round, in one transaction: drops expired steps, then claims up to `limit` due ones.
     fn claim_due(&self, now: Timestamp, limit: usize, lease: Duration) -> Result<ClaimOutcome>;
 
+    /// [`Store::claim_due`], and in the same transaction, for each claimed step whose kind is the first of a
+    /// pair in `pairs`, also the very next step of its call when that is of the pair's second kind and due, and
+    /// so on from that step (e.g. a register and the shows after it, a finish and the recording attached after
+    /// it: they can go in one `batch`, in order). Followers are in flight like any claimed step, in call
+    /// order; the caller sends them after their leader or marks them.
+    fn claim_due_with_followers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease: Duration,
+        pairs: &[(&str, &str)],
+    ) -> Result<ClaimOutcome>;
+
     /// The step was sent and acknowledged; `result` is the CRM's answer, readable later by idempotency key.
     fn mark_done(&self, lease: Lease, result: &Value, now: Timestamp) -> Result<()>;
 
@@ -110,6 +123,16 @@ pub trait Store: Send + Sync {
     /// Records the outcomes of several attempts in one transaction (one disk sync for a whole `batch` call).
     /// Returns the leases that were no longer current; nothing was changed for those, the rest were recorded.
     fn mark_many(&self, marks: &[(Lease, Outcome)], now: Timestamp) -> Result<Vec<Lease>>;
+
+    /// [`Store::mark_many`] and [`Store::append_journal`] in one transaction: a worker's whole round (every
+    /// answer of its `batch` and the journal entries about them) costs one disk sync. The journal is appended
+    /// even for leases that were no longer current (what was sent stays on record).
+    fn mark_many_journaled(
+        &self,
+        marks: &[(Lease, Outcome)],
+        journal: &[NewJournalEntry],
+        now: Timestamp,
+    ) -> Result<Vec<Lease>>;
 
     /// Drops a step nobody holds (pending, or in flight with its lease run out), e.g. a card step made pointless
     /// by the leg ending. Returns false if the key is unknown or the step is claimed or already terminal.

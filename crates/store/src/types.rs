@@ -261,6 +261,9 @@ pub struct ClaimOutcome {
     pub claimed: Vec<Step>,
     /// Steps that expired before they could be sent and were dropped (for the journal).
     pub expired: Vec<Step>,
+    /// Claimed together with a step of `claimed` ([`crate::Store::claim_due_with_followers`]): the next step of
+    /// the same call, to go in the same request right after it.
+    pub followers: Vec<Step>,
 }
 
 /// Number of steps in each state, for status pages and metrics.

@@ -650,6 +650,90 @@ fn outcomes_of_a_batch_are_recorded_together_and_stale_leases_are_reported() {
 }
 
 #[test]
+fn a_finish_is_claimed_with_the_recording_right_after_it_and_nothing_else() {
+    let store = store();
+    let record_later = step("b", "record").not_before(at(10));
+    store
+        .enqueue(
+            &[
+                step("a", "finish"),
+                step("a", "record"),
+                step("a", "task"),
+                step("b", "finish"),
+                record_later,
+                step("c", "finish"),
+                step("c", "task"),
+                step("c", "record"),
+            ],
+            at(0),
+        )
+        .unwrap();
+    let pairs = [("finish", "record")];
+    let outcome = store.claim_due_with_followers(at(0), 10, LEASE, &pairs).unwrap();
+    assert_eq!(keys(&outcome.claimed), ["a/finish", "b/finish", "c/finish"]);
+    // b's recording is not due yet, c's next step is not a recording.
+    assert_eq!(keys(&outcome.followers), ["a/record"]);
+    assert_eq!(outcome.followers[0].state, StepState::InFlight);
+    assert_eq!(outcome.followers[0].attempts, 1);
+    // Nothing more of a is due while its finish and recording are in flight.
+    let follower = outcome.followers[0].lease();
+    store
+        .mark_many(
+            &[(outcome.claimed[0].lease(), store::Outcome::Done(json!(true)))],
+            at(1),
+        )
+        .unwrap();
+    assert!(store.claim_due(at(1), 10, LEASE).unwrap().claimed.is_empty());
+    store
+        .mark_many(&[(follower, store::Outcome::Done(json!(true)))], at(1))
+        .unwrap();
+    assert_eq!(keys(&store.claim_due(at(1), 10, LEASE).unwrap().claimed), ["a/task"]);
+}
+
+#[test]
+fn a_register_is_claimed_with_the_shows_that_follow_it_in_a_chain() {
+    let store = store();
+    let mut chain: Vec<NewStep> = ["register", "show1", "show2", "finish"]
+        .iter()
+        .map(|name| step("a", name))
+        .collect();
+    for (new, kind) in chain.iter_mut().zip(["register", "show", "show", "finish"]) {
+        new.kind = kind.into();
+    }
+    store.enqueue(&chain, at(0)).unwrap();
+    let pairs = [("register", "show"), ("show", "show"), ("finish", "attach_record")];
+    let outcome = store.claim_due_with_followers(at(0), 10, LEASE, &pairs).unwrap();
+    assert_eq!(keys(&outcome.claimed), ["a/register"]);
+    assert_eq!(keys(&outcome.followers), ["a/show1", "a/show2"]);
+}
+
+#[test]
+fn a_rounds_outcomes_and_their_journal_are_written_together() {
+    let store = store();
+    store.enqueue(&[step("a", "1"), step("b", "1")], at(0)).unwrap();
+    let claimed = store.claim_due(at(0), 10, LEASE).unwrap().claimed;
+    let b = claimed[1].lease();
+    store.claim(&[b.step], at(30), LEASE).unwrap();
+    let marks = [
+        (claimed[0].lease(), store::Outcome::Done(json!({"CALL_ID": "A"}))),
+        (b, store::Outcome::Done(json!({"CALL_ID": "stale"}))),
+    ];
+    let journal = [
+        store::NewJournalEntry::new("a", at(31), store::EntryKind::CrmResponse, "register done"),
+        store::NewJournalEntry::new("b", at(31), store::EntryKind::CrmResponse, "register done"),
+    ];
+    assert_eq!(store.mark_many_journaled(&marks, &journal, at(31)).unwrap(), [b]);
+    assert_eq!(store.result_by_key("a/1").unwrap(), Some(json!({"CALL_ID": "A"})));
+    assert_eq!(store.step_by_key("b/1").unwrap().unwrap().state, StepState::InFlight);
+    // What was sent stays on record, current lease or not.
+    for call in ["a", "b"] {
+        let timeline = store.call_timeline(call).unwrap();
+        assert_eq!(timeline.len(), 1, "{call}: {timeline:?}");
+        assert_eq!(timeline[0].message, "register done");
+    }
+}
+
+#[test]
 fn calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first() {
     let store = store();
     let kinds = |call: &str, names: &[&str]| -> Vec<NewStep> {

@@ -163,6 +163,37 @@ impl Store for SqliteStore {
         self.write(|tx| outbox::claim_due(tx, now, limit, lease))
     }
 
+    fn claim_due_with_followers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease: Duration,
+        pairs: &[(&str, &str)],
+    ) -> Result<ClaimOutcome> {
+        self.write(|tx| {
+            let mut outcome = outbox::claim_due(tx, now, limit, lease)?;
+            for leader in &outcome.claimed {
+                let mut last = leader.clone();
+                loop {
+                    let kinds: Vec<&str> = pairs
+                        .iter()
+                        .filter(|(first, _)| *first == last.kind)
+                        .map(|(_, then)| *then)
+                        .collect();
+                    if kinds.is_empty() {
+                        break;
+                    }
+                    let Some(next) = outbox::claim_follower(tx, &last, &kinds, now, lease)? else {
+                        break;
+                    };
+                    outcome.followers.push(next.clone());
+                    last = next;
+                }
+            }
+            Ok(outcome)
+        })
+    }
+
     fn mark_done(&self, lease: Lease, result: &Value, now: Timestamp) -> Result<()> {
         self.write(|tx| outbox::finish(tx, lease, outbox::Finish::Done(result), now))
     }
@@ -180,15 +211,18 @@ impl Store for SqliteStore {
     }
 
     fn mark_many(&self, marks: &[(Lease, Outcome)], now: Timestamp) -> Result<Vec<Lease>> {
+        self.write(|tx| outbox::finish_many(tx, marks, now))
+    }
+
+    fn mark_many_journaled(
+        &self,
+        marks: &[(Lease, Outcome)],
+        journal: &[NewJournalEntry],
+        now: Timestamp,
+    ) -> Result<Vec<Lease>> {
         self.write(|tx| {
-            let mut lost = Vec::new();
-            for (lease, outcome) in marks {
-                match outbox::finish(tx, *lease, outbox::Finish::from(outcome), now) {
-                    Ok(()) => {}
-                    Err(StoreError::LeaseLost { lease }) => lost.push(lease),
-                    Err(other) => return Err(other),
-                }
-            }
+            let lost = outbox::finish_many(tx, marks, now)?;
+            journal::append(tx, journal)?;
             Ok(lost)
         })
     }

@@ -186,7 +186,43 @@ pub fn claim_due(tx: &Transaction<'_>, now: Timestamp, limit: usize, lease: Dura
     let ids: Vec<StepId> = due(tx, now, limit)?.into_iter().map(|step| step.id).collect();
     // Every step just read is due within this transaction, so each claim succeeds.
     let claimed = claim(tx, &ids, now, lease)?;
-    Ok(ClaimOutcome { claimed, expired })
+    Ok(ClaimOutcome {
+        claimed,
+        expired,
+        followers: Vec::new(),
+    })
+}
+
+/// Claims the step right after `leader` in its call when it is of one of `kinds`, pending and due; `leader` is
+/// in flight, so the follower could not be claimed on its own.
+pub fn claim_follower(
+    tx: &Transaction<'_>,
+    leader: &Step,
+    kinds: &[&str],
+    now: Timestamp,
+    lease: Duration,
+) -> Result<Option<Step>> {
+    let sql = format!("SELECT {COLUMNS} FROM steps WHERE call_key = ?1 AND seq > ?2 ORDER BY seq LIMIT 1");
+    let Some(next) = query_steps(tx, &sql, params![leader.call_key, leader.seq])?.pop() else {
+        return Ok(None);
+    };
+    let due = next.state == StepState::Pending
+        && next.next_attempt_at <= now
+        && next.expires_at.is_none_or(|at| at > now)
+        && kinds.contains(&next.kind.as_str());
+    if !due {
+        return Ok(None);
+    }
+    let changed = tx
+        .prepare_cached(
+            "UPDATE steps SET state = 'in_flight', attempts = attempts + 1, lease_until = ?3, updated_at = ?1
+             WHERE id = ?2 AND state = 'pending'",
+        )?
+        .execute(params![now.as_micros(), next.id.0, lease_end(now, lease).as_micros()])?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    by_id(tx, next.id)
 }
 
 /// How an attempt ended.
@@ -237,6 +273,19 @@ pub fn finish(tx: &Transaction<'_>, lease: Lease, how: Finish<'_>, now: Timestam
         return Err(StoreError::LeaseLost { lease });
     }
     Ok(())
+}
+
+/// Records several attempts; returns the leases that were no longer current (nothing changed for those).
+pub fn finish_many(tx: &Transaction<'_>, marks: &[(Lease, Outcome)], now: Timestamp) -> Result<Vec<Lease>> {
+    let mut lost = Vec::new();
+    for (lease, outcome) in marks {
+        match finish(tx, *lease, Finish::from(outcome), now) {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost { lease }) => lost.push(lease),
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(lost)
 }
 
 pub fn drop_pending(tx: &Transaction<'_>, idempotency_key: &str, reason: &str, now: Timestamp) -> Result<bool> {

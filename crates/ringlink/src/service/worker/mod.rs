@@ -1,0 +1,966 @@
+//! The outbox worker: due steps → Bitrix24, within the limiter's budget, answers and errors back to the store.
+//!
+//! Each round claims the due steps (at most one per call, so they are independent of each other — plus the
+//! steps right after some of them that can go in the same request: the shows after a register, the hides of
+//! one ring round, the recording after a finish), decides for each whether it is still worth sending (cards
+//! are about now; registrations and finishes are about the record), resolves references to earlier steps'
+//! results (to a step in the same `batch`: a `$result[…]` reference), and sends the rest in one `batch`.
+//! The round's outcomes and journal entries are written in one transaction. A finish waits for its recording
+//! to be complete so that both go together; recordings too big for that are uploaded alone, after the cards.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use engine::{StepKind, Timing};
+use serde_json::{json, Value};
+use store::{EntryKind, NewJournalEntry, Step, StepState, Store, Timestamp};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::crm_binding;
+use super::customize::{self, Customized};
+use super::Shared;
+
+mod follow_up;
+mod recording;
+use crate::config::RecordingSettings;
+
+/// Steps claimed per round: one Bitrix24 batch.
+const ROUND: usize = bitrix24::MAX_BATCH_COMMANDS;
+/// Steps claimed with the step before them, to go in the same `batch` right after it: a call's recording
+/// after its finish, the shows after a register (or another show), the hides of one ring round.
+const FOLLOWERS: &[(&str, &str)] = &[
+    ("finish", "attach_record"),
+    ("register", "show"),
+    ("show", "show"),
+    ("hide", "hide"),
+];
+/// How long after it was planned a finish waits for its recording to be complete, so that both go in one
+/// request; past that it goes alone.
+const FINISH_WAITS_FOR_RECORDING: Duration = Duration::from_secs(10);
+/// A claimed step comes back to the queue if the worker dies holding it this long.
+const LEASE: Duration = Duration::from_secs(120);
+/// Polling interval when nothing wakes the worker (retries coming due).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Marker in a register's stored result: whether its card was shown.
+const CARD_SHOWN: &str = "ringlink_card_shown";
+
+pub async fn run(
+    shared: Shared,
+    client: bitrix24::Client,
+    recordings: RecordingSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let worker = Worker {
+        shared,
+        client,
+        recordings,
+    };
+    loop {
+        let worked = match worker.round().await {
+            Ok(n) => n > 0,
+            Err(e) => {
+                warn!(error = %e, "outbox round failed");
+                false
+            }
+        };
+        if worked {
+            continue;
+        }
+        tokio::select! {
+            _ = worker.shared.work.notified() => {}
+            _ = tokio::time::sleep(IDLE_POLL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+struct Worker {
+    shared: Shared,
+    client: bitrix24::Client,
+    recordings: RecordingSettings,
+}
+
+/// What to do with a claimed step.
+enum Action {
+    Send {
+        method: String,
+        params: Value,
+        card_shown: Option<bool>,
+        /// `process_final_params` answered `action: delete`: the call's CRM activity goes once finished.
+        delete_activity: bool,
+        /// The step earlier in the same `batch` whose result the params refer to.
+        depends: Option<String>,
+    },
+    Record {
+        call_id: String,
+        path: String,
+    },
+    Drop(String),
+    /// Not yet possible (a referenced result is missing); try again later.
+    Wait(String),
+    /// Not in this `batch`: goes on its own once the steps before it are done.
+    Later(String),
+    Fail(String),
+}
+
+/// The outcome of one step, to be written back.
+enum Outcome {
+    Done(Value),
+    Retry {
+        error: String,
+        after: Duration,
+    },
+    Failed(String),
+    Dropped(String),
+    /// Not sent this time, by choice (not an error): due again in `after`.
+    Later {
+        reason: String,
+        after: Duration,
+    },
+}
+
+impl Action {
+    /// The outcome of a step that is not sent this round.
+    fn into_outcome(self) -> Outcome {
+        match self {
+            Action::Drop(reason) => Outcome::Dropped(reason),
+            Action::Wait(reason) => Outcome::Retry {
+                error: reason,
+                after: Duration::from_secs(2),
+            },
+            Action::Fail(reason) => Outcome::Failed(reason),
+            Action::Later(reason) => Outcome::Later {
+                reason,
+                after: Duration::ZERO,
+            },
+            Action::Send { .. } | Action::Record { .. } => Outcome::Later {
+                reason: "not this round".into(),
+                after: Duration::ZERO,
+            },
+        }
+    }
+}
+
+/// One command for Bitrix24.
+struct Request {
+    /// The command's key in the `batch` (from the step's id: unique, and known before the batch is made).
+    key: String,
+    step: Step,
+    method: String,
+    params: Value,
+    card_shown: Option<bool>,
+    /// The step this one needs done before it in the same `batch` (a recording after its finish, a show
+    /// after the register whose `CALL_ID` it takes).
+    leader: Option<String>,
+    /// Claimed after another step of its call, to go in the same `batch`.
+    follower: bool,
+    /// Added to the answer in the stored result (how a recording was attached).
+    note: Option<Value>,
+}
+
+impl Request {
+    fn new(step: Step, method: String, params: Value, card_shown: Option<bool>) -> Self {
+        Self {
+            key: format!("k{}", step.id.0),
+            step,
+            method,
+            params,
+            card_shown,
+            leader: None,
+            follower: false,
+            note: None,
+        }
+    }
+}
+
+/// Params with each plain reference to a step earlier in the same `batch` made a `$result[key][FIELD]`
+/// reference the portal fills in; and the step referred to (the last one, when several are).
+fn batch_references(params: &Value, in_batch: &HashMap<String, String>) -> (Value, Option<String>) {
+    fn walk(v: &Value, in_batch: &HashMap<String, String>, depends: &mut Option<String>) -> Value {
+        match v {
+            Value::Object(map) if map.len() == 1 && map.contains_key("$ref") => {
+                let target = &map["$ref"];
+                let step = target.get("step").and_then(Value::as_str);
+                let field = target.get("field").and_then(Value::as_str);
+                match (step.and_then(|s| in_batch.get(s).map(|k| (s, k))), field) {
+                    (Some((step, key)), Some(field)) => {
+                        *depends = Some(step.to_owned());
+                        let path: Vec<&str> = field.split('.').filter(|p| !p.is_empty()).collect();
+                        Value::String(bitrix24::Batch::reference(key, &path))
+                    }
+                    _ => v.clone(),
+                }
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, item)| (k.clone(), walk(item, in_batch, depends)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(|item| walk(item, in_batch, depends)).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut depends = None;
+    let out = walk(params, in_batch, &mut depends);
+    (out, depends)
+}
+
+/// A follower not sent with its leader goes on its own once the leader is done.
+fn waits_for_leader() -> Outcome {
+    Outcome::Later {
+        reason: "goes after the step before it is done".into(),
+        after: Duration::ZERO,
+    }
+}
+
+/// Params as the journal keeps them: a recording's content is summed up, not copied.
+fn journaled_params(params: &Value) -> Value {
+    let mut params = params.clone();
+    if let Some(Value::String(content)) = params.get_mut("FILE_CONTENT") {
+        *content = format!("<{} characters of base64>", content.len());
+    }
+    params
+}
+
+impl Worker {
+    async fn round(&self) -> anyhow::Result<usize> {
+        let started = Instant::now();
+        let now = Timestamp::now();
+        let claimed = self
+            .shared
+            .store(move |s| s.claim_due_with_followers(now, ROUND, LEASE, FOLLOWERS))
+            .await?;
+        if claimed.claimed.is_empty() {
+            return Ok(0);
+        }
+        let claim_ms = ms(started.elapsed());
+        let decided = Instant::now();
+        let mut followers: HashMap<String, Vec<Step>> = HashMap::new();
+        for step in claimed.followers {
+            followers.entry(step.call_key.clone()).or_default().push(step);
+        }
+        let mut batch: Vec<Request> = Vec::new();
+        let mut outcomes: Vec<(Step, Outcome, Option<Value>)> = Vec::new();
+        let mut uploads = Vec::new();
+        let mut deletes = Vec::new();
+        let alone = HashMap::new();
+        for step in claimed.claimed {
+            let mut chain = followers.remove(&step.call_key).unwrap_or_default().into_iter();
+            match self.decide(&step, &alone).await {
+                Action::Send {
+                    method,
+                    params,
+                    card_shown,
+                    delete_activity,
+                    ..
+                } => {
+                    if delete_activity {
+                        deletes.push(step.idempotency_key.clone());
+                    }
+                    let leader = Request::new(step, method, params, card_shown);
+                    if leader.step.kind == StepKind::Finish.name() {
+                        match chain.next() {
+                            None => batch.push(leader),
+                            Some(follower) => self.with_follower(leader, follower, &mut batch, &mut outcomes).await,
+                        }
+                    } else {
+                        self.with_chain(leader, &mut chain, &mut batch, &mut outcomes, &mut deletes)
+                            .await;
+                    }
+                }
+                Action::Record { call_id, path } => uploads.push((step, call_id, path)),
+                other => outcomes.push((step, other.into_outcome(), None)),
+            }
+            outcomes.extend(chain.map(|follower| (follower, waits_for_leader(), None)));
+        }
+        // Past one batch's worth, recordings wait for the next round (their finishes go now).
+        while batch.len() > bitrix24::MAX_BATCH_COMMANDS {
+            let Some(at) = batch.iter().rposition(|r| r.follower) else {
+                break;
+            };
+            let request = batch.remove(at);
+            outcomes.push((request.step, waits_for_leader(), None));
+        }
+        let (n, sent) = (batch.len() + outcomes.len() + uploads.len(), batch.len());
+        let decide_ms = ms(decided.elapsed());
+        let sending = Instant::now();
+        outcomes.extend(self.send(batch).await);
+        let send_ms = ms(sending.elapsed());
+        // Uploads go after the cards: a card is about now, a recording can wait for the budget.
+        for (step, call_id, path) in uploads {
+            let outcome = self.attach_record(&step, &call_id, &path).await;
+            outcomes.push((step, outcome, None));
+        }
+        let recording = Instant::now();
+        self.record_all(outcomes, &deletes).await?;
+        debug!(
+            steps = n,
+            sent,
+            claim_ms,
+            decide_ms,
+            send_ms,
+            upload_ms = ms(recording.duration_since(sending)) - send_ms,
+            record_ms = ms(recording.elapsed()),
+            "outbox round"
+        );
+        Ok(n)
+    }
+
+    /// A card step claimed with the card steps right after it in its call (a register and its shows, the hides
+    /// of one ring round): all go in this round's `batch`, in order, a show taking the `CALL_ID` of a register
+    /// in the same batch by `$result[…]`. A step that must wait ends the chain: the rest go after it.
+    async fn with_chain(
+        &self,
+        leader: Request,
+        chain: &mut impl Iterator<Item = Step>,
+        batch: &mut Vec<Request>,
+        outcomes: &mut Vec<(Step, Outcome, Option<Value>)>,
+        deletes: &mut Vec<String>,
+    ) {
+        let mut in_batch = HashMap::from([(leader.step.idempotency_key.clone(), leader.key.clone())]);
+        batch.push(leader);
+        for follower in chain.by_ref() {
+            match self.decide(&follower, &in_batch).await {
+                Action::Send {
+                    method,
+                    params,
+                    card_shown,
+                    delete_activity,
+                    depends,
+                } => {
+                    if delete_activity {
+                        deletes.push(follower.idempotency_key.clone());
+                    }
+                    let mut request = Request::new(follower, method, params, card_shown);
+                    request.leader = depends;
+                    request.follower = true;
+                    in_batch.insert(request.step.idempotency_key.clone(), request.key.clone());
+                    batch.push(request);
+                }
+                wait @ (Action::Wait(_) | Action::Later(_) | Action::Record { .. }) => {
+                    outcomes.push((follower, wait.into_outcome(), None));
+                    break;
+                }
+                other => outcomes.push((follower, other.into_outcome(), None)),
+            }
+        }
+    }
+
+    /// A finish claimed with the recording right after it: both go in this round's `batch`, the recording
+    /// right after its finish, once the file is complete. While MixMonitor still writes the file the finish
+    /// waits for it (at most [`FINISH_WAITS_FOR_RECORDING`] after it was planned); otherwise the finish goes
+    /// alone and the recording follows on its own.
+    async fn with_follower(
+        &self,
+        leader: Request,
+        follower: Step,
+        batch: &mut Vec<Request>,
+        outcomes: &mut Vec<(Step, Outcome, Option<Value>)>,
+    ) {
+        let (call_id, path) = match self.decide(&follower, &HashMap::new()).await {
+            Action::Record { call_id, path } => (call_id, path),
+            other => {
+                batch.push(leader);
+                outcomes.push((follower, other.into_outcome(), None));
+                return;
+            }
+        };
+        let (path, filename, bytes) = match self.recording(&follower, &path) {
+            recording::Recording::Ready { path, filename, bytes } => (path, filename, bytes),
+            recording::Recording::Settling { after } => {
+                let age = Timestamp::now()
+                    .as_micros()
+                    .saturating_sub(leader.step.created_at.as_micros());
+                let waited = Duration::from_micros(age.max(0).unsigned_abs());
+                if waited < FINISH_WAITS_FOR_RECORDING {
+                    let reason = "its recording is still being written; both go in one request once it is complete";
+                    outcomes.push((
+                        leader.step,
+                        Outcome::Later {
+                            reason: reason.into(),
+                            after,
+                        },
+                        None,
+                    ));
+                    outcomes.push((
+                        follower,
+                        Outcome::Later {
+                            reason: "the file is still being written".into(),
+                            after,
+                        },
+                        None,
+                    ));
+                } else {
+                    batch.push(leader);
+                    outcomes.push((
+                        follower,
+                        Outcome::Later {
+                            reason: "the file is still being written".into(),
+                            after,
+                        },
+                        None,
+                    ));
+                }
+                return;
+            }
+            recording::Recording::Unusable(outcome) => {
+                batch.push(leader);
+                outcomes.push((follower, outcome, None));
+                return;
+            }
+        };
+        let leader_key = leader.step.idempotency_key.clone();
+        batch.push(leader);
+        match self
+            .batched_record(&follower, &call_id, (&path, &filename, bytes))
+            .await
+        {
+            Some((params, note)) => {
+                let mut request = Request::new(follower, StepKind::AttachRecord.method().into(), params, None);
+                request.leader = Some(leader_key);
+                request.follower = true;
+                request.note = Some(note);
+                batch.push(request);
+            }
+            None => outcomes.push((follower, waits_for_leader(), None)),
+        }
+    }
+
+    /// Writes the round's outcomes and the journal entries about them in one store transaction (one disk sync
+    /// per round, not one per step), then starts what follows a registration or a finish.
+    async fn record_all(
+        &self,
+        outcomes: Vec<(Step, Outcome, Option<Value>)>,
+        deletes: &[String],
+    ) -> anyhow::Result<()> {
+        let now = Timestamp::now();
+        let mut marks = Vec::with_capacity(outcomes.len());
+        let mut journal = Vec::new();
+        let mut follow_ups = Vec::new();
+        for (step, outcome, request) in outcomes {
+            if let Outcome::Done(result) = &outcome {
+                if step.kind == StepKind::Finish.name() {
+                    let delete = deletes.contains(&step.idempotency_key);
+                    follow_ups.push((
+                        step.lease(),
+                        FollowUp::Finished(step.payload.clone(), result.clone(), delete),
+                    ));
+                } else if step.kind == StepKind::Register.name() {
+                    let follow_up = FollowUp::Registered(step.payload.clone(), request.clone(), result.clone());
+                    follow_ups.push((step.lease(), follow_up));
+                }
+            }
+            journal.extend(self.entries(&step, &outcome, request, now));
+            marks.push((step.lease(), outcome.into_store(now)));
+        }
+        let lost = self
+            .shared
+            .store(move |s| s.mark_many_journaled(&marks, &journal, now))
+            .await?;
+        for lease in &lost {
+            warn!(
+                step = lease.step.0,
+                "a step's lease ran out while it was sent; its outcome is not recorded"
+            );
+        }
+        for (lease, follow_up) in follow_ups {
+            if lost.contains(&lease) {
+                continue;
+            }
+            match follow_up {
+                FollowUp::Finished(payload, result, delete) => self.after_finish(payload, result, delete),
+                FollowUp::Registered(payload, request, result) => {
+                    self.post_registration(payload, request, Some(result))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the step's timing rule and resolves its references.
+    /// `in_batch`: steps going earlier in the same `batch` (idempotency key → command key); references to
+    /// them become `$result[…]` references the portal fills in.
+    async fn decide(&self, step: &Step, in_batch: &HashMap<String, String>) -> Action {
+        let planned: engine::Step = match serde_json::from_value(step.payload.clone()) {
+            Ok(p) => p,
+            Err(e) => return Action::Fail(format!("unreadable step payload: {e}")),
+        };
+        let mut params = planned.params.clone();
+        let mut card_shown = None;
+        match &planned.timing {
+            Timing::Durable => {}
+            Timing::WhileRinging { conversation } => {
+                if !self.shared.engine().is_ringing(&planned.call, conversation) {
+                    return Action::Drop("the phone stopped ringing before the card could be shown".into());
+                }
+            }
+            Timing::DurableCardWhileRinging { conversation } => {
+                // Offline recovery (the leg no longer rings): register without a card, keeping the original
+                // start time; applied after the hooks, so that a resend decides it anew.
+                card_shown = Some(self.shared.engine().is_ringing(&planned.call, conversation));
+            }
+            Timing::UndoCard { shown_by, finish } => {
+                let (shown, finish_state) = {
+                    let (shown_by, finish) = (shown_by.clone(), finish.clone());
+                    match self
+                        .shared
+                        .store(move |s| Ok((s.step_by_key(&shown_by)?, s.step_by_key(&finish)?)))
+                        .await
+                    {
+                        Ok(pair) => pair,
+                        Err(e) => return Action::Wait(format!("store: {e}")),
+                    }
+                };
+                let card_was_shown = shown.as_ref().is_some_and(|s| {
+                    s.state == StepState::Done
+                        && s.result.as_ref().and_then(|r| r.get(CARD_SHOWN)) != Some(&Value::Bool(false))
+                });
+                if !card_was_shown {
+                    return Action::Drop("the card was never shown".into());
+                }
+                if finish_state.is_some_and(|f| f.state == StepState::Done) {
+                    return Action::Drop("finish already took the card away".into());
+                }
+            }
+        }
+        let mut depends = None;
+        if !in_batch.is_empty() {
+            (params, depends) = batch_references(&params, in_batch);
+            if engine::references(&params).iter().any(|key| in_batch.contains_key(key)) {
+                return Action::Later("needs a result that cannot be referred to inside a batch".into());
+            }
+        }
+        let refs = engine::references(&params);
+        if !refs.is_empty() {
+            let results = match self
+                .shared
+                .store(move |s| {
+                    let mut found = HashMap::new();
+                    for key in refs {
+                        if let Some(v) = s.result_by_key(&key)? {
+                            found.insert(key, v);
+                        }
+                    }
+                    Ok(found)
+                })
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return Action::Wait(format!("store: {e}")),
+            };
+            params = match engine::resolve(&params, |key| results.get(key)) {
+                Ok(p) => p,
+                // An earlier step this one needs ended without a result: it can never be sent. When that step
+                // was left out on purpose (a customization cancelled it), so is this one.
+                Err(e) => {
+                    return match self.dropped_dependency(&planned.params).await {
+                        Some(reason) => Action::Drop(reason),
+                        None => Action::Fail(format!("cannot complete the request: {e}")),
+                    }
+                }
+            };
+        }
+        let mut record_path = planned.record_path.clone();
+        let mut delete_activity = false;
+        let mut search_filter = None;
+        match customize::customize(&self.shared, &self.shared.hooks, &step.payload, &planned, &params).await {
+            Ok(Customized::Unchanged) => {}
+            Ok(Customized::Cancelled(reason)) => return Action::Drop(reason),
+            Ok(Customized::Params {
+                params: customized,
+                action,
+                record_path: path,
+                filter,
+            }) => {
+                params = customized;
+                record_path = path.or(record_path);
+                delete_activity = planned.kind == StepKind::Finish && action.as_deref() == Some("delete");
+                search_filter = filter;
+            }
+            Err(e) => return Action::Wait(format!("store: {e}")),
+        }
+        if planned.kind == StepKind::Register {
+            let bound = crm_binding::bind(
+                &self.shared,
+                &self.client,
+                &planned,
+                &step.payload,
+                &mut params,
+                search_filter,
+            );
+            if let Err(e) = bound.await {
+                return Action::Wait(format!("CRM search: {e}"));
+            }
+        }
+        if card_shown == Some(false) {
+            params = engine::without_card(&params);
+        }
+        if planned.kind == StepKind::AttachRecord {
+            let call_id = params
+                .get("CALL_ID")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let Some(path) = record_path else {
+                return Action::Fail("no recording path".into());
+            };
+            return Action::Record { call_id, path };
+        }
+        Action::Send {
+            method: planned.method.clone(),
+            params,
+            card_shown,
+            delete_activity,
+            depends,
+        }
+    }
+
+    /// Sends the requests: one alone, several in one `batch` (one request against the portal's limit). A
+    /// follower whose leader was not done waits for it (the portal ran it, and it failed for want of the
+    /// leader, or did not run it).
+    async fn send(&self, requests: Vec<Request>) -> Vec<(Step, Outcome, Option<Value>)> {
+        let mut out: Vec<(Step, Outcome, Option<Value>)> = Vec::new();
+        // A round whose steps were all dropped, deferred or uploaded has nothing to send: an empty `batch`
+        // would still cost a request against the portal's limit.
+        if requests.is_empty() {
+            return out;
+        }
+        if requests.len() == 1 {
+            for r in requests {
+                let started = Instant::now();
+                let result = self.client.call(&r.method, r.params.clone()).await;
+                let error = result.as_ref().err().filter(|e| unreachable(e)).map(|e| e.to_string());
+                self.shared
+                    .telemetry
+                    .crm_request(&r.method, started.elapsed(), error.as_deref());
+                let request = json!({"method": r.method, "params": r.params});
+                let outcome = classify(&r.method, result.as_ref(), r.card_shown);
+                out.push((r.step, outcome, Some(request)));
+            }
+            return out;
+        }
+        let mut batch = bitrix24::Batch::new();
+        for r in &requests {
+            if let Err(e) = batch.push(r.key.clone(), r.method.clone(), r.params.clone()) {
+                warn!(error = %e, "cannot batch a step; it will be retried");
+            }
+        }
+        let started = Instant::now();
+        let response = self.client.batch(&batch).await;
+        let error = response
+            .as_ref()
+            .err()
+            .filter(|e| unreachable(e))
+            .map(|e| e.to_string());
+        self.shared
+            .telemetry
+            .crm_request("batch", started.elapsed(), error.as_deref());
+        let mut done: Vec<String> = Vec::new();
+        for r in requests {
+            let request = json!({"method": r.method, "params": journaled_params(&r.params), "batch": true});
+            let mut outcome = match &response {
+                Ok(answer) => match answer.get(&r.key) {
+                    Ok(value) => classify(&r.method, Ok(value), r.card_shown),
+                    Err(e) => classify(&r.method, Err(&e), r.card_shown),
+                },
+                Err(e) => batch_failed(e),
+            };
+            if let Some(leader) = &r.leader {
+                if !done.contains(leader) && !matches!(outcome, Outcome::Retry { .. }) {
+                    outcome = waits_for_leader();
+                }
+            }
+            if let (Outcome::Done(result), Some(Value::Object(note))) = (&mut outcome, &r.note) {
+                let mut merged = note.clone();
+                merged.insert("answer".into(), result.clone());
+                *result = Value::Object(merged);
+            }
+            if matches!(outcome, Outcome::Done(_)) {
+                done.push(r.step.idempotency_key.clone());
+            }
+            out.push((r.step, outcome, Some(request)));
+        }
+        out
+    }
+
+    /// Why a step this one refers to was not sent, when it was dropped (not failed).
+    async fn dropped_dependency(&self, params: &Value) -> Option<String> {
+        let refs = engine::references(params);
+        let steps = self
+            .shared
+            .store(move |s| {
+                let mut found = Vec::new();
+                for key in refs {
+                    found.extend(s.step_by_key(&key)?);
+                }
+                Ok(found)
+            })
+            .await
+            .ok()?;
+        steps.into_iter().find(|s| s.state == StepState::Dropped).map(|s| {
+            format!(
+                "{} {} was not sent ({})",
+                s.kind,
+                s.idempotency_key,
+                s.last_error.unwrap_or_default()
+            )
+        })
+    }
+
+    /// Counts the attempt for `/metrics`; a card acknowledged also counts how long it took since its event was
+    /// stored.
+    fn report(&self, step: &Step, outcome: &Outcome, now: Timestamp) {
+        let method = serde_json::from_value::<StepKind>(Value::String(step.kind.clone()))
+            .map(StepKind::method)
+            .unwrap_or("unknown");
+        let telemetry = &self.shared.telemetry;
+        match outcome {
+            Outcome::Done(result) => {
+                telemetry.step(method, "sent");
+                let card = step.kind == StepKind::Show.name() || result.get(CARD_SHOWN) == Some(&Value::Bool(true));
+                if card {
+                    let micros = now.as_micros().saturating_sub(step.created_at.as_micros()).max(0);
+                    telemetry.card_popped(Duration::from_micros(micros.unsigned_abs()));
+                }
+            }
+            Outcome::Retry { .. } => telemetry.step(method, "retried"),
+            Outcome::Failed(_) => telemetry.step(method, "failed"),
+            Outcome::Dropped(_) => telemetry.step(method, "dropped"),
+            Outcome::Later { .. } => telemetry.step(method, "deferred"),
+        }
+    }
+
+    /// The journal entries about one attempt (what was sent, how it ended); counts and logs it.
+    fn entries(&self, step: &Step, outcome: &Outcome, request: Option<Value>, now: Timestamp) -> Vec<NewJournalEntry> {
+        let attempts = step.attempts;
+        let call = &step.call_key;
+        let mut journal = Vec::new();
+        if let Some(request) = request {
+            journal.push(
+                NewJournalEntry::new(
+                    call,
+                    now,
+                    EntryKind::CrmRequest,
+                    format!("{} {}", step.kind, step.idempotency_key),
+                )
+                .data(request),
+            );
+        }
+        let (kind, message, data) = match outcome {
+            Outcome::Done(result) => (EntryKind::CrmResponse, format!("{} done", step.kind), result.clone()),
+            Outcome::Retry { error, after } => (
+                EntryKind::Error,
+                format!(
+                    "{} failed (attempt {attempts}), retrying in {after:?}: {error}",
+                    step.kind
+                ),
+                json!({"error": error}),
+            ),
+            Outcome::Failed(reason) => (
+                EntryKind::Error,
+                format!("{} given up: {reason}", step.kind),
+                json!({"error": reason}),
+            ),
+            Outcome::Dropped(reason) => (
+                EntryKind::Decision,
+                format!("{} not sent: {reason}", step.kind),
+                json!({"reason": reason}),
+            ),
+            Outcome::Later { reason, after } => (
+                EntryKind::Decision,
+                format!("{} waits {after:?}: {reason}", step.kind),
+                json!({"reason": reason, "after_ms": after.as_millis()}),
+            ),
+        };
+        journal.push(NewJournalEntry::new(call, now, kind, message).data(data));
+        self.report(step, outcome, now);
+        match outcome {
+            Outcome::Done(_) => debug!(step = %step.idempotency_key, "step done"),
+            Outcome::Retry { error, .. } => {
+                warn!(step = %step.idempotency_key, attempts, %error, "step will be retried")
+            }
+            Outcome::Failed(reason) => warn!(step = %step.idempotency_key, %reason, "step failed for good"),
+            Outcome::Dropped(reason) => info!(step = %step.idempotency_key, %reason, "step dropped"),
+            Outcome::Later { reason, .. } => debug!(step = %step.idempotency_key, %reason, "step waits"),
+        }
+        journal
+    }
+}
+
+/// What follows a step once its outcome is recorded.
+enum FollowUp {
+    /// A finish: `(payload, result, delete the activity)`.
+    Finished(Value, Value, bool),
+    /// A register: `(payload, request, result)`.
+    Registered(Value, Option<Value>, Value),
+}
+
+impl Outcome {
+    /// The outcome as the outbox records it.
+    fn into_store(self, now: Timestamp) -> store::Outcome {
+        match self {
+            Outcome::Done(result) => store::Outcome::Done(result),
+            Outcome::Retry { error, after } => store::Outcome::Retry {
+                error,
+                next_attempt_at: now.saturating_add(after),
+            },
+            Outcome::Failed(reason) => store::Outcome::Failed(reason),
+            Outcome::Dropped(reason) => store::Outcome::Dropped(reason),
+            Outcome::Later { reason, after } => store::Outcome::Retry {
+                error: reason,
+                next_attempt_at: now.saturating_add(after),
+            },
+        }
+    }
+}
+
+fn ms(elapsed: Duration) -> f64 {
+    (elapsed.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+/// The portal did not answer (as opposed to answering with an error about the request): `/status` says so.
+fn unreachable(error: &bitrix24::Error) -> bool {
+    matches!(
+        error,
+        bitrix24::Error::Transport(_)
+            | bitrix24::Error::Timeout(_)
+            | bitrix24::Error::Server { .. }
+            | bitrix24::Error::Redirected { .. }
+            | bitrix24::Error::InvalidResponse { .. }
+    )
+}
+
+/// Sorts a Bitrix24 answer into done / retry / failed.
+fn classify(method: &str, result: Result<&Value, &bitrix24::Error>, card_shown: Option<bool>) -> Outcome {
+    match result {
+        Ok(value) => {
+            let mut value = value.clone();
+            if let (Some(shown), Value::Object(map)) = (card_shown, &mut value) {
+                map.insert(CARD_SHOWN.into(), Value::Bool(shown));
+            }
+            Outcome::Done(value)
+        }
+        Err(e) => {
+            let description = e.description().unwrap_or_default().to_owned();
+            // A finish that finds its call already finished (a retry after an answer that never arrived) is done.
+            if method.eq_ignore_ascii_case("telephony.externalcall.finish") && description.contains("Call is not found")
+            {
+                return Outcome::Done(json!({"already_finished": true, "error": description}));
+            }
+            if e.is_retryable() {
+                Outcome::Retry {
+                    error: e.to_string(),
+                    after: retry_delay(e),
+                }
+            } else if matches!(e, bitrix24::Error::Auth { .. } | bitrix24::Error::TokenRefresh { .. }) {
+                // Credentials can be fixed by the admin: keep the call waiting instead of losing it.
+                Outcome::Retry {
+                    error: e.to_string(),
+                    after: Duration::from_secs(60),
+                }
+            } else {
+                Outcome::Failed(e.to_string())
+            }
+        }
+    }
+}
+
+fn retry_delay(e: &bitrix24::Error) -> Duration {
+    match e {
+        bitrix24::Error::OperationTimeLimit { retry_after, .. } => *retry_after,
+        _ => Duration::from_secs(3),
+    }
+}
+
+/// The `batch` request itself failed, so none of its commands was judged: each is tried again (sooner when
+/// the error says a retry helps). Failing them would lose calls over a transport hiccup or a revoked token.
+fn batch_failed(e: &bitrix24::Error) -> Outcome {
+    let after = if e.is_retryable() {
+        retry_delay(e)
+    } else {
+        Duration::from_secs(30)
+    };
+    Outcome::Retry {
+        error: format!("batch failed: {e}"),
+        after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_round_with_nothing_to_send_costs_no_request() {
+        let emu = b24emu::Emulator::start(b24emu::EmulatorConfig::default())
+            .await
+            .expect("emulator");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store::SqliteStore::open(dir.path().join("s.db")).expect("store");
+        let engine = engine::Engine::new(engine::EngineSettings::default()).expect("engine");
+        let client = bitrix24::Client::webhook(&emu.webhook_url())
+            .expect("client")
+            .build()
+            .expect("client");
+        let worker = Worker {
+            shared: Shared {
+                store,
+                engine: std::sync::Arc::new(std::sync::Mutex::new(engine)),
+                work: Default::default(),
+                users_refresh: Default::default(),
+                hooks: std::sync::Arc::new(hooks::Hooks::none()),
+                verdicts: Default::default(),
+                directory_loaded: Default::default(),
+                ami: Default::default(),
+                originate_responses: None,
+                telemetry: std::sync::Arc::new(web::Telemetry::new("test")),
+                record_links: web::RecordLinks::new(vec![0; 32]),
+            },
+            client,
+            recordings: RecordingSettings::default(),
+        };
+        assert!(worker.send(Vec::new()).await.is_empty());
+        assert!(emu.requests().is_empty(), "{:?}", emu.requests());
+        emu.shutdown().await;
+    }
+
+    #[test]
+    fn finishing_a_finished_call_counts_as_done() {
+        let e = bitrix24::Error::Method {
+            method: "telephony.externalcall.finish".into(),
+            status: 400,
+            code: "ERROR_CORE".into(),
+            description: "Call is not found (call should be registered prior to finishing)".into(),
+        };
+        assert!(matches!(
+            classify("telephony.externalcall.finish", Err(&e), None),
+            Outcome::Done(_)
+        ));
+    }
+
+    #[test]
+    fn a_failed_batch_loses_none_of_its_commands() {
+        let revoked = bitrix24::Error::Auth {
+            kind: bitrix24::AuthErrorKind::InvalidToken,
+            code: "invalid_token".into(),
+            description: "The access token provided is invalid".into(),
+            status: 401,
+        };
+        for e in [revoked, bitrix24::Error::Transport("connection reset".into())] {
+            assert!(matches!(batch_failed(&e), Outcome::Retry { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn register_result_remembers_whether_the_card_was_shown() {
+        match classify(
+            "telephony.externalcall.register",
+            Ok(&json!({"CALL_ID": "x"})),
+            Some(false),
+        ) {
+            Outcome::Done(v) => assert_eq!(v[CARD_SHOWN], false),
+            _ => panic!("done expected"),
+        }
+    }
+}
