@@ -10,8 +10,15 @@
 //! - card-pop overhead with the `process_client_phone` hook (PHP) on the ringing path: none, spawned per call,
 //!   persistent.
 //!
-//! `cargo bench -p ringlink --bench e2e` (all parts) or with an argument: `latency`, `hooks`, `requests`, `burst`.
-//! `RINGLINK_BENCH_BURSTS=50,100,150` chooses the burst sizes.
+//! - sustained rate: new calls at a steady rate for minutes (30 % into the ringall queue): loss, duplicates,
+//!   card pop, the outbox backlog, RSS over the run, CPU.
+//!
+//! Where card-pop time goes: ringlink logs each outbox round (claim, decide, send, uploads, record times) at
+//! debug level; the latency part sums them up.
+//!
+//! `cargo bench -p ringlink --bench e2e` (all parts but `sustained`) or with arguments: `latency`, `hooks`,
+//! `requests`, `burst`, `sustained`. `RINGLINK_BENCH_BURSTS=50,100,150` chooses the burst sizes,
+//! `RINGLINK_BENCH_RATE=5` and `RINGLINK_BENCH_MINUTES=10` the sustained load.
 
 #[allow(dead_code)]
 #[path = "../tests/e2e/harness.rs"]
@@ -36,7 +43,7 @@ const RECORD: &str = "telephony.externalcall.attachrecord";
 async fn main() {
     // `cargo bench` passes `--bench`; any other word picks a part.
     let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let run = |part: &str| wanted.is_empty() || wanted.iter().any(|w| w == part);
+    let run = |part: &str| (wanted.is_empty() && part != "sustained") || wanted.iter().any(|w| w == part);
     if run("latency") {
         latency().await;
     }
@@ -48,6 +55,9 @@ async fn main() {
     }
     if run("burst") {
         burst().await;
+    }
+    if run("sustained") {
+        sustained().await;
     }
 }
 
@@ -233,13 +243,54 @@ async fn latency() {
     e2e.emu.clear_requests();
     e2e.emu.reset_limits();
     dials.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let log_before = e2e.log().len();
     const MANY: usize = 100;
     calls_to_101(&e2e, MANY, Duration::from_secs(4), Duration::from_secs(1)).await;
     wait_done(&e2e, FINISH, MANY, Duration::from_secs(300)).await;
     let (many, without) = card_overheads(&e2e.emu.requests(), &dials);
     summary(&format!("{MANY} calls at once"), many);
     println!("  registered without a card: {without}");
+    rounds(&e2e.log()[log_before..]);
     e2e.stop().await;
+}
+
+/// Sums up ringlink's `outbox round` debug lines: how many rounds, how many steps each, and where their time
+/// went.
+fn rounds(log: &str) {
+    let field = |line: &str, name: &str| -> Option<f64> {
+        let at = line.find(&format!(" {name}="))? + name.len() + 2;
+        line[at..].split_whitespace().next()?.parse().ok()
+    };
+    let mut n = 0;
+    let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut max: BTreeMap<&str, f64> = BTreeMap::new();
+    let names = [
+        "steps",
+        "sent",
+        "claim_ms",
+        "decide_ms",
+        "send_ms",
+        "upload_ms",
+        "record_ms",
+    ];
+    for line in log.lines().filter(|l| l.contains("outbox round")) {
+        n += 1;
+        for name in names {
+            let v = field(line, name).unwrap_or(0.0);
+            *sums.entry(name).or_default() += v;
+            let m = max.entry(name).or_default();
+            *m = m.max(v);
+        }
+    }
+    if n == 0 {
+        println!("  outbox rounds: none logged");
+        return;
+    }
+    let parts: Vec<String> = names
+        .iter()
+        .map(|k| format!("{k} mean {:.1} max {:.1}", sums[k] / n as f64, max[k]))
+        .collect();
+    println!("  outbox rounds: {n}; {}", parts.join(", "));
 }
 
 /// A `process_client_phone` in PHP that serves one request (spawned) or many (persistent) alike.
@@ -404,4 +455,149 @@ async fn burst() {
         );
         e2e.stop().await;
     }
+}
+
+/// A sustained call-centre load: `RINGLINK_BENCH_RATE` new incoming calls per second (default 5) for
+/// `RINGLINK_BENCH_MINUTES` (default 10), 30 % of them into the ringall queue (101/102/103), the rest to 101;
+/// each rings 2 s and talks 3 s. Every second: the outbox backlog (pending + in flight), RSS and CPU.
+async fn sustained() {
+    let rate: f64 = std::env::var("RINGLINK_BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0);
+    let minutes: f64 = std::env::var("RINGLINK_BENCH_MINUTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    println!("== sustained: {rate} calls/s for {minutes} min, 30 % ringall, default limiter (2/s, burst 50) ==");
+    let mut e2e = E2e::start("").await;
+    e2e.kill_ringlink();
+    e2e.start_ringlink().await;
+    settle(&e2e, Duration::from_secs(2)).await;
+    let (_ami, dials) = watch_dials(&e2e).await;
+    let pid = e2e.ringlink_pid().expect("ringlink runs");
+    let idle_rss = status_kb(pid, "VmRSS:");
+    let bed = &e2e.bed;
+    bed.reset().await.expect("reset");
+    for ext in [101, 102, 103] {
+        bed.phone(ext)
+            .answer_after(Duration::from_secs(2))
+            .await
+            .expect("phone");
+    }
+    let total = (rate * minutes * 60.0).round() as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let samples: Arc<Mutex<Vec<(f64, u64, u64, f64)>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (samples, stop, port) = (samples.clone(), stop.clone(), e2e.web_port);
+        tokio::spawn(async move {
+            let (mut last, mut last_at) = (cpu_seconds(pid), Instant::now());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (cpu, at) = (cpu_seconds(pid), Instant::now());
+                let load = (cpu - last) / at.duration_since(last_at).as_secs_f64();
+                (last, last_at) = (cpu, at);
+                let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                let backlog: u64 = text
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("ringlink_outbox_steps{state=\"pending\"}")
+                            || l.starts_with("ringlink_outbox_steps{state=\"in_flight\"}")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>() as u64;
+                let t = started.elapsed().as_secs_f64();
+                samples
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((t, backlog, status_kb(pid, "VmRSS:"), load));
+            }
+        })
+    };
+    let mut calls = Vec::new();
+    let mut ringall = 0;
+    for i in 0..total {
+        let due = started + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let route = if i % 10 < 3 {
+            ringall += 1;
+            Route::QueueRingAll
+        } else {
+            Route::Extension(101)
+        };
+        bed.route_incoming(route).await.expect("route");
+        let from = format!("+7900555{i:04}");
+        match bed.incoming(&from).talk(Duration::from_secs(3)).await {
+            Ok(call) => calls.push(call),
+            Err(e) => println!("  call {i} not placed: {e}"),
+        }
+    }
+    let placing = started.elapsed();
+    for call in &mut calls {
+        let _ = call.finished(Duration::from_secs(120)).await;
+    }
+    let _ = bed.wait_all_channels_gone(Duration::from_secs(120)).await;
+    let calls_over = Utc::now();
+    let limit = Duration::from_secs(300);
+    let registered = wait_done(&e2e, REGISTER, total, limit).await;
+    let finished = wait_done(&e2e, FINISH, total, limit).await;
+    let recorded = wait_done(&e2e, RECORD, total, limit).await;
+    settle(&e2e, Duration::from_secs(5)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sampler.await;
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let elapsed = started.elapsed();
+    let requests = e2e.emu.requests();
+    let last_request = requests.iter().map(|r| r.at).max().unwrap_or(started_at);
+    let http = requests.iter().filter(|r| r.batch_parent.is_none()).count();
+    let ids: Vec<String> = requests
+        .iter()
+        .filter(|r| r.method == REGISTER && r.is_ok())
+        .map(|r| text(r, "EXTERNAL_CALL_ID"))
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    let (cards, _) = card_overheads(&requests, &dials);
+    let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let third = samples.len() / 3;
+    let peak_backlog = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let rss_first = samples.get(third).map(|s| s.2).unwrap_or(0);
+    let rss_last = samples
+        .get(samples.len().saturating_sub(third + 1))
+        .map(|s| s.2)
+        .unwrap_or(0);
+    let peak_cpu = samples.iter().map(|s| s.3).fold(0.0, f64::max);
+    println!(
+        "{total} calls placed in {:.0} s ({ringall} to the ringall queue): registered {registered}, finished {finished}, \
+         recordings {recorded}, {} duplicate EXTERNAL_CALL_IDs → {}",
+        placing.as_secs_f64(),
+        ids.len() - unique.len(),
+        if registered >= total && finished >= total && recorded >= total && ids.len() == unique.len() {
+            "no loss, no duplicates"
+        } else {
+            "LOSS OR DUPLICATES"
+        }
+    );
+    summary("  card pop", cards);
+    println!(
+        "  backlog (outbox pending + in flight): peak {peak_backlog}, drained {:.1} s after the last call ended; \
+         {http} HTTP requests ({:.2}/s over the run)",
+        (last_request - calls_over).num_milliseconds().max(0) as f64 / 1000.0,
+        http as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  ringlink: idle VmRSS {idle_rss} kB, VmHWM {} kB, VmRSS at 1/3 {rss_first} kB and at 2/3 {rss_last} kB of the run; \
+         CPU {cpu:.1} s over {:.0} s (mean {:.1}% of a core, peak 1-s {:.1}%)",
+        status_kb(pid, "VmHWM:"),
+        elapsed.as_secs_f64(),
+        100.0 * cpu / elapsed.as_secs_f64(),
+        100.0 * peak_cpu
+    );
+    e2e.stop().await;
 }
