@@ -457,6 +457,9 @@ async fn burst() {
     }
 }
 
+/// One second of a sustained run: (seconds since the start, outbox backlog, VmRSS kB, CPU share of a core).
+type Sample = (f64, u64, u64, f64);
+
 /// A sustained call-centre load: `RINGLINK_BENCH_RATE` new incoming calls per second (default 5) for
 /// `RINGLINK_BENCH_MINUTES` (default 10), 30 % of them into the ringall queue (101/102/103), the rest to 101;
 /// each rings 2 s and talks 3 s. Every second: the outbox backlog (pending + in flight), RSS and CPU.
@@ -490,7 +493,7 @@ async fn sustained() {
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
     let started_at = Utc::now();
-    let samples: Arc<Mutex<Vec<(f64, u64, u64, f64)>>> = Arc::default();
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let (samples, stop, port) = (samples.clone(), stop.clone(), e2e.web_port);
