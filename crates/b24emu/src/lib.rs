@@ -51,6 +51,7 @@ pub use crate::error::EmuError;
 pub use crate::fault::{Fault, FaultCounts, RandomFaults, RandomOutcome};
 pub use crate::params::{parse_form, PValue};
 pub use crate::record::{AuthMode, CardAction, CardCause, CardEvent, CardTimeline, Delivery, RecordedRequest};
+pub use crate::server::serve;
 pub use crate::state::{
     phone_key, Activity, Call, CallFinish, CrmEntity, EntityType, EventHandler, ExternalLine, Multifield, OfflineEvent,
     StateSnapshot, StoredFile, Task, User,

@@ -261,8 +261,10 @@ fn oauth_grant(core: &Core, p: &PValue) -> (u16, Value, Option<u64>) {
     (200, body, Some(user_id))
 }
 
-/// Serve `router` on `listener` until `shutdown` turns true. While `down` is true the port is closed.
-pub(crate) async fn serve(
+/// Serve `router` on `listener` until `shutdown` turns true. While `down` is true the port is closed (open
+/// connections dropped) and the same port is bound again once it turns false. Other emulators (amoemu) serve
+/// with it too.
+pub async fn serve(
     mut listener: Option<TcpListener>,
     addr: SocketAddr,
     router: Router,
