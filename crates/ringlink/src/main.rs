@@ -161,8 +161,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config: path } => {
             let config = load_config(&path)?;
-            init_logging(&config);
-            service::run(config, path).await
+            let logs = init_logging(&config);
+            service::run(config, path, logs).await
         }
         Command::Demo { calls, forever } => demo::run(demo::Options { calls, forever }).await,
         Command::Check { config } => {
@@ -351,17 +351,23 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path, config::env_overrides())?)
 }
 
-fn init_logging(config: &Config) {
+/// Logs to stderr (text or JSON) and keeps the last lines in memory for the admin UI.
+fn init_logging(config: &Config) -> web::LogBuffer {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("RINGLINK_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let buffer = web::LogBuffer::new(web::KEPT_LINES);
+    let kept = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(buffer.clone());
+    let registry = tracing_subscriber::registry().with(filter).with(kept);
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _ = match config.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry.with(stderr.json()).try_init(),
+        LogFormat::Text => registry.with(stderr).try_init(),
     };
+    buffer
 }
 
 /// Resolves on Ctrl-C or SIGTERM (systemd's stop).

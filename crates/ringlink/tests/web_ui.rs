@@ -331,6 +331,71 @@ async fn a_setting_changes_the_next_call(browser: &Client, e2e: &E2e) -> Step {
     Ok(())
 }
 
+/// The Users page lists the emulator's employees by extension and its button asks for a refresh; the Logs page
+/// shows ringlink's recent lines by level, with the first-run code masked.
+async fn users_and_logs(browser: &Client, e2e: &E2e) -> Step {
+    let base = e2e.web_url();
+    browser.goto(&format!("{base}/users")).await.map_err(fail("users"))?;
+    let extensions: Vec<String> = {
+        let mut found = Vec::new();
+        for cell in browser
+            .find_all(Locator::Css("td.ext"))
+            .await
+            .map_err(fail("extensions"))?
+        {
+            found.push(cell.text().await.map_err(fail("extension"))?);
+        }
+        found
+    };
+    for ext in ["101", "102", "103"] {
+        if !extensions.iter().any(|e| e == ext) {
+            return Err(format!("the Users page lacks extension {ext}: {extensions:?}"));
+        }
+    }
+    let refreshes = e2e.emu.requests_for("user.get").len();
+    browser
+        .find(Locator::Id("refresh-users"))
+        .await
+        .map_err(fail("refresh"))?
+        .click()
+        .await
+        .map_err(fail("refresh"))?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while e2e.emu.requests_for("user.get").len() <= refreshes {
+        if tokio::time::Instant::now() >= deadline {
+            return Err("the refresh button did not make ringlink ask Bitrix24 for the users".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = e2e.log();
+    let code = log
+        .split("setup_code=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("no-code-in-the-log");
+    browser
+        .goto(&format!("{base}/logs?level=info"))
+        .await
+        .map_err(fail("logs"))?;
+    let info = text_of(browser, "#log-lines").await?;
+    if !info.contains("admin UI listening") || !info.contains("setup_code=***") || info.contains(code) {
+        return Err(format!(
+            "the Logs page at info should show the start, with the setup code masked:\n{info}"
+        ));
+    }
+    browser
+        .goto(&format!("{base}/logs?level=warn"))
+        .await
+        .map_err(fail("logs"))?;
+    let warn = text_of(browser, "#log-lines").await?;
+    if warn.contains("admin UI listening") || !warn.contains("setup_code=***") {
+        return Err(format!(
+            "the Logs page at warn should show only warnings and errors:\n{warn}"
+        ));
+    }
+    Ok(())
+}
+
 /// `/status` from an allowed address, as a monitoring system reads it, once a call went through.
 async fn status_json(browser: &Client, e2e: &E2e) -> Step {
     browser
@@ -361,6 +426,9 @@ async fn admin_ui_in_chromium() {
         outcome = a_setting_changes_the_next_call(&browser, &e2e)
             .await
             .map_err(|e| ("settings", e));
+    }
+    if outcome.is_ok() {
+        outcome = users_and_logs(&browser, &e2e).await.map_err(|e| ("users_logs", e));
     }
     if outcome.is_ok() {
         outcome = status_json(&browser, &e2e).await.map_err(|e| ("status", e));

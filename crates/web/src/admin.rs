@@ -214,3 +214,131 @@ fn field(l: Lang, key: &settings::Key, shown: &Shown) -> Markup {
         }
     }
 }
+
+// ---- logs ----
+
+/// Lines the Logs page shows at most.
+const LOG_LINES: usize = 500;
+
+#[derive(Deserialize, Default)]
+pub(crate) struct LogsQuery {
+    #[serde(default)]
+    level: String,
+}
+
+pub(crate) async fn logs_page(
+    State(web): State<Web>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Query(query): Query<LogsQuery>,
+) -> Response {
+    let l = Lang::of(&headers);
+    let level = query.level.parse::<tracing::Level>().unwrap_or(tracing::Level::INFO);
+    let path = format!("/logs?level={}", encode(&query.level));
+    let frame = frame(&web, l, &session, &path);
+    let lines = web.0.logs.as_ref().map(|b| b.lines(level, LOG_LINES));
+    html_page(layout(
+        &frame,
+        l.t("logs"),
+        html! {
+            form.filters method="get" action="/logs" {
+                label { (l.t("level"))
+                    select name="level" id="log-level" {
+                        @for name in ["error", "warn", "info", "debug", "trace"] {
+                            option value=(name) selected[level.as_str().eq_ignore_ascii_case(name)] { (name) }
+                        }
+                    }
+                }
+                button type="submit" id="show-logs" { (l.t("filter")) }
+            }
+            @match lines {
+                None => p.muted { (l.t("logs_off")) },
+                Some(lines) if lines.is_empty() => p.muted { (l.t("logs_none")) },
+                Some(lines) => {
+                    p.muted { (l.t("logs_intro")) }
+                    pre.logs id="log-lines" {
+                        @for line in lines.iter().rev() {
+                            span class=(format!("log-{}", line.level.as_str().to_ascii_lowercase())) { (line.text) } "\n"
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+// ---- users ----
+
+#[derive(Deserialize, Default)]
+pub(crate) struct UsersQuery {
+    #[serde(default)]
+    refreshing: Option<String>,
+}
+
+pub(crate) async fn users_page(
+    State(web): State<Web>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Query(query): Query<UsersQuery>,
+) -> Response {
+    let l = Lang::of(&headers);
+    let store = web.0.store.clone();
+    let read =
+        tokio::task::spawn_blocking(move || -> store::Result<_> { Ok((store.users()?, store.users_refreshed_at()?)) })
+            .await;
+    let (mut users, refreshed) = match read {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return internal(e.to_string()),
+        Err(e) => return internal(e.to_string()),
+    };
+    users.sort_by(|a, b| {
+        let key = |u: &store::User| (u.extension().is_none(), u.extension().unwrap_or("").to_owned(), u.id);
+        key(a).cmp(&key(b))
+    });
+    let frame = frame(&web, l, &session, "/users");
+    let age = refreshed.map(|at| store::Timestamp::now().as_micros().saturating_sub(at.as_micros()) / 1_000_000);
+    html_page(layout(
+        &frame,
+        l.t("users_title"),
+        html! {
+            div.card {
+                p id="users-age" {
+                    (users.len()) " " (l.t("users")) " · " (l.t("updated")) " "
+                    @match (refreshed, age) {
+                        (Some(at), Some(age)) => { (crate::pages::local_time(at, frame.offset_secs, false)) " (" (age) " s)" },
+                        _ => (l.t("never")),
+                    }
+                }
+                @if query.refreshing.is_some() { p.notice { (l.t("users_refreshing")) } }
+                form method="post" action="/users/refresh" {
+                    input type="hidden" name="csrf" value=(frame.csrf.unwrap_or(""));
+                    button type="submit" id="refresh-users" { (l.t("users_refresh")) }
+                }
+            }
+            @if users.is_empty() {
+                p.muted { (l.t("users_none")) }
+            } @else {
+                table.users {
+                    thead { tr { th { (l.t("extension")) } th { "ID" } th { (l.t("name")) } th { (l.t("phones")) } th { (l.t("active")) } } }
+                    tbody {
+                        @for u in &users {
+                            tr class=(if u.active { "" } else { "muted" }) {
+                                td.ext { (u.extension().unwrap_or("—")) }
+                                td { (u.id) }
+                                td { (u.name) }
+                                td { @for p in u.phones.iter().filter(|p| p.field != store::EXTENSION_FIELD) { (p.field) ": " (p.number) br; } }
+                                td { (if u.active { l.t("yes") } else { l.t("no") }) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+pub(crate) async fn refresh_users(State(web): State<Web>) -> Response {
+    web.0.wake.users.notify_one();
+    info!("web: users directory refresh asked for");
+    Redirect::to("/users?refreshing=1").into_response()
+}

@@ -5,7 +5,7 @@
 //!   and request budget, outbox, users cache, hooks, version, uptime); `GET /metrics` — Prometheus text. Each is
 //!   allowed from its IP allow-list or with its bearer token, so monitoring needs no admin password.
 //! - The admin pages (status, the calls journal with each call's timeline, the settings editing `ringlink.toml`
-//!   in place — see [`settings`]) need a session: a password login
+//!   in place — see [`settings`] —, the users directory, the last log lines from a [`LogBuffer`]) need a session: a password login
 //!   (argon2), an HttpOnly + SameSite=Strict cookie, a CSRF token on every form, rate-limited attempts. Every
 //!   page is rendered on the server with `maud`, which escapes all text (caller names, PBX and CRM answers); the
 //!   stylesheet is compiled into the binary. Russian or English, from the browser's `Accept-Language` or the
@@ -31,6 +31,7 @@ mod access;
 mod admin;
 mod auth;
 mod i18n;
+mod logs;
 mod pages;
 mod records;
 mod server;
@@ -47,6 +48,7 @@ use tokio::sync::Notify;
 
 pub use access::AllowList;
 pub use auth::{hash_password, PASSWORD_SETTING};
+pub use logs::{LogBuffer, LogLine, KEPT_LINES};
 pub use records::{PathResolver, RecordLinks, Refused, Signed, LINK_SECRET_SETTING};
 pub use server::{router, serve, Web};
 pub use settings::SettingsFile;

@@ -45,6 +45,8 @@ pub fn layout(frame: &Frame<'_>, title: &str, body: Markup) -> Markup {
                         nav {
                             a href="/" { (l.t("status")) }
                             a href="/calls" { (l.t("calls")) }
+                            a href="/users" { (l.t("users_title")) }
+                            a href="/logs" { (l.t("logs")) }
                             a href="/settings" { (l.t("settings")) }
                         }
                     }
@@ -399,7 +401,7 @@ fn pretty(value: &Value) -> String {
 }
 
 /// Object keys whose values are secrets.
-const SECRET_KEYS: &[&str] = &[
+pub(crate) const SECRET_KEYS: &[&str] = &[
     "auth",
     "access_token",
     "refresh_token",
@@ -435,7 +437,7 @@ pub fn mask_secrets(value: &Value) -> Value {
     }
 }
 
-fn mask_webhook(text: &str) -> String {
+pub(crate) fn mask_webhook(text: &str) -> String {
     let Some(at) = text.find("/rest/") else {
         return text.to_owned();
     };

@@ -20,6 +20,7 @@ use crate::access::{presented_token, same_secret, AllowList};
 use crate::admin;
 use crate::auth::{self, cookie, set_cookie, Session, Sessions, FORM_COOKIE, LANG_COOKIE, SESSION_COOKIE};
 use crate::i18n::Lang;
+use crate::logs::LogBuffer;
 use crate::pages::{self, CallsQuery, Frame, PAGE_SIZE};
 use crate::records::{self, PathResolver, RecordLinks, Refused};
 use crate::settings::SettingsFile;
@@ -32,9 +33,9 @@ pub struct Web(pub(crate) Arc<Inner>);
 
 pub(crate) struct Inner {
     settings: WebSettings,
-    store: SharedStore,
+    pub(crate) store: SharedStore,
     telemetry: Arc<Telemetry>,
-    wake: Wake,
+    pub(crate) wake: Wake,
     status_allow: AllowList,
     metrics_allow: AllowList,
     sessions: Sessions,
@@ -47,6 +48,8 @@ pub(crate) struct Inner {
     /// The configuration file the settings page edits; one save at a time.
     pub(crate) config: Option<SettingsFile>,
     pub(crate) config_lock: Mutex<()>,
+    /// The last log lines, for the Logs page.
+    pub(crate) logs: Option<LogBuffer>,
 }
 
 impl Web {
@@ -72,6 +75,7 @@ impl Web {
             records: None,
             config: None,
             config_lock: Mutex::new(()),
+            logs: None,
         })))
     }
 
@@ -103,6 +107,14 @@ impl Web {
     pub fn settings_file(mut self, file: SettingsFile) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.config = Some(file);
+        }
+        self
+    }
+
+    /// Show these log lines on the Logs page.
+    pub fn logs(mut self, buffer: LogBuffer) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.logs = Some(buffer);
         }
         self
     }
@@ -149,6 +161,9 @@ pub fn router(web: Web) -> Router {
         .route("/calls/:key", get(call_page))
         .route("/calls/:key/retry", post(retry_call))
         .route("/settings", get(admin::settings_page).post(admin::save_settings))
+        .route("/users", get(admin::users_page))
+        .route("/users/refresh", post(admin::refresh_users))
+        .route("/logs", get(admin::logs_page))
         .route("/logout", post(logout))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(web.clone(), require_session));

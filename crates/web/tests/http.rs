@@ -166,7 +166,7 @@ async fn every_page_needs_a_session() {
         let forged = ui.get(path, Some("forged-session-id")).await;
         assert_eq!(location(&forged), "/login", "{path} with a forged session");
     }
-    for path in ["/calls/1700000000.1/retry", "/settings", "/logout"] {
+    for path in ["/calls/1700000000.1/retry", "/settings", "/users/refresh", "/logout"] {
         let r = ui.post(path, None, &[("csrf", "x")]).await;
         assert_eq!(location(&r), "/login", "POST {path}");
     }

@@ -91,10 +91,10 @@ async fn with_bed(
     let web_port = free_port()?;
     let config_path = dir.join("ringlink.toml");
     let config = write_config(&config_path, bed, &emu, web_port)?;
-    init_logging(&dir.join("ringlink.log"));
+    let logs = init_logging(&dir.join("ringlink.log"));
     set_ui_password(&config)?;
     let (service_stop_tx, mut service_stop_rx) = watch::channel(false);
-    let service = tokio::spawn(crate::service::run_until(config, config_path, async move {
+    let service = tokio::spawn(crate::service::run_until(config, config_path, logs, async move {
         let _ = service_stop_rx.wait_for(|stopped| *stopped).await;
     }));
     let outcome = async {
@@ -187,17 +187,29 @@ fn set_ui_password(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(path: &Path) {
+/// The service's log to `path`, its last lines also kept for the admin UI's Logs page.
+fn init_logging(path: &Path) -> web::LogBuffer {
+    use tracing_subscriber::prelude::*;
+    let buffer = web::LogBuffer::new(web::KEPT_LINES);
     let Ok(file) = std::fs::File::create(path) else {
-        return;
+        return buffer;
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RINGLINK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(file))
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file)),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(buffer.clone()),
+        )
         .try_init();
+    buffer
 }
 
 /// Waits until ringlink follows the PBX (AMI connected) and knows the employees (users directory loaded), as its

@@ -215,7 +215,13 @@ fn settings_file(shared: &Shared, path: PathBuf) -> web::SettingsFile {
     }
 }
 
-async fn admin_ui(shared: Shared, config: Config, config_path: PathBuf, mut stop: watch::Receiver<bool>) {
+async fn admin_ui(
+    shared: Shared,
+    config: Config,
+    config_path: PathBuf,
+    logs: web::LogBuffer,
+    mut stop: watch::Receiver<bool>,
+) {
     let wake = web::Wake {
         worker: shared.work.clone(),
         users: shared.users_refresh.clone(),
@@ -237,6 +243,7 @@ async fn admin_ui(shared: Shared, config: Config, config_path: PathBuf, mut stop
                 .zone(&config.tracker.utc_offset)
                 .recordings(shared.record_links.clone(), resolve)
                 .settings_file(settings_file(&shared, config_path))
+                .logs(logs)
         }
         Err(e) => return error!(error = %e, "the admin UI cannot start"),
     };
@@ -259,15 +266,16 @@ async fn admin_ui(shared: Shared, config: Config, config_path: PathBuf, mut stop
 }
 
 /// `ringlink run`: the service until Ctrl-C or SIGTERM; `config_path` is the file `config` was read from (the
-/// settings page edits it).
-pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
-    run_until(config, config_path, crate::shutdown_signal()).await
+/// settings page edits it), `logs` holds the last log lines for the admin UI.
+pub async fn run(config: Config, config_path: PathBuf, logs: web::LogBuffer) -> anyhow::Result<()> {
+    run_until(config, config_path, logs, crate::shutdown_signal()).await
 }
 
 /// The service until `stop` resolves (`ringlink demo` stops it when its calls are done or on a signal).
 pub async fn run_until(
     config: Config,
     config_path: PathBuf,
+    logs: web::LogBuffer,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     info!(version = env!("CARGO_PKG_VERSION"), ami = %config.ami.address, "ringlink starting");
@@ -333,6 +341,7 @@ pub async fn run_until(
             shared.clone(),
             config.clone(),
             config_path.clone(),
+            logs.clone(),
             stop_rx.clone(),
         ));
     }
