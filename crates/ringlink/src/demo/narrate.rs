@@ -59,16 +59,20 @@ impl<'a> Watch<'a> {
         if let Err(e) = played {
             println!("  (the PBX did not play it exactly as planned: {e})");
         }
-        let rang: Vec<String> = PHONES
+        // The desk phones that were called, and the client's phone behind the carrier (outgoing calls).
+        let mut called: Vec<(String, Vec<Outcome>)> = PHONES
             .iter()
-            .filter(|ext| bed.phone_outcomes(**ext).contains(&Outcome::Ringing))
-            .map(u16::to_string)
+            .map(|ext| (ext.to_string(), bed.phone_outcomes(*ext)))
             .collect();
-        let answered: Vec<String> = PHONES
-            .iter()
-            .filter(|ext| bed.phone_outcomes(**ext).contains(&Outcome::Answered))
-            .map(u16::to_string)
-            .collect();
+        called.push(("the client".to_owned(), bed.carrier_outcomes()));
+        let with = |outcome: Outcome| -> Vec<String> {
+            called
+                .iter()
+                .filter(|(_, seen)| seen.contains(&outcome))
+                .map(|(who, _)| who.clone())
+                .collect()
+        };
+        let (rang, answered) = (with(Outcome::Ringing), with(Outcome::Answered));
         println!(
             "  phones: {} rang; {}",
             if rang.is_empty() {
