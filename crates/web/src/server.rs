@@ -192,25 +192,35 @@ fn monitor_allowed(allow: &AllowList, token: Option<&str>, peer: IpAddr, headers
     }
 }
 
+/// The two monitoring endpoints, each with its own allow-list and token.
+#[derive(Clone, Copy)]
+enum Monitor {
+    Status,
+    Metrics,
+}
+
+/// `None` when the peer may read the endpoint (from its allow-list or with its token), else the 403 to send.
+fn monitor_gate(web: &Web, which: Monitor, peer: IpAddr, headers: &HeaderMap, uri: &Uri) -> Option<Response> {
+    let s = &web.0.settings;
+    let (allow, token, name) = match which {
+        Monitor::Status => (&web.0.status_allow, s.status_token.as_deref(), "status"),
+        Monitor::Metrics => (&web.0.metrics_allow, s.metrics_token.as_deref(), "metrics"),
+    };
+    if monitor_allowed(allow, token, peer, headers, uri) {
+        return None;
+    }
+    let why = format!("not allowed: add this address to web.{name}_allow or send web.{name}_token\n");
+    Some((StatusCode::FORBIDDEN, why).into_response())
+}
+
 async fn status_json(
     State(web): State<Web>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let s = &web.0.settings;
-    if !monitor_allowed(
-        &web.0.status_allow,
-        s.status_token.as_deref(),
-        peer.ip(),
-        &headers,
-        &uri,
-    ) {
-        return (
-            StatusCode::FORBIDDEN,
-            "not allowed: add this address to web.status_allow or send web.status_token\n",
-        )
-            .into_response();
+    if let Some(refused) = monitor_gate(&web, Monitor::Status, peer.ip(), &headers, &uri) {
+        return refused;
     }
     match read_status(&web).await {
         Ok(status) => axum::Json(status).into_response(),
@@ -232,19 +242,8 @@ async fn metrics_text(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let s = &web.0.settings;
-    if !monitor_allowed(
-        &web.0.metrics_allow,
-        s.metrics_token.as_deref(),
-        peer.ip(),
-        &headers,
-        &uri,
-    ) {
-        return (
-            StatusCode::FORBIDDEN,
-            "not allowed: add this address to web.metrics_allow or send web.metrics_token\n",
-        )
-            .into_response();
+    if let Some(refused) = monitor_gate(&web, Monitor::Metrics, peer.ip(), &headers, &uri) {
+        return refused;
     }
     let web = web.clone();
     let text = tokio::task::spawn_blocking(move || status::metrics(web.0.store.as_ref(), &web.0.telemetry)).await;
