@@ -44,6 +44,7 @@
 mod click;
 mod engine;
 mod plan;
+mod route;
 mod settings;
 mod users;
 
@@ -55,6 +56,9 @@ pub use engine::{Engine, Gap, OpenCall, RecoverySource, RegistrationGate, Stored
 pub use plan::{
     crm_bindings, first_of, references, resolve, without_card, Decision, Plan, RefreshUsers, ResolveError, Rule, Step,
     StepKind, StepRef, Timing,
+};
+pub use route::{
+    route_to_owner, validate_order as validate_route_order, CrmKind, CrmOwner, Lookup, Route, DEFAULT_ORDER,
 };
 pub use settings::{
     CrmCreate, EngineSettings, Lists, MissedCallSettings, MissedTaskSettings, ResponsibleMode, TrunkSettings,

@@ -177,6 +177,8 @@ pub enum Rule {
     ClickToCall,
     /// A click-to-call that could not be dialled, or whose employee never picked up: finished at once.
     ClickRefused,
+    /// Auto-distribution: whose phone a client's incoming call rings first.
+    AutoDistribution,
 }
 
 /// Output of [`crate::Engine::handle`].

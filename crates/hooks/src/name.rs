@@ -39,10 +39,12 @@ pub enum HookName {
     PostRegistration,
     /// `telephony.externalcall.show` params.
     CustomizeShowCallCard,
+    /// Auto-distribution's answer to the dialplan: which extension a client's incoming call rings first.
+    CustomizeAutodistribution,
 }
 
 impl HookName {
-    pub const ALL: [HookName; 15] = [
+    pub const ALL: [HookName; 16] = [
         HookName::NeedRegistration,
         HookName::ProcessClientPhone,
         HookName::ProcessUserPhone,
@@ -58,6 +60,7 @@ impl HookName {
         HookName::GetSearchFilter,
         HookName::PostRegistration,
         HookName::CustomizeShowCallCard,
+        HookName::CustomizeAutodistribution,
     ];
 
     /// The seed's name.
@@ -78,6 +81,7 @@ impl HookName {
             HookName::GetSearchFilter => "get_search_filter",
             HookName::PostRegistration => "post_registration",
             HookName::CustomizeShowCallCard => "customize_show_call_card",
+            HookName::CustomizeAutodistribution => "customize_autodistribution",
         }
     }
 
@@ -104,6 +108,7 @@ impl HookName {
             HookName::GetSearchFilter => &["get_search_filter"],
             HookName::PostRegistration => &["post_registration"],
             HookName::CustomizeShowCallCard => &["customize_show_call_card"],
+            HookName::CustomizeAutodistribution => &["customize_autodistribution"],
         }
     }
 

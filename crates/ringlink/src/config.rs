@@ -45,6 +45,80 @@ pub struct Config {
     /// The admin web UI, `/status` and `/metrics`.
     #[serde(default)]
     pub web: web::WebSettings,
+    /// Auto-distribution: the dialplan asks which extension a calling client belongs to. Off without this
+    /// section.
+    #[serde(default)]
+    pub autodistribution: Option<AutodistributionSettings>,
+}
+
+/// How the dialplan asks, and how long it waits (`[autodistribution]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutodistributionSettings {
+    /// The longest the dialplan waits for an answer; beyond it (or on any error) the answer is "no
+    /// preference" and the call takes its normal route.
+    #[serde(default = "default_budget_ms")]
+    pub budget_ms: u64,
+    /// Whose responsible counts, in order (`contact`, `company`, `lead`).
+    #[serde(default = "default_order")]
+    pub order: Vec<engine::CrmKind>,
+    /// How long the CRM's answer for a known number is reused.
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl_secs: u64,
+    /// How long "no CRM record has this number" is reused.
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl_secs: u64,
+    /// At most this many numbers cached.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: usize,
+    /// The token `GET /autodistribution` must carry (`token=`), unless `listener.allow` limits the sources.
+    /// Better set from the environment (`RINGLINK__AUTODISTRIBUTION__TOKEN`).
+    #[serde(default)]
+    pub token: String,
+    /// Where the FastAGI server listens (`127.0.0.1:4573`); off when unset.
+    #[serde(default)]
+    pub agi_bind: Option<String>,
+    /// Source addresses allowed to talk FastAGI.
+    #[serde(default = "default_agi_allow")]
+    pub agi_allow: Vec<String>,
+    /// The channel variable FastAGI sets to the extension (empty: no preference).
+    #[serde(default = "default_variable")]
+    pub variable: String,
+}
+
+impl std::fmt::Debug for AutodistributionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AutodistributionSettings")
+            .field("budget_ms", &self.budget_ms)
+            .field("order", &self.order)
+            .field("cache_ttl_secs", &self.cache_ttl_secs)
+            .field("negative_ttl_secs", &self.negative_ttl_secs)
+            .field("agi_bind", &self.agi_bind)
+            .field("variable", &self.variable)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_budget_ms() -> u64 {
+    300
+}
+fn default_order() -> Vec<engine::CrmKind> {
+    engine::DEFAULT_ORDER.to_vec()
+}
+fn default_cache_ttl() -> u64 {
+    300
+}
+fn default_negative_ttl() -> u64 {
+    60
+}
+fn default_cache_size() -> usize {
+    10_000
+}
+fn default_agi_allow() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1".into()]
+}
+fn default_variable() -> String {
+    "RINGLINK_EXTENSION".into()
 }
 
 /// The HTTP listener: where it binds, who may talk to it, how much.
@@ -545,6 +619,9 @@ impl Config {
             }
             engine::validate_click_settings(&c.dial)?;
         }
+        if let Some(a) = &self.autodistribution {
+            self.validate_autodistribution(a)?;
+        }
         if let Some(url) = &self.recordings.link_base_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) || !self.web.enabled {
                 return Err(format!(
@@ -559,6 +636,56 @@ impl Config {
         tracker::Tracker::new(self.tracker.clone()).map_err(|e| format!("tracker: {e}"))?;
         engine::Engine::new(self.engine.clone()).map_err(|e| format!("engine: {e}"))?;
         self.web.validate()?;
+        Ok(())
+    }
+
+    fn validate_autodistribution(&self, a: &AutodistributionSettings) -> Result<(), String> {
+        if self.bitrix24.is_none() {
+            return Err("autodistribution needs a [bitrix24] section (the CRM says who is responsible)".into());
+        }
+        if !(10..=10_000).contains(&a.budget_ms) {
+            return Err("autodistribution.budget_ms must be between 10 and 10000".into());
+        }
+        engine::validate_route_order(&a.order)?;
+        if a.cache_size == 0 {
+            return Err("autodistribution.cache_size must be at least 1".into());
+        }
+        if self.listener.is_none() && a.agi_bind.is_none() {
+            return Err(
+                "autodistribution needs a [listener] (HTTP, for CURL()) or autodistribution.agi_bind \
+                        (FastAGI)"
+                    .into(),
+            );
+        }
+        if let Some(l) = &self.listener {
+            if a.token.trim().len() < 8 && l.allow.is_empty() {
+                return Err(
+                    "autodistribution over HTTP needs autodistribution.token (8 characters or more) or \
+                            listener.allow"
+                        .into(),
+                );
+            }
+        }
+        if let Some(bind) = &a.agi_bind {
+            bind.parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("autodistribution.agi_bind {bind:?} is not ip:port (e.g. 127.0.0.1:4573)"))?;
+        }
+        for rule in &a.agi_allow {
+            crate::service::listener::AllowRule::parse(rule)
+                .ok_or_else(|| format!("autodistribution.agi_allow {rule:?} is not an IP address or CIDR block"))?;
+        }
+        let variable_ok = a
+            .variable
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && a.variable.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !variable_ok {
+            return Err(format!(
+                "autodistribution.variable {:?} is not a channel variable name",
+                a.variable
+            ));
+        }
         Ok(())
     }
 

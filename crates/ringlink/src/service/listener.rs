@@ -1,9 +1,12 @@
-//! ringlink's HTTP listener: Bitrix24 events (`POST /bitrix24/event`).
+//! ringlink's HTTP listener: Bitrix24 events (`POST /bitrix24/event`) and auto-distribution for the dialplan's
+//! `CURL()` (`GET /autodistribution?phone=…&call=…&token=…`).
 //!
-//! Every request passes, in order: the rate limit (a token bucket over all clients; a flood gets 429 and never
-//! reaches the store or AMI), the source allow-list (when configured), the body size limit, and the
-//! `auth[application_token]` check in constant time. Nothing secret is echoed or logged: a refused request is
-//! logged with its source and reason only.
+//! Every request passes, in order: the rate limit (a token bucket over all clients, one per endpoint, so a flood
+//! of one never holds up the other; a flood gets 429 and never reaches the store, AMI or the CRM), the source
+//! allow-list (when configured), the body size limit, and the token check in constant time
+//! (`auth[application_token]` for events, `token` for auto-distribution). Nothing secret is echoed or logged: a
+//! refused request is logged with its source and reason only. Auto-distribution answers are plain text — an
+//! extension, or nothing — and a refusal has an empty body too, so the dialplan never dials an error message.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,17 +14,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::autodist::AutoDistributor;
 use crate::config::ListenerSettings;
 
 /// The event handler's path under the listener.
 pub const EVENT_PATH: &str = "/bitrix24/event";
+/// Auto-distribution's path under the listener.
+pub const AUTODISTRIBUTION_PATH: &str = "/autodistribution";
 
 /// An allowed source: one address or a CIDR block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,17 +109,34 @@ pub fn parse_event(body: &[u8]) -> Result<(IncomingEvent, Option<String>), &'sta
     Ok((event, token))
 }
 
-struct ListenerState {
-    token: String,
-    allow: Vec<AllowRule>,
+/// What the listener serves besides its security checks.
+#[derive(Default)]
+pub struct Endpoints {
+    /// Click-to-call: the application token events must carry, and where accepted events go.
+    pub events: Option<(String, mpsc::Sender<IncomingEvent>)>,
+    /// Auto-distribution, and the token its requests must carry (empty: `listener.allow` alone decides).
+    pub autodistribution: Option<(Arc<AutoDistributor>, String)>,
+}
+
+struct Limit {
     bucket: Mutex<Bucket>,
     rate: f64,
     burst: f64,
-    events: mpsc::Sender<IncomingEvent>,
 }
 
-impl ListenerState {
-    fn take_token(&self) -> bool {
+impl Limit {
+    fn new(rate: f64, burst: u32) -> Self {
+        Self {
+            bucket: Mutex::new(Bucket {
+                tokens: f64::from(burst),
+                at: Instant::now(),
+            }),
+            rate,
+            burst: f64::from(burst),
+        }
+    }
+
+    fn take(&self) -> bool {
         let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let refill = now.duration_since(b.at).as_secs_f64() * self.rate;
@@ -128,16 +151,64 @@ impl ListenerState {
     }
 }
 
+struct ListenerState {
+    allow: Vec<AllowRule>,
+    events_limit: Limit,
+    autodist_limit: Limit,
+    endpoints: Endpoints,
+}
+
+impl ListenerState {
+    fn allowed(&self, ip: IpAddr) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|r| r.matches(ip))
+    }
+}
+
+async fn autodistribution(
+    State(state): State<Arc<ListenerState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> (StatusCode, String) {
+    let Some((autodist, token)) = &state.endpoints.autodistribution else {
+        return (StatusCode::NOT_FOUND, String::new());
+    };
+    if !state.autodist_limit.take() {
+        debug!(%peer, "listener: auto-distribution rate limit reached, request refused");
+        return (StatusCode::TOO_MANY_REQUESTS, String::new());
+    }
+    if !state.allowed(peer.ip()) {
+        warn!(%peer, "listener: source address not in listener.allow, auto-distribution refused");
+        return (StatusCode::FORBIDDEN, String::new());
+    }
+    if !token.is_empty() {
+        let given = query.get("token").map(String::as_bytes).unwrap_or_default();
+        if !constant_time_eq(given, token.as_bytes()) {
+            warn!(%peer, "listener: auto-distribution request without the right token refused");
+            return (StatusCode::UNAUTHORIZED, String::new());
+        }
+    }
+    let Some(phone) = query.get("phone").filter(|p| !p.trim().is_empty()) else {
+        warn!(%peer, "listener: auto-distribution request without phone=");
+        return (StatusCode::BAD_REQUEST, String::new());
+    };
+    let call = query.get("call").map(|c| c.trim()).filter(|c| !c.is_empty());
+    let answer = autodist.answer(phone, call).await;
+    (StatusCode::OK, answer.extension.unwrap_or_default())
+}
+
 async fn event(
     State(state): State<Arc<ListenerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
-    if !state.take_token() {
+    let Some((application_token, events)) = &state.endpoints.events else {
+        return (StatusCode::NOT_FOUND, "not found\n");
+    };
+    if !state.events_limit.take() {
         debug!(%peer, "listener: rate limit reached, request refused");
         return (StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
     }
-    if !state.allow.is_empty() && !state.allow.iter().any(|r| r.matches(peer.ip())) {
+    if !state.allowed(peer.ip()) {
         warn!(%peer, "listener: source address not in listener.allow, request refused");
         return (StatusCode::FORBIDDEN, "forbidden\n");
     }
@@ -148,23 +219,22 @@ async fn event(
             return (StatusCode::BAD_REQUEST, "not an event\n");
         }
     };
-    let valid = token.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
+    let valid = token.is_some_and(|t| constant_time_eq(t.as_bytes(), application_token.as_bytes()));
     if !valid {
         warn!(%peer, event = %incoming.event, "listener: event without the right application token refused");
         return (StatusCode::UNAUTHORIZED, "unauthorized\n");
     }
     debug!(%peer, event = %incoming.event, "listener: event received");
-    match state.events.try_send(incoming) {
+    match events.try_send(incoming) {
         Ok(()) => (StatusCode::OK, "ok\n"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy\n"),
     }
 }
 
-/// Serves until `stop`; accepted events go to `events`.
+/// Serves `endpoints` until `stop`.
 pub async fn serve(
     settings: ListenerSettings,
-    application_token: String,
-    events: mpsc::Sender<IncomingEvent>,
+    endpoints: Endpoints,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let addr: SocketAddr = settings
@@ -173,18 +243,14 @@ pub async fn serve(
         .map_err(|_| anyhow::anyhow!("listener.bind {:?} is not ip:port", settings.bind))?;
     let allow = settings.allow.iter().filter_map(|a| AllowRule::parse(a)).collect();
     let state = Arc::new(ListenerState {
-        token: application_token,
         allow,
-        bucket: Mutex::new(Bucket {
-            tokens: f64::from(settings.burst),
-            at: Instant::now(),
-        }),
-        rate: settings.rate_per_sec,
-        burst: f64::from(settings.burst),
-        events,
+        events_limit: Limit::new(settings.rate_per_sec, settings.burst),
+        autodist_limit: Limit::new(settings.rate_per_sec, settings.burst),
+        endpoints,
     });
     let app = Router::new()
         .route(EVENT_PATH, post(event))
+        .route(AUTODISTRIBUTION_PATH, get(autodistribution))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -12,6 +12,8 @@
 //! A restart loses nothing: steps are in the store, and the first resynchronisation (`CoreShowChannels`)
 //! rebuilds the live calls, whose re-planned steps carry the same idempotency keys as before.
 
+mod agi;
+mod autodist;
 mod clicks;
 mod crm_binding;
 mod customize;
@@ -61,6 +63,8 @@ pub struct Shared {
     pub telemetry: Arc<web::Telemetry>,
     /// Signs the recording links of the UI's player and of `attachRecord` by URL.
     pub record_links: web::RecordLinks,
+    /// Auto-distribution, when configured (a registered call drops its number from the look-up cache).
+    pub autodist: Arc<std::sync::OnceLock<Arc<autodist::AutoDistributor>>>,
 }
 
 impl Shared {
@@ -319,6 +323,7 @@ pub async fn run_until(
         originate_responses: config.click_to_call.is_some().then_some(responses_tx),
         telemetry: Arc::new(web::Telemetry::new(env!("CARGO_PKG_VERSION"))),
         record_links: web::RecordLinks::from_store(&store)?,
+        autodist: Default::default(),
     };
     shared.telemetry.ami_address(&config.ami.address);
     let hooks = shared.hooks.clone();
@@ -360,21 +365,31 @@ pub async fn run_until(
             stop_rx.clone(),
         ));
     }
+    let mut endpoints = listener::Endpoints::default();
+    if let (Some(settings), Some(client)) = (&config.autodistribution, &client) {
+        let numbers = numbers::Normalizer::new(&config.tracker.numbers).context("[tracker.numbers]")?;
+        let autodist = autodist::AutoDistributor::new(shared.clone(), client.clone(), settings.clone(), numbers);
+        let _ = shared.autodist.set(autodist.clone());
+        info!(budget_ms = settings.budget_ms, order = ?settings.order, "auto-distribution on");
+        if config.listener.is_some() {
+            endpoints.autodistribution = Some((autodist.clone(), settings.token.clone()));
+        }
+        if let Some(bind) = &settings.agi_bind {
+            tasks.spawn(log_failure(
+                "FastAGI server",
+                agi::serve(bind.clone(), settings.agi_allow.clone(), autodist, stop_rx.clone()),
+            ));
+        }
+    }
     if let Some(click) = &config.click_to_call {
         clicks::reannounce(&shared).await?;
         let (events_tx, events_rx) = mpsc::channel(256);
         info!(mode = ?click.mode, "click-to-call on");
         match (click.mode, &config.listener, &client) {
             (ClickMode::Handler, Some(listener), _) => {
-                tasks.spawn(log_failure(
-                    "HTTP listener",
-                    listener::serve(
-                        listener.clone(),
-                        click.application_token.clone(),
-                        events_tx,
-                        stop_rx.clone(),
-                    ),
-                ));
+                endpoints.events = Some((click.application_token.clone(), events_tx));
+                // The listener answers before the event is bound to it.
+                serve_listener(&mut tasks, listener, &mut endpoints, &stop_rx);
                 if let (true, Some(client)) = (click.bind_events, &client) {
                     events::bind(client, listener).await;
                 }
@@ -402,6 +417,9 @@ pub async fn run_until(
             responses_rx,
             stop_rx.clone(),
         ));
+    }
+    if let Some(listener) = &config.listener {
+        serve_listener(&mut tasks, listener, &mut endpoints, &stop_rx);
     }
     let pipeline = pipeline::run(shared.clone(), config.clone(), stop_rx.clone());
     tokio::pin!(pipeline);
@@ -437,6 +455,23 @@ pub async fn run_until(
         );
     }
     result
+}
+
+/// Starts the HTTP listener once, when it has something to serve.
+fn serve_listener(
+    tasks: &mut tokio::task::JoinSet<()>,
+    settings: &crate::config::ListenerSettings,
+    endpoints: &mut listener::Endpoints,
+    stop: &watch::Receiver<bool>,
+) {
+    if endpoints.events.is_none() && endpoints.autodistribution.is_none() {
+        return;
+    }
+    let serving = std::mem::take(endpoints);
+    tasks.spawn(log_failure(
+        "HTTP listener",
+        listener::serve(settings.clone(), serving, stop.clone()),
+    ));
 }
 
 /// Runs a task whose failure should be logged, not end the service.

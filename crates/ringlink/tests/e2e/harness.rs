@@ -365,7 +365,8 @@ impl E2e {
 }
 
 /// A TCP port free right now on 127.0.0.1.
-fn free_port() -> u16 {
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -471,6 +471,7 @@ impl Worker {
             match follow_up {
                 FollowUp::Finished(payload, result, delete) => self.after_finish(payload, result, delete),
                 FollowUp::Registered(payload, request, result) => {
+                    super::autodist::forget_registered(&self.shared, request.as_ref(), Some(&result));
                     self.post_registration(payload, request, Some(result))
                 }
             }
@@ -916,6 +917,7 @@ mod tests {
                 originate_responses: None,
                 telemetry: std::sync::Arc::new(web::Telemetry::new("test")),
                 record_links: web::RecordLinks::new(vec![0; 32]),
+                autodist: Default::default(),
             },
             client,
             recordings: RecordingSettings::default(),
