@@ -24,6 +24,8 @@ const TICK: Duration = Duration::from_secs(30);
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Calls that may wait for the users directory at once; beyond, calls are planned without it.
 const MAX_WAITING_CALLS: usize = 1_000;
+/// How far back a recovery from CEL at start or after a gap reads at most (older periods: `ringlink reprocess`).
+const AUTOMATIC_RECOVERY_SECS: u64 = 7 * 86_400;
 /// The channel variable MixMonitor leaves the recording's path in.
 const RECORDING_VARIABLE: &str = "MIXMONITOR_FILENAME";
 
@@ -218,12 +220,10 @@ impl Pipeline {
             return;
         }
         let now = super::now();
-        let earlier = recovery::unrecovered(&self.shared).await;
-        let Some(from) = gap_from.or(earlier.map(|p| p.0)) else {
-            return; // the first run ever: nothing was missed
-        };
-        let from = earlier.map_or(from, |(f, _)| f.min(from));
         let Some(cel) = self.config.cel.clone() else {
+            let Some(from) = gap_from else {
+                return; // the first run ever: nothing was missed
+            };
             warn!(
                 from = %self.clock(from),
                 to = %self.clock(now),
@@ -234,6 +234,21 @@ impl Pipeline {
             recovery::save_unrecovered(&self.shared, Some((from, now))).await;
             return;
         };
+        // This gap, and an earlier one nothing recovered yet (CEL not configured then, or its database failed).
+        let earlier = recovery::unrecovered(&self.shared).await.map(|p| p.0);
+        let Some(mut from) = [gap_from, earlier].into_iter().flatten().min() else {
+            return; // the first run ever: nothing was missed
+        };
+        let oldest = now.saturating_sub_secs(AUTOMATIC_RECOVERY_SECS);
+        if from < oldest {
+            warn!(
+                from = %self.clock(from),
+                to = %self.clock(oldest),
+                "calls of this period are not read from CEL automatically (more than a week ago): run ringlink \
+                 reprocess --from … --to … for it"
+            );
+            from = oldest;
+        }
         let users: Vec<engine::DirectoryUser> = {
             let cached = self.shared.store(|s| s.users()).await.unwrap_or_default();
             cached.iter().map(super::users::directory_user).collect()
