@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Host packages the tests need: debootstrap (builds the Asterisk test bed's sid chroot), sip-tester (SIPp, which
 # plays phones and the carrier), the interpreters of the example customization hooks (php-cli, python3), and
-# the headless browser the admin UI is tested in (chromium, chromium-driver), and systemd-analyze for the
-# service unit's check.
+# the headless browser the admin UI is tested in (chromium, chromium-driver), systemd-analyze for the
+# service unit's check, and PostgreSQL (a throwaway server per test of the PostgreSQL store).
 # Idempotent, no prompts.
 set -euo pipefail
 
@@ -16,6 +16,8 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # The service install tests: systemd-analyze verify on the unit (no running systemd needed), dpkg-deb.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+# A throwaway PostgreSQL server (testbed::postgres) for the PostgreSQL store's tests.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 # unshare/mount come from util-linux/mount, present on every Debian install.
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -33,6 +33,10 @@ pub enum Error {
     UnknownPhone(u16),
     #[error("scenario {id}: {message}")]
     Scenario { id: String, message: String },
+    #[error("PostgreSQL for tests is not available: {0}")]
+    PostgresMissing(String),
+    #[error("test PostgreSQL server: {0}")]
+    Postgres(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -22,6 +22,7 @@ mod bed;
 mod error;
 mod instance;
 mod layout;
+pub mod postgres;
 mod process;
 pub mod scenarios;
 mod sipp;
