@@ -77,6 +77,7 @@ pub async fn run(path: &Path) -> usize {
         }
     };
     check_cel(&config, store.as_ref(), &mut report);
+    check_web(&config, &mut report);
     match (&config.bitrix24, store) {
         (None, _) => report.problem("bitrix24", "no [bitrix24] section: calls would not be registered"),
         (Some(settings), Some(store)) => {
@@ -86,6 +87,33 @@ pub async fn run(path: &Path) -> usize {
         (Some(_), None) => report.problem("bitrix24", "not tried: the store (which keeps tokens) does not open"),
     }
     report.problems
+}
+
+/// The admin UI: HTTPS from `[web] tls_cert`/`tls_key` (the files load and make a pair), or plain HTTP.
+fn check_web(config: &Config, report: &mut Report) {
+    let web = &config.web;
+    if !web.enabled {
+        return report.note("web", "the admin UI is off ([web] enabled = false)");
+    }
+    match web.tls() {
+        Ok(Some(tls)) => report.ok(
+            "web",
+            format!(
+                "HTTPS on {} with {} ({} certificate(s) in the chain); plain HTTP there is redirected to https",
+                web.listen,
+                web.tls_cert.as_deref().unwrap_or(Path::new("")).display(),
+                tls.chain_len
+            ),
+        ),
+        Ok(None) => report.note(
+            "web",
+            format!(
+                "plain HTTP on {}: set [web] tls_cert and tls_key (PEM) for HTTPS, or put a TLS proxy in front                  (and secure_cookies = true) when the UI is reached from other hosts",
+                web.listen
+            ),
+        ),
+        Err(e) => report.problem("web", format!("{e} (the admin UI does not start until this is fixed)")),
+    }
 }
 
 /// Where calls missed while ringlink was down come from: the CEL database, and any period the store says may

@@ -51,6 +51,27 @@ async fn check_reports_each_part_in_plain_words() {
     assert!(out.contains("ok       bitrix24: reachable; scopes"), "{out}");
     assert!(!out.contains("PROBLEM"), "{out}");
     assert!(out.contains("ok       AMI: events carry the PBX's timestamps"), "{out}");
+    assert!(out.contains("note     web: plain HTTP on 0.0.0.0:8077"), "{out}");
+
+    // HTTPS for the admin UI: a certificate and key that make a pair, then a key file that is not PEM.
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, made.cert.pem()).expect("cert");
+    std::fs::write(&key, made.key_pair.serialize_pem()).expect("key");
+    let mut tls = good.clone();
+    tls.push(("RINGLINK__WEB__TLS_CERT", cert.to_str().expect("utf-8 path")));
+    tls.push(("RINGLINK__WEB__TLS_KEY", key.to_str().expect("utf-8 path")));
+    let (ok, out) = ringlink(&["check", "--config", config_arg], &tls);
+    assert!(ok, "{out}");
+    assert!(out.contains("ok       web: HTTPS on 0.0.0.0:8077 with"), "{out}");
+    std::fs::write(&key, "not a key\n").expect("key");
+    let (ok, out) = ringlink(&["check", "--config", config_arg], &tls);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("PROBLEM  web: web.tls_key: no usable private key in") && out.contains("key.pem"),
+        "{out}"
+    );
 
     // A PBX whose manager.conf lacks timestampevents = yes: said in plain words.
     bed.set_timestamp_events(false).await.expect("timestampevents = no");

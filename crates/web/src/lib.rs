@@ -38,7 +38,9 @@ mod server;
 pub mod settings;
 pub mod status;
 mod telemetry;
+mod tls;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +56,7 @@ pub use server::{router, serve, Web};
 pub use settings::SettingsFile;
 pub use status::{AppStatus, Status, Thresholds};
 pub use telemetry::{CrmBudget, Gauge, HookStatus, Live, Telemetry};
+pub use tls::TlsFiles;
 
 /// The `[web]` section of the configuration.
 #[derive(Clone, Deserialize)]
@@ -78,9 +81,16 @@ pub struct WebSettings {
     /// A session ends this long after login.
     #[serde(default = "default_session_hours")]
     pub session_hours: u64,
-    /// Mark the session cookie `Secure` (set when the UI is reached over HTTPS, e.g. behind a TLS proxy).
+    /// Mark the session cookie `Secure` (set when the UI is reached over HTTPS, e.g. behind a TLS proxy; always
+    /// on with `tls_cert`).
     #[serde(default)]
     pub secure_cookies: bool,
+    /// Serve HTTPS with this certificate chain (PEM: the server's certificate, then intermediates) …
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// … and its private key (PEM, unencrypted). Both or neither.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for WebSettings {
@@ -94,6 +104,8 @@ impl Default for WebSettings {
             metrics_allow: default_allow(),
             session_hours: default_session_hours(),
             secure_cookies: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -107,6 +119,8 @@ impl std::fmt::Debug for WebSettings {
             .field("status_allow", &self.status_allow)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
             .field("metrics_allow", &self.metrics_allow)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish_non_exhaustive()
     }
 }
@@ -146,7 +160,19 @@ impl WebSettings {
         if self.session_hours == 0 {
             return Err("web.session_hours must be at least 1".into());
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("web.tls_cert and web.tls_key go together: set both (PEM files) for HTTPS, or neither".into());
+        }
         Ok(())
+    }
+
+    /// The certificate and key when HTTPS is configured, loaded and checked (the error says which file and why).
+    pub fn tls(&self) -> Result<Option<TlsFiles>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => TlsFiles::load(cert, key).map(Some),
+            (None, None) => Ok(None),
+            _ => Err("web.tls_cert and web.tls_key go together: set both (PEM files) for HTTPS, or neither".into()),
+        }
     }
 
     fn session_ttl(&self) -> Duration {

@@ -25,7 +25,7 @@ use crate::pages::{self, CallsQuery, Frame, PAGE_SIZE};
 use crate::records::{self, PathResolver, RecordLinks, Refused};
 use crate::settings::SettingsFile;
 use crate::status::{self, Thresholds};
-use crate::{Error, SharedStore, Telemetry, Wake, WebSettings};
+use crate::{Error, SharedStore, Telemetry, TlsFiles, Wake, WebSettings};
 
 /// The UI's state; cheap to clone.
 #[derive(Clone)]
@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) config_lock: Mutex<()>,
     /// The last log lines, for the Logs page.
     pub(crate) logs: Option<LogBuffer>,
+    /// HTTPS, when `[web] tls_cert`/`tls_key` are set.
+    tls: Option<TlsFiles>,
 }
 
 impl Web {
@@ -57,6 +59,7 @@ impl Web {
         settings.validate().map_err(Error::Settings)?;
         let status_allow = AllowList::parse(&settings.status_allow).map_err(Error::Settings)?;
         let metrics_allow = AllowList::parse(&settings.metrics_allow).map_err(Error::Settings)?;
+        let tls = settings.tls().map_err(Error::Settings)?;
         let setup_code = match store.setting(auth::PASSWORD_SETTING)? {
             Some(_) => None,
             None => Some(auth::random_token()[..12].to_owned()),
@@ -76,6 +79,7 @@ impl Web {
             config: None,
             config_lock: Mutex::new(()),
             logs: None,
+            tls,
         })))
     }
 
@@ -119,6 +123,16 @@ impl Web {
         self
     }
 
+    /// Whether the UI is served over HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.0.tls.is_some()
+    }
+
+    /// Cookies are `Secure` under HTTPS (built in, or a proxy's when `secure_cookies` says so).
+    pub(crate) fn secure_cookies(&self) -> bool {
+        self.0.settings.secure_cookies || self.0.tls.is_some()
+    }
+
     /// The first-run code, while no admin password is set.
     pub fn setup_code(&self) -> Option<String> {
         lock(&self.0.setup_code).clone()
@@ -139,12 +153,16 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Serves until `shutdown` resolves. The peer's address is available to the allow-lists.
+/// Serves until `shutdown` resolves, over HTTPS when `[web] tls_cert`/`tls_key` are set (plain HTTP on that
+/// port is redirected to `https://`). The peer's address is available to the allow-lists.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     web: Web,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if let Some(tls) = web.0.tls.clone() {
+        return crate::tls::serve_tls(listener, router(web), tls, shutdown).await;
+    }
     axum::serve(
         listener,
         router(web).into_make_service_with_connect_info::<SocketAddr>(),
@@ -352,7 +370,7 @@ fn with_form_cookie(web: &Web, render: impl FnOnce(&str) -> Markup, headers: &He
         .map(str::to_owned)
         .unwrap_or_else(auth::random_token);
     let mut response = html_page(render(&token));
-    if let Ok(value) = HeaderValue::from_str(&set_cookie(FORM_COOKIE, &token, None, web.0.settings.secure_cookies)) {
+    if let Ok(value) = HeaderValue::from_str(&set_cookie(FORM_COOKIE, &token, None, web.secure_cookies())) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
@@ -420,7 +438,7 @@ fn start_session(web: &Web, to: &str) -> Response {
     let ttl = web.0.settings.session_ttl();
     let id = web.0.sessions.create(ttl);
     let mut response = Redirect::to(to).into_response();
-    let secure = web.0.settings.secure_cookies;
+    let secure = web.secure_cookies();
     for value in [
         set_cookie(SESSION_COOKIE, &id, Some(ttl), secure),
         set_cookie(FORM_COOKIE, "", Some(std::time::Duration::ZERO), secure),
@@ -441,7 +459,7 @@ async fn logout(State(web): State<Web>, headers: HeaderMap) -> Response {
         SESSION_COOKIE,
         "",
         Some(std::time::Duration::ZERO),
-        web.0.settings.secure_cookies,
+        web.secure_cookies(),
     );
     if let Ok(value) = HeaderValue::from_str(&gone) {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -544,7 +562,7 @@ async fn switch_language(State(web): State<Web>, Path(code): Path<String>, Query
     };
     let mut response = Redirect::to(&to).into_response();
     let one_year = std::time::Duration::from_secs(365 * 86_400);
-    let value = set_cookie(LANG_COOKIE, lang.code(), Some(one_year), web.0.settings.secure_cookies);
+    let value = set_cookie(LANG_COOKIE, lang.code(), Some(one_year), web.secure_cookies());
     if let Ok(value) = HeaderValue::from_str(&value) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

@@ -257,7 +257,8 @@ async fn admin_ui(
             return error!(listen = %config.web.listen, error = %e, "the admin UI cannot listen; set [web] listen")
         }
     };
-    info!(listen = %config.web.listen, "admin UI listening");
+    let scheme = if ui.is_tls() { "https" } else { "http" };
+    info!(listen = %config.web.listen, scheme, "admin UI listening");
     if let Some(code) = ui.setup_code() {
         warn!(setup_code = %code, "no admin password yet: open the UI and enter this setup code to choose one");
     }
