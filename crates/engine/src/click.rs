@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use numbers::{Normalizer, NumbersConfig, ReplaceRule};
 use serde::{Deserialize, Serialize};
 
+use crate::intent::Outcome;
 use crate::users::{UserId, UsersDirectory};
 
 /// A click-to-call request as Bitrix24 sends it (`ONEXTERNALCALLSTART`'s `data`).
@@ -176,12 +177,17 @@ pub enum ClickRefusal {
 impl ClickRefusal {
     /// `STATUS_CODE` of the finish.
     pub fn status_code(&self) -> &'static str {
+        crate::bitrix24::status_code(self.outcome())
+    }
+
+    /// How the call ends for the CRM.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            ClickRefusal::UnknownEmployee(_) => "403",
-            ClickRefusal::PhoneOffline(_) | ClickRefusal::OriginateFailed(_) => "480",
-            ClickRefusal::EmployeeNoAnswer => "304",
-            ClickRefusal::EmployeeBusy => "486",
-            ClickRefusal::BadNumber(_) => "404",
+            ClickRefusal::UnknownEmployee(_) => Outcome::Forbidden,
+            ClickRefusal::PhoneOffline(_) | ClickRefusal::OriginateFailed(_) => Outcome::Unavailable,
+            ClickRefusal::EmployeeNoAnswer => Outcome::Missed,
+            ClickRefusal::EmployeeBusy => Outcome::Busy,
+            ClickRefusal::BadNumber(_) => Outcome::NotFound,
         }
     }
 

@@ -41,8 +41,10 @@
 //! card for that responsible and finished as missed. Recordings are attached after finish, and an optional task
 //! goes to the responsible of a missed call.
 
+pub mod bitrix24;
 mod click;
 mod engine;
+mod intent;
 mod plan;
 mod route;
 mod settings;
@@ -53,6 +55,7 @@ pub use click::{
     ClickRefusal, ClickSettings, ClickToCall, OriginateParams,
 };
 pub use engine::{Engine, Gap, OpenCall, RecoverySource, RegistrationGate, StoredStep};
+pub use intent::{CallRecord, FinishCall, Intent, MissedTask, Outcome, RegisterCall, Responsible};
 pub use plan::{
     crm_bindings, first_of, references, resolve, without_card, Decision, Plan, RefreshUsers, ResolveError, Rule, Step,
     StepKind, StepRef, Timing,

@@ -7,11 +7,11 @@ use numbers::Number;
 use serde_json::json;
 use tracker::{CallFull, Direction, Timestamp};
 
-use super::format::*;
 use super::state::*;
 use super::Engine;
 use crate::click::{click_call_key, ClickRefusal, ClickToCall};
-use crate::plan::{Plan, Rule, StepKind, Timing};
+use crate::intent::{CallRecord, FinishCall, Intent, Outcome, Responsible};
+use crate::plan::{Plan, Rule, Timing};
 
 impl Engine {
     /// Announces a click-to-call before it is dialled: the call with key [`click_call_key`] of its `CALL_ID` is
@@ -59,20 +59,15 @@ impl Engine {
             ),
             json!({"call_id": click.call_id, "user": click.user_id, "status_code": status, "step": finish_key}),
         );
-        out.step(
-            finish_key,
-            StepKind::Finish,
-            json!({
-                "CALL_ID": click.call_id,
-                "USER_ID": click.user_id,
-                "DURATION": 0,
-                "STATUS_CODE": status,
-                "FAILED_REASON": refusal.to_string(),
-                "ADD_TO_CHAT": u8::from(self.settings.raw.add_to_chat),
-            }),
-            &[],
-            Timing::Durable,
-        );
+        let finish = Intent::Finish(FinishCall {
+            call: CallRecord::Known(click.call_id.clone()),
+            responsible: Responsible::User(click.user_id),
+            duration: 0,
+            outcome: refusal.outcome(),
+            failed_reason: Some(refusal.to_string()),
+            add_to_chat: self.settings.raw.add_to_chat,
+        });
+        out.intent(finish_key, &finish, &[], Timing::Durable);
         self.remember_ended(&key);
         out.plan
     }
@@ -146,11 +141,11 @@ impl Engine {
 
     /// `STATUS_CODE` of a click-to-call nobody talked on: the employee did not pick up → 304; else what
     /// happened to the client's leg (busy 486, no answer 304, the employee gave up while it rang 603-S).
-    pub(super) fn click_failure_status(state: &CallState, call_full: &CallFull) -> String {
+    pub(super) fn click_failure_status(state: &CallState, call_full: &CallFull) -> Outcome {
         if state.click_dialing {
-            failure_status_code(call_full.result)
+            Outcome::of_failed_result(call_full.result)
         } else {
-            "304".into()
+            Outcome::Missed
         }
     }
 }

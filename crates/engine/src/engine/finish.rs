@@ -8,7 +8,9 @@ use tracker::{status, CallEvent, CallFull, Direction, Timestamp};
 use super::format::*;
 use super::state::*;
 use super::Engine;
-use crate::plan::{crm_bindings, first_of, user_value, Rule, StepKind, StepRef, Timing};
+use crate::bitrix24::status_code;
+use crate::intent::{FinishCall, Intent, MissedTask, Outcome, Responsible};
+use crate::plan::{Rule, Timing};
 use crate::settings::ResponsibleMode;
 use crate::users::UserId;
 
@@ -50,7 +52,7 @@ impl Engine {
             return;
         };
         let conversation = conversation.clone();
-        let user_param = if *forwarded_unknown && reg.fixed_user.is_none() {
+        let responsible = if *forwarded_unknown && reg.fixed_user.is_none() {
             // Answered on an outside phone that is no employee's: nobody known talked, so whoever answers for a
             // missed call answers for this one, but the call was answered (200), never a missed status.
             out.decide(
@@ -60,43 +62,33 @@ impl Engine {
                     .into(),
                 json!({"conversation": conversation}),
             );
-            let (value, owner_step) = self.missed_responsible(ctx, reg, out);
-            if owner_step {
-                out.step(
-                    format!("{}/owner", reg.prefix),
-                    StepKind::LookupOwner,
-                    json!({"PHONE_NUMBER": ctx.client}),
-                    &[reg.register_key()],
-                    Timing::Durable,
-                );
-            }
-            value
+            self.missed_responsible(ctx, reg, out)
         } else {
             let user = reg
                 .fixed_user
                 .or(*user)
                 .or_else(|| self.default_user(ctx))
                 .unwrap_or(reg.user);
-            user_value(user)
+            Responsible::User(user)
         };
-        let user = user_param.clone();
         let key = reg.finish_key();
-        let mut params = json!({
-            "CALL_ID": reg.call_id(),
-            "USER_ID": user_param,
-            "DURATION": duration,
-            "STATUS_CODE": "200",
-        });
-        params["ADD_TO_CHAT"] = Value::from(u8::from(self.settings.raw.add_to_chat));
         out.decide(
             Rule::FinishTalk,
-            format!("conversation ended: finish for user {user}, {duration} s talked"),
-            json!({"user": user, "duration": duration, "step": key}),
+            format!("conversation ended: finish for {responsible}, {duration} s talked"),
+            json!({"user": responsible.journal(), "duration": duration, "step": key}),
         );
+        let finish = Intent::Finish(FinishCall {
+            call: reg.record(),
+            responsible,
+            duration,
+            outcome: Outcome::Talked,
+            failed_reason: None,
+            add_to_chat: self.settings.raw.add_to_chat,
+        });
         reg.talker = Some(conversation.clone());
         reg.cards.clear();
         reg.phase = Phase::Finished;
-        out.step(key, StepKind::Finish, params, &[], Timing::Durable);
+        out.intent(key, &finish, &[], Timing::Durable);
     }
 
     pub(super) fn on_call_ended(
@@ -150,7 +142,7 @@ impl Engine {
                     let duration = out.time.secs_since(*since);
                     self.finish_talk(&ctx, reg, duration, out);
                 }
-                Phase::Ringing => self.finish_unanswered(&ctx, reg, call_full, click_status.as_deref(), out),
+                Phase::Ringing => self.finish_unanswered(&ctx, reg, call_full, click_status, out),
             }
         }
         if self.settings.raw.attach_records {
@@ -193,16 +185,16 @@ impl Engine {
         ctx: &CallContext,
         reg: &mut Registration,
         call_full: &CallFull,
-        click_status: Option<&str>,
+        click_status: Option<Outcome>,
         out: &mut Out<'_>,
     ) {
         let incoming = ctx.direction == Direction::Incoming;
-        let status_code = match click_status {
-            Some(status) => status.to_owned(),
-            None if incoming => "304".to_owned(),
-            None => failure_status_code(call_full.result),
+        let outcome = match click_status {
+            Some(outcome) => outcome,
+            None if incoming => Outcome::Missed,
+            None => Outcome::of_failed_result(call_full.result),
         };
-        let (key, user_param) = self.finish_without_talk(ctx, reg, status_code, json!(call_full.result), out);
+        let (key, responsible) = self.finish_without_talk(ctx, reg, outcome, json!(call_full.result), out);
         let task = &self.settings.raw.missed.task;
         if incoming && task.enabled {
             if call_full.result == status::TALKED {
@@ -213,69 +205,58 @@ impl Engine {
                     json!({"finish": key}),
                 );
             } else {
-                self.missed_task(ctx, reg, user_param, &key, call_full, out);
+                self.missed_task(ctx, reg, responsible, &key, call_full, out);
             }
         }
     }
 
-    /// Finishes a registration nobody talked on with `status_code` (`result`: the call's result, for the
-    /// journal); an incoming call's finish names the missed-call responsible. Returns the finish key and its
-    /// `USER_ID` value.
+    /// Finishes a registration nobody talked on with `outcome` (`result`: the call's result, for the journal);
+    /// an incoming call's finish names the missed-call responsible. Returns the finish key and that
+    /// responsible.
     pub(super) fn finish_without_talk(
         &self,
         ctx: &CallContext,
         reg: &mut Registration,
-        status_code: String,
+        outcome: Outcome,
         result: Value,
         out: &mut Out<'_>,
-    ) -> (String, Value) {
+    ) -> (String, Responsible) {
         let key = reg.finish_key();
-        let register_key = reg.register_key();
-        let (user_param, owner_step) = if ctx.direction == Direction::Incoming {
+        let responsible = if ctx.direction == Direction::Incoming {
             self.missed_responsible(ctx, reg, out)
         } else {
-            let user = reg.fixed_user.unwrap_or(reg.user);
-            (user_value(user), false)
+            Responsible::User(reg.fixed_user.unwrap_or(reg.user))
         };
-        if owner_step {
-            out.step(
-                format!("{}/owner", reg.prefix),
-                StepKind::LookupOwner,
-                json!({"PHONE_NUMBER": ctx.client}),
-                std::slice::from_ref(&register_key),
-                Timing::Durable,
-            );
-        }
-        let params = json!({
-            "CALL_ID": reg.call_id(),
-            "USER_ID": user_param.clone(),
-            "DURATION": 0,
-            "STATUS_CODE": status_code,
-            "ADD_TO_CHAT": u8::from(self.settings.raw.add_to_chat),
-        });
+        let status_code = status_code(outcome);
         out.decide(
             Rule::FinishUnanswered,
             format!("nobody answered: finish with status {status_code}"),
             json!({"status_code": status_code, "result": result, "step": key}),
         );
+        let finish = Intent::Finish(FinishCall {
+            call: reg.record(),
+            responsible: responsible.clone(),
+            duration: 0,
+            outcome,
+            failed_reason: None,
+            add_to_chat: self.settings.raw.add_to_chat,
+        });
         reg.cards.clear();
         reg.phase = Phase::Finished;
-        out.step(key.clone(), StepKind::Finish, params, &[], Timing::Durable);
-        (key, user_param)
+        out.intent(key.clone(), &finish, &[], Timing::Durable);
+        (key, responsible)
     }
 
-    /// The missed-call responsible: a plain user id when the chain settles it now, else a `$first` over the
-    /// entity owner (looked up after register) and the rest of the chain. The flag asks for the lookup step.
-    pub(super) fn missed_responsible(&self, ctx: &CallContext, reg: &Registration, out: &mut Out<'_>) -> (Value, bool) {
-        let owner = StepRef::new(format!("{}/owner", reg.prefix), "0.ASSIGNED_BY_ID");
-        let created = StepRef::new(reg.register_key(), "CRM_CREATED_ENTITIES.0");
-        let mut candidates: Vec<Value> = Vec::new();
+    /// The missed-call responsible: a user when the chain settles it now, else the client's entity owner (looked
+    /// up after register: the lookup step is planned here) and the rest of the chain.
+    pub(super) fn missed_responsible(&self, ctx: &CallContext, reg: &Registration, out: &mut Out<'_>) -> Responsible {
+        let mut owner_first = false;
         let mut tried: Vec<Value> = Vec::new();
         let mut settled: Option<UserId> = None;
         for mode in &self.settings.raw.missed.responsible {
             match mode {
                 ResponsibleMode::EntityOwner => {
-                    candidates.push(owner.to_json_unless(&created));
+                    owner_first = true;
                     tried.push(json!({"mode": "entity_owner"}));
                 }
                 ResponsibleMode::LastRung => {
@@ -302,13 +283,7 @@ impl Engine {
         } else {
             format!("no mode found a user: the registration's user {last}")
         };
-        let (value, lookup) = if candidates.is_empty() {
-            (user_value(last), false)
-        } else {
-            candidates.push(user_value(last));
-            (first_of(candidates), true)
-        };
-        let reason = if lookup {
+        let reason = if owner_first {
             format!("missed call: responsible = the client's entity owner if it existed before the call, else {reason_tail}")
         } else {
             format!("missed call: responsible = {reason_tail}")
@@ -318,14 +293,31 @@ impl Engine {
             reason,
             json!({"chain": tried, "fallback": last}),
         );
-        (value, lookup)
+        if !owner_first {
+            return Responsible::User(last);
+        }
+        let lookup = format!("{}/owner", reg.prefix);
+        let register = reg.register_key();
+        out.intent(
+            lookup.clone(),
+            &Intent::FindOwner {
+                client_phone: ctx.client.clone(),
+            },
+            std::slice::from_ref(&register),
+            Timing::Durable,
+        );
+        Responsible::OwnerElse {
+            lookup,
+            register,
+            then: last,
+        }
     }
 
     pub(super) fn missed_task(
         &self,
         ctx: &CallContext,
         reg: &Registration,
-        responsible: Value,
+        responsible: Responsible,
         finish_key: &str,
         call_full: &CallFull,
         out: &mut Out<'_>,
@@ -333,38 +325,32 @@ impl Engine {
         let task = &self.settings.raw.missed.task;
         let line = ctx.line_number.as_deref().unwrap_or("");
         let time = call_full.channel.start_time.as_str();
-        let mut fields = json!({
-            "TITLE": fill_template(&task.title, &ctx.client, line, time),
-            "DESCRIPTION": fill_template(&task.description, &ctx.client, line, time),
-            "RESPONSIBLE_ID": responsible,
-            "UF_CRM_TASK": crm_bindings(&reg.register_key()),
-        });
+        let mut deadline = None;
         if task.deadline_minutes > 0 {
-            let deadline = Timestamp::from_micros(
+            let at = Timestamp::from_micros(
                 out.time.as_micros().saturating_add(
                     i64::try_from(task.deadline_minutes)
                         .unwrap_or(i64::MAX / 60_000_000)
                         .saturating_mul(60_000_000),
                 ),
             );
-            fields["DEADLINE"] = Value::from(bitrix_time(deadline, self.settings.offset));
+            deadline = Some(bitrix_time(at, self.settings.offset));
         }
-        if let Some(by) = task.created_by {
-            fields["CREATED_BY"] = user_value(by);
-        }
+        let intent = Intent::MissedTask(MissedTask {
+            title: fill_template(&task.title, &ctx.client, line, time),
+            description: fill_template(&task.description, &ctx.client, line, time),
+            responsible,
+            register: reg.register_key(),
+            deadline,
+            created_by: task.created_by,
+        });
         let key = format!("{}/task", reg.prefix);
         out.decide(
             Rule::MissedTask,
             "missed incoming call: task for its responsible (missed.task.enabled)".into(),
             json!({"step": key}),
         );
-        out.step(
-            key,
-            StepKind::AddTask,
-            json!({ "fields": fields }),
-            &[finish_key.to_owned()],
-            Timing::Durable,
-        );
+        out.intent(key, &intent, &[finish_key.to_owned()], Timing::Durable);
     }
 
     pub(super) fn attach_records(&self, state: &CallState, call_full: &CallFull, out: &mut Out<'_>) {
@@ -399,10 +385,12 @@ impl Engine {
             format!("recording {path} attached to registration {n}"),
             json!({"path": path, "registration": n, "step": key}),
         );
-        out.step(
+        out.intent(
             key,
-            StepKind::AttachRecord,
-            json!({"CALL_ID": reg.call_id(), "FILENAME": filename}),
+            &Intent::AttachRecording {
+                call: reg.record(),
+                filename,
+            },
             &[reg.finish_key()],
             Timing::Durable,
         );

@@ -1,7 +1,7 @@
 //! Bitrix24 field formats and the texts of statuses and reasons.
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone};
-use tracker::{status, CallEvent, Direction, Leg, StopReason, Timestamp, NEVER};
+use tracker::{CallEvent, Direction, Leg, StopReason, Timestamp, NEVER};
 
 /// `CALL_START_DATE` form: `YYYY-MM-DDTHH:MM:SS+03:00`.
 pub(super) fn bitrix_time(at: Timestamp, offset: FixedOffset) -> String {
@@ -22,16 +22,6 @@ pub(super) fn bitrix_time_from_local(text: &str, offset: FixedOffset) -> Option<
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S%:z").to_string())
 }
 
-/// `STATUS_CODE` of a call result that is not a talk (see `tracker::status`).
-pub(super) fn failure_status_code(result: u16) -> String {
-    match result {
-        status::CANCELLED => "603-S".into(),
-        status::TALKED | status::LIVE | status::MISSED => "304".into(),
-        402 | 403 | 404 | 423 | 480 | 484 | 486 | 503 | 603 => result.to_string(),
-        _ => "OTHER".into(),
-    }
-}
-
 pub(super) fn stop_reason_text(reason: &StopReason) -> String {
     match reason {
         StopReason::AnsweredElsewhere => "answered elsewhere".into(),
@@ -45,13 +35,6 @@ pub(super) fn stop_reason_text(reason: &StopReason) -> String {
         StopReason::MovedToCall { call } => format!("moved to call {call}"),
         StopReason::Vanished => "gone after a reconnect".into(),
         StopReason::Expired => "the call expired".into(),
-    }
-}
-
-pub(super) fn type_of(direction: Direction) -> u8 {
-    match direction {
-        Direction::Incoming => 2,
-        _ => 1,
     }
 }
 
@@ -97,18 +80,6 @@ mod tests {
         );
         assert_eq!(bitrix_time_from_local(NEVER, offset), None);
         assert_eq!(bitrix_time_from_local("garbage", offset), None);
-    }
-
-    #[test]
-    fn maps_results_to_status_codes() {
-        assert_eq!(failure_status_code(status::BUSY), "486");
-        assert_eq!(failure_status_code(status::DECLINED), "603");
-        assert_eq!(failure_status_code(status::CANCELLED), "603-S");
-        assert_eq!(failure_status_code(status::MISSED), "304");
-        assert_eq!(failure_status_code(status::NOT_FOUND), "404");
-        assert_eq!(failure_status_code(status::ROUTE_UNAVAILABLE), "503");
-        assert_eq!(failure_status_code(status::OTHER), "OTHER");
-        assert_eq!(failure_status_code(499), "OTHER");
     }
 
     #[test]

@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use tracker::{CallEvent, CallFull, Direction, Leg, StopReason, Timestamp};
 
 use super::format::*;
 use super::state::*;
 use super::Engine;
-use crate::plan::{user_value, Rule, StepKind, Timing};
+use crate::intent::{Intent, RegisterCall};
+use crate::plan::{Rule, Timing};
 use crate::users::UserId;
 
 impl Engine {
@@ -73,7 +74,6 @@ impl Engine {
                         legs: BTreeSet::from([leg.conversation.clone()]),
                     },
                 );
-                let params = json!({"CALL_ID": reg.call_id(), "USER_ID": [card_user]});
                 out.decide(
                     Rule::ShowRingingLeg,
                     format!(
@@ -82,10 +82,12 @@ impl Engine {
                     ),
                     json!({"user": card_user, "extension": leg.number, "step": key}),
                 );
-                out.step(
+                out.intent(
                     key,
-                    StepKind::Show,
-                    params,
+                    &Intent::ShowCard {
+                        call: reg.record(),
+                        user: card_user,
+                    },
                     &[],
                     Timing::WhileRinging {
                         conversation: leg.conversation.clone(),
@@ -164,20 +166,17 @@ impl Engine {
             Direction::Incoming => s.crm_create.incoming,
             _ => s.crm_create.outgoing,
         };
-        let mut params = Map::new();
-        params.insert("USER_ID".into(), user_value(user));
-        params.insert("PHONE_NUMBER".into(), Value::from(ctx.client.clone()));
-        params.insert("TYPE".into(), Value::from(type_of(ctx.direction)));
-        params.insert("CALL_START_DATE".into(), Value::from(start));
-        params.insert("CRM_CREATE".into(), Value::from(u8::from(crm_create)));
-        params.insert("SHOW".into(), Value::from(u8::from(show && ringing_leg.is_some())));
-        params.insert("EXTERNAL_CALL_ID".into(), Value::from(external_call_id.clone()));
-        if let Some(line) = &ctx.line_number {
-            params.insert("LINE_NUMBER".into(), Value::from(line.clone()));
-        }
-        if let Some(source) = &ctx.crm_source {
-            params.insert("CRM_SOURCE".into(), Value::from(source.clone()));
-        }
+        let intent = Intent::Register(RegisterCall {
+            user,
+            client_phone: ctx.client.clone(),
+            direction: ctx.direction,
+            start,
+            create_entity: crm_create,
+            card: show && ringing_leg.is_some(),
+            external_id: external_call_id.clone(),
+            line: ctx.line_number.clone(),
+            source: ctx.crm_source.clone(),
+        });
         let reg = Registration {
             prefix,
             user,
@@ -226,7 +225,7 @@ impl Engine {
             ),
             json!({"user": user, "registration": n, "external_call_id": external_call_id, "step": key}),
         );
-        out.step(key, StepKind::Register, Value::Object(params), &[], timing);
+        out.intent(key, &intent, &[], timing);
         state.registrations.push(reg);
         n
     }
@@ -234,10 +233,12 @@ impl Engine {
     pub(super) fn hide(reg: &Registration, user: UserId, card: &Card, out: &mut Out<'_>, why: String) {
         let key = format!("{}/hide/{user}/{}", reg.prefix, card.occurrence);
         out.decide(Rule::HideStoppedLeg, why, json!({"user": user, "step": key}));
-        out.step(
+        out.intent(
             key,
-            StepKind::Hide,
-            json!({"CALL_ID": reg.call_id(), "USER_ID": [user]}),
+            &Intent::HideCard {
+                call: reg.record(),
+                user,
+            },
             std::slice::from_ref(&card.shown_by),
             Timing::UndoCard {
                 shown_by: card.shown_by.clone(),

@@ -11,6 +11,7 @@ use tracker::{Direction, Timestamp};
 
 use super::state::*;
 use super::Engine;
+use crate::intent::Outcome;
 use crate::plan::{Decision, Plan, Rule, Step, StepKind};
 use crate::users::UserId;
 
@@ -148,9 +149,12 @@ impl Engine {
                 }
                 None => {
                     let (status, what) = if ctx.direction == Direction::Incoming {
-                        ("304", "missed (no missed-call task: the gap may have hidden an answer)")
+                        (
+                            Outcome::Missed,
+                            "missed (no missed-call task: the gap may have hidden an answer)",
+                        )
                     } else {
-                        ("OTHER", "with status OTHER (the outcome is unknown)")
+                        (Outcome::Other, "with status OTHER (the outcome is unknown)")
                     };
                     out.decide(
                         Rule::RecoveredFinish,
@@ -161,7 +165,7 @@ impl Engine {
                         ),
                         json!({"source": open.source, "registration": n, "answered": false, "gap": gap}),
                     );
-                    self.finish_without_talk(&ctx, &mut reg, status.to_owned(), Value::Null, &mut out);
+                    self.finish_without_talk(&ctx, &mut reg, status, Value::Null, &mut out);
                 }
             }
         }

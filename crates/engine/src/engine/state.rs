@@ -8,7 +8,8 @@ use serde_json::Value;
 use tracker::{Direction, Timestamp};
 
 use crate::click::ClickToCall;
-use crate::plan::{references, Decision, Plan, Rule, Step, StepKind, StepRef, Timing};
+use crate::intent::{CallRecord, Intent};
+use crate::plan::{references, Decision, Plan, Rule, Step, StepKind, Timing};
 use crate::settings::Compiled;
 use crate::users::UserId;
 
@@ -114,10 +115,13 @@ impl Registration {
     pub(super) fn finish_key(&self) -> String {
         format!("{}/finish", self.prefix)
     }
-    pub(super) fn call_id(&self) -> Value {
+    /// The CRM's record of this registration.
+    pub(super) fn record(&self) -> CallRecord {
         match &self.known_call_id {
-            Some(id) => Value::from(id.clone()),
-            None => StepRef::new(self.register_key(), "CALL_ID").to_json(),
+            Some(id) => CallRecord::Known(id.clone()),
+            None => CallRecord::Registered {
+                register: self.register_key(),
+            },
         }
     }
     pub(super) fn occurrence(&mut self, user: UserId) -> u32 {
@@ -146,7 +150,13 @@ impl Out<'_> {
         });
     }
 
-    pub(super) fn step(&mut self, key: String, kind: StepKind, params: Value, extra_after: &[String], timing: Timing) {
+    /// Plans `intent` as the step `key`, in the CRM's words.
+    pub(super) fn intent(&mut self, key: String, intent: &Intent, extra_after: &[String], timing: Timing) {
+        let (kind, params) = crate::bitrix24::translate(intent);
+        self.step(key, kind, params, extra_after, timing);
+    }
+
+    fn step(&mut self, key: String, kind: StepKind, params: Value, extra_after: &[String], timing: Timing) {
         let mut after = references(&params);
         for k in extra_after {
             if !after.contains(k) {
