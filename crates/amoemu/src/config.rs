@@ -100,6 +100,20 @@ fn yes() -> bool {
     true
 }
 
+impl EmulatorConfig {
+    /// Reads the settings and seed data from a TOML file (the fields above; absent ones keep their defaults).
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, crate::EmuError> {
+        let text = std::fs::read_to_string(path).map_err(|source| crate::EmuError::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| crate::EmuError::Config {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
 impl Default for EmulatorConfig {
     fn default() -> Self {
         let user = |id, name: &str, email: &str, is_admin| SeedUser {

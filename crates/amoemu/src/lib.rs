@@ -23,6 +23,7 @@
 
 mod api;
 mod config;
+mod control;
 mod oauth;
 mod record;
 mod server;
@@ -38,6 +39,7 @@ use tokio::task::JoinHandle;
 pub use b24emu::Clock;
 
 pub use crate::config::{EmulatorConfig, SeedContact, SeedLead, SeedPipeline, SeedStatus, SeedUser};
+pub use crate::control::FaultSpec;
 pub use crate::record::{AuthKind, Fault, Popup, RecordedRequest};
 pub use crate::state::{last_digits, Call, Company, Contact, Lead, Pipeline, Snapshot, Status, Task, Unsorted, User};
 
@@ -52,40 +54,92 @@ pub enum EmuError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path} is not a valid account file: {message}")]
+    Config { path: String, message: String },
 }
 
 /// A running emulated amoCRM account.
 pub struct Emulator {
     core: Arc<Core>,
     addr: SocketAddr,
+    control_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    /// Never sent: the control port is not closed by [`Fault::Down`].
+    _control_up: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, EmuError> {
+    TcpListener::bind(addr).await.map_err(|source| EmuError::Io {
+        context: format!("binding {addr}"),
+        source,
+    })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, EmuError> {
+    listener.local_addr().map_err(|source| EmuError::Io {
+        context: "reading the bound address".into(),
+        source,
+    })
 }
 
 impl Emulator {
     /// Starts on 127.0.0.1 with an ephemeral port.
     pub async fn start(cfg: EmulatorConfig) -> Result<Self, EmuError> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|source| EmuError::Io {
-            context: "binding 127.0.0.1:0".into(),
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| EmuError::Io {
-            context: "reading the bound address".into(),
-            source,
-        })?;
+        Self::start_on(cfg, SocketAddr::from(([127, 0, 0, 1], 0)), None).await
+    }
+
+    /// Starts on `listen` (the account and its control API under `/_emu`), and on `control` when given: a port
+    /// serving only the control API, which stays open while [`Fault::Down`] closes the account's.
+    pub async fn start_on(
+        cfg: EmulatorConfig,
+        listen: SocketAddr,
+        control: Option<SocketAddr>,
+    ) -> Result<Self, EmuError> {
+        let listener = bind(listen).await?;
+        let addr = local_addr(&listener)?;
+        let control_listener = match control {
+            Some(control) => Some(bind(control).await?),
+            None => None,
+        };
+        let control_addr = control_listener.as_ref().map(local_addr).transpose()?;
         let core = Core::new(cfg);
         let _ = core.base_url.set(format!("http://{addr}"));
         let core = Arc::new(core);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (control_up, control_down_rx) = watch::channel(false);
         let down_rx = core.down_tx.subscribe();
         let router = server::router(Arc::clone(&core));
-        let task = tokio::spawn(b24emu::serve(Some(listener), addr, router, down_rx, shutdown_rx));
+        let mut tasks = vec![tokio::spawn(b24emu::serve(
+            Some(listener),
+            addr,
+            router,
+            down_rx,
+            shutdown_rx.clone(),
+        ))];
+        if let (Some(listener), Some(control_addr)) = (control_listener, control_addr) {
+            let router = server::control_router(Arc::clone(&core));
+            tasks.push(tokio::spawn(b24emu::serve(
+                Some(listener),
+                control_addr,
+                router,
+                control_down_rx,
+                shutdown_rx,
+            )));
+        }
         Ok(Emulator {
             core,
             addr,
+            control_addr,
             shutdown_tx,
-            task: Some(task),
+            _control_up: control_up,
+            tasks,
         })
+    }
+
+    /// The port serving only the control API, if one was asked for.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control_addr
     }
 
     /// `http://127.0.0.1:PORT`, standing in for `https://{subdomain}.amocrm.ru` (no trailing slash).
@@ -157,7 +211,7 @@ impl Emulator {
     /// Stop serving and wait for the server to end.
     pub async fn shutdown(mut self) {
         self.shutdown_tx.send_replace(true);
-        if let Some(task) = self.task.take() {
+        for task in self.tasks.drain(..) {
             let _ = task.await;
         }
     }

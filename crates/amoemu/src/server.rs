@@ -238,8 +238,17 @@ impl Core {
     }
 }
 
+/// The emulated account, and the control API under `/_emu` (not recorded, not subject to faults).
 pub(crate) fn router(core: Arc<Core>) -> Router {
-    Router::new().fallback(entry).with_state(core)
+    Router::new()
+        .nest("/_emu", crate::control::router())
+        .fallback(entry)
+        .with_state(core)
+}
+
+/// The control API alone, for a port that stays open while [`Fault::Down`] closes the account's.
+pub(crate) fn control_router(core: Arc<Core>) -> Router {
+    Router::new().nest("/_emu", crate::control::router()).with_state(core)
 }
 
 async fn entry(State(core): State<Arc<Core>>, req: Request) -> Response {
