@@ -1,9 +1,12 @@
 //! The durable store of ringlink: the outbox of CRM steps, the call journal, the Bitrix24 users cache, OAuth
 //! tokens and settings.
 //!
-//! [`Store`] is the interface; [`SqliteStore`] implements it on an embedded SQLite database (WAL, full sync).
-//! The API is synchronous and every operation is one transaction; async code calls it through
-//! `tokio::task::spawn_blocking` on a clone of the store (clones share one connection).
+//! [`Store`] is the interface; [`SqliteStore`] implements it on an embedded SQLite database (WAL, full sync), the
+//! default for one office, and [`PgStore`] on PostgreSQL, for a standby on a second machine or many PBX ⇄ portal
+//! pairs (tenants) in one database. The API is synchronous and every operation is one transaction; async code
+//! calls it through `tokio::task::spawn_blocking` on a clone of the store (clones share one connection, or one
+//! pool). `PgStore` may also be called on an async thread: its sockets run on a runtime of its own, and a call
+//! only blocks its thread as a SQLite call does.
 //!
 //! # The outbox
 //! Every CRM step is written here *before* it is sent. A step belongs to a call (`call_key`) and has an
@@ -35,7 +38,9 @@
 //! sync instead of one per step). A worker that crashes leaves its steps in flight; when their lease runs out they are due again (sending is
 //! at-least-once; the CRM side is made idempotent by `EXTERNAL_CALL_ID`).
 
+mod codec;
 mod error;
+mod postgres;
 mod sqlite;
 mod types;
 
@@ -44,6 +49,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use error::{Result, StoreError};
+pub use postgres::{PgOptions, PgStore, PG_SCHEMA_VERSION};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SCHEMA_VERSION};
 pub use types::{
     CallFilter, CallResult, CallSummary, ClaimOutcome, Enqueued, EntryKind, JournalEntry, Lease, NewJournalEntry,
@@ -56,26 +62,27 @@ pub use types::{
 ///
 /// Implementations must be safe to share between threads and, for shared backends, between processes.
 ///
-/// # A PostgreSQL backend
-/// Several ringlink instances can share one outbox in PostgreSQL. [`Store::claim_due`] is then one statement
-/// that locks the rows it takes and skips rows another instance is taking:
+/// # On PostgreSQL
+/// Several ringlink instances can share one outbox in PostgreSQL ([`PgStore`]). [`Store::claim_due`] is then one
+/// statement that locks the rows it takes and skips rows another instance is taking:
 /// ```sql
 /// WITH due AS (
 ///   SELECT id FROM steps s
-///   WHERE (s.state = 'pending' OR (s.state = 'in_flight' AND s.lease_until <= $now))
+///   WHERE s.tenant = $tenant
+///     AND (s.state = 'pending' OR (s.state = 'in_flight' AND s.lease_until <= $now))
 ///     AND s.next_attempt_at <= $now AND (s.expires_at IS NULL OR s.expires_at > $now)
-///     AND NOT EXISTS (SELECT 1 FROM steps e WHERE e.call_key = s.call_key AND e.seq < s.seq
-///                     AND e.state IN ('pending', 'in_flight'))
+///     AND NOT EXISTS (SELECT 1 FROM steps e WHERE e.tenant = s.tenant AND e.call_key = s.call_key
+///                     AND e.seq < s.seq AND e.state IN ('pending', 'in_flight'))
 ///   ORDER BY s.priority DESC, s.next_attempt_at, s.id
 ///   LIMIT $limit
 ///   FOR UPDATE SKIP LOCKED)
-/// UPDATE steps SET state = 'in_flight', attempts = attempts + 1, lease_until = $now + $lease, updated_at = $now
-/// FROM due WHERE steps.id = due.id RETURNING steps.*;
+/// UPDATE steps s SET state = 'in_flight', attempts = s.attempts + 1, lease_until = $now + $lease, updated_at = $now
+/// FROM due WHERE s.id = due.id RETURNING s.*;
 /// ```
 /// Per-call order still holds across instances: a later step of a call is not due while an earlier one is
 /// pending or in flight in any committed state, and the earlier one is locked by whoever claims it. The
-/// idempotent enqueue is `INSERT … ON CONFLICT (idempotency_key) DO NOTHING`, with the per-call `seq` taken
-/// under a `pg_advisory_xact_lock` on the call key.
+/// idempotent enqueue is `INSERT … ON CONFLICT (tenant, idempotency_key) DO NOTHING`, with the per-call `seq`
+/// taken under a `pg_advisory_xact_lock` on the tenant and call key.
 pub trait Store: Send + Sync {
     // ---- outbox ----
 

@@ -1,7 +1,10 @@
 //! Users cache, OAuth tokens, settings.
 
+mod backends;
+
+use backends::Backend;
 use serde_json::json;
-use store::{PortalTokens, SqliteStore, Store, Timestamp, User, UserPhone, EXTENSION_FIELD};
+use store::{PortalTokens, Timestamp, User, UserPhone, EXTENSION_FIELD};
 
 fn at(secs: i64) -> Timestamp {
     Timestamp::from_secs(1_700_000_000 + secs)
@@ -26,9 +29,8 @@ fn ids(users: &[User]) -> Vec<u64> {
     users.iter().map(|user| user.id).collect()
 }
 
-#[test]
-fn the_users_cache_is_replaced_as_a_whole() {
-    let store = SqliteStore::open_in_memory().unwrap();
+fn the_users_cache_is_replaced_as_a_whole(backend: Backend) {
+    let store = backend.open();
     assert_eq!(store.users_refreshed_at().unwrap(), None);
     assert!(store.users().unwrap().is_empty());
 
@@ -66,9 +68,8 @@ fn the_users_cache_is_replaced_as_a_whole() {
     assert_eq!(store.user_by_extension("103").unwrap().map(|u| u.id), Some(9));
 }
 
-#[test]
-fn users_are_found_by_extension_and_by_phone() {
-    let store = SqliteStore::open_in_memory().unwrap();
+fn users_are_found_by_extension_and_by_phone(backend: Backend) {
+    let store = backend.open();
     store
         .replace_users(
             &[
@@ -114,9 +115,8 @@ fn users_are_found_by_extension_and_by_phone() {
     );
 }
 
-#[test]
-fn a_user_id_beyond_the_database_range_is_refused_and_nothing_changes() {
-    let store = SqliteStore::open_in_memory().unwrap();
+fn a_user_id_beyond_the_database_range_is_refused_and_nothing_changes(backend: Backend) {
+    let store = backend.open();
     store.replace_users(&[user(1, "Anna", true, &[])], at(0)).unwrap();
     let error = store
         .replace_users(&[user(2, "B", true, &[]), user(u64::MAX, "Huge", true, &[])], at(1))
@@ -129,9 +129,8 @@ fn a_user_id_beyond_the_database_range_is_refused_and_nothing_changes() {
     assert_eq!(store.users_refreshed_at().unwrap(), Some(at(0)));
 }
 
-#[test]
-fn tokens_are_saved_per_portal_and_never_printed() {
-    let store = SqliteStore::open_in_memory().unwrap();
+fn tokens_are_saved_per_portal_and_never_printed(backend: Backend) {
+    let store = backend.open();
     assert_eq!(store.load_tokens("example.bitrix24.ru").unwrap(), None);
     let tokens = PortalTokens {
         access_token: "ACCESS-SECRET".into(),
@@ -164,9 +163,8 @@ fn tokens_are_saved_per_portal_and_never_printed() {
     assert!(printed.contains("abc123"));
 }
 
-#[test]
-fn settings_hold_json_by_key() {
-    let store = SqliteStore::open_in_memory().unwrap();
+fn settings_hold_json_by_key(backend: Backend) {
+    let store = backend.open();
     assert_eq!(store.setting("missed_call.responsible").unwrap(), None);
     store
         .set_setting(
@@ -192,3 +190,11 @@ fn settings_hold_json_by_key() {
     assert!(!store.delete_setting("create_lead.incoming").unwrap());
     assert_eq!(store.settings().unwrap().len(), 1);
 }
+
+on_both_backends!(
+    the_users_cache_is_replaced_as_a_whole,
+    users_are_found_by_extension_and_by_phone,
+    a_user_id_beyond_the_database_range_is_refused_and_nothing_changes,
+    tokens_are_saved_per_portal_and_never_printed,
+    settings_hold_json_by_key,
+);

@@ -1,9 +1,12 @@
 //! The call journal: append, timeline, recent calls, pruning.
 
+mod backends;
+
 use std::time::Duration;
 
+use backends::Backend;
 use serde_json::json;
-use store::{EntryKind, NewJournalEntry, NewStep, SqliteStore, Store, Timestamp};
+use store::{EntryKind, NewJournalEntry, NewStep, Timestamp};
 
 fn at(secs: i64) -> Timestamp {
     Timestamp::from_secs(1_700_000_000 + secs)
@@ -13,9 +16,8 @@ fn entry(call: &str, secs: i64, kind: EntryKind, message: &str) -> NewJournalEnt
     NewJournalEntry::new(call, at(secs), kind, message)
 }
 
-#[test]
-fn a_calls_timeline_reads_back_in_time_order() {
-    let store = SqliteStore::open_in_memory().unwrap();
+fn a_calls_timeline_reads_back_in_time_order(backend: Backend) {
+    let store = backend.open();
     store
         .append_journal(&[
             entry("a", 0, EntryKind::Ami, "Newchannel PJSIP/carrier-1").data(json!({"Exten": "100"})),
@@ -59,9 +61,8 @@ fn a_calls_timeline_reads_back_in_time_order() {
     assert!(store.call_timeline("nobody").unwrap().is_empty());
 }
 
-#[test]
-fn recent_calls_show_the_latest_state_and_the_outbox() {
-    let store = SqliteStore::open_in_memory().unwrap();
+fn recent_calls_show_the_latest_state_and_the_outbox(backend: Backend) {
+    let store = backend.open();
     store
         .append_journal(&[
             entry("a", 0, EntryKind::Ami, "a starts"),
@@ -104,9 +105,8 @@ fn recent_calls_show_the_latest_state_and_the_outbox() {
     assert_eq!(store.recent_calls(1).unwrap().len(), 1);
 }
 
-#[test]
-fn prune_drops_old_entries_and_recounts_what_is_left() {
-    let store = SqliteStore::open_in_memory().unwrap();
+fn prune_drops_old_entries_and_recounts_what_is_left(backend: Backend) {
+    let store = backend.open();
     store
         .append_journal(&[
             entry("old", 0, EntryKind::Ami, "old 1"),
@@ -129,3 +129,9 @@ fn prune_drops_old_entries_and_recounts_what_is_left() {
     );
     assert_eq!(store.prune_journal(at(10)).unwrap(), 0);
 }
+
+on_both_backends!(
+    a_calls_timeline_reads_back_in_time_order,
+    recent_calls_show_the_latest_state_and_the_outbox,
+    prune_drops_old_entries_and_recounts_what_is_left,
+);

@@ -1,9 +1,12 @@
 //! The outbox: enqueue, ordering, claims and leases, marks, expiry, re-processing, pruning.
 
+mod backends;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backends::Backend;
 use serde_json::json;
 use store::{NewStep, ReprocessScope, SqliteStore, Step, StepState, Store, StoreError, Timestamp};
 
@@ -22,23 +25,18 @@ fn step(call: &str, name: &str) -> NewStep {
     )
 }
 
-fn store() -> SqliteStore {
-    SqliteStore::open_in_memory().unwrap()
-}
-
 fn keys(steps: &[Step]) -> Vec<&str> {
     steps.iter().map(|step| step.idempotency_key.as_str()).collect()
 }
 
-fn claim_one(store: &SqliteStore, now: Timestamp) -> Step {
+fn claim_one(store: &dyn Store, now: Timestamp) -> Step {
     let outcome = store.claim_due(now, 1, LEASE).unwrap();
     assert_eq!(outcome.claimed.len(), 1, "expected one claimable step at {now}");
     outcome.claimed.into_iter().next().unwrap()
 }
 
-#[test]
-fn enqueue_numbers_steps_per_call_in_order() {
-    let store = store();
+fn enqueue_numbers_steps_per_call_in_order(backend: Backend) {
+    let store = backend.open();
     let out = store
         .enqueue(
             &[
@@ -75,13 +73,12 @@ fn enqueue_numbers_steps_per_call_in_order() {
     assert_eq!(later[0].step.seq, 4);
 }
 
-#[test]
-fn enqueueing_an_existing_key_is_a_no_op_returning_the_stored_step() {
-    let store = store();
+fn enqueueing_an_existing_key_is_a_no_op_returning_the_stored_step(backend: Backend) {
+    let store = backend.open();
     let first = store
         .enqueue(&[step("a", "register"), step("a", "show")], at(0))
         .unwrap();
-    let claimed = claim_one(&store, at(1));
+    let claimed = claim_one(&*store, at(1));
     store
         .mark_done(claimed.lease(), &json!({"CALL_ID": "X1"}), at(2))
         .unwrap();
@@ -111,9 +108,8 @@ fn enqueueing_an_existing_key_is_a_no_op_returning_the_stored_step() {
     assert_eq!(store.step_counts().unwrap().total(), 3);
 }
 
-#[test]
-fn a_later_step_waits_for_every_earlier_step_of_its_call() {
-    let store = store();
+fn a_later_step_waits_for_every_earlier_step_of_its_call(backend: Backend) {
+    let store = backend.open();
     store
         .enqueue(
             &[
@@ -167,9 +163,8 @@ fn a_later_step_waits_for_every_earlier_step_of_its_call() {
     assert_eq!(keys(&store.due_steps(at(23), 10).unwrap()), ["a/finish"]);
 }
 
-#[test]
-fn claim_only_takes_steps_that_are_due() {
-    let store = store();
+fn claim_only_takes_steps_that_are_due(backend: Backend) {
+    let store = backend.open();
     let out = store
         .enqueue(&[step("a", "register"), step("a", "show")], at(0))
         .unwrap();
@@ -191,9 +186,8 @@ fn claim_only_takes_steps_that_are_due() {
     assert!(store.claim_due(at(1), 10, LEASE).unwrap().claimed.is_empty());
 }
 
-#[test]
-fn due_steps_come_by_priority_then_time_within_the_limit() {
-    let store = store();
+fn due_steps_come_by_priority_then_time_within_the_limit(backend: Backend) {
+    let store = backend.open();
     store
         .enqueue(&[step("a", "register"), step("b", "register").priority(5)], at(0))
         .unwrap();
@@ -217,19 +211,18 @@ fn due_steps_come_by_priority_then_time_within_the_limit() {
     assert_eq!(keys(&store.due_steps(at(3), 10).unwrap()), ["c/register"]);
 }
 
-#[test]
-fn a_crashed_workers_claim_comes_back_when_its_lease_runs_out() {
-    let store = store();
+fn a_crashed_workers_claim_comes_back_when_its_lease_runs_out(backend: Backend) {
+    let store = backend.open();
     store
         .enqueue(&[step("a", "register"), step("a", "finish")], at(0))
         .unwrap();
-    let first = claim_one(&store, at(0));
+    let first = claim_one(&*store, at(0));
     assert!(
         store.due_steps(at(29), 10).unwrap().is_empty(),
         "held until the lease ends"
     );
 
-    let second = claim_one(&store, at(30));
+    let second = claim_one(&*store, at(30));
     assert_eq!(second.id, first.id);
     assert_eq!(second.attempts, 2);
     assert_eq!(second.lease_until, Some(at(60)));
@@ -257,11 +250,10 @@ fn a_crashed_workers_claim_comes_back_when_its_lease_runs_out() {
     assert_eq!(keys(&store.due_steps(at(33), 10).unwrap()), ["a/finish"]);
 }
 
-#[test]
-fn a_late_answer_is_kept_if_nobody_claimed_the_step_again() {
-    let store = store();
+fn a_late_answer_is_kept_if_nobody_claimed_the_step_again(backend: Backend) {
+    let store = backend.open();
     store.enqueue(&[step("a", "register")], at(0)).unwrap();
-    let claimed = claim_one(&store, at(0));
+    let claimed = claim_one(&*store, at(0));
     store
         .mark_done(claimed.lease(), &json!({"CALL_ID": "C"}), at(100))
         .unwrap();
@@ -272,11 +264,10 @@ fn a_late_answer_is_kept_if_nobody_claimed_the_step_again() {
     );
 }
 
-#[test]
-fn retry_keeps_the_error_and_schedules_the_next_attempt() {
-    let store = store();
+fn retry_keeps_the_error_and_schedules_the_next_attempt(backend: Backend) {
+    let store = backend.open();
     store.enqueue(&[step("a", "register")], at(0)).unwrap();
-    let claimed = claim_one(&store, at(0));
+    let claimed = claim_one(&*store, at(0));
     store
         .mark_retry(claimed.lease(), "QUERY_LIMIT_EXCEEDED", at(8), at(1))
         .unwrap();
@@ -288,12 +279,11 @@ fn retry_keeps_the_error_and_schedules_the_next_attempt() {
         (at(8), 1, None)
     );
     assert!(store.due_steps(at(7), 10).unwrap().is_empty());
-    assert_eq!(claim_one(&store, at(8)).attempts, 2);
+    assert_eq!(claim_one(&*store, at(8)).attempts, 2);
 }
 
-#[test]
-fn failed_and_dropped_steps_keep_their_reason() {
-    let store = store();
+fn failed_and_dropped_steps_keep_their_reason(backend: Backend) {
+    let store = backend.open();
     store
         .enqueue(&[step("a", "register"), step("b", "show")], at(0))
         .unwrap();
@@ -317,9 +307,8 @@ fn failed_and_dropped_steps_keep_their_reason() {
     assert!(store.due_steps(at(100), 10).unwrap().is_empty());
 }
 
-#[test]
-fn card_steps_not_sent_in_time_are_dropped_and_unblock_the_call() {
-    let store = store();
+fn card_steps_not_sent_in_time_are_dropped_and_unblock_the_call(backend: Backend) {
+    let store = backend.open();
     store
         .enqueue(
             &[
@@ -332,12 +321,12 @@ fn card_steps_not_sent_in_time_are_dropped_and_unblock_the_call() {
         )
         .unwrap();
     // Bitrix24 is down: the register keeps failing while the card's moment passes.
-    let register = claim_one(&store, at(0));
+    let register = claim_one(&*store, at(0));
     assert_eq!(register.idempotency_key, "a/register");
     store
         .mark_retry(register.lease(), "connection refused", at(11), at(1))
         .unwrap();
-    let b_show = claim_one(&store, at(2));
+    let b_show = claim_one(&*store, at(2));
     assert_eq!(b_show.idempotency_key, "b/show");
     store
         .mark_retry(b_show.lease(), "connection refused", at(12), at(2))
@@ -360,27 +349,25 @@ fn card_steps_not_sent_in_time_are_dropped_and_unblock_the_call() {
     assert_eq!(keys(&store.claim_due(at(12), 10, LEASE).unwrap().claimed), ["a/finish"]);
 }
 
-#[test]
-fn expiry_spares_a_step_being_sent() {
-    let store = store();
+fn expiry_spares_a_step_being_sent(backend: Backend) {
+    let store = backend.open();
     store.enqueue(&[step("a", "show").expires_at(at(10))], at(0)).unwrap();
-    let show = claim_one(&store, at(9));
+    let show = claim_one(&*store, at(9));
     assert!(store.drop_expired(at(11)).unwrap().is_empty(), "the worker holds it");
     store.mark_done(show.lease(), &json!(true), at(12)).unwrap();
     assert_eq!(store.step_by_key("a/show").unwrap().unwrap().state, StepState::Done);
 
     // Once the lease runs out, an expired step is dropped rather than sent late.
     store.enqueue(&[step("b", "show").expires_at(at(50))], at(40)).unwrap();
-    claim_one(&store, at(45));
+    claim_one(&*store, at(45));
     assert!(store.drop_expired(at(74)).unwrap().is_empty());
     assert_eq!(keys(&store.drop_expired(at(75)).unwrap()), ["b/show"]);
 }
 
-#[test]
-fn drop_pending_withdraws_only_unheld_steps() {
-    let store = store();
+fn drop_pending_withdraws_only_unheld_steps(backend: Backend) {
+    let store = backend.open();
     store.enqueue(&[step("a", "show"), step("b", "show")], at(0)).unwrap();
-    claim_one(&store, at(0));
+    claim_one(&*store, at(0));
     assert!(
         !store.drop_pending("a/show", "leg answered", at(1)).unwrap(),
         "a/show is in flight"
@@ -402,15 +389,14 @@ fn drop_pending_withdraws_only_unheld_steps() {
     );
 }
 
-#[test]
-fn results_are_readable_by_key_for_later_steps() {
-    let store = store();
+fn results_are_readable_by_key_for_later_steps(backend: Backend) {
+    let store = backend.open();
     store
         .enqueue(&[step("a", "register"), step("a", "finish")], at(0))
         .unwrap();
     assert_eq!(store.result_by_key("a/register").unwrap(), None);
     assert_eq!(store.result_by_key("unknown").unwrap(), None);
-    let register = claim_one(&store, at(0));
+    let register = claim_one(&*store, at(0));
     assert_eq!(
         store.result_by_key("a/register").unwrap(),
         None,
@@ -419,16 +405,15 @@ fn results_are_readable_by_key_for_later_steps() {
     store
         .mark_done(register.lease(), &json!({"CALL_ID": "externalCall.1"}), at(1))
         .unwrap();
-    let finish = claim_one(&store, at(1));
+    let finish = claim_one(&*store, at(1));
     let call_id = store.result_by_key("a/register").unwrap().unwrap()["CALL_ID"].clone();
     assert_eq!(call_id, "externalCall.1");
     store.mark_done(finish.lease(), &json!(null), at(2)).unwrap();
     assert_eq!(store.result_by_key("a/finish").unwrap(), Some(json!(null)));
 }
 
-#[test]
-fn counts_by_state() {
-    let store = store();
+fn counts_by_state(backend: Backend) {
+    let store = backend.open();
     assert_eq!(store.step_counts().unwrap(), store::StepCounts::default());
     store
         .enqueue(&[step("a", "1"), step("b", "1"), step("c", "1"), step("d", "1")], at(0))
@@ -457,9 +442,8 @@ fn counts_by_state() {
     assert_eq!(counts.oldest_open_created_at, Some(at(0)));
 }
 
-#[test]
-fn reprocess_resets_failed_and_dropped_steps() {
-    let store = store();
+fn reprocess_resets_failed_and_dropped_steps(backend: Backend) {
+    let store = backend.open();
     store
         .enqueue(&[step("a", "register"), step("a", "show").expires_at(at(100))], at(0))
         .unwrap();
@@ -496,16 +480,15 @@ fn reprocess_resets_failed_and_dropped_steps() {
     assert_eq!(store.reprocess(&empty_range, at(61)).unwrap(), 0);
 
     // A card step that expired stays dropped.
-    let register = claim_one(&store, at(61));
+    let register = claim_one(&*store, at(61));
     store.mark_done(register.lease(), &json!({}), at(62)).unwrap();
     let rest = store.claim_due(at(101), 10, LEASE).unwrap();
     assert_eq!(keys(&rest.expired), ["a/show"]);
     assert_eq!(store.reprocess(&ReprocessScope::Call("a".into()), at(102)).unwrap(), 0);
 }
 
-#[test]
-fn prune_removes_only_calls_that_are_finished_and_old() {
-    let store = store();
+fn prune_removes_only_calls_that_are_finished_and_old(backend: Backend) {
+    let store = backend.open();
     store
         .enqueue(
             &[step("old", "1"), step("old", "2"), step("open", "1"), step("new", "1")],
@@ -531,46 +514,50 @@ fn prune_removes_only_calls_that_are_finished_and_old() {
     assert!(again[0].step.id.0 > 4);
 }
 
+fn steps_survive_closing_and_reopening_the_file(backend: Backend) {
+    let store = backend.open();
+    {
+        let first = store.open_again();
+        first
+            .enqueue(&[step("a", "register"), step("a", "finish")], at(0))
+            .unwrap();
+        let register = claim_one(first.as_ref(), at(0));
+        first
+            .mark_done(register.lease(), &json!({"CALL_ID": "C"}), at(1))
+            .unwrap();
+    }
+    let reopened = store.open_again();
+    assert_eq!(
+        reopened.result_by_key("a/register").unwrap(),
+        Some(json!({"CALL_ID": "C"}))
+    );
+    assert_eq!(keys(&reopened.due_steps(at(1), 10).unwrap()), ["a/finish"]);
+}
+
 #[test]
-fn steps_survive_closing_and_reopening_the_file() {
+fn a_reopened_sqlite_file_passes_the_integrity_check() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ringlink.db");
     {
         let store = SqliteStore::open(&path).unwrap();
-        store
-            .enqueue(&[step("a", "register"), step("a", "finish")], at(0))
-            .unwrap();
-        let register = claim_one(&store, at(0));
-        store
-            .mark_done(register.lease(), &json!({"CALL_ID": "C"}), at(1))
-            .unwrap();
+        store.enqueue(&[step("a", "register")], at(0)).unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(
-        store.result_by_key("a/register").unwrap(),
-        Some(json!({"CALL_ID": "C"}))
-    );
-    assert_eq!(keys(&store.due_steps(at(1), 10).unwrap()), ["a/finish"]);
+    assert_eq!(keys(&store.steps_of_call("a").unwrap()), ["a/register"]);
     assert!(store.integrity_check().unwrap().is_empty());
 }
 
-#[test]
-fn concurrent_workers_never_claim_the_same_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("ringlink.db")).unwrap();
+fn concurrent_workers_never_claim_the_same_step(backend: Backend) {
+    let store = backend.open();
     let steps: Vec<NewStep> = (0..200)
         .flat_map(|call| [0, 1].map(|n| step(&format!("c{call}"), &n.to_string())))
         .collect();
     store.enqueue(&steps, at(0)).unwrap();
 
-    // Two handles on the file (as two processes would have) and clones of each, shared across threads.
-    let other = SqliteStore::open(dir.path().join("ringlink.db")).unwrap();
-    let handles: Vec<Arc<dyn Store>> = vec![
-        Arc::new(store.clone()),
-        Arc::new(store),
-        Arc::new(other.clone()),
-        Arc::new(other),
-    ];
+    // Two handles on the database (as two processes would have), each shared by two threads.
+    let one: Arc<dyn Store> = Arc::from(store.open_again());
+    let other: Arc<dyn Store> = Arc::from(store.open_again());
+    let handles: Vec<Arc<dyn Store>> = vec![one.clone(), one, other.clone(), other];
     let threads: Vec<_> = handles
         .into_iter()
         .map(|store| {
@@ -599,9 +586,8 @@ fn concurrent_workers_never_claim_the_same_step() {
     assert_eq!(unique.len(), 400, "none twice");
 }
 
-#[test]
-fn outcomes_of_a_batch_are_recorded_together_and_stale_leases_are_reported() {
-    let store = store();
+fn outcomes_of_a_batch_are_recorded_together_and_stale_leases_are_reported(backend: Backend) {
+    let store = backend.open();
     store
         .enqueue(
             &[
@@ -649,9 +635,8 @@ fn outcomes_of_a_batch_are_recorded_together_and_stale_leases_are_reported() {
     assert_eq!(store.mark_many(&[], at(32)).unwrap(), []);
 }
 
-#[test]
-fn a_finish_is_claimed_with_the_recording_right_after_it_and_nothing_else() {
-    let store = store();
+fn a_finish_is_claimed_with_the_recording_right_after_it_and_nothing_else(backend: Backend) {
+    let store = backend.open();
     let record_later = step("b", "record").not_before(at(10));
     store
         .enqueue(
@@ -690,9 +675,8 @@ fn a_finish_is_claimed_with_the_recording_right_after_it_and_nothing_else() {
     assert_eq!(keys(&store.claim_due(at(1), 10, LEASE).unwrap().claimed), ["a/task"]);
 }
 
-#[test]
-fn a_register_is_claimed_with_the_shows_that_follow_it_in_a_chain() {
-    let store = store();
+fn a_register_is_claimed_with_the_shows_that_follow_it_in_a_chain(backend: Backend) {
+    let store = backend.open();
     let mut chain: Vec<NewStep> = ["register", "show1", "show2", "finish"]
         .iter()
         .map(|name| step("a", name))
@@ -707,9 +691,8 @@ fn a_register_is_claimed_with_the_shows_that_follow_it_in_a_chain() {
     assert_eq!(keys(&outcome.followers), ["a/show1", "a/show2"]);
 }
 
-#[test]
-fn a_rounds_outcomes_and_their_journal_are_written_together() {
-    let store = store();
+fn a_rounds_outcomes_and_their_journal_are_written_together(backend: Backend) {
+    let store = backend.open();
     store.enqueue(&[step("a", "1"), step("b", "1")], at(0)).unwrap();
     let claimed = store.claim_due(at(0), 10, LEASE).unwrap().claimed;
     let b = claimed[1].lease();
@@ -733,9 +716,8 @@ fn a_rounds_outcomes_and_their_journal_are_written_together() {
     }
 }
 
-#[test]
-fn calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first() {
-    let store = store();
+fn calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first(backend: Backend) {
+    let store = backend.open();
     let kinds = |call: &str, names: &[&str]| -> Vec<NewStep> {
         names
             .iter()
@@ -752,7 +734,7 @@ fn calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first() {
         .enqueue(&kinds("half", &["register", "finish", "register"]), at(2))
         .unwrap();
     store.enqueue(&kinds("failed", &["register"]), at(3)).unwrap();
-    let failed = claim_one(&store, at(3));
+    let failed = claim_one(&*store, at(3));
     assert_eq!(failed.call_key, "open", "oldest first");
     store.mark_done(failed.lease(), &json!({}), at(3)).unwrap();
     let step = store.step_by_key("failed/0/register").unwrap().unwrap();
@@ -765,11 +747,10 @@ fn calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first() {
     assert!(store.calls_with_unmatched("finish", "register").unwrap().is_empty());
 }
 
-#[test]
-fn claims_of_a_crashed_run_are_released_at_once() {
-    let store = store();
+fn claims_of_a_crashed_run_are_released_at_once(backend: Backend) {
+    let store = backend.open();
     store.enqueue(&[step("a", "register")], at(0)).unwrap();
-    let held = claim_one(&store, at(0));
+    let held = claim_one(&*store, at(0));
     // Until the lease runs out nobody may take it again…
     assert!(store.claim_due(at(1), 10, LEASE).unwrap().claimed.is_empty());
     // …unless the run that held it is known to be gone.
@@ -782,3 +763,30 @@ fn claims_of_a_crashed_run_are_released_at_once() {
         Err(StoreError::LeaseLost { .. })
     ));
 }
+
+on_both_backends!(
+    enqueue_numbers_steps_per_call_in_order,
+    enqueueing_an_existing_key_is_a_no_op_returning_the_stored_step,
+    a_later_step_waits_for_every_earlier_step_of_its_call,
+    claim_only_takes_steps_that_are_due,
+    due_steps_come_by_priority_then_time_within_the_limit,
+    a_crashed_workers_claim_comes_back_when_its_lease_runs_out,
+    a_late_answer_is_kept_if_nobody_claimed_the_step_again,
+    retry_keeps_the_error_and_schedules_the_next_attempt,
+    failed_and_dropped_steps_keep_their_reason,
+    card_steps_not_sent_in_time_are_dropped_and_unblock_the_call,
+    expiry_spares_a_step_being_sent,
+    drop_pending_withdraws_only_unheld_steps,
+    results_are_readable_by_key_for_later_steps,
+    counts_by_state,
+    reprocess_resets_failed_and_dropped_steps,
+    prune_removes_only_calls_that_are_finished_and_old,
+    steps_survive_closing_and_reopening_the_file,
+    concurrent_workers_never_claim_the_same_step,
+    outcomes_of_a_batch_are_recorded_together_and_stale_leases_are_reported,
+    a_finish_is_claimed_with_the_recording_right_after_it_and_nothing_else,
+    a_register_is_claimed_with_the_shows_that_follow_it_in_a_chain,
+    a_rounds_outcomes_and_their_journal_are_written_together,
+    calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first,
+    claims_of_a_crashed_run_are_released_at_once,
+);

@@ -2,9 +2,12 @@
 //! no step is ever due or claimed out of its call's order, none is lost, none changes identity, and a stale
 //! lease never overwrites a newer attempt.
 
+mod backends;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use backends::Backend;
 use proptest::prelude::*;
 use serde_json::json;
 use store::{Lease, NewStep, SqliteStore, Step, StepId, StepState, Store, StoreError, Timestamp};
@@ -91,7 +94,7 @@ impl Model {
     }
 }
 
-fn step_by_id(store: &SqliteStore, model: &Model, id: StepId) -> Step {
+fn step_by_id(store: &dyn Store, model: &Model, id: StepId) -> Step {
     let key = model
         .keys
         .iter()
@@ -102,7 +105,7 @@ fn step_by_id(store: &SqliteStore, model: &Model, id: StepId) -> Step {
 }
 
 /// Every earlier step of `step`'s call is done, dropped or failed.
-fn earlier_are_terminal(store: &SqliteStore, step: &Step) -> bool {
+fn earlier_are_terminal(store: &dyn Store, step: &Step) -> bool {
     store
         .steps_of_call(&step.call_key)
         .unwrap()
@@ -111,7 +114,7 @@ fn earlier_are_terminal(store: &SqliteStore, step: &Step) -> bool {
         .all(|s| s.state.is_terminal())
 }
 
-fn check_invariants(store: &SqliteStore, model: &Model) -> Result<(), TestCaseError> {
+fn check_invariants(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
     let now = model.now();
     let mut total = 0;
     let mut expected_due = BTreeSet::new();
@@ -173,7 +176,7 @@ fn check_invariants(store: &SqliteStore, model: &Model) -> Result<(), TestCaseEr
 }
 
 /// Marks a held lease and checks the store accepts it exactly when the lease is current.
-fn finish(store: &SqliteStore, model: &mut Model, lease: Lease, how: &Op) -> Result<(), TestCaseError> {
+fn finish(store: &dyn Store, model: &mut Model, lease: Lease, how: &Op) -> Result<(), TestCaseError> {
     let before = step_by_id(store, model, lease.step);
     let current = before.state == StepState::InFlight && before.attempts == lease.attempt;
     let now = model.now();
@@ -212,7 +215,7 @@ fn finish(store: &SqliteStore, model: &mut Model, lease: Lease, how: &Op) -> Res
     Ok(())
 }
 
-fn apply(store: &SqliteStore, model: &mut Model, op: &Op) -> Result<(), TestCaseError> {
+fn apply(store: &dyn Store, model: &mut Model, op: &Op) -> Result<(), TestCaseError> {
     let now = model.now();
     match op {
         Op::Enqueue {
@@ -302,46 +305,91 @@ fn apply(store: &SqliteStore, model: &mut Model, op: &Op) -> Result<(), TestCase
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+/// Runs the property on `cases` random histories, each on a fresh store: a new in-memory SQLite database, or a new
+/// tenant in one PostgreSQL database (so the cases also show that tenants start empty and stay apart).
+fn steps_are_never_out_of_order_nor_lost(backend: Backend, cases: u32) {
+    let base = backend.open();
+    let case = std::cell::Cell::new(0);
+    let config = ProptestConfig {
+        cases,
+        source_file: Some(file!()),
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&prop::collection::vec(op(), 1..80), |ops| {
+        case.set(case.get() + 1);
+        let fresh = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(base.other_tenant(&format!("case-{}", case.get()))),
+        };
+        let in_memory = SqliteStore::open_in_memory().unwrap();
+        let store: &dyn Store = match &fresh {
+            Some(store) => &**store,
+            None => &in_memory,
+        };
+        history_keeps_order_and_loses_nothing(store, &ops)
+    });
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+}
 
-    #[test]
-    fn steps_are_never_out_of_order_nor_lost(ops in prop::collection::vec(op(), 1..80)) {
-        let store = SqliteStore::open_in_memory().unwrap();
-        let mut model = Model { now: 1_700_000_000, ..Model::default() };
-        for op in &ops {
-            apply(&store, &mut model, op)?;
-            check_invariants(&store, &model)?;
-        }
+fn history_keeps_order_and_loses_nothing(store: &dyn Store, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut model = Model {
+        now: 1_700_000_000,
+        ..Model::default()
+    };
+    for op in ops {
+        apply(store, &mut model, op)?;
+        check_invariants(store, &model)?;
+    }
 
-        // Drain: every worker is gone, leases run out, and the outbox is worked off.
-        model.held.clear();
-        model.now += 1_000;
-        for _ in 0..=model.keys.len() {
-            let claimed = store.claim_due(model.now(), 1000, Duration::from_secs(10)).unwrap().claimed;
-            if claimed.is_empty() {
-                break;
-            }
-            for step in claimed {
-                prop_assert!(earlier_are_terminal(&store, &step));
-                store.mark_done(step.lease(), &json!(null), model.now()).unwrap();
-                model.done_order.entry(step.call_key.clone()).or_default().push(step.seq);
-            }
-            check_invariants(&store, &model)?;
+    // Drain: every worker is gone, leases run out, and the outbox is worked off.
+    model.held.clear();
+    model.now += 1_000;
+    for _ in 0..=model.keys.len() {
+        let claimed = store
+            .claim_due(model.now(), 1000, Duration::from_secs(10))
+            .unwrap()
+            .claimed;
+        if claimed.is_empty() {
+            break;
         }
-        // Nothing is left open, and only what was given up on purpose or expired is not done.
-        let counts = store.step_counts().unwrap();
-        prop_assert_eq!(counts.pending + counts.in_flight, 0, "{:?}", counts);
-        for (key, (id, may_expire)) in &model.keys {
-            let step = store.step_by_key(key).unwrap().unwrap();
-            match step.state {
-                StepState::Done => {}
-                StepState::Failed => prop_assert!(model.failed.contains(id), "{step:?} failed by itself"),
-                StepState::Dropped => {
-                    prop_assert!(model.dropped.contains(id) || *may_expire, "{step:?} dropped by itself")
-                }
-                StepState::Pending | StepState::InFlight => prop_assert!(false, "{step:?} left open"),
+        for step in claimed {
+            prop_assert!(earlier_are_terminal(store, &step));
+            store.mark_done(step.lease(), &json!(null), model.now()).unwrap();
+            model
+                .done_order
+                .entry(step.call_key.clone())
+                .or_default()
+                .push(step.seq);
+        }
+        check_invariants(store, &model)?;
+    }
+    // Nothing is left open, and only what was given up on purpose or expired is not done.
+    let counts = store.step_counts().unwrap();
+    prop_assert_eq!(counts.pending + counts.in_flight, 0, "{:?}", counts);
+    for (key, (id, may_expire)) in &model.keys {
+        let step = store.step_by_key(key).unwrap().unwrap();
+        match step.state {
+            StepState::Done => {}
+            StepState::Failed => prop_assert!(model.failed.contains(id), "{step:?} failed by itself"),
+            StepState::Dropped => {
+                prop_assert!(model.dropped.contains(id) || *may_expire, "{step:?} dropped by itself")
             }
+            StepState::Pending | StepState::InFlight => prop_assert!(false, "{step:?} left open"),
         }
     }
+    Ok(())
+}
+
+#[test]
+fn sqlite_steps_are_never_out_of_order_nor_lost() {
+    steps_are_never_out_of_order_nor_lost(Backend::Sqlite, 160);
+}
+
+/// Fewer cases: each one is a few thousand round trips to the server.
+#[test]
+fn postgres_steps_are_never_out_of_order_nor_lost() {
+    steps_are_never_out_of_order_nor_lost(Backend::Postgres, 24);
 }

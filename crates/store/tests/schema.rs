@@ -1,5 +1,7 @@
 //! Opening, migrations, pragmas, and damaged contents read as errors rather than panics.
 
+mod backends;
+
 use rusqlite::Connection;
 use serde_json::json;
 use store::{NewStep, SqliteOptions, SqliteStore, Store, StoreError, Synchronous, Timestamp, SCHEMA_VERSION};
@@ -218,4 +220,37 @@ fn every_released_schema_migrates_to_exactly_the_schema_of_a_new_store() {
         seen += 1;
     }
     assert!(seen > 0, "no store_v*.sql fixture found");
+}
+
+#[test]
+fn postgres_instances_starting_together_migrate_the_schema_once() {
+    let server = backends::start_postgres();
+    let url = server.create_database("ringlink").unwrap();
+    let opened: Vec<_> = (0..4)
+        .map(|n| {
+            let url = url.clone();
+            std::thread::spawn(move || store::PgStore::open(&url, store::PgOptions::new(format!("tenant-{n}"))))
+        })
+        .collect();
+    for thread in opened {
+        let store = thread.join().unwrap().unwrap();
+        assert_eq!(store.schema_version().unwrap(), store::PG_SCHEMA_VERSION);
+    }
+    let versions = server.psql("ringlink", "SELECT version FROM ringlink_schema").unwrap();
+    assert_eq!(versions.trim(), store::PG_SCHEMA_VERSION.to_string(), "one version row");
+}
+
+#[test]
+fn a_postgres_database_from_a_newer_version_is_refused() {
+    let server = backends::start_postgres();
+    let url = server.create_database("ringlink").unwrap();
+    drop(store::PgStore::open(&url, store::PgOptions::new("office")).unwrap());
+    server
+        .psql(
+            "ringlink",
+            &format!("UPDATE ringlink_schema SET version = {}", store::PG_SCHEMA_VERSION + 1),
+        )
+        .unwrap();
+    let error = store::PgStore::open(&url, store::PgOptions::new("office")).unwrap_err();
+    assert!(matches!(error, StoreError::SchemaTooNew { .. }), "{error}");
 }

@@ -3,7 +3,7 @@
 use rusqlite::{params, Transaction};
 use serde_json::Value;
 
-use super::{from_json, to_json};
+use crate::codec::{from_json, to_json};
 use crate::error::Result;
 use crate::types::Timestamp;
 

@@ -5,25 +5,11 @@ use std::collections::BTreeMap;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::Value;
 
-use super::{from_json, optional_timestamp, to_json};
+use crate::codec::{from_json, optional_timestamp, to_json, user_id_from_sql, user_id_to_sql};
 use crate::error::{Result, StoreError};
 use crate::types::*;
 
 const USERS_REFRESHED_AT: &str = "users_refreshed_at";
-
-fn user_id_to_sql(id: u64) -> Result<i64> {
-    i64::try_from(id).map_err(|_| StoreError::Invalid {
-        what: "user id",
-        detail: format!("{id} is too large"),
-    })
-}
-
-fn user_id_from_sql(id: i64) -> Result<u64> {
-    u64::try_from(id).map_err(|_| StoreError::Corrupt {
-        what: "user id",
-        detail: id.to_string(),
-    })
-}
 
 pub fn replace_users(tx: &Transaction<'_>, users: &[User], refreshed_at: Timestamp) -> Result<()> {
     // A paged user list can return a user twice when the list shifts between pages: the last copy wins.

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Transaction};
 
-use super::{count, from_json, sql_limit, to_json};
+use crate::codec::{count, from_json, sql_limit, to_json};
 use crate::error::Result;
 use crate::types::*;
 

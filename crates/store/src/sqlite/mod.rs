@@ -346,33 +346,3 @@ impl Store for SqliteStore {
         self.write(|tx| clicks::close(tx, call_key, now))
     }
 }
-
-/// Encodes a JSON value for a TEXT column.
-fn to_json(value: &Value, what: &'static str) -> Result<String> {
-    serde_json::to_string(value).map_err(|source| StoreError::Encode { what, source })
-}
-
-/// Decodes a TEXT column written by [`to_json`].
-fn from_json(text: &str, what: &'static str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|error| StoreError::Corrupt {
-        what,
-        detail: error.to_string(),
-    })
-}
-
-fn optional_timestamp(micros: Option<i64>) -> Option<Timestamp> {
-    micros.map(Timestamp::from_micros)
-}
-
-/// SQLite counts are never negative; a negative one means a damaged file.
-fn count(value: i64, what: &'static str) -> Result<u64> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt {
-        what,
-        detail: value.to_string(),
-    })
-}
-
-/// `LIMIT` takes an i64; anything larger is as good as unlimited.
-fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}

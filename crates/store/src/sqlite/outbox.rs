@@ -5,7 +5,7 @@ use std::time::Duration;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use serde_json::Value;
 
-use super::{count, from_json, optional_timestamp, sql_limit, to_json};
+use crate::codec::{count, from_json, optional_timestamp, sql_limit, to_json};
 use crate::error::{Result, StoreError};
 use crate::types::*;
 

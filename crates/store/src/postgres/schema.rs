@@ -1,0 +1,170 @@
+//! The PostgreSQL schema, versioned in `ringlink_schema` and brought up to date on open.
+//!
+//! The same tables as SQLite's, each with a `tenant` column that leads every key and index: one database holds
+//! any number of PBX ⇄ portal pairs. Instants are BIGINT microseconds since the epoch (as in SQLite), JSON is
+//! TEXT (written and read back byte for byte as the SQLite store does).
+
+use super::Tx;
+use crate::error::{Result, StoreError};
+
+/// Migration `n` (from 0) takes the schema from version `n` to `n + 1`. Append only: never edit a released one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the outbox, journal, users cache, tokens, settings, click-to-call requests.
+    "
+    CREATE TABLE steps (
+        tenant          TEXT    NOT NULL,
+        id              BIGSERIAL PRIMARY KEY,             -- never reused, even after pruning
+        call_key        TEXT    NOT NULL,
+        seq             BIGINT  NOT NULL,                  -- order within the call, from 1
+        idempotency_key TEXT    NOT NULL,
+        kind            TEXT    NOT NULL,
+        payload         TEXT    NOT NULL,                  -- JSON
+        priority        INTEGER NOT NULL DEFAULT 0,
+        state           TEXT    NOT NULL
+                        CHECK (state IN ('pending', 'in_flight', 'done', 'dropped', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT  NOT NULL,                  -- all instants: microseconds since the epoch, UTC
+        lease_until     BIGINT,
+        last_error      TEXT,
+        result          TEXT,                              -- JSON
+        expires_at      BIGINT,
+        created_at      BIGINT  NOT NULL,
+        updated_at      BIGINT  NOT NULL,
+        UNIQUE (tenant, idempotency_key),
+        UNIQUE (tenant, call_key, seq)
+    );
+    CREATE INDEX steps_open ON steps (tenant, next_attempt_at) WHERE state IN ('pending', 'in_flight');
+    CREATE INDEX steps_open_by_call ON steps (tenant, call_key, seq) WHERE state IN ('pending', 'in_flight');
+    CREATE INDEX steps_by_created ON steps (tenant, created_at);
+
+    CREATE TABLE journal (
+        tenant   TEXT    NOT NULL,
+        id       BIGSERIAL PRIMARY KEY,
+        call_key TEXT    NOT NULL,
+        at       BIGINT  NOT NULL,
+        kind     TEXT    NOT NULL,
+        message  TEXT    NOT NULL,
+        data     TEXT                                      -- JSON
+    );
+    CREATE INDEX journal_by_call ON journal (tenant, call_key, at, id);
+    CREATE INDEX journal_by_time ON journal (tenant, at);
+
+    CREATE TABLE journal_calls (
+        tenant       TEXT    NOT NULL,
+        call_key     TEXT    NOT NULL,
+        first_at     BIGINT  NOT NULL,
+        last_at      BIGINT  NOT NULL,
+        entries      BIGINT  NOT NULL,
+        errors       BIGINT  NOT NULL,
+        last_kind    TEXT    NOT NULL,
+        last_message TEXT    NOT NULL,
+        PRIMARY KEY (tenant, call_key)
+    );
+    CREATE INDEX journal_calls_by_last ON journal_calls (tenant, last_at);
+
+    CREATE TABLE users (
+        tenant   TEXT    NOT NULL,
+        id       BIGINT  NOT NULL,                         -- Bitrix24's user ID
+        name     TEXT    NOT NULL,
+        email    TEXT,
+        position TEXT,
+        active   BOOLEAN NOT NULL,
+        raw      TEXT    NOT NULL,                         -- JSON
+        PRIMARY KEY (tenant, id)
+    );
+    CREATE TABLE user_phones (
+        tenant  TEXT    NOT NULL,
+        user_id BIGINT  NOT NULL,
+        ordinal INTEGER NOT NULL,
+        field   TEXT    NOT NULL,
+        number  TEXT    NOT NULL,
+        PRIMARY KEY (tenant, user_id, ordinal),
+        FOREIGN KEY (tenant, user_id) REFERENCES users (tenant, id) ON DELETE CASCADE
+    );
+    CREATE INDEX user_phones_by_number ON user_phones (tenant, number, field);
+
+    CREATE TABLE tokens (
+        tenant          TEXT    NOT NULL,
+        portal          TEXT    NOT NULL,
+        access_token    TEXT    NOT NULL,
+        refresh_token   TEXT    NOT NULL,
+        expires_at      BIGINT,
+        scope           TEXT,
+        client_endpoint TEXT,
+        member_id       TEXT,
+        updated_at      BIGINT  NOT NULL,
+        PRIMARY KEY (tenant, portal)
+    );
+
+    CREATE TABLE settings (
+        tenant     TEXT    NOT NULL,
+        key        TEXT    NOT NULL,
+        value      TEXT    NOT NULL,                       -- JSON
+        updated_at BIGINT  NOT NULL,
+        PRIMARY KEY (tenant, key)
+    );
+
+    CREATE TABLE meta (
+        tenant TEXT NOT NULL,
+        key    TEXT NOT NULL,
+        value  TEXT NOT NULL,
+        PRIMARY KEY (tenant, key)
+    );
+
+    CREATE TABLE clicks (
+        tenant      TEXT    NOT NULL,
+        call_id     TEXT    NOT NULL,
+        call_key    TEXT    NOT NULL,
+        request     TEXT    NOT NULL,                      -- JSON
+        received_at BIGINT  NOT NULL,
+        closed_at   BIGINT,
+        PRIMARY KEY (tenant, call_id)
+    );
+    CREATE INDEX clicks_open ON clicks (tenant, received_at) WHERE closed_at IS NULL;
+    ",
+];
+
+/// The schema version this build writes.
+pub const PG_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Any fixed number: the advisory lock that serialises migrations of instances starting at once.
+const MIGRATION_LOCK: i64 = 0x7269_6e67_6c69_6e6b; // "ringlink"
+
+pub async fn version(tx: &mut Tx<'_>) -> Result<i64> {
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = 'ringlink_schema' AND schemaname = current_schema()",
+            &[],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        return Ok(0);
+    }
+    let row = tx.query_opt("SELECT version FROM ringlink_schema", &[]).await?;
+    Ok(row.map(|row| row.get::<_, i64>(0)).unwrap_or(0))
+}
+
+/// Applies the next missing migration, if any, under the migration lock; returns whether it applied one.
+pub async fn migrate_one(tx: &mut Tx<'_>) -> Result<bool> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.tx
+        .batch_execute("CREATE TABLE IF NOT EXISTS ringlink_schema (version BIGINT NOT NULL)")
+        .await?;
+    let found = version(tx).await?;
+    if found > PG_SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: PG_SCHEMA_VERSION,
+        });
+    }
+    let Some(migration) = usize::try_from(found).ok().and_then(|index| MIGRATIONS.get(index)) else {
+        return Ok(false);
+    };
+    tx.tx.batch_execute(migration).await?;
+    tx.execute("DELETE FROM ringlink_schema", &[]).await?;
+    tx.execute("INSERT INTO ringlink_schema (version) VALUES ($1)", &[&(found + 1)])
+        .await?;
+    Ok(true)
+}
