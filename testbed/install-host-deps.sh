@@ -2,7 +2,8 @@
 # Host packages the tests need: debootstrap (builds the Asterisk test bed's sid chroot), sip-tester (SIPp, which
 # plays phones and the carrier), the interpreters of the example customization hooks (php-cli, python3), and
 # the headless browser the admin UI is tested in (chromium, chromium-driver), systemd-analyze for the
-# service unit's check, and PostgreSQL (a throwaway server per test of the PostgreSQL store).
+# service unit's check, PostgreSQL (a throwaway server per test of the PostgreSQL store) and mariadb-server
+# (the CEL recovery tests start a throwaway MariaDB server).
 # Idempotent, no prompts.
 set -euo pipefail
 
@@ -18,6 +19,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 # A throwaway PostgreSQL server (testbed::postgres) for the PostgreSQL store's tests.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+# CEL recovery from FreePBX's MySQL table: a throwaway MariaDB server the tests start.
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 # unshare/mount come from util-linux/mount, present on every Debian install.
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -121,9 +121,12 @@ fn check_web(config: &Config, report: &mut Report) {
 fn check_cel(config: &Config, store: Option<&store::SqliteStore>, report: &mut Report) {
     match &config.cel {
         Some(cel) => match crate::cel::probe(cel) {
-            Ok((rows, latest)) => report.ok(
+            Ok((place, rows, latest)) => report.ok(
                 "CEL",
-                format!("table {:?} readable: {rows} rows, the latest at {latest}", cel.table),
+                format!(
+                    "{place}: table {:?} readable: {rows} rows, the latest at {latest}",
+                    cel.table
+                ),
             ),
             Err(e) => report.problem(
                 "CEL",

@@ -1,6 +1,7 @@
 //! Calls that begin and end while ringlink is down are recovered from the PBX's CEL: the test bed's Asterisk
 //! writes its CEL to SQLite (`cel_sqlite3_custom`), ringlink is stopped, scenarios are played, and after the
 //! restart each call is registered once (no card), with the right users, statuses, durations and recordings.
+//! The same from FreePBX's MySQL table on a real MariaDB server (the bed's rows copied into FreePBX's layout).
 //! A call cut by a crash mid-talk is finished with its whole talk time; `ringlink reprocess` of a period
 //! already handled registers nothing (twice), and its dry run lists nothing.
 
@@ -33,9 +34,13 @@ fn cel_section(e2e: &E2e) -> String {
 
 /// Starts the office with ringlink reading the PBX's CEL, and waits until it has the users directory.
 async fn start_with_cel() -> E2e {
+    start_with(cel_section).await
+}
+
+async fn start_with(section: impl Fn(&E2e) -> String) -> E2e {
     let mut e2e = E2e::start("").await;
     e2e.wait_requests("user.get", 1, WAIT).await;
-    let cel = cel_section(&e2e);
+    let cel = section(&e2e);
     e2e.set_extra_config(&cel);
     e2e.kill_ringlink();
     e2e.start_ringlink().await;
@@ -77,8 +82,39 @@ async fn calls_played_while_ringlink_is_down_are_registered_from_cel_once() {
     e2e.start_ringlink().await;
     e2e.wait_requests(FINISH, 6, WAIT).await;
     e2e.settle(QUIET).await;
-    let seen = Seen::check(&e2e);
-    assert_eq!(seen.registrations.len(), 6, "{}", seen.described);
+    assert_recovered(
+        &e2e,
+        6,
+        &[
+            ((1, "200"), 2), // S1, S10 before the transfer
+            ((1, "304"), 1), // S2: missed, for the phone that rang
+            ((2, "200"), 3), // S3, S10 after the transfer, S12's pickup
+        ],
+    );
+    let log = e2e.log();
+    assert!(log.contains("calls of the gap recovered from CEL"), "{log}");
+
+    // Nothing more: a restart, a dry run and two reprocess runs of the whole period.
+    let before = e2e.telephony().len();
+    e2e.kill_ringlink();
+    e2e.start_ringlink().await;
+    let from = period_start.format("%Y-%m-%d %H:%M:%S").to_string();
+    let dry = reprocess(&e2e, &["--from", &from, "--dry-run"]);
+    assert!(dry.contains("0 would be registered"), "{dry}");
+    for _ in 0..2 {
+        let out = reprocess(&e2e, &["--from", &from]);
+        assert!(out.contains("already handled, 0 registered"), "{out}");
+    }
+    e2e.settle(QUIET).await;
+    assert_eq!(e2e.telephony().len(), before, "{}", e2e.describe());
+    e2e.stop().await;
+}
+
+/// Every registration recovered without a card, on the line, for the client; `expected` counts them by
+/// (finishing user, status); each talk recorded.
+fn assert_recovered(e2e: &E2e, count: usize, expected: &[((u64, &str), usize)]) {
+    let seen = Seen::check(e2e);
+    assert_eq!(seen.registrations.len(), count, "{}", seen.described);
     let mut finished_by: BTreeMap<(u64, String), usize> = BTreeMap::new();
     for reg in &seen.registrations {
         assert_eq!(
@@ -104,31 +140,98 @@ async fn calls_played_while_ringlink_is_down_are_registered_from_cel_once() {
             assert!(reg.records.is_empty(), "{}", seen.described);
         }
     }
-    let expected: BTreeMap<(u64, String), usize> = [
-        ((1, "200".to_owned()), 2), // S1, S10 before the transfer
-        ((1, "304".to_owned()), 1), // S2: missed, for the phone that rang
-        ((2, "200".to_owned()), 3), // S3, S10 after the transfer, S12's pickup
-    ]
-    .into_iter()
-    .collect();
+    let expected: BTreeMap<(u64, String), usize> = expected
+        .iter()
+        .map(|((user, status), n)| ((*user, (*status).to_owned()), *n))
+        .collect();
     assert_eq!(finished_by, expected, "{}", seen.described);
-    let log = e2e.log();
-    assert!(log.contains("calls of the gap recovered from CEL"), "{log}");
+}
 
-    // Nothing more: a restart, a dry run and two reprocess runs of the whole period.
-    let before = e2e.telephony().len();
+/// FreePBX's `asteriskcdrdb.cel` on a real MariaDB server, with the CEL rows the test bed's Asterisk wrote
+/// (to SQLite) copied in FreePBX's column layout: S1, S2 (missed) and S12 (a pickup, whose picker joins the
+/// call from its own linkedid) played while ringlink is down are registered once each after the restart;
+/// a reprocess of the period adds nothing.
+#[tokio::test]
+async fn calls_played_while_ringlink_is_down_are_registered_from_freepbx_mariadb_cel() {
+    use mysql::prelude::Queryable as _;
+    let server = testbed::mariadb::MariaDb::start("asteriskcdrdb", "freepbxuser", "cdr-secret").expect("start MariaDB");
+    let mut db = mysql::Conn::new(mysql::Opts::from_url(&server.url()).expect("url")).expect("connect");
+    db.query_drop(testbed::mariadb::FREEPBX_CEL_TABLE)
+        .expect("FreePBX's cel table");
+    let url = server.url();
+    let mut e2e = start_with(|e2e| {
+        format!(
+            "[cel]\nkind = \"mariadb\"\nurl = \"{url}\"\nutc_offset = \"+00:00\"\nrecordings_dir = \"{}\"\n",
+            e2e.bed.recordings_dir_in_asterisk()
+        )
+    })
+    .await;
+    let period_start = chrono::Utc::now() - chrono::Duration::minutes(1);
     e2e.kill_ringlink();
-    e2e.start_ringlink().await;
-    let from = period_start.format("%Y-%m-%d %H:%M:%S").to_string();
-    let dry = reprocess(&e2e, &["--from", &from, "--dry-run"]);
-    assert!(dry.contains("0 would be registered"), "{dry}");
-    for _ in 0..2 {
-        let out = reprocess(&e2e, &["--from", &from]);
-        assert!(out.contains("already handled, 0 registered"), "{out}");
+    for id in ["s1", "s2", "s12"] {
+        scenarios::play(&e2e.bed, id)
+            .await
+            .unwrap_or_else(|e| panic!("play {id}: {e}"));
     }
+    let copied = copy_to_freepbx_table(&e2e, &mut db);
+    assert!(copied > 20, "the bed wrote {copied} CEL rows");
+    e2e.start_ringlink().await;
+    e2e.wait_requests(FINISH, 3, WAIT).await;
+    e2e.settle(QUIET).await;
+    assert_recovered(
+        &e2e,
+        3,
+        &[
+            ((1, "200"), 1), // S1
+            ((1, "304"), 1), // S2: missed
+            ((2, "200"), 1), // S12's pickup
+        ],
+    );
+    assert!(
+        e2e.log().contains("calls of the gap recovered from CEL"),
+        "{}",
+        e2e.log()
+    );
+    let before = e2e.telephony().len();
+    let from = period_start.format("%Y-%m-%d %H:%M:%S").to_string();
+    let out = reprocess(&e2e, &["--from", &from]);
+    assert!(out.contains("already handled, 0 registered"), "{out}");
     e2e.settle(QUIET).await;
     assert_eq!(e2e.telephony().len(), before, "{}", e2e.describe());
     e2e.stop().await;
+}
+
+/// Copies the bed's CEL rows (SQLite, the database backends' column names) into FreePBX's MySQL table, in
+/// their order; returns how many.
+fn copy_to_freepbx_table(e2e: &E2e, db: &mut mysql::Conn) -> usize {
+    use mysql::prelude::Queryable as _;
+    const COLUMNS: &str = "eventtype, eventtime, cid_name, cid_num, cid_ani, cid_rdnis, cid_dnid, exten, context, \
+                           channame, appname, appdata, accountcode, uniqueid, linkedid, peer, userdeftype, extra";
+    let lite = rusqlite::Connection::open(e2e.bed.cel_sqlite_path()).expect("the bed's CEL database");
+    let mut stmt = lite
+        .prepare(&format!("SELECT {COLUMNS} FROM cel ORDER BY rowid"))
+        .expect("select");
+    let rows: Vec<Vec<String>> = stmt
+        .query_map([], |r| {
+            (0..18)
+                .map(|i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default))
+                .collect()
+        })
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let insert = format!(
+        "INSERT INTO cel ({COLUMNS}, amaflags) VALUES ({}, 3)",
+        vec!["?"; 18].join(", ")
+    );
+    for row in &rows {
+        db.exec_drop(
+            &insert,
+            mysql::Params::Positional(row.iter().map(|v| v.as_str().into()).collect()),
+        )
+        .expect("insert a CEL row");
+    }
+    rows.len()
 }
 
 /// ringlink killed while 101 talks; the call ends while it is down. After the restart the call is finished

@@ -31,6 +31,8 @@ pub enum Error {
     Template { template: String, placeholder: String },
     #[error("extension {0} is not one of the test-bed phones (101-105)")]
     UnknownPhone(u16),
+    #[error("database server: {0}")]
+    Server(String),
     #[error("scenario {id}: {message}")]
     Scenario { id: String, message: String },
     #[error("PostgreSQL for tests is not available: {0}")]

@@ -19,9 +19,11 @@
 mod ami_client;
 mod audio;
 mod bed;
+mod dbserver;
 mod error;
 mod instance;
 mod layout;
+pub mod mariadb;
 pub mod postgres;
 mod process;
 pub mod scenarios;

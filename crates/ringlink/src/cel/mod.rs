@@ -7,13 +7,15 @@
 //! (`<linkedid>/<n>/register`, …), and the store enqueues a key once, so a call handled before is never sent
 //! twice; a call whose every registration is already finished is not even planned again.
 //!
-//! Sources: a `cel_sqlite3_custom` file (read here with rusqlite). Column names are matched by the names the
-//! database backends use (`eventtype eventtime cid_name cid_num cid_dnid exten context channame appname appdata
-//! uniqueid linkedid peer extra`) or the `cel_sqlite3_custom` sample's (`cidname cidnum ciddnid channel
-//! eventextra`); `linkedid` is required.
+//! Sources ([`source`]): a `cel_sqlite3_custom` file (rusqlite), FreePBX's MySQL/MariaDB table (`mysql`, pure
+//! Rust). Column names are matched by the names the database backends use (`eventtype eventtime cid_name cid_num
+//! cid_dnid exten context channame appname appdata uniqueid linkedid peer extra`) or the `cel_sqlite3_custom`
+//! sample's (`cidname cidnum ciddnid channel eventextra`); `linkedid` is required.
+
+mod source;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use chrono::FixedOffset;
@@ -26,11 +28,14 @@ use crate::config::RecordingSettings;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CelSettings {
-    /// `sqlite` (`cel_sqlite3_custom`).
+    /// `sqlite` (`cel_sqlite3_custom`) or `mysql` (also `mariadb`: FreePBX's `asteriskcdrdb.cel`, `cel_odbc`).
     pub kind: CelKind,
     /// The SQLite file (`cel_sqlite3_custom` writes `master.db` in Asterisk's log directory).
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// The database server: `mysql://user:password@host:3306/asteriskcdrdb`.
+    #[serde(default)]
+    pub url: Option<String>,
     #[serde(default = "default_table")]
     pub table: String,
     /// The zone `eventtime` is written in (Asterisk's local time, `cel.conf dateformat`), e.g. `"+03:00"`;
@@ -51,6 +56,8 @@ pub struct CelSettings {
 #[serde(rename_all = "lowercase")]
 pub enum CelKind {
     Sqlite,
+    #[serde(alias = "mariadb")]
+    Mysql,
 }
 
 fn default_table() -> String {
@@ -80,6 +87,19 @@ impl CelSettings {
                  directory)"
                     .into(),
             ),
+            CelKind::Mysql => match self.url.as_deref().map(url::Url::parse) {
+                None => problems.push(
+                    "[cel] kind = \"mysql\" needs url = \"mysql://user:password@host:3306/asteriskcdrdb\" (FreePBX's \
+                     CDR database)"
+                        .into(),
+                ),
+                Some(Ok(u)) if matches!(u.scheme(), "mysql" | "mariadb") && u.path().len() > 1 => {}
+                Some(_) => problems.push(format!(
+                    "[cel] url {}: write it as mysql://user:password@host:3306/asteriskcdrdb (the database name \
+                     included)",
+                    source::shown_url(self.url.as_deref().unwrap_or_default())
+                )),
+            },
             CelKind::Sqlite => {}
         }
         if !self
@@ -97,24 +117,6 @@ impl CelSettings {
     }
 }
 
-/// Columns a CEL row is read from, each with the names the backends and samples give it.
-const COLUMNS: &[(&str, &[&str])] = &[
-    ("eventtype", &["eventtype"]),
-    ("eventtime", &["eventtime"]),
-    ("cid_name", &["cid_name", "cidname"]),
-    ("cid_num", &["cid_num", "cidnum"]),
-    ("cid_dnid", &["cid_dnid", "ciddnid"]),
-    ("exten", &["exten"]),
-    ("context", &["context"]),
-    ("channame", &["channame", "channel"]),
-    ("appname", &["appname"]),
-    ("appdata", &["appdata"]),
-    ("uniqueid", &["uniqueid"]),
-    ("linkedid", &["linkedid"]),
-    ("peer", &["peer"]),
-    ("extra", &["extra", "eventextra"]),
-];
-
 /// Every row of every call with a row between `from` and `to`, in the table's order (a call's channels that
 /// joined it from another linkedid included).
 pub fn read_rows(
@@ -123,129 +125,12 @@ pub fn read_rows(
     from: Timestamp,
     to: Timestamp,
 ) -> anyhow::Result<Vec<CelRow>> {
-    match settings.kind {
-        CelKind::Sqlite => read_sqlite(settings, offset, from, to),
-    }
-}
-
-fn read_sqlite(
-    settings: &CelSettings,
-    offset: FixedOffset,
-    from: Timestamp,
-    to: Timestamp,
-) -> anyhow::Result<Vec<CelRow>> {
-    let path = settings
-        .path
-        .as_deref()
-        .context("[cel] kind = \"sqlite\" needs path = the cel_sqlite3_custom database")?;
-    let db = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| {
-        format!(
-            "cannot open the CEL database {} (is ringlink allowed to read it?)",
-            path.display()
-        )
+    let mut rows = Vec::new();
+    source::for_each_row(settings, offset, from, to, &mut |row| {
+        rows.push(row);
+        Ok(())
     })?;
-    db.busy_timeout(std::time::Duration::from_secs(5))?;
-    let table = &settings.table;
-    let mut present = HashSet::new();
-    {
-        let mut stmt = db.prepare(&format!("PRAGMA table_info({table})"))?;
-        let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
-        for name in names {
-            present.insert(name?.to_ascii_lowercase());
-        }
-    }
-    if present.is_empty() {
-        anyhow::bail!(
-            "{}: no table {table:?} (cel_sqlite3_custom creates it at its first event; check [cel] table and that \
-             cel_sqlite3_custom.so is loaded)",
-            path.display()
-        );
-    }
-    let mut select = Vec::new();
-    for (what, names) in COLUMNS {
-        match names.iter().find(|n| present.contains(**n)) {
-            Some(name) => select.push(format!("CAST({name} AS TEXT)")),
-            None if matches!(*what, "eventtype" | "eventtime" | "uniqueid" | "linkedid" | "channame") => {
-                anyhow::bail!(
-                    "{}: table {table:?} has no {what} column: add it to cel_sqlite3_custom.conf's columns and \
-                     values (see ringlink's README, \"Calls missed while ringlink was down\")",
-                    path.display()
-                )
-            }
-            None => select.push("''".into()),
-        }
-    }
-    let time_column = COLUMNS[1].1[0];
-    // Times are compared as text in the table's own form; read a day around and filter on the parsed instant.
-    let candidates = format!("SELECT DISTINCT linkedid FROM {table} WHERE {time_column} >= ?1 AND {time_column} <= ?2");
-    let sql = format!(
-        "SELECT rowid, {} FROM {table} WHERE linkedid IN ({candidates}) \
-         OR uniqueid IN (SELECT uniqueid FROM {table} WHERE linkedid IN ({candidates})) ORDER BY rowid",
-        select.join(", ")
-    );
-    let day = 86_400;
-    let bound = |t: Timestamp, shift: i64| {
-        tracker::LocalClock::new(offset).format(Some(Timestamp::from_secs(t.as_micros() / 1_000_000 + shift)))
-    };
-    // Text bounds a day wide either side (whatever the table's time format), exact filtering below.
-    let (lo, hi) = (bound(from, -day), bound(to, day));
-    let mut stmt = db
-        .prepare(&sql)
-        .with_context(|| format!("{}: reading {table}", path.display()))?;
-    let mut rows = stmt.query(rusqlite::params![lo, hi])?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        let text = |i: usize| -> String { row.get::<_, Option<String>>(i).ok().flatten().unwrap_or_default() };
-        let Some(time) = tracker::cel::parse_event_time(&text(2), offset) else {
-            continue;
-        };
-        out.push(CelRow {
-            id: row.get(0)?,
-            event: text(1),
-            time,
-            cid_name: text(3),
-            cid_num: text(4),
-            cid_dnid: text(5),
-            exten: text(6),
-            context: text(7),
-            channel: text(8),
-            app: text(9),
-            appdata: text(10),
-            uniqueid: text(11),
-            linkedid: text(12),
-            peer: text(13),
-            extra: text(14),
-        });
-    }
-    Ok(keep_calls_touching(out, from, to))
-}
-
-/// Keeps the rows of the calls (linkedids, and the channels that moved between them) with a row in `from..=to`.
-fn keep_calls_touching(rows: Vec<CelRow>, from: Timestamp, to: Timestamp) -> Vec<CelRow> {
-    let mut linked: HashSet<&str> = rows
-        .iter()
-        .filter(|r| r.time >= from && r.time <= to)
-        .map(|r| r.linkedid.as_str())
-        .collect();
-    let channels: HashSet<&str> = rows
-        .iter()
-        .filter(|r| linked.contains(r.linkedid.as_str()))
-        .map(|r| r.uniqueid.as_str())
-        .collect();
-    for r in &rows {
-        if channels.contains(r.uniqueid.as_str()) {
-            linked.insert(r.linkedid.as_str());
-        }
-    }
-    let linked: HashSet<String> = linked.into_iter().map(str::to_owned).collect();
-    let channels: HashSet<String> = channels.into_iter().map(str::to_owned).collect();
-    rows.into_iter()
-        .filter(|r| linked.contains(&r.linkedid) || channels.contains(&r.uniqueid))
-        .collect()
+    Ok(rows)
 }
 
 /// The recordings of the rows' channels, found by the FreePBX naming convention under `recordings_dir`
@@ -375,23 +260,9 @@ pub fn plan(engine: &mut engine::Engine, call: &Rebuilt, gap: (Timestamp, Timest
     plan
 }
 
-/// Whether a CEL database file looks like one (for `ringlink check`): the number of rows and the latest time.
-pub fn probe(settings: &CelSettings) -> anyhow::Result<(u64, String)> {
-    match settings.kind {
-        CelKind::Sqlite => {
-            let path: &Path = settings.path.as_deref().context("[cel] path is not set")?;
-            let db = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            let (n, latest): (u64, Option<String>) = db
-                .query_row(
-                    &format!("SELECT COUNT(*), CAST(MAX(eventtime) AS TEXT) FROM {}", settings.table),
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .with_context(|| format!("{}: cannot read table {:?}", path.display(), settings.table))?;
-            Ok((n, latest.unwrap_or_default()))
-        }
-    }
+/// Whether the CEL table reads (for `ringlink check`): where it is, its number of rows and the latest time.
+pub fn probe(settings: &CelSettings) -> anyhow::Result<(String, u64, String)> {
+    source::probe(settings)
 }
 
 /// What a recovery found and did.
@@ -509,11 +380,13 @@ pub fn describe(call: &RecoveredCall) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn settings(path: &Path) -> CelSettings {
         CelSettings {
             kind: CelKind::Sqlite,
             path: Some(path.to_owned()),
+            url: None,
             table: "cel".into(),
             utc_offset: None,
             recordings_dir: default_monitor_dir(),
