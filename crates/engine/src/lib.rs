@@ -45,6 +45,7 @@ pub mod bitrix24;
 mod click;
 mod engine;
 mod intent;
+mod lines;
 mod plan;
 mod route;
 mod settings;
@@ -56,6 +57,7 @@ pub use click::{
 };
 pub use engine::{Engine, Gap, OpenCall, RecoverySource, RegistrationGate, StoredStep};
 pub use intent::{CallRecord, FinishCall, Intent, MissedTask, Outcome, RegisterCall, Responsible};
+pub use lines::{configured_lines, plan_lines, LineChange, LineDecision, ListedLine, WantedLine};
 pub use plan::{
     crm_bindings, first_of, references, resolve, without_card, Decision, Plan, RefreshUsers, ResolveError, Rule, Step,
     StepKind, StepRef, Timing,

@@ -13,6 +13,8 @@ use harness::{text, E2e, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CLIENT: &str = "+79001234567";
+/// The test bed's trunk `carrier`, listed in Bitrix24 by ringlink.
+const LINE: &str = "73432723033";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -254,11 +256,15 @@ async fn s14_employee_phone_offline_finishes_at_once() {
 }
 
 /// S27: offline events. The click waits in the portal's queue while ringlink is down; after the restart it is
-/// fetched with `event.offline.get`, dialled once, cleared, and finished on its CALL_ID.
+/// fetched with `event.offline.get`, dialled once, cleared, and finished on its CALL_ID. The trunk's external
+/// line, added at the first start, is the line the manager clicks on; the restart adds it no second time.
 #[tokio::test]
 async fn s27_offline_click_across_a_restart_is_dialled_once() {
     let mut c = start_in("mode = \"offline\"\npoll_min_secs = 0.2\npoll_max_secs = 2\n").await;
     c.e2e.wait_requests("event.offline.get", 1, WAIT).await;
+    c.e2e
+        .wait_log("line 73432723033 (trunk carrier) is not in Bitrix24: added", WAIT)
+        .await;
     let report = check(&c).await;
     assert!(report.contains("offline mode"), "{report}");
     assert!(
@@ -279,16 +285,30 @@ async fn s27_offline_click_across_a_restart_is_dialled_once() {
         .talk(Duration::from_secs(3))
         .await
         .expect("client");
-    let outcome = c
-        .e2e
-        .emu
-        .click_to_call(ClickToCall::new(1, CLIENT))
-        .await
-        .expect("click");
+    let mut on_line = ClickToCall::new(1, CLIENT);
+    on_line.line_number = Some(LINE.into());
+    let outcome = c.e2e.emu.click_to_call(on_line).await.expect("click");
     assert_eq!(outcome.queued_offline, 1, "queued, not delivered");
     assert!(outcome.deliveries.is_empty());
     let call_id = outcome.call_id.expect("registered by the portal");
     c.e2e.start_ringlink().await;
+    c.e2e
+        .wait_log("line 73432723033 (trunk carrier) is listed in Bitrix24", WAIT)
+        .await;
+    assert_eq!(
+        c.e2e.emu.requests_for("telephony.externalline.add").len(),
+        1,
+        "a restart adds no line twice"
+    );
+    let lines: Vec<_> = c
+        .e2e
+        .emu
+        .state()
+        .external_lines
+        .into_iter()
+        .map(|l| (l.number, l.name))
+        .collect();
+    assert_eq!(lines, [(LINE.to_owned(), "Carrier (main DID)".to_owned())]);
     let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
     assert_eq!(text(&finish[0], "CALL_ID"), call_id);
     assert_eq!(text(&finish[0], "STATUS_CODE"), "200", "{}", c.e2e.describe());

@@ -7,7 +7,8 @@
 //! - the **worker** claims due steps, applies the timing rules (a card that would come too late is dropped, a late
 //!   registration goes without a card), sends them within the Bitrix24 limiter's budget — several calls' steps in
 //!   one `batch` — and records each answer or error;
-//! - the **users refresher** keeps the extension → employee directory current from `user.get`.
+//! - the **users refresher** keeps the extension → employee directory current from `user.get`;
+//! - the **lines sync** keeps Bitrix24's external lines in step with the trunks (at start and on a settings save).
 //!
 //! A restart loses nothing: steps are in the store, and the first resynchronisation (`CoreShowChannels`)
 //! rebuilds the live calls, whose re-planned steps carry the same idempotency keys as before.
@@ -19,6 +20,7 @@ mod crm_binding;
 mod customize;
 mod events;
 pub use events::handler_url;
+mod lines;
 pub(crate) mod listener;
 mod offline;
 pub(crate) mod pipeline;
@@ -187,7 +189,12 @@ fn crm_budget(client: &bitrix24::Client) -> web::CrmBudget {
 /// on without it.
 /// The settings page's file: checked as at start, applied by swapping the engine's settings (the next call uses
 /// them); everything else waits for a restart.
-fn settings_file(shared: &Shared, path: PathBuf) -> web::SettingsFile {
+/// The saved trunks are synced to Bitrix24's external lines at once.
+fn settings_file(
+    shared: &Shared,
+    path: PathBuf,
+    lines: Arc<watch::Sender<Vec<engine::WantedLine>>>,
+) -> web::SettingsFile {
     let hooks = shared
         .hooks
         .list()
@@ -205,6 +212,12 @@ fn settings_file(shared: &Shared, path: PathBuf) -> web::SettingsFile {
     let engine = shared.engine.clone();
     let apply: web::settings::Apply = Arc::new(move |text: &str| {
         let config = Config::parse(text, &apply_path, crate::config::env_overrides()).map_err(|e| e.to_string())?;
+        let wanted = lines::wanted(&config);
+        lines.send_if_modified(|current| {
+            let changed = *current != wanted;
+            *current = wanted;
+            changed
+        });
         engine
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -224,6 +237,7 @@ async fn admin_ui(
     config: Config,
     config_path: PathBuf,
     logs: web::LogBuffer,
+    lines: Arc<watch::Sender<Vec<engine::WantedLine>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let wake = web::Wake {
@@ -246,7 +260,7 @@ async fn admin_ui(
             ui.thresholds(thresholds)
                 .zone(&config.tracker.utc_offset)
                 .recordings(shared.record_links.clone(), resolve)
-                .settings_file(settings_file(&shared, config_path))
+                .settings_file(settings_file(&shared, config_path, lines))
                 .logs(logs)
         }
         Err(e) => return error!(error = %e, "the admin UI cannot start"),
@@ -341,6 +355,8 @@ pub async fn run_until(
         shared.telemetry.crm_configured(move || crm_budget(&client));
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (lines_tx, lines_rx) = watch::channel(lines::wanted(&config));
+    let lines_tx = Arc::new(lines_tx);
     let mut tasks = tokio::task::JoinSet::new();
     if config.web.enabled {
         tasks.spawn(admin_ui(
@@ -348,6 +364,7 @@ pub async fn run_until(
             config.clone(),
             config_path.clone(),
             logs.clone(),
+            lines_tx.clone(),
             stop_rx.clone(),
         ));
     }
@@ -365,6 +382,7 @@ pub async fn run_until(
             config.recordings.clone(),
             stop_rx.clone(),
         ));
+        tasks.spawn(lines::run(client.clone(), lines_rx, stop_rx.clone()));
     }
     let mut endpoints = listener::Endpoints::default();
     if let (Some(settings), Some(client)) = (&config.autodistribution, &client) {

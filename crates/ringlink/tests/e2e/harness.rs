@@ -240,12 +240,14 @@ settle_secs = 0.5
         }
     }
 
-    /// The telephony requests the emulator answered, in order (batch sub-commands included, batches not).
+    /// The telephony requests of calls the emulator answered, in order (batch sub-commands included, batches
+    /// not; the external lines' sync at start left out).
     pub fn telephony(&self) -> Vec<RecordedRequest> {
         self.emu
             .requests()
             .into_iter()
             .filter(|r| r.method.starts_with("telephony.") || r.method.starts_with("tasks."))
+            .filter(|r| !r.method.starts_with("telephony.externalline."))
             .collect()
     }
 
