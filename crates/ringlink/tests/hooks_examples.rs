@@ -127,3 +127,17 @@ async fn unknown_callers_become_contacts_named_after_their_number() {
     let out = run_both(HookName::ProcessEntityCreationParams, params, Some(other)).await;
     assert_eq!(out["SOURCE_ID"], "CALL");
 }
+
+#[tokio::test]
+async fn key_accounts_ring_their_desk_and_leads_take_the_normal_route() {
+    for (phone, entity_type, chosen, why) in [
+        ("89001112233", "CONTACT", "105", "a key account, whatever the CRM says"),
+        ("89001234567", "LEAD", "", "a lead: the normal route"),
+        ("89001234567", "CONTACT", "102", "the CRM's choice stays"),
+    ] {
+        let asked = json!({"phone": phone, "extension": "102", "user_id": 2, "entity_type": entity_type,
+                           "entity_id": 7});
+        let out = run_both(HookName::CustomizeAutodistribution, asked, None).await;
+        assert_eq!(out["extension"], chosen, "{why}");
+    }
+}
