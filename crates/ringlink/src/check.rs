@@ -83,6 +83,7 @@ pub async fn run(path: &Path) -> usize {
         (Some(settings), Some(store)) => {
             check_bitrix24(settings, &store, &mut report).await;
             check_click_to_call(&config, settings, &store, &mut report).await;
+            check_autodistribution(&config, settings, &store, &mut report).await;
         }
         (Some(_), None) => report.problem("bitrix24", "not tried: the store (which keeps tokens) does not open"),
     }
@@ -291,6 +292,70 @@ async fn check_bitrix24(settings: &crate::config::Bitrix24Settings, store: &stor
         }
         Ok(other) => report.problem("bitrix24", format!("unexpected answer to `scope`: {other}")),
         Err(e) => report.problem("bitrix24", format!("{e} — {}", bitrix24_fix(&e))),
+    }
+}
+
+/// Auto-distribution: on or off, its budget, how the dialplan asks, and whether the CRM answers a look-up (a
+/// number nobody has) within the budget.
+async fn check_autodistribution(
+    config: &Config,
+    settings: &crate::config::Bitrix24Settings,
+    store: &store::SqliteStore,
+    report: &mut Report,
+) {
+    let Some(auto) = &config.autodistribution else {
+        return report.note("auto-distribution", "off (no [autodistribution] section)");
+    };
+    let mut ways = Vec::new();
+    if let Some(listener) = &config.listener {
+        ways.push(format!("HTTP on {}/autodistribution", listener.bind));
+    }
+    if let Some(agi) = &auto.agi_bind {
+        ways.push(format!("FastAGI on {agi}"));
+    }
+    if ways.is_empty() {
+        report.problem(
+            "auto-distribution",
+            "the dialplan has no way to ask: add a [listener] (for CURL()) or set autodistribution.agi_bind",
+        );
+    }
+    let client = match crate::service::bitrix24_client(settings, store) {
+        Ok(c) => c,
+        Err(e) => return report.problem("auto-distribution", e.to_string()),
+    };
+    let order: Vec<&str> = auto.order.iter().map(|k| k.bitrix24_name()).collect();
+    let probe = bitrix24::methods::telephony::SearchCrmEntities {
+        phone_number: "+70000000000".into(),
+    };
+    let started = std::time::Instant::now();
+    let answer = client.send(&probe).await;
+    let took = started.elapsed().as_millis();
+    let on = format!(
+        "on, budget {} ms, responsible of {}, asked by {}",
+        auto.budget_ms,
+        order.join(" > "),
+        if ways.is_empty() {
+            "nothing".into()
+        } else {
+            ways.join(" and ")
+        }
+    );
+    match answer {
+        Ok(_) if took <= u128::from(auto.budget_ms) => report.ok(
+            "auto-distribution",
+            format!("{on}; the CRM answered a look-up in {took} ms"),
+        ),
+        Ok(_) => report.note(
+            "auto-distribution",
+            format!(
+                "{on}; the CRM answered a look-up in {took} ms, over the budget: such calls take the normal route \
+                 (raise budget_ms if this is usual)"
+            ),
+        ),
+        Err(e) => report.problem(
+            "auto-distribution",
+            format!("{on}; the CRM refused a look-up: {e} — {}", bitrix24_fix(&e)),
+        ),
     }
 }
 

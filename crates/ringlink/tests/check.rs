@@ -52,6 +52,22 @@ async fn check_reports_each_part_in_plain_words() {
     assert!(!out.contains("PROBLEM"), "{out}");
     assert!(out.contains("ok       AMI: events carry the PBX's timestamps"), "{out}");
     assert!(out.contains("note     web: plain HTTP on 0.0.0.0:8077"), "{out}");
+    assert!(out.contains("note     auto-distribution: off"), "{out}");
+
+    // Auto-distribution on: its budget, how the dialplan asks, and the CRM's answer time.
+    let mut auto = good.clone();
+    auto.push(("RINGLINK__AUTODISTRIBUTION__TOKEN", "check-autodistribution-token"));
+    auto.push(("RINGLINK__AUTODISTRIBUTION__AGI_BIND", "127.0.0.1:4573"));
+    let (ok, out) = ringlink(&["check", "--config", config_arg], &auto);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("ok       auto-distribution: on, budget 300 ms, responsible of CONTACT > COMPANY > LEAD, asked by FastAGI on 127.0.0.1:4573; the CRM answered a look-up in"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("check-autodistribution-token"),
+        "the token is never shown"
+    );
 
     // HTTPS for the admin UI: a certificate and key that make a pair, then a key file that is not PEM.
     let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
