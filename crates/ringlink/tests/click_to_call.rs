@@ -100,6 +100,26 @@ async fn click(c: &Click) -> String {
     outcome.call_id.expect("the portal registered the click")
 }
 
+/// The click's timeline shows it received and recorded, originated, then finished, in that order.
+fn assert_click_states_in_order(c: &Click, call_id: &str) {
+    use store::Store;
+    let store = store::SqliteStore::open(c.e2e.dir.path().join("ringlink.db")).expect("store");
+    let timeline = store.call_timeline(&format!("c2c-{call_id}")).expect("timeline");
+    let messages: Vec<&str> = timeline.iter().map(|e| e.message.as_str()).collect();
+    let at = |needle: &str| {
+        messages
+            .iter()
+            .position(|m| m.starts_with(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in the click's timeline: {messages:#?}"))
+    };
+    let (received, originated, finished) = (
+        at("click-to-call received and recorded"),
+        at("click-to-call: Originate"),
+        at("finish done"),
+    );
+    assert!(received < originated && originated < finished, "{messages:#?}");
+}
+
 fn assert_no_register(c: &Click) {
     assert!(
         c.e2e.emu.requests_for("telephony.externalcall.register").is_empty(),
@@ -151,6 +171,7 @@ async fn s14_click_answered_then_duplicate_and_forged_deliveries_dial_nothing() 
     assert_eq!(text(&record[0], "CALL_ID"), call_id);
     assert_no_register(&c);
     c.e2e.bed.wait_all_channels_gone(WAIT).await.expect("call over");
+    assert_click_states_in_order(&c, &call_id);
 
     // The same delivery again (Bitrix24 may deliver twice): accepted, nothing dialled.
     let delivered = c.e2e.emu.deliveries()[0].body.clone();

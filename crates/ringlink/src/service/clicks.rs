@@ -122,6 +122,19 @@ async fn handle_event(
         .await;
         return;
     }
+    journal(
+        shared,
+        &key,
+        &format!(
+            "click-to-call received and recorded under CALL_ID {}: user {} to {} on line {}",
+            click.call_id,
+            click.user_id,
+            click.phone_number,
+            click.line_number.as_deref().unwrap_or("(default)")
+        ),
+        json!({"call_id": click.call_id, "request": click}),
+    )
+    .await;
     let built = {
         let mut engine = shared.engine();
         engine.expect_click_to_call(click.clone());
