@@ -348,3 +348,44 @@ async fn s27_offline_click_across_a_restart_is_dialled_once() {
     assert_no_register(&c);
     c.e2e.stop().await;
 }
+
+/// A flood of forged, token-less, oversized and malformed requests on the listener dials nothing, and once it is
+/// over a real click is dialled as usual.
+#[tokio::test]
+async fn a_flood_of_bad_requests_dials_nothing_and_the_listener_still_serves_a_click() {
+    let c = start().await;
+    let forged = "event=ONEXTERNALCALLSTART&data%5BCALL_ID%5D=externalCall.forged.1&data%5BUSER_ID%5D=1\
+                  &data%5BPHONE_NUMBER%5D=%2B79001234567&auth%5Bapplication_token%5D=0000000000000000ffffffffffffffff";
+    let missing = "event=ONEXTERNALCALLSTART&data%5BCALL_ID%5D=externalCall.none.1&data%5BUSER_ID%5D=1\
+                   &data%5BPHONE_NUMBER%5D=%2B79001234567";
+    let oversized = format!("event=ONEXTERNALCALLSTART&data%5BX%5D={}", "x".repeat(80 * 1024));
+    let bodies: Vec<String> = (0..300)
+        .map(|i| match i % 4 {
+            0 => forged.to_owned(),
+            1 => missing.to_owned(),
+            2 => oversized.clone(),
+            _ => "%%%not a form%%%".to_owned(),
+        })
+        .collect();
+    let port = c.port;
+    let statuses = futures::future::join_all(bodies.into_iter().map(|b| async move { post(port, &b).await })).await;
+    for status in &statuses {
+        assert!(
+            matches!(status, 400 | 401 | 413 | 429),
+            "a bad request is refused: {status} in {statuses:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        c.e2e.bed.channels().await.expect("channels").is_empty(),
+        "nothing dialled"
+    );
+    assert!(c.e2e.emu.requests_for("telephony.externalcall.finish").is_empty());
+
+    c.e2e.bed.phone(101).no_answer().await.expect("101");
+    let call_id = click(&c).await;
+    let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
+    assert_eq!(text(&finish[0], "CALL_ID"), call_id);
+    assert_eq!(c.e2e.log().matches("click-to-call: ringing the employee").count(), 1);
+    c.e2e.stop().await;
+}
