@@ -125,6 +125,33 @@ impl ChannelInfo {
     }
 }
 
+/// The CEL table `cel_pgsql` writes to, as Asterisk's schema scripts create it (`eventtime` in the PBX's local
+/// time, without a zone), for tests that stand in for a PBX writing its CEL to PostgreSQL.
+pub const CEL_PGSQL_TABLE: &str = "CREATE TABLE cel (
+    id serial PRIMARY KEY,
+    eventtype varchar(30) NOT NULL,
+    eventtime timestamp NOT NULL,
+    userdeftype varchar(255) NOT NULL,
+    cid_name varchar(80) NOT NULL,
+    cid_num varchar(80) NOT NULL,
+    cid_ani varchar(80) NOT NULL,
+    cid_rdnis varchar(80) NOT NULL,
+    cid_dnid varchar(80) NOT NULL,
+    exten varchar(80) NOT NULL,
+    context varchar(80) NOT NULL,
+    channame varchar(80) NOT NULL,
+    appname varchar(80) NOT NULL,
+    appdata varchar(80) NOT NULL,
+    amaflags integer NOT NULL,
+    accountcode varchar(20) NOT NULL,
+    peeraccount varchar(20) NOT NULL,
+    uniqueid varchar(150) NOT NULL,
+    linkedid varchar(150) NOT NULL,
+    userfield varchar(255) NOT NULL,
+    peer varchar(80) NOT NULL,
+    extra varchar(512)
+)";
+
 /// A real Asterisk 22 with five desk phones and a carrier trunk, all SIPp on loopback.
 pub struct TestBed {
     instance: Instance,

@@ -32,7 +32,9 @@ mod slot;
 mod template;
 
 pub use ami_client::AmiResponse;
-pub use bed::{Call, CallSetup, CarrierSetup, ChannelInfo, PhoneSetup, Route, TestBed, CLIENT, DID, PHONES};
+pub use bed::{
+    Call, CallSetup, CarrierSetup, ChannelInfo, PhoneSetup, Route, TestBed, CEL_PGSQL_TABLE, CLIENT, DID, PHONES,
+};
 pub use error::{Error, Result};
 pub use layout::{build_chroot, DEFAULT_ROOT};
 pub use sipp::{Outcome, SippProcess};

@@ -8,9 +8,10 @@
 //! twice; a call whose every registration is already finished is not even planned again.
 //!
 //! Sources ([`source`]): a `cel_sqlite3_custom` file (rusqlite), FreePBX's MySQL/MariaDB table (`mysql`, pure
-//! Rust). Column names are matched by the names the database backends use (`eventtype eventtime cid_name cid_num
-//! cid_dnid exten context channame appname appdata uniqueid linkedid peer extra`) or the `cel_sqlite3_custom`
-//! sample's (`cidname cidnum ciddnid channel eventextra`); `linkedid` is required.
+//! Rust), `cel_pgsql`'s PostgreSQL table (`tokio-postgres`). Column names are matched by the names the
+//! database backends use (`eventtype eventtime cid_name cid_num cid_dnid exten context channame appname appdata
+//! uniqueid linkedid peer extra`) or the `cel_sqlite3_custom` sample's (`cidname cidnum ciddnid channel
+//! eventextra`); `linkedid` is required.
 
 mod source;
 
@@ -28,12 +29,13 @@ use crate::config::RecordingSettings;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CelSettings {
-    /// `sqlite` (`cel_sqlite3_custom`) or `mysql` (also `mariadb`: FreePBX's `asteriskcdrdb.cel`, `cel_odbc`).
+    /// `sqlite` (`cel_sqlite3_custom`), `mysql` (also `mariadb`: FreePBX's `asteriskcdrdb.cel`, `cel_odbc`) or
+    /// `postgres` (`cel_pgsql`).
     pub kind: CelKind,
     /// The SQLite file (`cel_sqlite3_custom` writes `master.db` in Asterisk's log directory).
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// The database server: `mysql://user:password@host:3306/asteriskcdrdb`.
+    /// The database server: `mysql://user:password@host:3306/asteriskcdrdb`, `postgres://user:password@host/asterisk`.
     #[serde(default)]
     pub url: Option<String>,
     #[serde(default = "default_table")]
@@ -58,6 +60,9 @@ pub enum CelKind {
     Sqlite,
     #[serde(alias = "mariadb")]
     Mysql,
+    /// `cel_pgsql`'s table.
+    #[serde(alias = "pgsql", alias = "postgresql")]
+    Postgres,
 }
 
 fn default_table() -> String {
@@ -96,6 +101,19 @@ impl CelSettings {
                 Some(Ok(u)) if matches!(u.scheme(), "mysql" | "mariadb") && u.path().len() > 1 => {}
                 Some(_) => problems.push(format!(
                     "[cel] url {}: write it as mysql://user:password@host:3306/asteriskcdrdb (the database name \
+                     included)",
+                    source::shown_url(self.url.as_deref().unwrap_or_default())
+                )),
+            },
+            CelKind::Postgres => match self.url.as_deref().map(url::Url::parse) {
+                None => problems.push(
+                    "[cel] kind = \"postgres\" needs url = \"postgres://user:password@host:5432/asterisk\" (the \
+                     database cel_pgsql writes to)"
+                        .into(),
+                ),
+                Some(Ok(u)) if matches!(u.scheme(), "postgres" | "postgresql") && u.path().len() > 1 => {}
+                Some(_) => problems.push(format!(
+                    "[cel] url {}: write it as postgres://user:password@host:5432/asterisk (the database name \
                      included)",
                     source::shown_url(self.url.as_deref().unwrap_or_default())
                 )),

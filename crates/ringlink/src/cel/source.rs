@@ -59,6 +59,7 @@ fn open(settings: &CelSettings) -> anyhow::Result<Box<dyn Table>> {
     match settings.kind {
         CelKind::Sqlite => Ok(Box::new(Sqlite::open(settings)?)),
         CelKind::Mysql => Ok(Box::new(Mysql::open(settings)?)),
+        CelKind::Postgres => Ok(Box::new(Postgres::open(settings)?)),
     }
 }
 
@@ -426,6 +427,149 @@ impl Table for Mysql {
     }
 }
 
+/// A PostgreSQL server (`cel_pgsql`'s table), read with tokio-postgres on a runtime of its own: callable from
+/// async code (`ringlink reprocess`, `check`) and blocking threads alike, rows handed over through a bounded
+/// channel as they arrive.
+struct Postgres {
+    runtime: Option<tokio::runtime::Runtime>,
+    client: std::sync::Arc<tokio_postgres::Client>,
+    shown: String,
+}
+
+impl Postgres {
+    fn open(settings: &CelSettings) -> anyhow::Result<Self> {
+        let url = settings.url.as_deref().context(
+            "[cel] kind = \"postgres\" needs url = \"postgres://user:password@host:5432/asterisk\" (the database \
+             cel_pgsql writes to)",
+        )?;
+        let shown = shown_url(url);
+        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+            anyhow::anyhow!("[cel] url {shown}: {e} (expected postgres://user:password@host:5432/database)")
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cel-pgsql")
+            .enable_all()
+            .build()
+            .context("starting the PostgreSQL client's runtime")?;
+        let task = runtime.spawn(async move {
+            let mut config = config;
+            config.connect_timeout(Duration::from_secs(5));
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            Ok::<_, tokio_postgres::Error>(client)
+        });
+        let client = futures::executor::block_on(task)
+            .context("the PostgreSQL client's runtime stopped")?
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot connect to the CEL database {shown}: {e} (check [cel] url: host, port, user, password \
+                     and database; the user needs SELECT on the CEL table)"
+                )
+            })?;
+        Ok(Self {
+            runtime: Some(runtime),
+            client: std::sync::Arc::new(client),
+            shown,
+        })
+    }
+
+    fn runtime(&self) -> anyhow::Result<&tokio::runtime::Runtime> {
+        self.runtime.as_ref().context("the PostgreSQL client is closed")
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Dropping a runtime may not block inside async code (`ringlink reprocess` runs there).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Table for Postgres {
+    fn columns(&mut self, table: &str) -> anyhow::Result<HashSet<String>> {
+        let client = self.client.clone();
+        let sql = format!("SELECT * FROM {table} LIMIT 0");
+        let task = self.runtime()?.spawn(async move {
+            let stmt = client.prepare(&sql).await?;
+            Ok::<_, tokio_postgres::Error>(stmt.columns().iter().map(|c| c.name().to_ascii_lowercase()).collect())
+        });
+        futures::executor::block_on(task)
+            .context("the PostgreSQL client's runtime stopped")?
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: cannot read table {table:?}: {e} (check [cel] table: cel_pgsql's is \"cel\" unless \
+                     cel_pgsql.conf names another)",
+                    self.shown
+                )
+            })
+    }
+
+    fn text(&self, column: &str) -> String {
+        format!("CAST({column} AS text)")
+    }
+
+    fn time_param(&self, n: usize) -> String {
+        format!("CAST(${n}::text AS timestamp)")
+    }
+
+    fn order(&self, columns: &HashSet<String>) -> String {
+        if columns.contains("id") {
+            "id".into()
+        } else {
+            "eventtime".into()
+        }
+    }
+
+    fn each_row(&mut self, sql: &str, params: &[String], each: EachRow<'_>) -> anyhow::Result<()> {
+        use futures::StreamExt as _;
+        let client = self.client.clone();
+        let sql = sql.to_owned();
+        let params = params.to_vec();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Option<String>>, tokio_postgres::Error>>(512);
+        let task = self.runtime()?.spawn(async move {
+            let stream = match client.query_raw(&sql, params.iter()).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut stream = std::pin::pin!(stream);
+            while let Some(row) = stream.next().await {
+                let columns = row.and_then(|row| (0..row.len()).map(|i| row.try_get::<_, Option<String>>(i)).collect());
+                // The reader stopped (an error on its side): stop reading too.
+                if tx.send(columns).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut result = Ok(());
+        for columns in rx {
+            match columns {
+                Ok(columns) => {
+                    if let Err(e) = each(&columns) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    result = Err(anyhow::anyhow!("{}: reading the CEL table: {e}", self.shown));
+                    break;
+                }
+            }
+        }
+        task.abort();
+        result
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+}
+
 /// A database URL without its password.
 pub fn shown_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -564,6 +708,101 @@ mod tests {
         );
 
         let mut missing = mysql_settings(&server.url());
+        missing.table = "cel_missing".into();
+        let e = format!("{:#}", probe(&missing).expect_err("no such table"));
+        assert!(e.contains("cel_missing") && e.contains("[cel] table"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod pg_tests {
+    use super::*;
+
+    /// `cel_pgsql`'s table on a real PostgreSQL server: the rows of every call touching the period are read
+    /// whole, in the table's order, with their microseconds; the probe counts them; a missing table is refused
+    /// with what to fix.
+    #[test]
+    fn cel_pgsql_table_is_read_like_the_others() {
+        let server = testbed::postgres::Postgres::start().expect("PostgreSQL");
+        let url = server.create_database("asterisk").expect("database");
+        server.psql("asterisk", testbed::CEL_PGSQL_TABLE).expect("table");
+        let rows = [
+            ("CHAN_START", "2026-11-22 08:00:00.5", "PJSIP/carrier-1", "10.1", "10.1"),
+            (
+                "CHAN_START",
+                "2026-11-22 08:59:50.25",
+                "PJSIP/carrier-2",
+                "20.1",
+                "20.1",
+            ),
+            ("CHAN_START", "2026-11-22 08:59:55", "PJSIP/102-3", "30.1", "30.1"),
+            ("BRIDGE_ENTER", "2026-11-22 09:00:10", "PJSIP/102-3", "30.1", "20.1"),
+            ("CHAN_END", "2026-11-22 09:00:20", "PJSIP/carrier-2", "20.1", "20.1"),
+            ("CHAN_START", "2026-11-22 11:00:00", "PJSIP/carrier-4", "40.1", "40.1"),
+        ];
+        for (event, time, channel, uid, linkedid) in rows {
+            server
+                .psql(
+                    "asterisk",
+                    &format!(
+                        "INSERT INTO cel (eventtype, eventtime, userdeftype, cid_name, cid_num, cid_ani, cid_rdnis, \
+                         cid_dnid, exten, context, channame, appname, appdata, amaflags, accountcode, peeraccount, \
+                         uniqueid, linkedid, userfield, peer, extra) VALUES ('{event}', '{time}', '', '', '', '', \
+                         '', '', '', '', '{channel}', '', '', 3, '', '', '{uid}', '{linkedid}', '', '', NULL)"
+                    ),
+                )
+                .expect("row");
+        }
+        let utc = FixedOffset::east_opt(0).expect("UTC");
+        let at = |t: &str| tracker::cel::parse_event_time(t, utc).expect("time");
+        let settings = CelSettings {
+            kind: CelKind::Postgres,
+            path: None,
+            url: Some(url),
+            table: "cel".into(),
+            utc_offset: None,
+            recordings_dir: String::new(),
+            margin_secs: 0,
+        };
+        let mut read = Vec::new();
+        for_each_row(
+            &settings,
+            utc,
+            at("2026-11-22 09:00:00"),
+            at("2026-11-22 10:00:00"),
+            &mut |row| {
+                read.push((row.id, row.event, row.channel, row.time));
+                Ok(())
+            },
+        )
+        .expect("read");
+        assert_eq!(
+            read,
+            [
+                (
+                    2,
+                    "CHAN_START".to_owned(),
+                    "PJSIP/carrier-2".to_owned(),
+                    at("2026-11-22 08:59:50.25")
+                ),
+                (3, "CHAN_START".into(), "PJSIP/102-3".into(), at("2026-11-22 08:59:55")),
+                (
+                    4,
+                    "BRIDGE_ENTER".into(),
+                    "PJSIP/102-3".into(),
+                    at("2026-11-22 09:00:10")
+                ),
+                (
+                    5,
+                    "CHAN_END".into(),
+                    "PJSIP/carrier-2".into(),
+                    at("2026-11-22 09:00:20")
+                ),
+            ]
+        );
+        let (_, count, latest) = probe(&settings).expect("probe");
+        assert_eq!((count, latest.as_str()), (6, "2026-11-22 11:00:00"));
+        let mut missing = settings.clone();
         missing.table = "cel_missing".into();
         let e = format!("{:#}", probe(&missing).expect_err("no such table"));
         assert!(e.contains("cel_missing") && e.contains("[cel] table"), "{e}");
