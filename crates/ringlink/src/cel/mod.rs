@@ -83,6 +83,18 @@ impl CelSettings {
             .with_context(|| format!("[cel] utc_offset {text:?}: expected a fixed offset such as \"+03:00\""))
     }
 
+    /// What is wrong with `url` for a database server of `kind`, if anything.
+    fn url_problem(&self, kind: &str, schemes: &[&str], example: &str, what: &str) -> Option<String> {
+        match self.url.as_deref().map(url::Url::parse) {
+            None => Some(format!("[cel] kind = \"{kind}\" needs url = \"{example}\" ({what})")),
+            Some(Ok(u)) if schemes.contains(&u.scheme()) && u.path().len() > 1 => None,
+            Some(_) => Some(format!(
+                "[cel] url {}: write it as {example} (the database name included)",
+                source::shown_url(self.url.as_deref().unwrap_or_default())
+            )),
+        }
+    }
+
     /// Problems a config check reports (one plain line each).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -92,32 +104,18 @@ impl CelSettings {
                  directory)"
                     .into(),
             ),
-            CelKind::Mysql => match self.url.as_deref().map(url::Url::parse) {
-                None => problems.push(
-                    "[cel] kind = \"mysql\" needs url = \"mysql://user:password@host:3306/asteriskcdrdb\" (FreePBX's \
-                     CDR database)"
-                        .into(),
-                ),
-                Some(Ok(u)) if matches!(u.scheme(), "mysql" | "mariadb") && u.path().len() > 1 => {}
-                Some(_) => problems.push(format!(
-                    "[cel] url {}: write it as mysql://user:password@host:3306/asteriskcdrdb (the database name \
-                     included)",
-                    source::shown_url(self.url.as_deref().unwrap_or_default())
-                )),
-            },
-            CelKind::Postgres => match self.url.as_deref().map(url::Url::parse) {
-                None => problems.push(
-                    "[cel] kind = \"postgres\" needs url = \"postgres://user:password@host:5432/asterisk\" (the \
-                     database cel_pgsql writes to)"
-                        .into(),
-                ),
-                Some(Ok(u)) if matches!(u.scheme(), "postgres" | "postgresql") && u.path().len() > 1 => {}
-                Some(_) => problems.push(format!(
-                    "[cel] url {}: write it as postgres://user:password@host:5432/asterisk (the database name \
-                     included)",
-                    source::shown_url(self.url.as_deref().unwrap_or_default())
-                )),
-            },
+            CelKind::Mysql => problems.extend(self.url_problem(
+                "mysql",
+                &["mysql", "mariadb"],
+                "mysql://user:password@host:3306/asteriskcdrdb",
+                "FreePBX's CDR database",
+            )),
+            CelKind::Postgres => problems.extend(self.url_problem(
+                "postgres",
+                &["postgres", "postgresql"],
+                "postgres://user:password@host:5432/asterisk",
+                "the database cel_pgsql writes to",
+            )),
             CelKind::Sqlite => {}
         }
         if !self

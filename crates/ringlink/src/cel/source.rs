@@ -46,8 +46,14 @@ trait Table {
     fn text(&self, column: &str) -> String;
     /// The `n`-th parameter (from 1), a local time `YYYY-MM-DD HH:MM:SS`, as a value comparable with `eventtime`.
     fn time_param(&self, n: usize) -> String;
-    /// What orders the rows as Asterisk wrote them, given the table's columns.
-    fn order(&self, columns: &HashSet<String>) -> String;
+    /// What orders the rows as Asterisk wrote them, given the table's columns: its id, else its time.
+    fn order(&self, columns: &HashSet<String>) -> String {
+        if columns.contains("id") {
+            "id".into()
+        } else {
+            "eventtime".into()
+        }
+    }
     /// Runs `sql` with `params` (text), handing each row's columns, as text, to `each`, in order.
     fn each_row(&mut self, sql: &str, params: &[String], each: EachRow<'_>) -> anyhow::Result<()>;
     /// Where the table is, for messages (no password).
@@ -385,14 +391,6 @@ impl Table for Mysql {
         "?".into()
     }
 
-    fn order(&self, columns: &HashSet<String>) -> String {
-        if columns.contains("id") {
-            "id".into()
-        } else {
-            "eventtime".into()
-        }
-    }
-
     fn each_row(&mut self, sql: &str, params: &[String], each: EachRow<'_>) -> anyhow::Result<()> {
         use mysql::prelude::Queryable as _;
         let shown = self.shown.clone();
@@ -513,14 +511,6 @@ impl Table for Postgres {
 
     fn time_param(&self, n: usize) -> String {
         format!("CAST(${n}::text AS timestamp)")
-    }
-
-    fn order(&self, columns: &HashSet<String>) -> String {
-        if columns.contains("id") {
-            "id".into()
-        } else {
-            "eventtime".into()
-        }
     }
 
     fn each_row(&mut self, sql: &str, params: &[String], each: EachRow<'_>) -> anyhow::Result<()> {
