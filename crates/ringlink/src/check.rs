@@ -58,25 +58,34 @@ pub async fn run(path: &Path) -> usize {
         }
     };
     check_ami(&config, &mut report).await;
-    let store = match store::SqliteStore::open(&config.store.path) {
+    let store = match config.store.open() {
         Ok(s) => {
-            report.ok("store", format!("{} opens", config.store.path.display()));
+            report.ok("store", format!("{} opens", config.store.describe()));
             Some(s)
+        }
+        Err(e) if config.store.is_shared() => {
+            report.problem(
+                "store",
+                format!(
+                    "{e:#} — the PostgreSQL server must be reachable from this host and the user in [store] url \
+                     allowed to create tables in the database"
+                ),
+            );
+            None
         }
         Err(e) => {
             report.problem(
                 "store",
                 format!(
-                    "{}: {e} — [store] path must be in a directory the service's user can write (the installed \
+                    "{e:#} — [store] path must be in a directory the service's user can write (the installed \
                      service: {}, owned by ringlink)",
-                    config.store.path.display(),
                     crate::config::SERVICE_STORE_PATH
                 ),
             );
             None
         }
     };
-    check_cel(&config, store.as_ref(), &mut report);
+    check_cel(&config, store.as_deref(), &mut report);
     check_web(&config, &mut report);
     match (&config.bitrix24, store) {
         (None, _) => report.problem("bitrix24", "no [bitrix24] section: calls would not be registered"),
@@ -119,7 +128,7 @@ fn check_web(config: &Config, report: &mut Report) {
 
 /// Where calls missed while ringlink was down come from: the CEL database, and any period the store says may
 /// miss calls.
-fn check_cel(config: &Config, store: Option<&store::SqliteStore>, report: &mut Report) {
+fn check_cel(config: &Config, store: Option<&dyn store::Store>, report: &mut Report) {
     match &config.cel {
         Some(cel) => match crate::cel::probe(cel) {
             Ok((place, rows, latest)) => report.ok(
@@ -265,7 +274,11 @@ async fn check_event_timestamps(client: &ami::Client, events: &mut ami::Events, 
     }
 }
 
-async fn check_bitrix24(settings: &crate::config::Bitrix24Settings, store: &store::SqliteStore, report: &mut Report) {
+async fn check_bitrix24(
+    settings: &crate::config::Bitrix24Settings,
+    store: &std::sync::Arc<dyn store::Store>,
+    report: &mut Report,
+) {
     let client = match crate::service::bitrix24_client(settings, store) {
         Ok(c) => c,
         Err(e) => {
@@ -381,7 +394,7 @@ fn bitrix24_fix(error: &bitrix24::Error) -> &'static str {
 async fn check_click_to_call(
     config: &Config,
     settings: &crate::config::Bitrix24Settings,
-    store: &store::SqliteStore,
+    store: &std::sync::Arc<dyn store::Store>,
     report: &mut Report,
 ) {
     use crate::config::ClickMode;

@@ -5,6 +5,7 @@
 //! (`true`, `5`, `1.5`), else taken as strings, so secrets never need to be written into the file.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -269,16 +270,96 @@ pub enum Bitrix24Plan {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    /// The SQLite database (outbox, call journal, users cache, tokens).
+    /// The SQLite database (outbox, call journal, users cache, tokens), unless `url` is set.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// A PostgreSQL database instead of the SQLite file: `postgres://user:password@host:5432/database`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// With `url`: the name of this PBX ⇄ portal pair in the database (every row carries it).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// With `url`: at most this many connections.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         Self {
             path: default_store_path(),
+            url: None,
+            tenant: None,
+            pool_size: default_pool_size(),
         }
+    }
+}
+
+fn default_pool_size() -> usize {
+    8
+}
+
+impl StoreSettings {
+    /// Opens the configured store (creating or migrating its schema).
+    pub fn open(&self) -> anyhow::Result<Arc<dyn store::Store>> {
+        use anyhow::Context;
+        match &self.url {
+            None => {
+                let store = store::SqliteStore::open(&self.path)
+                    .with_context(|| format!("cannot open the store {}", self.path.display()))?;
+                Ok(Arc::new(store))
+            }
+            Some(url) => {
+                let mut options = store::PgOptions::new(self.tenant.clone().unwrap_or_default());
+                options.pool_size = self.pool_size;
+                let store = store::PgStore::open(url, options)
+                    .with_context(|| format!("cannot open the store {}", self.describe()))?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+
+    /// Whether the store is a database server (PostgreSQL) rather than a local file.
+    pub fn is_shared(&self) -> bool {
+        self.url.is_some()
+    }
+
+    /// The backend in plain words, without secrets: `SQLite ringlink.db` or
+    /// `PostgreSQL db.example:5432/ringlink, tenant office-main`.
+    pub fn describe(&self) -> String {
+        match &self.url {
+            None => format!("SQLite {}", self.path.display()),
+            Some(url) => {
+                let tenant = self.tenant.as_deref().unwrap_or("");
+                match url::Url::parse(url) {
+                    Ok(parsed) => format!(
+                        "PostgreSQL {}:{}{}, tenant {tenant}",
+                        parsed.host_str().unwrap_or("localhost"),
+                        parsed.port().unwrap_or(5432),
+                        parsed.path()
+                    ),
+                    Err(_) => format!("PostgreSQL (connection string), tenant {tenant}"),
+                }
+            }
+        }
+    }
+
+    fn problems(&self) -> Option<String> {
+        let url = self.url.as_deref()?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Some("store.url must be a PostgreSQL URL: postgres://user:password@host:5432/database".into());
+        }
+        if self.tenant.as_deref().is_none_or(|tenant| tenant.trim().is_empty()) {
+            return Some(
+                "store.tenant is not set: with store.url, name this PBX ⇄ portal pair (e.g. tenant = \"office-main\"); \
+                 instances of one pair share it, other pairs in the same database use their own"
+                    .into(),
+            );
+        }
+        if self.pool_size == 0 {
+            return Some("store.pool_size must be at least 1".into());
+        }
+        None
     }
 }
 
@@ -521,6 +602,9 @@ impl Config {
             if !(secs.is_finite() && secs > 0.0 && secs < 86_400.0) {
                 return Err(format!("{name} must be between 0 and 86400 seconds, got {secs}"));
             }
+        }
+        if let Some(problem) = self.store.problems() {
+            return Err(problem);
         }
         if let Some(cel) = &self.cel {
             if let Some(problem) = cel.problems().into_iter().next() {
@@ -839,6 +923,24 @@ mod tests {
             Path::new("test.toml"),
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn a_postgresql_store_needs_a_tenant_and_is_named_without_its_password() {
+        let store = |body: &str| format!("{MINIMAL}\n[store]\n{body}\n");
+        let c = parse(
+            &store("url = \"postgres://ringlink:secret@db.example:6432/calls\"\ntenant = \"north\""),
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(c.store.describe(), "PostgreSQL db.example:6432/calls, tenant north");
+        assert!(c.store.is_shared());
+        let error = parse(&store("url = \"postgres://db.example/calls\""), &[]).expect_err("no tenant");
+        assert!(error.to_string().contains("store.tenant is not set"), "{error}");
+        let error = parse(&store("url = \"mysql://db.example/calls\"\ntenant = \"n\""), &[]).expect_err("not pg");
+        assert!(error.to_string().contains("PostgreSQL URL"), "{error}");
+        let sqlite = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(sqlite.store.describe(), "SQLite ringlink.db");
     }
 
     #[test]

@@ -298,9 +298,9 @@ fn reprocess(config: &Config, from: &str, to: Option<&str>, dry_run: bool) -> an
     if to < from {
         anyhow::bail!("--to is before --from");
     }
-    let store = store::SqliteStore::open(&config.store.path)
-        .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
-    let users = store::Store::users(&store)?
+    let store = config.store.open()?;
+    let users = store
+        .users()?
         .iter()
         .map(service::users::directory_user)
         .collect::<Vec<_>>();
@@ -308,7 +308,7 @@ fn reprocess(config: &Config, from: &str, to: Option<&str>, dry_run: bool) -> an
         warn!("the store has no users directory yet (ringlink never ran against Bitrix24): calls go to the default responsible");
     }
     let recovery = cel::recover(
-        &store,
+        store.as_ref(),
         cel::RecoveryInput {
             cel,
             tracker: &config.tracker,

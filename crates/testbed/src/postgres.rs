@@ -11,8 +11,11 @@
 //!
 //! The server runs as the `postgres` system user when the tests run as root (PostgreSQL refuses to run as
 //! root), else as the current user. Authentication is `trust` on loopback: the cluster lives only as long as the
-//! test. The API is synchronous (std processes), so sync and async tests both use it; from async code, start it
-//! in `spawn_blocking` or accept a short block (start-up takes well under a second after `initdb`).
+//! test. The API is synchronous (std processes), so sync and async tests both use it.
+//!
+//! The server is also stopped when the *thread* that started it ends (`PR_SET_PDEATHSIG`, so that a killed test
+//! leaves no server behind): start it on the test's own thread, not in `spawn_blocking` (whose threads end
+//! when idle). Start-up blocks for a second or two (`initdb`), which an async test can afford.
 
 use std::ffi::CString;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};

@@ -317,7 +317,7 @@ pub struct RecoveryInput<'a> {
 
 /// Reads the CEL rows of the period, rebuilds the calls that ended and stores the steps of those not yet
 /// handled (with their journal), unless `dry_run`. Blocking: run it off the async threads.
-pub fn recover(store: &impl store::Store, input: RecoveryInput<'_>) -> anyhow::Result<Recovery> {
+pub fn recover(store: &dyn store::Store, input: RecoveryInput<'_>) -> anyhow::Result<Recovery> {
     let offset = input.cel.offset(input.tracker)?;
     let rows = read_rows(input.cel, offset, input.from, input.to)?;
     let recordings = find_recordings(&rows, input.cel, offset, input.recordings);

@@ -176,8 +176,7 @@ fn write_config(path: &Path, bed: &testbed::TestBed, emu: &b24emu::Emulator, web
 
 /// The demo's UI opens with a known password instead of the first-run code.
 fn set_ui_password(config: &Config) -> anyhow::Result<()> {
-    use store::Store;
-    let store = store::SqliteStore::open(&config.store.path)?;
+    let store = config.store.open()?;
     let hash = web::hash_password(UI_PASSWORD).map_err(anyhow::Error::msg)?;
     store.set_setting(
         web::PASSWORD_SETTING,

@@ -22,7 +22,7 @@ use bitrix24::methods::telephony::SearchCrmEntities;
 use engine::{CrmOwner, Lookup, Route};
 use hooks::{HookName, Outcome};
 use serde_json::{json, Value};
-use store::{EntryKind, NewJournalEntry, Store};
+use store::{EntryKind, NewJournalEntry};
 use tracing::{info, warn};
 
 use super::users::store_time;

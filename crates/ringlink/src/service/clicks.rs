@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use ami::Message;
 use engine::{ClickRefusal, ClickToCall};
 use serde_json::json;
-use store::{EntryKind, NewJournalEntry, NewStep, Store};
+use store::{EntryKind, NewJournalEntry, NewStep};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 

@@ -14,7 +14,7 @@
 
 use hooks::{HookName, Outcome};
 use serde_json::{json, Value};
-use store::{EntryKind, NewJournalEntry, Store, Timestamp};
+use store::{EntryKind, NewJournalEntry, Timestamp};
 use tracing::info;
 
 use super::{customize, Shared};

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use engine::StepKind;
 use hooks::{Called, Context, HookName, Hooks, Outcome};
 use serde_json::{json, Value};
-use store::{EntryKind, NewJournalEntry, Store, Timestamp};
+use store::{EntryKind, NewJournalEntry, Timestamp};
 
 use super::Shared;
 

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use store::{PortalTokens, SqliteStore, Store};
+use store::{PortalTokens, Store};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{error, info, warn};
 
@@ -45,7 +45,8 @@ use crate::config::{Bitrix24Plan, Bitrix24Settings, ClickMode, Config};
 /// State the tasks share.
 #[derive(Clone)]
 pub struct Shared {
-    pub store: SqliteStore,
+    /// SQLite or PostgreSQL, as `[store]` says.
+    pub store: Arc<dyn Store>,
     pub engine: Arc<Mutex<engine::Engine>>,
     /// Wakes the worker when new steps are stored.
     pub work: Arc<Notify>,
@@ -74,10 +75,10 @@ impl Shared {
     pub async fn store<T, F>(&self, f: F) -> anyhow::Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&SqliteStore) -> store::Result<T> + Send + 'static,
+        F: FnOnce(&dyn Store) -> store::Result<T> + Send + 'static,
     {
         let store = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
+        Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
     }
 
     /// Locks the engine; a poisoned lock (a panic elsewhere) is recovered, since the engine's state stays
@@ -98,7 +99,7 @@ fn portal_key(settings: &Bitrix24Settings) -> String {
 }
 
 /// Builds the Bitrix24 client; OAuth tokens come from the store when it has newer ones than the config.
-pub fn bitrix24_client(settings: &Bitrix24Settings, store: &SqliteStore) -> anyhow::Result<bitrix24::Client> {
+pub fn bitrix24_client(settings: &Bitrix24Settings, store: &Arc<dyn Store>) -> anyhow::Result<bitrix24::Client> {
     let builder = match (&settings.webhook_url, &settings.portal_url) {
         (Some(url), _) => bitrix24::Client::webhook(url)?,
         (None, Some(portal)) => {
@@ -248,12 +249,7 @@ async fn admin_ui(
         users_cache_age: Duration::from_secs(config.engine.users_refresh_interval_secs.saturating_mul(3)),
         ..web::Thresholds::default()
     };
-    let ui = match web::Web::new(
-        config.web.clone(),
-        Arc::new(shared.store.clone()),
-        shared.telemetry.clone(),
-        wake,
-    ) {
+    let ui = match web::Web::new(config.web.clone(), shared.store.clone(), shared.telemetry.clone(), wake) {
         Ok(ui) => {
             let recordings = config.recordings.clone();
             let resolve: web::PathResolver = Arc::new(move |pbx_path: &str| recordings.local_path(pbx_path));
@@ -298,10 +294,11 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     info!(version = env!("CARGO_PKG_VERSION"), ami = %config.ami.address, "ringlink starting");
-    let store = SqliteStore::open(&config.store.path)
-        .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
-    // Only this process works on the outbox: what a crashed run was sending is sent again now, not after the
-    // lease (Bitrix24 takes a repeated register with its EXTERNAL_CALL_ID as the same call).
+    let store = config.store.open()?;
+    info!(store = %config.store.describe(), "store open");
+    // Only this process works on the tenant's outbox (one instance per tenant, on PostgreSQL too): what a crashed
+    // run was sending is sent again now, not after the lease (Bitrix24 takes a repeated register with its
+    // EXTERNAL_CALL_ID as the same call).
     let released = store.release_claims(store::Timestamp::now())?;
     if released > 0 {
         info!(steps = released, "steps a previous run was sending are due again");
@@ -337,7 +334,7 @@ pub async fn run_until(
         ami: Arc::new(Mutex::new(None)),
         originate_responses: config.click_to_call.is_some().then_some(responses_tx),
         telemetry: Arc::new(web::Telemetry::new(env!("CARGO_PKG_VERSION"))),
-        record_links: web::RecordLinks::from_store(&store)?,
+        record_links: web::RecordLinks::from_store(store.as_ref())?,
         autodist: Default::default(),
     };
     shared.telemetry.ami_address(&config.ami.address);

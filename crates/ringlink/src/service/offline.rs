@@ -16,7 +16,6 @@ use std::time::Duration;
 use bitrix24::methods::events::{EventBind, EventOfflineClear, EventOfflineGet, EventType};
 use bitrix24::Budget;
 use serde_json::{json, Value};
-use store::Store;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ami::{ClientEvent, Message};
 use serde_json::json;
 use serde_json::Value;
-use store::{EntryKind, NewJournalEntry, NewStep, Store};
+use store::{EntryKind, NewJournalEntry, NewStep};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 use tracker::{CallEvent, Tracker};
@@ -270,7 +270,7 @@ impl Pipeline {
                 now,
                 dry_run: false,
             };
-            crate::cel::recover(&store, input)
+            crate::cel::recover(store.as_ref(), input)
         })
         .await
         .map_err(anyhow::Error::from)

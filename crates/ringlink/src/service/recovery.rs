@@ -2,7 +2,7 @@
 //! from the outbox and the call journal (see [`engine::OpenCall`]).
 
 use serde_json::{json, Value};
-use store::{EntryKind, StepState, Store};
+use store::{EntryKind, StepState};
 
 use super::users::{store_time, tracker_time};
 use super::Shared;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hooks::{HookName, Outcome};
 use serde_json::{json, Value};
-use store::{Store, User, UserPhone};
+use store::{User, UserPhone};
 use tokio::sync::watch;
 use tracing::{info, warn};
 

@@ -27,6 +27,8 @@ pub struct E2e {
     default_user: Option<u64>,
     /// The admin UI's port on 127.0.0.1 (a free one, so that parallel tests do not collide on 8077).
     pub web_port: u16,
+    /// The body of the `[store]` section instead of the SQLite file.
+    store: Option<String>,
 }
 
 /// How [`E2e::start_custom`] sets the office up.
@@ -38,6 +40,8 @@ pub struct Setup {
     pub fault: Option<Fault>,
     /// The default responsible (`None`: nobody).
     pub default_user: Option<u64>,
+    /// The body of ringlink's `[store]` section (`None`: a SQLite file in the test's directory).
+    pub store: Option<String>,
 }
 
 impl Default for Setup {
@@ -47,6 +51,7 @@ impl Default for Setup {
             extra_config: String::new(),
             fault: None,
             default_user: Some(9),
+            store: None,
         }
     }
 }
@@ -99,6 +104,7 @@ impl E2e {
             app_auth,
             default_user: setup.default_user,
             web_port: free_port(),
+            store: setup.store,
         };
         e2e.start_ringlink().await;
         e2e
@@ -137,7 +143,7 @@ ping_timeout_secs = 5
 {bitrix24}
 
 [store]
-path = "{db}"
+{store}
 
 [recordings]
 rewrite = [["/", "{root}/"]]
@@ -160,7 +166,10 @@ settle_secs = 0.5
             user = self.bed.ami_user(),
             secret = self.bed.ami_secret(),
             bitrix24 = self.bitrix24_section(),
-            db = self.dir.path().join("ringlink.db").display(),
+            store = self
+                .store
+                .clone()
+                .unwrap_or_else(|| format!("path = \"{}\"", self.dir.path().join("ringlink.db").display())),
             root = chroot_root.display().to_string().trim_end_matches('/'),
             extra = self.extra_config,
             missed = self

@@ -3,7 +3,7 @@
 //! `post_registration`.
 
 use serde_json::{json, Value};
-use store::{EntryKind, NewJournalEntry, Store, Timestamp};
+use store::{EntryKind, NewJournalEntry, Timestamp};
 use tracing::{info, warn};
 
 use hooks::Outcome as HookOutcome;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use engine::{StepKind, Timing};
 use serde_json::{json, Value};
-use store::{EntryKind, NewJournalEntry, Step, StepState, Store, Timestamp};
+use store::{EntryKind, NewJournalEntry, Step, StepState, Timestamp};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -906,7 +906,7 @@ mod tests {
             .expect("client");
         let worker = Worker {
             shared: Shared {
-                store,
+                store: std::sync::Arc::new(store),
                 engine: std::sync::Arc::new(std::sync::Mutex::new(engine)),
                 work: Default::default(),
                 users_refresh: Default::default(),
