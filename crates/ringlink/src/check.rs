@@ -313,7 +313,7 @@ async fn check_bitrix24(
 async fn check_autodistribution(
     config: &Config,
     settings: &crate::config::Bitrix24Settings,
-    store: &store::SqliteStore,
+    store: &std::sync::Arc<dyn store::Store>,
     report: &mut Report,
 ) {
     let Some(auto) = &config.autodistribution else {
