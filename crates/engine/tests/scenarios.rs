@@ -535,8 +535,10 @@ fn s10_blind_transfer() {
             "finish 0 user=1 duration=10 status=200",
             "register 1 user=2 type=2 show=1",
             "finish 1 user=2 duration=20 status=200",
-            &format!("record 0 {REC}"),
+            // The second talker hung up and the call went on no further: its recording goes with its finish;
+            // the first one's waits for the call's end (the file grew while the call went on).
             &format!("record 1 {REC}"),
+            &format!("record 0 {REC}"),
         ]
     );
     let second = step(&plan, "1700000000.10/1/register");
@@ -607,8 +609,10 @@ fn s11_attended_transfer() {
             "finish 0 user=1 duration=16 status=200",
             "register 1 user=2 type=2 show=0",
             "finish 1 user=2 duration=25 status=200",
-            &format!("record 0 {REC}"),
+            // The second talker hung up and the call went on no further: its recording goes with its finish;
+            // the first one's waits for the call's end (the file grew while the call went on).
             &format!("record 1 {REC}"),
+            &format!("record 0 {REC}"),
         ]
     );
     assert!(rules(&plan).contains(&Rule::TakeoverRegisters));
@@ -681,8 +685,10 @@ fn s13_park_and_retrieve() {
             "finish 0 user=1 duration=8 status=200",
             "register 1 user=3 type=2 show=0",
             "finish 1 user=3 duration=20 status=200",
-            &format!("record 0 {REC}"),
+            // The second talker hung up and the call went on no further: its recording goes with its finish;
+            // the first one's waits for the call's end (the file grew while the call went on).
             &format!("record 1 {REC}"),
+            &format!("record 0 {REC}"),
         ]
     );
 }
@@ -1064,4 +1070,46 @@ fn changed_settings_apply_from_the_next_call() {
         engine.settings().missed.task.enabled,
         "refused settings leave the old ones"
     );
+}
+
+#[test]
+fn s1_recording_is_planned_with_the_finish_when_the_talk_ends() {
+    // The worker sends a finish and the recording after it in one request when both are queued together: the
+    // recording known while the call talked is planned as the talk ends, not later at the call's end.
+    let call = CallSpec::incoming("1700000000.1");
+    let mut engine = engine(settings());
+    let events = s1_events(&call);
+    let (before_end, end) = events.split_at(events.len() - 1);
+    let (talk, rest) = before_end.split_at(before_end.len() - 1);
+    run(&mut engine, &call, talk);
+    let hung_up = run(&mut engine, &call, rest);
+    assert_eq!(
+        describe_all(&hung_up),
+        ["finish 0 user=1 duration=5 status=200", &format!("record 0 {REC}")]
+    );
+    let ended = run(&mut engine, &call, end);
+    assert!(ended.steps.is_empty(), "nothing more at the end: {:?}", keys(&ended));
+}
+
+#[test]
+fn a_recording_known_only_at_the_calls_end_is_planned_then() {
+    let call = CallSpec::incoming("1700000000.1");
+    let mut engine = engine(settings());
+    let events = [
+        call.ringing("c1", 2, "101"),
+        call.answered("c1", 4, "101"),
+        call.hung_up("c1", 9, 5),
+        call.ended(9, status::TALKED, false, REC),
+    ];
+    let (before_end, end) = events.split_at(events.len() - 1);
+    let talked = run(&mut engine, &call, before_end);
+    assert_eq!(
+        describe_all(&talked),
+        [
+            "register 0 user=1 type=2 show=1",
+            "finish 0 user=1 duration=5 status=200"
+        ]
+    );
+    let ended = run(&mut engine, &call, end);
+    assert_eq!(describe_all(&ended), [format!("record 0 {REC}")]);
 }

@@ -134,6 +134,7 @@ impl Engine {
             last_rung: None,
             talker: None,
             known_call_id: Some(click.call_id.clone()),
+            record_planned: false,
         };
         state.registrations.push(reg);
         Some(0)

@@ -20,6 +20,7 @@ impl Engine {
         state: &mut CallState,
         conversation: &str,
         talk_seconds: u64,
+        hung_up: bool,
         out: &mut Out<'_>,
     ) {
         let Some(leg) = state.legs.get_mut(conversation) else {
@@ -38,6 +39,13 @@ impl Engine {
             matches!(&state.registrations[index].phase, Phase::Talking { conversation: c, .. } if c == conversation);
         if talking {
             self.finish_talk(&ctx, &mut state.registrations[index], talk_seconds, out);
+            // Planned with the finish when the recording is already known and complete soon (the talker's own,
+            // or the whole call's once the talker hung up and no other leg goes on), so that both go in one
+            // request once MixMonitor has closed the file; otherwise at the call's end.
+            let call_goes_on = !hung_up || state.legs.iter().any(|(c, l)| c != conversation && !l.ended);
+            if self.settings.raw.attach_records {
+                self.attach_record_of(state, index, Recorded::AsTalkEnds { call_goes_on }, out);
+            }
         }
     }
 
@@ -353,27 +361,46 @@ impl Engine {
         out.intent(key, &intent, &[finish_key.to_owned()], Timing::Durable);
     }
 
-    pub(super) fn attach_records(&self, state: &CallState, call_full: &CallFull, out: &mut Out<'_>) {
-        let whole_call = state
-            .recordings
-            .iter()
-            .find(|(conv, _)| conv.is_empty() || !state.legs.contains_key(conv))
-            .map(|(_, path)| path.as_str())
-            .or_else(|| Some(call_full.record.as_str()).filter(|p| !p.trim().is_empty()));
-        for (n, reg) in state.registrations.iter().enumerate() {
-            let Some(talker) = &reg.talker else {
-                continue;
-            };
-            let own = state
+    pub(super) fn attach_records(&self, state: &mut CallState, call_full: &CallFull, out: &mut Out<'_>) {
+        for index in 0..state.registrations.len() {
+            self.attach_record_of(state, index, Recorded::AtCallEnd(call_full), out);
+        }
+    }
+
+    /// Plans the recording of registration `index` once it has talked: the talker's own recording, else one of
+    /// the whole call (or `call_full`'s, at the call's end). Once per registration.
+    fn attach_record_of(&self, state: &mut CallState, index: usize, when: Recorded<'_>, out: &mut Out<'_>) {
+        let reg = &state.registrations[index];
+        let Some(talker) = &reg.talker else {
+            return;
+        };
+        if reg.record_planned {
+            return;
+        }
+        let whole_call = match when {
+            Recorded::AsTalkEnds { call_goes_on: true } => None,
+            _ => state
                 .recordings
                 .iter()
-                .find(|(conv, _)| conv == talker)
-                .map(|(_, path)| path.as_str());
-            let Some(path) = own.or(whole_call) else {
-                continue;
-            };
-            Self::attach_record(reg, n, path, out);
-        }
+                .find(|(conv, _)| conv.is_empty() || !state.legs.contains_key(conv))
+                .map(|(_, path)| path.as_str()),
+        };
+        let whole_call = match when {
+            Recorded::AtCallEnd(call_full) => {
+                whole_call.or_else(|| Some(call_full.record.as_str()).filter(|p| !p.trim().is_empty()))
+            }
+            Recorded::AsTalkEnds { .. } => whole_call,
+        };
+        let own = state
+            .recordings
+            .iter()
+            .find(|(conv, _)| conv == talker)
+            .map(|(_, path)| path.as_str());
+        let Some(path) = own.or(whole_call).map(str::to_owned) else {
+            return;
+        };
+        Self::attach_record(reg, index, &path, out);
+        state.registrations[index].record_planned = true;
     }
 
     /// Plans the upload of `path` as the recording of registration `n`, after its finish.
@@ -398,4 +425,13 @@ impl Engine {
             step.record_path = Some(path.to_owned());
         }
     }
+}
+
+/// When a registration's recording is planned.
+#[derive(Clone, Copy)]
+enum Recorded<'a> {
+    /// As its talk ends: a recording of the whole call only if the call does not go on (the file would grow).
+    AsTalkEnds { call_goes_on: bool },
+    /// At the call's end, with what the tracker knows of it.
+    AtCallEnd(&'a CallFull),
 }

@@ -187,6 +187,7 @@ impl Engine {
             last_rung: None,
             talker: None,
             known_call_id: None,
+            record_planned: false,
         };
         let key = reg.register_key();
         let timing = match ringing_leg {

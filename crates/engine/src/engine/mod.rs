@@ -226,8 +226,12 @@ impl Engine {
             CallEvent::ConversationEnded {
                 conversation,
                 talk_seconds,
+                reason,
                 ..
-            } => self.on_conversation_ended(state, conversation, *talk_seconds, out),
+            } => {
+                let hung_up = matches!(reason, tracker::ConversationEndReason::HungUp { .. });
+                self.on_conversation_ended(state, conversation, *talk_seconds, hung_up, out)
+            }
             CallEvent::RecordingStarted { conversation, path, .. } => {
                 if !path.trim().is_empty() {
                     state.recordings.push((conversation.clone(), path.clone()));

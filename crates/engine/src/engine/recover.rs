@@ -196,6 +196,7 @@ impl Engine {
             last_rung,
             talker: None,
             known_call_id: None,
+            record_planned: false,
         }
     }
 

@@ -106,6 +106,8 @@ pub(super) struct Registration {
     pub(super) talker: Option<String>,
     /// The `CALL_ID` when Bitrix24 registered the call itself (click-to-call): no register step, no reference.
     pub(super) known_call_id: Option<String>,
+    /// Its recording's upload is planned (with the finish, when the recording was known by then).
+    pub(super) record_planned: bool,
 }
 
 impl Registration {
