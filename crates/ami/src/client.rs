@@ -206,6 +206,11 @@ impl Events {
     pub async fn recv(&mut self) -> Option<ClientEvent> {
         self.rx.recv().await
     }
+
+    /// Whether no event is waiting right now (the next `recv` would wait).
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
 }
 
 impl futures::Stream for Events {

@@ -91,6 +91,13 @@ pub trait Store: Send + Sync {
     /// has. Returns one [`Enqueued`] per input, in input order.
     fn enqueue(&self, steps: &[NewStep], now: Timestamp) -> Result<Vec<Enqueued>>;
 
+    /// [`Store::enqueue`] and [`Store::append_journal`] together: what call events planned (their steps, the
+    /// events and decisions behind them) costs one disk sync where the store can make it one transaction.
+    fn enqueue_journaled(&self, steps: &[NewStep], journal: &[NewJournalEntry], now: Timestamp) -> Result<()> {
+        self.enqueue(steps, now)?;
+        self.append_journal(journal)
+    }
+
     /// The steps due at `now`, at most `limit`, highest priority then earliest first; at most one per call.
     /// Read-only: it does not claim them. A step in flight whose lease ran out counts as due again.
     fn due_steps(&self, now: Timestamp, limit: usize) -> Result<Vec<Step>>;

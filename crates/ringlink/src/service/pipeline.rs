@@ -28,6 +28,9 @@ const MAX_WAITING_CALLS: usize = 1_000;
 const AUTOMATIC_RECOVERY_SECS: u64 = 7 * 86_400;
 /// The channel variable MixMonitor leaves the recording's path in.
 const RECORDING_VARIABLE: &str = "MIXMONITOR_FILENAME";
+/// Plans written in one store transaction at most: the events that arrived together (a burst of calls) cost one
+/// disk sync, not one each.
+const GROUP_COMMIT_MAX: usize = 256;
 
 pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut tracker = Tracker::new(config.tracker.clone())?;
@@ -50,6 +53,7 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
         recordings: config.recordings.clone(),
         waiting: Vec::new(),
         config: config.clone(),
+        unwritten: Unwritten::default(),
     };
     // Calls already in progress (or that ended while ringlink was down) are reconciled first.
     pipeline
@@ -122,7 +126,12 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
                 }
             }
         }
+        // Written once nothing else is waiting: the plans of events that arrived together go in one transaction.
+        if events.is_empty() || pipeline.unwritten.plans >= GROUP_COMMIT_MAX {
+            pipeline.flush().await;
+        }
     }
+    pipeline.flush().await;
     client.shutdown().await;
     Ok(())
 }
@@ -141,6 +150,17 @@ struct Pipeline {
     waiting: Vec<Waiting>,
     /// `[cel]`, `[tracker]` and `[engine]` for the recovery from CEL.
     config: Config,
+    /// Plans not written to the store yet (see [`Pipeline::flush`]).
+    unwritten: Unwritten,
+}
+
+/// Plans waiting to be written together: steps and journal entries in the order they were planned.
+#[derive(Default)]
+struct Unwritten {
+    steps: Vec<NewStep>,
+    journal: Vec<NewJournalEntry>,
+    /// How many plans (events) they come from.
+    plans: usize,
 }
 
 /// Events of a call that wait for the users directory.
@@ -193,6 +213,7 @@ impl Pipeline {
     /// Rebuilds the live calls from `CoreShowChannels`; then every registration left without a finish whose
     /// call is no longer live (it ended during the gap that began at `gap_from`) is finished from what is known.
     async fn resync(&mut self, client: &ami::Client, tracker: &mut Tracker, gap_from: Option<tracker::Timestamp>) {
+        self.flush().await;
         match client.list(Message::action("CoreShowChannels")).await {
             Ok(mut list) => {
                 add_answer_times(client, &mut list.items).await;
@@ -206,7 +227,10 @@ impl Pipeline {
                 self.process(tracker, events).await;
                 self.recover_recordings(client, tracker, &list.items).await;
                 self.recover_from_cel(tracker, gap_from).await;
+                // What is left open is read from the store: everything planned so far is in it first.
+                self.flush().await;
                 self.finish_open_registrations(tracker, gap_from).await;
+                self.flush().await;
             }
             Err(e) => warn!(error = %e, "CoreShowChannels failed; live state may be stale until the next resync"),
         }
@@ -653,11 +677,11 @@ impl Pipeline {
         }
     }
 
-    /// Writes a plan's steps (with the hooks' `context`) and decisions, after `journal`, in one store
-    /// transaction.
+    /// Adds a plan's steps (with the hooks' `context`) and decisions, after `journal`, to what the next
+    /// [`Pipeline::flush`] writes.
     async fn store_plan(
         &mut self,
-        call: &str,
+        _call: &str,
         mut journal: Vec<NewJournalEntry>,
         plan: &engine::Plan,
         context: Option<Value>,
@@ -673,26 +697,36 @@ impl Pipeline {
                 .data(json!({"rule": d.rule, "data": d.data})),
             );
         }
-        let steps: Vec<NewStep> = if self.registering {
-            plan.steps.iter().map(|s| new_step(s, context.as_ref())).collect()
-        } else {
-            Vec::new()
-        };
+        if self.registering {
+            let steps = plan.steps.iter().map(|s| new_step(s, context.as_ref()));
+            self.unwritten.steps.extend(steps);
+        }
+        if !journal.is_empty() {
+            self.unwritten.journal.extend(journal);
+        }
+        self.unwritten.plans += 1;
+        Ok(())
+    }
+
+    /// Writes the plans made since the last flush in one store transaction (group commit: a burst of events
+    /// costs one disk sync) and wakes the worker if they hold steps. On failure the plans are logged and lost,
+    /// as a single plan's failure was before: the store is the only thing that can fail here.
+    async fn flush(&mut self) {
+        let Unwritten { steps, journal, plans } = std::mem::take(&mut self.unwritten);
         if steps.is_empty() && journal.is_empty() {
-            return Ok(());
+            return;
         }
         let has_steps = !steps.is_empty();
-        self.shared
-            .store(move |s| {
-                s.enqueue(&steps, store::Timestamp::now())?;
-                s.append_journal(&journal)
-            })
-            .await
-            .map_err(|e| e.context(format!("call {call}")))?;
-        if has_steps {
-            self.shared.work.notify_one();
+        let n_steps = steps.len();
+        let result = self
+            .shared
+            .store(move |s| s.enqueue_journaled(&steps, &journal, store::Timestamp::now()))
+            .await;
+        match result {
+            Ok(()) if has_steps => self.shared.work.notify_one(),
+            Ok(()) => {}
+            Err(e) => warn!(plans, steps = n_steps, error = %e, "could not store the plans of call events"),
         }
-        Ok(())
     }
 }
 

@@ -151,6 +151,13 @@ impl Store for SqliteStore {
         self.write(|tx| outbox::enqueue(tx, steps, now))
     }
 
+    fn enqueue_journaled(&self, steps: &[NewStep], journal: &[NewJournalEntry], now: Timestamp) -> Result<()> {
+        self.write(|tx| {
+            outbox::enqueue(tx, steps, now)?;
+            journal::append(tx, journal)
+        })
+    }
+
     fn due_steps(&self, now: Timestamp, limit: usize) -> Result<Vec<Step>> {
         self.read(|tx| outbox::due(tx, now, limit))
     }
