@@ -31,9 +31,11 @@ const ROUND: usize = bitrix24::MAX_BATCH_COMMANDS;
 /// after its finish, the shows after a register (or another show), the hides of one ring round.
 const FOLLOWERS: &[(&str, &str)] = &[
     ("finish", "attach_record"),
+    ("finish", "add_task"),
     ("register", "show"),
     ("show", "show"),
     ("hide", "hide"),
+    ("hide", "lookup_owner"),
 ];
 /// How long after it was planned a finish waits for its recording to be complete, so that both go in one
 /// request; past that it goes alone.
@@ -246,7 +248,11 @@ impl Worker {
         let mut deletes = Vec::new();
         let alone = HashMap::new();
         for step in claimed.claimed {
-            let mut chain = followers.remove(&step.call_key).unwrap_or_default().into_iter();
+            let mut chain = followers
+                .remove(&step.call_key)
+                .unwrap_or_default()
+                .into_iter()
+                .peekable();
             match self.decide(&step, &alone).await {
                 Action::Send {
                     method,
@@ -259,14 +265,16 @@ impl Worker {
                         deletes.push(step.idempotency_key.clone());
                     }
                     let leader = Request::new(step, method, params, card_shown);
-                    if leader.step.kind == StepKind::Finish.name() {
-                        match chain.next() {
-                            None => batch.push(leader),
-                            Some(follower) => self.with_follower(leader, follower, &mut batch, &mut outcomes).await,
+                    let record = match leader.step.kind == StepKind::Finish.name() {
+                        true => chain.next_if(|f| f.kind == StepKind::AttachRecord.name()),
+                        false => None,
+                    };
+                    match record {
+                        Some(follower) => self.with_follower(leader, follower, &mut batch, &mut outcomes).await,
+                        None => {
+                            self.with_chain(leader, &mut chain, &mut batch, &mut outcomes, &mut deletes)
+                                .await
                         }
-                    } else {
-                        self.with_chain(leader, &mut chain, &mut batch, &mut outcomes, &mut deletes)
-                            .await;
                     }
                 }
                 Action::Record { call_id, path } => uploads.push((step, call_id, path)),
@@ -307,9 +315,10 @@ impl Worker {
         Ok(n)
     }
 
-    /// A card step claimed with the card steps right after it in its call (a register and its shows, the hides
-    /// of one ring round): all go in this round's `batch`, in order, a show taking the `CALL_ID` of a register
-    /// in the same batch by `$result[…]`. A step that must wait ends the chain: the rest go after it.
+    /// A step claimed with the steps right after it in its call (a register and its shows, the hides of one ring
+    /// round and the owner lookup after them, a finish and the missed-call task): all go in this round's
+    /// `batch`, in order, a show taking the `CALL_ID` of a register in the same batch by `$result[…]`. A step
+    /// that must wait ends the chain: the rest go after it.
     async fn with_chain(
         &self,
         leader: Request,
