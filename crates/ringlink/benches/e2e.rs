@@ -551,7 +551,14 @@ async fn sustained() {
     let limit = Duration::from_secs(300);
     let registered = wait_done(&e2e, REGISTER, total, limit).await;
     let finished = wait_done(&e2e, FINISH, total, limit).await;
-    let recorded = wait_done(&e2e, RECORD, total, limit).await;
+    // A recording is owed to each call someone answered (the others end 304: every phone was busy).
+    let answered = e2e
+        .emu
+        .requests_for(FINISH)
+        .iter()
+        .filter(|r| r.is_ok() && text(r, "STATUS_CODE") == "200")
+        .count();
+    let recorded = wait_done(&e2e, RECORD, answered, limit).await;
     settle(&e2e, Duration::from_secs(5)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sampler.await;
@@ -567,6 +574,10 @@ async fn sustained() {
         .collect();
     let unique: std::collections::HashSet<&String> = ids.iter().collect();
     let (cards, _) = card_overheads(&requests, &dials);
+    let owed = requests
+        .iter()
+        .filter(|r| r.method == FINISH && r.is_ok() && text(r, "STATUS_CODE") == "200")
+        .count();
     let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let third = samples.len() / 3;
     let peak_backlog = samples.iter().map(|s| s.1).max().unwrap_or(0);
@@ -578,16 +589,17 @@ async fn sustained() {
     let peak_cpu = samples.iter().map(|s| s.3).fold(0.0, f64::max);
     println!(
         "{total} calls placed in {:.0} s ({ringall} to the ringall queue): registered {registered}, finished {finished}, \
-         recordings {recorded}, {} duplicate EXTERNAL_CALL_IDs → {}",
+         recordings {recorded} of {owed} answered, {} duplicate EXTERNAL_CALL_IDs → {}",
         placing.as_secs_f64(),
         ids.len() - unique.len(),
-        if registered >= total && finished >= total && recorded >= total && ids.len() == unique.len() {
+        if registered >= total && finished >= total && recorded >= owed && ids.len() == unique.len() {
             "no loss, no duplicates"
         } else {
             "LOSS OR DUPLICATES"
         }
     );
     summary("  card pop", cards);
+    recordings_accounted(&requests, &e2e.log());
     println!(
         "  backlog (outbox pending + in flight): peak {peak_backlog}, drained {:.1} s after the last call ended; \
          {http} HTTP requests ({:.2}/s over the run)",
@@ -603,4 +615,71 @@ async fn sustained() {
         100.0 * peak_cpu
     );
     e2e.stop().await;
+}
+
+/// Which finished calls have no recording, and why: a recording is owed to every registration finished as
+/// answered (`STATUS_CODE` 200); the rest talked to nobody. For each answered one without an `attachRecord`,
+/// what ringlink's log says about its recording step.
+fn recordings_accounted(requests: &[RecordedRequest], log: &str) {
+    // The sustained load numbers its callers: call i (`…555iiii`) went to the ringall queue when i % 10 < 3.
+    let route: HashMap<String, &str> = requests
+        .iter()
+        .filter(|r| r.method == REGISTER && r.is_ok())
+        .map(|r| {
+            let phone = text(r, "PHONE_NUMBER");
+            let i: usize = phone[phone.len().saturating_sub(4)..].parse().unwrap_or(0);
+            (harness::call_id(r), if i % 10 < 3 { "ringall" } else { "101" })
+        })
+        .collect();
+    let mut answered: BTreeMap<String, String> = BTreeMap::new();
+    let mut unanswered: BTreeMap<(String, &str), usize> = BTreeMap::new();
+    for r in requests.iter().filter(|r| r.method == FINISH && r.is_ok()) {
+        let status = text(r, "STATUS_CODE");
+        if status == "200" {
+            answered.insert(text(r, "CALL_ID"), String::new());
+        } else {
+            let to = route.get(&text(r, "CALL_ID")).copied().unwrap_or("?");
+            *unanswered.entry((status, to)).or_default() += 1;
+        }
+    }
+    let recorded: std::collections::HashSet<String> = requests
+        .iter()
+        .filter(|r| r.method.eq_ignore_ascii_case(RECORD) && r.is_ok())
+        .map(|r| text(r, "CALL_ID"))
+        .collect();
+    let external: HashMap<String, String> = requests
+        .iter()
+        .filter(|r| r.method == REGISTER && r.is_ok())
+        .map(|r| (harness::call_id(r), text(r, "EXTERNAL_CALL_ID")))
+        .collect();
+    let owed: Vec<&String> = answered.keys().filter(|id| !recorded.contains(*id)).collect();
+    println!(
+        "  recordings: {} answered finishes, {} recorded, {} answered without a recording; finished unanswered by \
+         (status, route): {unanswered:?}",
+        answered.len(),
+        recorded.len(),
+        owed.len()
+    );
+    // Why: the log lines about each missing call's recording step.
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for id in &owed {
+        let Some(ext) = external.get(*id) else { continue };
+        let call = ext.split('-').next().unwrap_or(ext);
+        let line = log
+            .lines()
+            .rfind(|l| l.contains(call) && l.contains("record") && (l.contains("WARN") || l.contains("INFO")))
+            .map(|l| {
+                l.split_once(" ringlink")
+                    .map(|(_, r)| r)
+                    .unwrap_or(l)
+                    .chars()
+                    .take(160)
+                    .collect()
+            })
+            .unwrap_or_else(|| "nothing in the log about its recording".to_owned());
+        *reasons.entry(line).or_default() += 1;
+    }
+    for (reason, n) in reasons.iter().take(8) {
+        println!("    {n} × {reason}");
+    }
 }
