@@ -31,6 +31,8 @@ const RECORDING_VARIABLE: &str = "MIXMONITOR_FILENAME";
 /// Plans written in one store transaction at most: the events that arrived together (a burst of calls) cost one
 /// disk sync, not one each.
 const GROUP_COMMIT_MAX: usize = 256;
+/// ...and the first of them waits at most this long for the rest (a PBX whose events never pause).
+const GROUP_COMMIT_WAIT: Duration = Duration::from_millis(20);
 
 pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut tracker = Tracker::new(config.tracker.clone())?;
@@ -127,7 +129,11 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
             }
         }
         // Written once nothing else is waiting: the plans of events that arrived together go in one transaction.
-        if events.is_empty() || pipeline.unwritten.plans >= GROUP_COMMIT_MAX {
+        let waited = pipeline
+            .unwritten
+            .since
+            .is_some_and(|t| t.elapsed() >= GROUP_COMMIT_WAIT);
+        if events.is_empty() || waited || pipeline.unwritten.plans >= GROUP_COMMIT_MAX {
             pipeline.flush().await;
         }
     }
@@ -161,6 +167,8 @@ struct Unwritten {
     journal: Vec<NewJournalEntry>,
     /// How many plans (events) they come from.
     plans: usize,
+    /// When the first of them was made.
+    since: Option<std::time::Instant>,
 }
 
 /// Events of a call that wait for the users directory.
@@ -705,6 +713,7 @@ impl Pipeline {
             self.unwritten.journal.extend(journal);
         }
         self.unwritten.plans += 1;
+        self.unwritten.since.get_or_insert_with(std::time::Instant::now);
         Ok(())
     }
 
@@ -712,7 +721,9 @@ impl Pipeline {
     /// costs one disk sync) and wakes the worker if they hold steps. On failure the plans are logged and lost,
     /// as a single plan's failure was before: the store is the only thing that can fail here.
     async fn flush(&mut self) {
-        let Unwritten { steps, journal, plans } = std::mem::take(&mut self.unwritten);
+        let Unwritten {
+            steps, journal, plans, ..
+        } = std::mem::take(&mut self.unwritten);
         if steps.is_empty() && journal.is_empty() {
             return;
         }
