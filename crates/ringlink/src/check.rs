@@ -118,7 +118,8 @@ fn check_web(config: &Config, report: &mut Report) {
         Ok(None) => report.note(
             "web",
             format!(
-                "plain HTTP on {}: set [web] tls_cert and tls_key (PEM) for HTTPS, or put a TLS proxy in front                  (and secure_cookies = true) when the UI is reached from other hosts",
+                "plain HTTP on {}: set [web] tls_cert and tls_key (PEM) for HTTPS, or put a TLS proxy in front \
+                 (and secure_cookies = true) when the UI is reached from other hosts",
                 web.listen
             ),
         ),
