@@ -145,29 +145,243 @@ async fn first_run(browser: &Client, e2e: &E2e) -> Step {
             .await
             .map_err(fail(name))?;
     }
+    click(browser, "save").await?;
+    // On to the rest of the setup.
+    path_is(browser, "/wizard/ami").await
+}
+
+async fn click(browser: &Client, id: &str) -> Step {
     browser
-        .find(Locator::Id("save"))
+        .find(Locator::Id(id))
         .await
-        .map_err(fail("save"))?
+        .map_err(fail(id))?
         .click()
         .await
-        .map_err(fail("save"))?;
+        .map_err(fail(id))
+}
+
+async fn type_into(browser: &Client, css: &str, value: &str) -> Step {
+    let field = browser.find(Locator::Css(css)).await.map_err(fail(css))?;
+    field.clear().await.map_err(fail(css))?;
+    field.send_keys(value).await.map_err(fail(css))
+}
+
+/// Waits (a form's submission navigates on its own time) until the browser is at `path`.
+async fn path_is(browser: &Client, path: &str) -> Step {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let url = browser.current_url().await.map_err(fail("url"))?;
+        if url.path() == path {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("expected {path}, at {url}:\n{}", body(browser).await?));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The setup wizard against the test bed and the emulator: the AMI test logs in and lists the phones and the
+/// carrier trunk, the webhook test names the emulator's user, the trunks page saves a lead source the next call
+/// carries, and the last page shows that call arriving.
+async fn wizard(browser: &Client, e2e: &E2e) -> Step {
+    // The PBX page starts from the file's address and user; the secret is typed (write-only).
+    type_into(browser, "input[name=secret]", e2e.bed.ami_secret()).await?;
+    click(browser, "ami-test").await?;
+    let version = text_of(browser, "#ami-version").await?;
+    if !version.starts_with("22") {
+        return Err(format!("the AMI test should show Asterisk 22, shows {version:?}"));
+    }
+    let mut trunks = Vec::new();
+    for cell in browser
+        .find_all(Locator::Css("tr.trunk td.endpoint"))
+        .await
+        .map_err(fail("trunks"))?
+    {
+        trunks.push(cell.text().await.map_err(fail("trunk"))?);
+    }
+    let mut phones = Vec::new();
+    for cell in browser
+        .find_all(Locator::Css("tr.phone td.endpoint"))
+        .await
+        .map_err(fail("phones"))?
+    {
+        phones.push(cell.text().await.map_err(fail("phone"))?);
+    }
+    if trunks != ["carrier"] || !["101", "102", "103"].iter().all(|p| phones.iter().any(|x| x == p)) {
+        return Err(format!("the AMI test found trunks {trunks:?} and phones {phones:?}"));
+    }
+    // A wrong secret: the test says so.
+    type_into(browser, "input[name=secret]", "not-the-secret").await?;
+    click(browser, "ami-test").await?;
+    let refused = text_of(browser, "#ami-result").await?;
+    if !refused.contains("failed") {
+        return Err(format!("a wrong secret should fail the test: {refused}"));
+    }
+    type_into(browser, "input[name=secret]", e2e.bed.ami_secret()).await?;
+    click(browser, "ami-save").await?;
+    path_is(browser, "/wizard/bitrix24").await?;
+
+    type_into(browser, "input[name=webhook_url]", &e2e.emu.webhook_url()).await?;
+    click(browser, "crm-test").await?;
+    let user = text_of(browser, "#crm-user").await?;
+    if !user.contains("(ID 1)") {
+        return Err(format!("the webhook test should name the webhook's user: {user:?}"));
+    }
+    click(browser, "crm-save").await?;
+    path_is(browser, "/wizard/trunks").await?;
+
+    // The file's trunk is listed; give it a lead source and a responsible.
+    let endpoint = browser
+        .find(Locator::Css("input[name='trunk.0.endpoint']"))
+        .await
+        .map_err(fail("trunk row"))?
+        .prop("value")
+        .await
+        .map_err(fail("trunk row"))?
+        .unwrap_or_default();
+    if endpoint != "carrier" {
+        return Err(format!(
+            "the trunks page should list the carrier trunk first, has {endpoint:?}"
+        ));
+    }
+    type_into(browser, "input[name='trunk.0.crm_source']", "CALL").await?;
+    type_into(browser, "input[name='trunk.0.responsible']", "1").await?;
+    click(browser, "trunks-save").await?;
+    path_is(browser, "/wizard/call").await?;
+    let file = std::fs::read_to_string(e2e.config_path()).map_err(|e| format!("read the config: {e}"))?;
+    if !file.contains("[[engine.trunks]]") || !file.contains("crm_source = \"CALL\"") {
+        return Err(format!("the trunk's lead source is not in the file:\n{file}"));
+    }
+    text_of(browser, "#call-waiting").await?;
+    // A call now: the page (reloading itself every 3 s) shows it, and its registration carries the lead source.
+    let registers = e2e.emu.requests_for("telephony.externalcall.register").len();
+    scenarios::play(&e2e.bed, "s1")
+        .await
+        .map_err(|e| format!("play S1: {e}"))?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // The page reloads itself: read its source, not elements that a reload makes stale.
+    loop {
+        let source = browser.source().await.map_err(fail("page source"))?;
+        if source.contains("id=\"call-arrived\"") {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("the test call never showed:\n{source}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let sent = e2e
+        .wait_requests("telephony.externalcall.register", registers + 1, WAIT)
+        .await;
+    let source = sent[registers].param_str("CRM_SOURCE");
+    if source.as_deref() != Some("CALL") {
+        return Err(format!(
+            "the call after the wizard should carry CRM_SOURCE=CALL, has {source:?}"
+        ));
+    }
+    click(browser, "wizard-done").await?;
     let status = text_of(browser, "#app-status").await?;
     if !["Ok", "Warning"].contains(&status.as_str()) {
+        return Err(format!("after the wizard the status page shows {status}"));
+    }
+    Ok(())
+}
+
+/// A local application's install: the ONAPPINSTALL POST with tokens the portal accepts is stored (a forged one
+/// is refused and stores nothing); the wizard then shows the portal and writes the application into the file,
+/// which `ringlink check` finds working.
+async fn application_install(browser: &Client, e2e: &E2e) -> Step {
+    let app = e2e.emu.app_credentials();
+    let http = reqwest::Client::new();
+    let install = |token: &str| {
+        let form = [
+            ("event", "ONAPPINSTALL"),
+            ("data[VERSION]", "1"),
+            ("data[LANGUAGE_ID]", "ru"),
+            ("auth[access_token]", token),
+            ("auth[refresh_token]", app.refresh_token.as_str()),
+            ("auth[expires_in]", "3600"),
+            ("auth[client_endpoint]", app.client_endpoint.as_str()),
+            ("auth[member_id]", "a223c6b3710f85df22e9377d6c4f7553"),
+            ("auth[application_token]", "app-token-from-install"),
+        ];
+        http.post(format!("{}/bitrix24/install", e2e.web_url()))
+            .form(&form)
+            .send()
+    };
+    let forged = install("forged-access-token").await.map_err(|e| e.to_string())?;
+    if forged.status() != reqwest::StatusCode::FORBIDDEN {
         return Err(format!(
-            "after the first run the status page shows {status}:\n{}",
-            body(browser).await?
+            "a token the portal refuses must be refused: {}",
+            forged.status()
         ));
+    }
+    let db = e2e.dir.path().join("ringlink.db");
+    let stored = || {
+        store::SqliteStore::open(&db)
+            .and_then(|s| store::Store::load_tokens(&s, &e2e.emu.base_url()))
+            .map_err(|e| e.to_string())
+    };
+    if stored()?.is_some() {
+        return Err("a refused install stored tokens".into());
+    }
+    let accepted = install(&app.access_token).await.map_err(|e| e.to_string())?;
+    if !accepted.status().is_success() {
+        return Err(format!(
+            "the install was refused: {}",
+            accepted.text().await.unwrap_or_default()
+        ));
+    }
+    let tokens = stored()?.ok_or("the install's tokens are not in the store")?;
+    if tokens.refresh_token != app.refresh_token {
+        return Err("the stored refresh token is not the install's".into());
+    }
+    browser
+        .goto(&format!("{}/wizard/bitrix24", e2e.web_url()))
+        .await
+        .map_err(fail("wizard"))?;
+    let shown = text_of(browser, "#app-installed").await?;
+    if !shown.contains(&e2e.emu.base_url()) {
+        return Err(format!("the wizard should show the installed portal: {shown}"));
+    }
+    type_into(browser, "input[name=client_id]", &app.client_id).await?;
+    type_into(browser, "input[name=client_secret]", &app.client_secret).await?;
+    type_into(browser, "input[name=oauth_url]", &e2e.emu.oauth_url()).await?;
+    click(browser, "app-save").await?;
+    path_is(browser, "/wizard/trunks").await?;
+    let file = std::fs::read_to_string(e2e.config_path()).map_err(|e| format!("read the config: {e}"))?;
+    if file.contains("webhook_url") || !file.contains(&format!("portal_url = \"{}\"", e2e.emu.base_url())) {
+        return Err(format!(
+            "the file should hold the application, not the webhook:\n{file}"
+        ));
+    }
+    // Off the test's runtime thread: the emulator answers on it.
+    let config = e2e.config_path();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringlink"))
+            .args(["check", "--config"])
+            .arg(config)
+            .output()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !text.contains("ok       bitrix24: reachable") {
+        return Err(format!("ringlink check with the installed application:\n{text}"));
     }
     Ok(())
 }
 
 async fn journal_shows_the_call(browser: &Client, e2e: &E2e) -> Step {
     let base = e2e.web_url();
+    let records = e2e.emu.requests_for("telephony.externalcall.attachrecord").len();
     scenarios::play(&e2e.bed, "s1")
         .await
         .map_err(|e| format!("play S1: {e}"))?;
-    e2e.wait_requests("telephony.externalcall.attachrecord", 1, WAIT).await;
+    e2e.wait_requests("telephony.externalcall.attachrecord", records + 1, WAIT)
+        .await;
     wait_for_text(browser, &format!("{base}/calls"), "attach_record done").await?;
     browser
         .find(Locator::Css("a.call"))
@@ -417,6 +631,9 @@ async fn admin_ui_in_chromium() {
     let (_driver, browser) = browser(profile.path()).await;
     let mut outcome = first_run(&browser, &e2e).await.map_err(|e| ("first_run", e));
     if outcome.is_ok() {
+        outcome = wizard(&browser, &e2e).await.map_err(|e| ("wizard", e));
+    }
+    if outcome.is_ok() {
         outcome = journal_shows_the_call(&browser, &e2e).await.map_err(|e| ("journal", e));
     }
     if outcome.is_ok() {
@@ -432,6 +649,11 @@ async fn admin_ui_in_chromium() {
     }
     if outcome.is_ok() {
         outcome = status_json(&browser, &e2e).await.map_err(|e| ("status", e));
+    }
+    if outcome.is_ok() {
+        outcome = application_install(&browser, &e2e)
+            .await
+            .map_err(|e| ("application_install", e));
     }
     if let Err((step, error)) = &outcome {
         save_screenshot(&browser, step).await;

@@ -5,7 +5,7 @@
 //!   and request budget, outbox, users cache, hooks, version, uptime); `GET /metrics` — Prometheus text. Each is
 //!   allowed from its IP allow-list or with its bearer token, so monitoring needs no admin password.
 //! - The admin pages (status, the calls journal with each call's timeline, the settings editing `ringlink.toml`
-//!   in place — see [`settings`] —, the users directory, the last log lines from a [`LogBuffer`]) need a session: a password login
+//!   in place — see [`settings`] —, the setup [`wizard`], the users directory, the last log lines from a [`LogBuffer`]) need a session: a password login
 //!   (argon2), an HttpOnly + SameSite=Strict cookie, a CSRF token on every form, rate-limited attempts. Every
 //!   page is rendered on the server with `maud`, which escapes all text (caller names, PBX and CRM answers); the
 //!   stylesheet is compiled into the binary. Russian or English, from the browser's `Accept-Language` or the
@@ -31,6 +31,7 @@ mod access;
 mod admin;
 mod auth;
 mod i18n;
+pub mod install;
 mod logs;
 mod pages;
 mod records;
@@ -39,6 +40,7 @@ pub mod settings;
 pub mod status;
 mod telemetry;
 mod tls;
+pub mod wizard;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,6 +59,7 @@ pub use settings::SettingsFile;
 pub use status::{AppStatus, Status, Thresholds};
 pub use telemetry::{CrmBudget, Gauge, HookStatus, Live, Telemetry};
 pub use tls::TlsFiles;
+pub use wizard::Probes;
 
 /// The `[web]` section of the configuration.
 #[derive(Clone, Deserialize)]

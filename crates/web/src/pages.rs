@@ -48,6 +48,7 @@ pub fn layout(frame: &Frame<'_>, title: &str, body: Markup) -> Markup {
                             a href="/users" { (l.t("users_title")) }
                             a href="/logs" { (l.t("logs")) }
                             a href="/settings" { (l.t("settings")) }
+                            a href="/wizard" { (l.t("wizard")) }
                         }
                     }
                     span.lang {

@@ -25,6 +25,7 @@ use crate::pages::{self, CallsQuery, Frame, PAGE_SIZE};
 use crate::records::{self, PathResolver, RecordLinks, Refused};
 use crate::settings::SettingsFile;
 use crate::status::{self, Thresholds};
+use crate::wizard::{self, Drafts, Probes};
 use crate::{Error, SharedStore, Telemetry, TlsFiles, Wake, WebSettings};
 
 /// The UI's state; cheap to clone.
@@ -52,6 +53,10 @@ pub(crate) struct Inner {
     pub(crate) logs: Option<LogBuffer>,
     /// HTTPS, when `[web] tls_cert`/`tls_key` are set.
     tls: Option<TlsFiles>,
+    /// The setup wizard's connection tests (the service's).
+    pub(crate) probes: Option<Probes>,
+    /// What each session tried in the wizard and has not saved.
+    pub(crate) drafts: Drafts,
 }
 
 impl Web {
@@ -80,6 +85,8 @@ impl Web {
             config_lock: Mutex::new(()),
             logs: None,
             tls,
+            probes: None,
+            drafts: Drafts::default(),
         })))
     }
 
@@ -111,6 +118,14 @@ impl Web {
     pub fn settings_file(mut self, file: SettingsFile) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.config = Some(file);
+        }
+        self
+    }
+
+    /// Let the setup wizard test AMI and Bitrix24 connections (and check an application's install tokens).
+    pub fn probes(mut self, probes: Probes) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.probes = Some(probes);
         }
         self
     }
@@ -182,6 +197,11 @@ pub fn router(web: Web) -> Router {
         .route("/users", get(admin::users_page))
         .route("/users/refresh", post(admin::refresh_users))
         .route("/logs", get(admin::logs_page))
+        .route("/wizard", get(|| async { Redirect::to("/wizard/ami") }))
+        .route("/wizard/ami", get(wizard::ami_page).post(wizard::ami_post))
+        .route("/wizard/bitrix24", get(wizard::crm_page).post(wizard::crm_post))
+        .route("/wizard/trunks", get(wizard::trunks_page).post(wizard::trunks_post))
+        .route("/wizard/call", get(wizard::call_page))
         .route("/logout", post(logout))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(web.clone(), require_session));
@@ -193,6 +213,7 @@ pub fn router(web: Web) -> Router {
         .route("/lang/:code", get(switch_language))
         .route("/assets/style.css", get(stylesheet))
         .route("/records/:token", get(recording))
+        .route("/bitrix24/install", post(crate::install::install))
         .merge(private)
         .fallback(not_found_or_login)
         .with_state(web)
@@ -246,7 +267,7 @@ async fn status_json(
     }
 }
 
-async fn read_status(web: &Web) -> Result<status::Status, String> {
+pub(crate) async fn read_status(web: &Web) -> Result<status::Status, String> {
     let web = web.clone();
     tokio::task::spawn_blocking(move || status::status(web.0.store.as_ref(), &web.0.telemetry, web.0.thresholds))
         .await
@@ -541,7 +562,8 @@ async fn setup(
     }
     *lock(&web.0.setup_code) = None;
     info!(peer = %peer.ip(), "web: the admin password was set");
-    start_session(&web, "/")
+    // On to the rest of the setup (each page can be skipped from the header's links).
+    start_session(&web, "/wizard/ami")
 }
 
 #[derive(Deserialize)]

@@ -196,6 +196,12 @@ pub fn catalogue(hooks: &[String]) -> Vec<Key> {
         key("ami.username", Kind::Text, false, "", "set_connections"),
         key("ami.secret", Kind::Secret, false, "", "set_connections"),
         key("bitrix24.webhook_url", Kind::Secret, false, "", "set_connections"),
+        key("bitrix24.portal_url", Kind::OptText, false, "", "set_connections"),
+        key("bitrix24.client_id", Kind::OptText, false, "", "set_connections"),
+        key("bitrix24.client_secret", Kind::Secret, false, "", "set_connections"),
+        key("bitrix24.oauth_url", Kind::OptText, false, "", "set_connections"),
+        key("bitrix24.access_token", Kind::Secret, false, "", "set_connections"),
+        key("bitrix24.refresh_token", Kind::Secret, false, "", "set_connections"),
         key(
             "bitrix24.plan",
             Kind::Choice(&["standard", "enterprise"]),
@@ -271,6 +277,16 @@ pub fn view(file: &SettingsFile) -> Result<View, SaveError> {
         values,
         version: version_of(&text),
     })
+}
+
+/// A key's current text in the file, secrets included (for the service's own use, e.g. a connection test with
+/// the saved secret; never rendered).
+pub fn current(file: &SettingsFile, path: &str) -> Option<String> {
+    let (_, doc) = read(&file.path).ok()?;
+    lookup(doc.as_item(), path)
+        .and_then(Item::as_value)
+        .map(scalar)
+        .filter(|v| !v.is_empty())
 }
 
 fn lookup<'a>(root: &'a Item, path: &str) -> Option<&'a Item> {
@@ -511,8 +527,16 @@ pub fn save(file: &SettingsFile, version: &str, form: &[(String, String)]) -> Re
                 true
             }
             Kind::Secret => match field(form, &key.path).map(str::trim) {
+                // The same secret again (a wizard page sends the one it tested) changes nothing.
+                Some(secret) if lookup(doc.as_item(), &key.path).and_then(Item::as_str) == Some(secret) => false,
                 Some(secret) if !secret.is_empty() => {
                     set(&mut doc, &key.path, Some(Value::from(secret)));
+                    true
+                }
+                // `<path>.remove` takes a secret out of the file (switching Bitrix24 between webhook and
+                // application).
+                _ if field(form, &format!("{}.remove", key.path)) == Some("true") && before == Shown::Secret(true) => {
+                    set(&mut doc, &key.path, None);
                     true
                 }
                 _ => false,

@@ -159,6 +159,11 @@ async fn every_page_needs_a_session() {
         "/settings",
         "/nonexistent",
         "/calls/x/y/z",
+        "/wizard",
+        "/wizard/ami",
+        "/wizard/bitrix24",
+        "/wizard/trunks",
+        "/wizard/call",
     ] {
         let r = ui.get(path, None).await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
@@ -166,7 +171,15 @@ async fn every_page_needs_a_session() {
         let forged = ui.get(path, Some("forged-session-id")).await;
         assert_eq!(location(&forged), "/login", "{path} with a forged session");
     }
-    for path in ["/calls/1700000000.1/retry", "/settings", "/users/refresh", "/logout"] {
+    for path in [
+        "/calls/1700000000.1/retry",
+        "/settings",
+        "/users/refresh",
+        "/logout",
+        "/wizard/ami",
+        "/wizard/bitrix24",
+        "/wizard/trunks",
+    ] {
         let r = ui.post(path, None, &[("csrf", "x")]).await;
         assert_eq!(location(&r), "/login", "POST {path}");
     }
@@ -175,6 +188,26 @@ async fn every_page_needs_a_session() {
     assert_eq!(ui.get("/assets/style.css", None).await.status(), StatusCode::OK);
     assert_eq!(ui.get("/status", None).await.status(), StatusCode::OK);
     assert_eq!(ui.get("/metrics", None).await.status(), StatusCode::OK);
+    // The application's install callback is open (Bitrix24 posts it) but stores nothing it cannot check: not an
+    // install, a portal in clear, or (here) no service to check the tokens with.
+    let install = |body: &'static str| {
+        ui.http
+            .post(format!("{}/bitrix24/install", ui.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let none = install("event=ONAPPINSTALL").await.expect("install");
+    assert_eq!(none.status(), StatusCode::BAD_REQUEST);
+    let clear = install("AUTH_ID=a&REFRESH_ID=r&DOMAIN=portal.example&PROTOCOL=0")
+        .await
+        .expect("install");
+    assert_eq!(clear.status(), StatusCode::BAD_REQUEST);
+    let unchecked = install("AUTH_ID=a&REFRESH_ID=r&DOMAIN=portal.example")
+        .await
+        .expect("install");
+    assert_eq!(unchecked.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ui.store.load_tokens("https://portal.example").expect("read").is_none());
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ pub use recovery::UNRECOVERED;
 mod recovery;
 
 pub use pipeline::need_registration_params;
+mod setup_probe;
 pub(crate) mod users;
 mod worker;
 
@@ -258,6 +259,7 @@ async fn admin_ui(
                 .recordings(shared.record_links.clone(), resolve)
                 .settings_file(settings_file(&shared, config_path, lines))
                 .logs(logs)
+                .probes(setup_probe::probes(&config))
         }
         Err(e) => return error!(error = %e, "the admin UI cannot start"),
     };
