@@ -130,7 +130,41 @@ fn prune_drops_old_entries_and_recounts_what_is_left(backend: Backend) {
     assert_eq!(store.prune_journal(at(10)).unwrap(), 0);
 }
 
+fn planned_steps_and_their_journal_are_written_together(backend: Backend) {
+    let store = backend.open();
+    let steps = [
+        NewStep::new("a", "a/register", "register", json!({})),
+        NewStep::new("a", "a/finish", "finish", json!({})),
+    ];
+    let entries = [
+        entry("a", 0, EntryKind::Ami, "Newchannel PJSIP/carrier-1"),
+        entry("a", 1, EntryKind::Decision, "register: incoming call on trunk carrier"),
+    ];
+    store.enqueue_journaled(&steps, &entries, at(1)).unwrap();
+    // Planned again (a replay after a restart): the steps stay once, in their order.
+    store.enqueue_journaled(&steps, &[], at(2)).unwrap();
+
+    let keys: Vec<String> = store
+        .steps_of_call("a")
+        .unwrap()
+        .into_iter()
+        .map(|s| s.idempotency_key)
+        .collect();
+    assert_eq!(keys, ["a/register", "a/finish"]);
+    let messages: Vec<String> = store
+        .call_timeline("a")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(
+        messages,
+        ["Newchannel PJSIP/carrier-1", "register: incoming call on trunk carrier"]
+    );
+}
+
 on_both_backends!(
+    planned_steps_and_their_journal_are_written_together,
     a_calls_timeline_reads_back_in_time_order,
     recent_calls_show_the_latest_state_and_the_outbox,
     prune_drops_old_entries_and_recounts_what_is_left,

@@ -230,6 +230,14 @@ impl Store for PgStore {
         transaction!(self, Mode::Write, |tx| outbox::enqueue(tx, steps, now))
     }
 
+    fn enqueue_journaled(&self, steps: &[NewStep], entries: &[NewJournalEntry], now: Timestamp) -> Result<()> {
+        // One transaction, as on SQLite: a crash never leaves planned steps without the decisions behind them.
+        transaction!(self, Mode::Write, |tx| async {
+            outbox::enqueue(tx, steps, now).await?;
+            journal::append(tx, entries).await
+        })
+    }
+
     fn due_steps(&self, now: Timestamp, limit: usize) -> Result<Vec<Step>> {
         transaction!(self, Mode::Read, |tx| outbox::due(tx, now, limit))
     }
