@@ -191,7 +191,10 @@ pub fn status(frame: &Frame<'_>, s: &Status) -> Markup {
             section.card {
                 h2 { (l.t("hooks")) }
                 @if s.hooks.hooks.is_empty() { p.muted { (l.t("off")) } }
-                ul { @for h in &s.hooks.hooks { li { (h.name) ": " (h.calls) " / " (h.failures) " " (l.t("failed")) } } }
+                ul { @for h in &s.hooks.hooks { li {
+                    (h.name) ": " (h.calls) " " (l.t("runs")) ", " (h.applied) " " (l.t("applied")) ", "
+                    (h.cancelled) " " (l.t("cancelled")) ", " (h.failures) " " (l.t("failed"))
+                } } }
             }
         },
     )

@@ -30,6 +30,10 @@ pub struct HookStatus {
     pub name: String,
     pub enabled: bool,
     pub calls: u64,
+    /// Runs whose answer ringlink used.
+    pub applied: u64,
+    /// Runs whose empty answer cancelled that one request.
+    pub cancelled: u64,
     pub failures: u64,
 }
 

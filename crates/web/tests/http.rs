@@ -7,7 +7,7 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{redirect, Client, Response, StatusCode};
 use serde_json::json;
 use store::{EntryKind, NewJournalEntry, NewStep, SqliteStore, Store, Timestamp};
-use web::{Telemetry, Wake, Web, WebSettings};
+use web::{HookStatus, Telemetry, Wake, Web, WebSettings};
 
 const PASSWORD: &str = "a long admin password";
 
@@ -610,4 +610,49 @@ async fn settings_are_validated_saved_with_their_comments_and_applied() {
     let stale = post(form("105")).await.expect("POST");
     assert_eq!(stale.status(), StatusCode::BAD_REQUEST);
     assert!(stale.text().await.expect("html").contains("reload"));
+}
+
+#[tokio::test]
+async fn status_counts_each_hooks_runs_by_outcome_and_warns_of_failures() {
+    let ui = start(local_only()).await;
+    ui.telemetry.hooks_source(|| {
+        vec![
+            HookStatus {
+                name: "process_client_phone".into(),
+                enabled: true,
+                calls: 12,
+                applied: 9,
+                cancelled: 2,
+                failures: 1,
+            },
+            HookStatus {
+                name: "get_responsible".into(),
+                enabled: true,
+                calls: 4,
+                applied: 4,
+                cancelled: 0,
+                failures: 0,
+            },
+        ]
+    });
+    let status: serde_json::Value = ui.get("/status", None).await.json().await.expect("json");
+    assert_eq!(status["hooks"]["enabled"], json!(true));
+    assert_eq!(
+        status["hooks"]["hooks"][0],
+        json!({"name": "process_client_phone", "enabled": true, "calls": 12, "applied": 9, "cancelled": 2, "failures": 1})
+    );
+    assert_eq!(status["hooks"]["hooks"][1]["applied"], json!(4));
+    let reasons = status.to_string();
+    assert!(
+        reasons.contains("hook process_client_phone failed 1 time(s)"),
+        "{reasons}"
+    );
+    assert!(!reasons.contains("hook get_responsible failed"), "{reasons}");
+
+    let session = ui.first_run().await;
+    let page = ui.get("/", Some(&session)).await.text().await.expect("html");
+    assert!(
+        page.contains("process_client_phone: 12 runs, 9 applied, 2 cancelled, 1 failed"),
+        "{page}"
+    );
 }

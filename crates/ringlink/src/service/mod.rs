@@ -170,6 +170,8 @@ fn hooks_status(hooks: &hooks::Hooks) -> Vec<web::HookStatus> {
                 name: info.hook.as_str().to_owned(),
                 enabled: info.enabled,
                 calls: stats.calls,
+                applied: stats.applied,
+                cancelled: stats.cancelled,
                 failures: stats.failed,
             }
         })

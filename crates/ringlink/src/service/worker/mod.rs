@@ -107,6 +107,7 @@ enum Action {
 }
 
 /// The outcome of one step, to be written back.
+#[derive(Clone)]
 enum Outcome {
     Done(Value),
     Retry {
@@ -447,6 +448,7 @@ impl Worker {
         let mut marks = Vec::with_capacity(outcomes.len());
         let mut journal = Vec::new();
         let mut follow_ups = Vec::new();
+        let mut logged = Vec::with_capacity(outcomes.len());
         for (step, outcome, request) in outcomes {
             if let Outcome::Done(result) = &outcome {
                 if step.kind == StepKind::Finish.name() {
@@ -461,6 +463,12 @@ impl Worker {
                 }
             }
             journal.extend(self.entries(&step, &outcome, request, now));
+            logged.push((
+                step.lease(),
+                step.idempotency_key.clone(),
+                step.attempts,
+                outcome.clone(),
+            ));
             marks.push((step.lease(), outcome.into_store(now)));
         }
         let lost = self
@@ -472,6 +480,12 @@ impl Worker {
                 step = lease.step.0,
                 "a step's lease ran out while it was sent; its outcome is not recorded"
             );
+        }
+        // Logged once recorded: a "step done" line means the store has it (a restart will not send it again).
+        for (lease, key, attempts, outcome) in &logged {
+            if !lost.contains(lease) {
+                log_outcome(key, *attempts, outcome);
+            }
         }
         for (lease, follow_up) in follow_ups {
             if lost.contains(&lease) {
@@ -741,7 +755,7 @@ impl Worker {
         }
     }
 
-    /// The journal entries about one attempt (what was sent, how it ended); counts and logs it.
+    /// The journal entries about one attempt (what was sent, how it ended); counts it.
     fn entries(&self, step: &Step, outcome: &Outcome, request: Option<Value>, now: Timestamp) -> Vec<NewJournalEntry> {
         let attempts = step.attempts;
         let call = &step.call_key;
@@ -785,16 +799,18 @@ impl Worker {
         };
         journal.push(NewJournalEntry::new(call, now, kind, message).data(data));
         self.report(step, outcome, now);
-        match outcome {
-            Outcome::Done(_) => debug!(step = %step.idempotency_key, "step done"),
-            Outcome::Retry { error, .. } => {
-                warn!(step = %step.idempotency_key, attempts, %error, "step will be retried")
-            }
-            Outcome::Failed(reason) => warn!(step = %step.idempotency_key, %reason, "step failed for good"),
-            Outcome::Dropped(reason) => info!(step = %step.idempotency_key, %reason, "step dropped"),
-            Outcome::Later { reason, .. } => debug!(step = %step.idempotency_key, %reason, "step waits"),
-        }
         journal
+    }
+}
+
+/// The log line about one recorded outcome.
+fn log_outcome(step: &str, attempts: u32, outcome: &Outcome) {
+    match outcome {
+        Outcome::Done(_) => debug!(step, "step done"),
+        Outcome::Retry { error, .. } => warn!(step, attempts, %error, "step will be retried"),
+        Outcome::Failed(reason) => warn!(step, %reason, "step failed for good"),
+        Outcome::Dropped(reason) => info!(step, %reason, "step dropped"),
+        Outcome::Later { reason, .. } => debug!(step, %reason, "step waits"),
     }
 }
 
