@@ -4,14 +4,17 @@
 use serde_json::{json, Map, Value};
 use tracker::Direction;
 
-use crate::intent::{CallRecord, FinishCall, Intent, MissedTask, Outcome, RegisterCall, Responsible};
+use crate::intent::{
+    CallFacts, CallRecord, FinishCall, Intent, MissedTask, Outcome, RegisterCall, Registered, Responsible,
+};
 use crate::plan::{crm_bindings, first_of, user_value, StepKind, StepRef};
+use crate::users::UserId;
 
 /// The step kind and Bitrix24 params of `intent`.
 pub fn translate(intent: &Intent) -> (StepKind, Value) {
     match intent {
         Intent::Register(register) => (StepKind::Register, register_params(register)),
-        Intent::ShowCard { call, user } => (StepKind::Show, json!({"CALL_ID": call_id(call), "USER_ID": [user]})),
+        Intent::ShowCard { call, user, .. } => (StepKind::Show, json!({"CALL_ID": call_id(call), "USER_ID": [user]})),
         Intent::HideCard { call, user } => (StepKind::Hide, json!({"CALL_ID": call_id(call), "USER_ID": [user]})),
         Intent::FindOwner { client_phone } => (StepKind::LookupOwner, json!({"PHONE_NUMBER": client_phone})),
         Intent::Finish(finish) => (StepKind::Finish, finish_params(finish)),
@@ -20,6 +23,42 @@ pub fn translate(intent: &Intent) -> (StepKind, Value) {
             json!({"CALL_ID": call_id(call), "FILENAME": filename}),
         ),
         Intent::MissedTask(task) => (StepKind::AddTask, task_params(task)),
+    }
+}
+
+/// A stored register's params read back (`USER_ID`, `PHONE_NUMBER`, `TYPE`, …).
+pub fn registered(params: &Value) -> Registered {
+    let text = |name: &str| params.get(name).and_then(Value::as_str).map(str::to_owned);
+    let direction = match params.get("TYPE").and_then(Value::as_u64) {
+        Some(2) => Direction::Incoming,
+        _ => Direction::Outgoing,
+    };
+    Registered {
+        user: user_in(params.get("USER_ID")),
+        facts: CallFacts {
+            client_phone: text("PHONE_NUMBER").unwrap_or_default(),
+            direction,
+            external_id: text("EXTERNAL_CALL_ID").unwrap_or_default(),
+            start: text("CALL_START_DATE").unwrap_or_default(),
+            create_entity: params.get("CRM_CREATE").and_then(Value::as_u64) == Some(1),
+            line: text("LINE_NUMBER"),
+        },
+        source: text("CRM_SOURCE"),
+    }
+}
+
+/// The user of a stored show's params.
+pub fn card_user(params: &Value) -> Option<UserId> {
+    user_in(params.get("USER_ID"))
+}
+
+/// A user id in params: `5`, `"5"` or `[5]`.
+fn user_in(value: Option<&Value>) -> Option<UserId> {
+    match value? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Array(items) => user_in(items.first()),
+        _ => None,
     }
 }
 
@@ -140,6 +179,14 @@ mod tests {
         let (kind, params) = translate(&Intent::Finish(FinishCall {
             call: CallRecord::Registered {
                 register: "c/0/register".into(),
+            },
+            facts: CallFacts {
+                client_phone: "+79001234567".into(),
+                direction: Direction::Incoming,
+                external_id: "c".into(),
+                start: "2023-11-15T01:13:20+03:00".into(),
+                create_entity: true,
+                line: None,
             },
             responsible: Responsible::OwnerElse {
                 lookup: "c/0/owner".into(),

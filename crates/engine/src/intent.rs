@@ -131,10 +131,43 @@ pub struct RegisterCall {
     pub source: Option<String>,
 }
 
+/// The call as a registration records it, for a CRM whose end-of-call record stands alone (amoCRM's
+/// `/api/v4/calls` takes the whole call at its end, not a reference to an earlier answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFacts {
+    /// The client's number.
+    pub client_phone: String,
+    pub direction: Direction,
+    /// The registration's id (unique per call and registration): amoCRM's `uniq`.
+    pub external_id: String,
+    /// When the call started, in the PBX's zone with its offset (`YYYY-MM-DDTHH:MM:SS+03:00`).
+    pub start: String,
+    /// Create a CRM record for an unknown number.
+    pub create_entity: bool,
+    /// The number the client dialled or is dialled from (the trunk's line).
+    pub line: Option<String>,
+}
+
+impl CallFacts {
+    /// The facts a register records.
+    pub fn of(register: &RegisterCall) -> Self {
+        Self {
+            client_phone: register.client_phone.clone(),
+            direction: register.direction,
+            external_id: register.external_id.clone(),
+            start: register.start.clone(),
+            create_entity: register.create_entity,
+            line: register.line.clone(),
+        }
+    }
+}
+
 /// End a registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinishCall {
     pub call: CallRecord,
+    /// The call itself, for a CRM that records it only now.
+    pub facts: CallFacts,
     pub responsible: Responsible,
     /// Seconds talked (0 unless [`Outcome::Talked`]).
     pub duration: u64,
@@ -153,6 +186,11 @@ pub struct MissedTask {
     pub responsible: Responsible,
     /// The register step whose CRM record the task is bound to.
     pub register: String,
+    /// The finish step of the same registration (amoCRM binds the task to the entity its call landed on).
+    pub finish: String,
+    /// When the call was missed, in the PBX's zone with its offset (a task due at once when there is no
+    /// deadline).
+    pub time: String,
     /// In the PBX's zone with its offset.
     pub deadline: Option<String>,
     pub created_by: Option<UserId>,
@@ -166,6 +204,8 @@ pub enum Intent {
     ShowCard {
         call: CallRecord,
         user: UserId,
+        /// The client's number (amoCRM's popup finds the contact by it).
+        client_phone: String,
     },
     /// Take `user`'s card away (their phone stopped ringing, or someone else answered).
     HideCard {
@@ -183,4 +223,68 @@ pub enum Intent {
         filename: String,
     },
     MissedTask(MissedTask),
+}
+
+/// The CRM the engine's intents are translated for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Crm {
+    #[default]
+    Bitrix24,
+    AmoCrm(crate::amocrm::AmoCrmSettings),
+}
+
+/// What a translation makes of an intent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Translated {
+    /// A step to store and send: its kind, method and params.
+    Step(crate::plan::StepKind, String, serde_json::Value),
+    /// Nothing to send in this CRM, and why (journaled).
+    Nothing(String),
+}
+
+impl Crm {
+    /// The step (or the reason for none) of `intent` in this CRM's words.
+    pub fn translate(&self, intent: &Intent) -> Translated {
+        match self {
+            Crm::Bitrix24 => {
+                let (kind, params) = crate::bitrix24::translate(intent);
+                Translated::Step(kind, kind.method().to_owned(), params)
+            }
+            Crm::AmoCrm(settings) => crate::amocrm::translate(settings, intent),
+        }
+    }
+
+    /// The user and the call's facts a stored register step was planned with (recovery of a call whose end
+    /// was not seen).
+    pub fn registered(&self, params: &serde_json::Value) -> Registered {
+        match self {
+            Crm::Bitrix24 => crate::bitrix24::registered(params),
+            Crm::AmoCrm(_) => crate::amocrm::registered(params),
+        }
+    }
+
+    /// The user a stored show step popped the card up for.
+    pub fn card_user(&self, params: &serde_json::Value) -> Option<UserId> {
+        match self {
+            Crm::Bitrix24 => crate::bitrix24::card_user(params),
+            Crm::AmoCrm(_) => crate::amocrm::card_user(params),
+        }
+    }
+
+    /// The CRM's name in the journal and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Crm::Bitrix24 => "Bitrix24",
+            Crm::AmoCrm(_) => "amoCRM",
+        }
+    }
+}
+
+/// A stored register step read back: for whom, and the call it recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub user: Option<UserId>,
+    pub facts: CallFacts,
+    /// The trunk's CRM source, when the register carried it.
+    pub source: Option<String>,
 }

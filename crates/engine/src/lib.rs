@@ -41,6 +41,7 @@
 //! card for that responsible and finished as missed. Recordings are attached after finish, and an optional task
 //! goes to the responsible of a missed call.
 
+pub mod amocrm;
 pub mod bitrix24;
 mod click;
 mod engine;
@@ -51,12 +52,16 @@ mod route;
 mod settings;
 mod users;
 
+pub use amocrm::AmoCrmSettings;
 pub use click::{
     click_call_key, dial_number, originate_params, validate as validate_click_settings, ClickError, ClickLine,
     ClickRefusal, ClickSettings, ClickToCall, OriginateParams,
 };
 pub use engine::{Engine, Gap, OpenCall, RecoverySource, RegistrationGate, StoredStep};
-pub use intent::{CallRecord, FinishCall, Intent, MissedTask, Outcome, RegisterCall, Responsible};
+pub use intent::{
+    CallFacts, CallRecord, Crm, FinishCall, Intent, MissedTask, Outcome, RegisterCall, Registered, Responsible,
+    Translated,
+};
 pub use lines::{configured_lines, plan_lines, LineChange, LineDecision, ListedLine, WantedLine};
 pub use plan::{
     crm_bindings, first_of, references, resolve, without_card, Decision, Plan, RefreshUsers, ResolveError, Rule, Step,

@@ -179,6 +179,8 @@ pub enum Rule {
     ClickRefused,
     /// Auto-distribution: whose phone a client's incoming call rings first.
     AutoDistribution,
+    /// The CRM has no request for what the engine decided (amoCRM cannot take a popup back).
+    NotInCrm,
 }
 
 /// Output of [`crate::Engine::handle`].

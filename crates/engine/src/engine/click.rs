@@ -7,10 +7,11 @@ use numbers::Number;
 use serde_json::json;
 use tracker::{CallFull, Direction, Timestamp};
 
+use super::format::*;
 use super::state::*;
 use super::Engine;
 use crate::click::{click_call_key, ClickRefusal, ClickToCall};
-use crate::intent::{CallRecord, FinishCall, Intent, Outcome, Responsible};
+use crate::intent::{CallFacts, CallRecord, FinishCall, Intent, Outcome, Responsible};
 use crate::plan::{Plan, Rule, Timing};
 
 impl Engine {
@@ -37,6 +38,7 @@ impl Engine {
             call: &key,
             time: now,
             plan: Plan::default(),
+            crm: self.crm.clone(),
         };
         let finished = self.ended.contains(&key)
             || self.calls.get(&key).is_some_and(|s| {
@@ -61,6 +63,7 @@ impl Engine {
         );
         let finish = Intent::Finish(FinishCall {
             call: CallRecord::Known(click.call_id.clone()),
+            facts: click_facts(click, bitrix_time(now, self.settings.offset)),
             responsible: Responsible::User(click.user_id),
             duration: 0,
             outcome: refusal.outcome(),
@@ -135,6 +138,7 @@ impl Engine {
             talker: None,
             known_call_id: Some(click.call_id.clone()),
             record_planned: false,
+            facts: click_facts(click, bitrix_time(out.time, self.settings.offset)),
         };
         state.registrations.push(reg);
         Some(0)
@@ -148,5 +152,17 @@ impl Engine {
         } else {
             Outcome::Missed
         }
+    }
+}
+
+/// The call a click-to-call placed (the CRM registered it on the click).
+fn click_facts(click: &ClickToCall, start: String) -> CallFacts {
+    CallFacts {
+        client_phone: click.phone_number.clone(),
+        direction: Direction::Outgoing,
+        external_id: click.call_id.clone(),
+        start,
+        create_entity: false,
+        line: click.line_number.clone(),
     }
 }

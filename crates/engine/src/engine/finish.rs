@@ -87,6 +87,7 @@ impl Engine {
         );
         let finish = Intent::Finish(FinishCall {
             call: reg.record(),
+            facts: reg.facts.clone(),
             responsible,
             duration,
             outcome: Outcome::Talked,
@@ -243,6 +244,7 @@ impl Engine {
         );
         let finish = Intent::Finish(FinishCall {
             call: reg.record(),
+            facts: reg.facts.clone(),
             responsible: responsible.clone(),
             duration: 0,
             outcome,
@@ -349,6 +351,8 @@ impl Engine {
             description: fill_template(&task.description, &ctx.client, line, time),
             responsible,
             register: reg.register_key(),
+            finish: finish_key.to_owned(),
+            time: bitrix_time(out.time, self.settings.offset),
             deadline,
             created_by: task.created_by,
         });

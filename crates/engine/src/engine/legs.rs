@@ -9,7 +9,7 @@ use tracker::{CallEvent, CallFull, Direction, Leg, StopReason, Timestamp};
 use super::format::*;
 use super::state::*;
 use super::Engine;
-use crate::intent::{Intent, RegisterCall};
+use crate::intent::{CallFacts, Intent, RegisterCall};
 use crate::plan::{Rule, Timing};
 use crate::users::UserId;
 
@@ -87,6 +87,7 @@ impl Engine {
                     &Intent::ShowCard {
                         call: reg.record(),
                         user: card_user,
+                        client_phone: reg.facts.client_phone.clone(),
                     },
                     &[],
                     Timing::WhileRinging {
@@ -166,7 +167,7 @@ impl Engine {
             Direction::Incoming => s.crm_create.incoming,
             _ => s.crm_create.outgoing,
         };
-        let intent = Intent::Register(RegisterCall {
+        let register = RegisterCall {
             user,
             client_phone: ctx.client.clone(),
             direction: ctx.direction,
@@ -176,7 +177,7 @@ impl Engine {
             external_id: external_call_id.clone(),
             line: ctx.line_number.clone(),
             source: ctx.crm_source.clone(),
-        });
+        };
         let reg = Registration {
             prefix,
             user,
@@ -188,6 +189,7 @@ impl Engine {
             talker: None,
             known_call_id: None,
             record_planned: false,
+            facts: CallFacts::of(&register),
         };
         let key = reg.register_key();
         let timing = match ringing_leg {
@@ -226,7 +228,7 @@ impl Engine {
             ),
             json!({"user": user, "registration": n, "external_call_id": external_call_id, "step": key}),
         );
-        out.intent(key, &intent, &[], timing);
+        out.intent(key, &Intent::Register(register), &[], timing);
         state.registrations.push(reg);
         n
     }

@@ -7,6 +7,7 @@ use serde_json::json;
 use tracker::{CallEvent, CallFull, Direction, Leg, LegOrigin, Timestamp};
 
 use crate::click::ClickToCall;
+use crate::intent::Crm;
 use crate::plan::{Plan, RefreshUsers, Rule};
 use crate::settings::{Compiled, EngineSettings};
 use crate::users::{UserId, UsersDirectory};
@@ -54,6 +55,8 @@ pub struct Engine {
     ended_order: VecDeque<String>,
     /// Click-to-call requests by call key, set before the call's first event.
     clicks: HashMap<String, ClickToCall>,
+    /// The CRM the intents are translated for.
+    crm: Arc<Crm>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -78,7 +81,17 @@ impl Engine {
             ended: HashSet::new(),
             ended_order: VecDeque::new(),
             clicks: HashMap::new(),
+            crm: Arc::new(Crm::Bitrix24),
         })
+    }
+
+    /// Translates the intents for `crm` from now on (Bitrix24 unless set).
+    pub fn set_crm(&mut self, crm: Crm) {
+        self.crm = Arc::new(crm);
+    }
+
+    pub fn crm(&self) -> &Crm {
+        &self.crm
     }
 
     /// Installs the `need_registration` hook.
@@ -156,6 +169,7 @@ impl Engine {
             call: key,
             time: event.time(),
             plan: Plan::default(),
+            crm: self.crm.clone(),
         };
         if self.ended.contains(key) {
             out.decide(

@@ -11,7 +11,7 @@ use tracker::{Direction, Timestamp};
 
 use super::state::*;
 use super::Engine;
-use crate::intent::Outcome;
+use crate::intent::{Outcome, Registered};
 use crate::plan::{Decision, Plan, Rule, Step, StepKind};
 use crate::users::UserId;
 
@@ -89,6 +89,7 @@ impl Engine {
             call: &open.call,
             time: open.gap.to,
             plan: Plan::default(),
+            crm: self.crm.clone(),
         };
         if self.calls.contains_key(&open.call) || self.ended.contains(&open.call) {
             return out.plan;
@@ -104,12 +105,13 @@ impl Engine {
             let Some(prefix) = step.key.strip_suffix("/register") else {
                 continue;
             };
-            let mut reg = self.registration_of(prefix, &step.params, open);
+            let registered = self.crm.registered(&step.params);
+            let mut reg = self.registration_of(prefix, &registered, open);
             if planned.contains(&reg.finish_key().as_str()) {
                 continue;
             }
             let n: usize = prefix.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            let ctx = self.context_of(&step.params);
+            let ctx = self.context_of(&registered);
             let gap = json!({"from": open.gap.from, "to": open.gap.to});
             match talks.get(&n) {
                 Some(talk) => {
@@ -176,14 +178,14 @@ impl Engine {
     }
 
     /// The registration as its register step planned it; the last user shown a card is the last rung.
-    fn registration_of(&self, prefix: &str, params: &Value, open: &OpenCall) -> Registration {
-        let user = user_in(params.get("USER_ID")).unwrap_or(0);
+    fn registration_of(&self, prefix: &str, registered: &Registered, open: &OpenCall) -> Registration {
+        let user = registered.user.unwrap_or(0);
         let show_prefix = format!("{prefix}/show/");
         let last_rung = open
             .steps
             .iter()
             .filter(|s| s.step.key.starts_with(&show_prefix))
-            .filter_map(|s| user_in(s.step.params.get("USER_ID")))
+            .filter_map(|s| self.crm.card_user(&s.step.params))
             .next_back()
             .or(Some(user));
         Registration {
@@ -197,17 +199,14 @@ impl Engine {
             talker: None,
             known_call_id: None,
             record_planned: false,
+            facts: registered.facts.clone(),
         }
     }
 
     /// The call as far as finishing needs it, from the register's params.
-    fn context_of(&self, params: &Value) -> CallContext {
-        let text = |name: &str| params.get(name).and_then(Value::as_str).map(str::to_owned);
-        let direction = match params.get("TYPE").and_then(Value::as_u64) {
-            Some(2) => Direction::Incoming,
-            _ => Direction::Outgoing,
-        };
-        let line_number = text("LINE_NUMBER");
+    fn context_of(&self, registered: &Registered) -> CallContext {
+        let facts = &registered.facts;
+        let line_number = facts.line.clone();
         let trunk_responsible = line_number.as_deref().and_then(|line| {
             self.settings
                 .raw
@@ -217,20 +216,20 @@ impl Engine {
                 .and_then(|t| t.responsible)
         });
         CallContext {
-            direction,
-            client: text("PHONE_NUMBER").unwrap_or_default(),
+            direction: facts.direction,
+            client: facts.client_phone.clone(),
             trunk: Number::default(),
             line_number,
-            crm_source: text("CRM_SOURCE"),
+            crm_source: registered.source.clone(),
             trunk_responsible,
-            start_date: text("CALL_START_DATE"),
+            start_date: Some(facts.start.clone()).filter(|s| !s.is_empty()),
             caller_user: None,
             caller_extension: String::new(),
         }
     }
 }
 
-/// A user id in params: `5`, `"5"` or `[5]`.
+/// A user id in the journal: `5`, `"5"` or `[5]`.
 fn user_in(value: Option<&Value>) -> Option<UserId> {
     match value? {
         Value::Number(n) => n.as_u64(),

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tracker::{Direction, Timestamp};
 
 use crate::click::ClickToCall;
-use crate::intent::{CallRecord, Intent};
+use crate::intent::{CallFacts, CallRecord, Crm, Intent, Translated};
 use crate::plan::{references, Decision, Plan, Rule, Step, StepKind, Timing};
 use crate::settings::Compiled;
 use crate::users::UserId;
@@ -108,6 +108,8 @@ pub(super) struct Registration {
     pub(super) known_call_id: Option<String>,
     /// Its recording's upload is planned (with the finish, when the recording was known by then).
     pub(super) record_planned: bool,
+    /// The call as this registration records it.
+    pub(super) facts: CallFacts,
 }
 
 impl Registration {
@@ -139,6 +141,8 @@ pub(super) struct Out<'a> {
     pub(super) call: &'a str,
     pub(super) time: Timestamp,
     pub(super) plan: Plan,
+    /// The CRM the intents are translated for.
+    pub(super) crm: Arc<Crm>,
 }
 
 impl Out<'_> {
@@ -152,13 +156,31 @@ impl Out<'_> {
         });
     }
 
-    /// Plans `intent` as the step `key`, in the CRM's words.
+    /// Plans `intent` as the step `key`, in the CRM's words; an intent the CRM has no request for is journaled
+    /// instead (with the reason).
     pub(super) fn intent(&mut self, key: String, intent: &Intent, extra_after: &[String], timing: Timing) {
-        let (kind, params) = crate::bitrix24::translate(intent);
-        self.step(key, kind, params, extra_after, timing);
+        match self.crm.translate(intent) {
+            Translated::Step(kind, method, params) => self.step(key, kind, method, params, extra_after, timing),
+            Translated::Nothing(reason) => {
+                let crm = self.crm.name();
+                self.decide(
+                    Rule::NotInCrm,
+                    format!("{crm}: {reason}"),
+                    serde_json::json!({"crm": crm, "step": key}),
+                )
+            }
+        }
     }
 
-    fn step(&mut self, key: String, kind: StepKind, params: Value, extra_after: &[String], timing: Timing) {
+    fn step(
+        &mut self,
+        key: String,
+        kind: StepKind,
+        method: String,
+        params: Value,
+        extra_after: &[String],
+        timing: Timing,
+    ) {
         let mut after = references(&params);
         for k in extra_after {
             if !after.contains(k) {
@@ -169,7 +191,7 @@ impl Out<'_> {
             call: self.call.to_owned(),
             key,
             kind,
-            method: kind.method().to_owned(),
+            method,
             params,
             after,
             timing,
