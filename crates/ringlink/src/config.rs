@@ -282,6 +282,13 @@ pub struct StoreSettings {
     /// With `url`: at most this many connections.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// With `url`: the leader's lease lasts this long from each renewal; a standby takes over at most this long
+    /// (plus one `renew_secs`) after the leader dies or loses the database.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: f64,
+    /// With `url`: the leader renews its lease, and a standby looks whether it expired, this often.
+    #[serde(default = "default_renew_secs")]
+    pub renew_secs: f64,
 }
 
 impl Default for StoreSettings {
@@ -291,12 +298,20 @@ impl Default for StoreSettings {
             url: None,
             tenant: None,
             pool_size: default_pool_size(),
+            lease_secs: default_lease_secs(),
+            renew_secs: default_renew_secs(),
         }
     }
 }
 
 fn default_pool_size() -> usize {
     8
+}
+fn default_lease_secs() -> f64 {
+    8.0
+}
+fn default_renew_secs() -> f64 {
+    2.0
 }
 
 impl StoreSettings {
@@ -317,6 +332,14 @@ impl StoreSettings {
                 Ok(Arc::new(store))
             }
         }
+    }
+
+    /// How long the leader's lease lasts and how often it is renewed (a shared database only).
+    pub fn lease_timing(&self) -> (std::time::Duration, std::time::Duration) {
+        (
+            std::time::Duration::from_secs_f64(self.lease_secs),
+            std::time::Duration::from_secs_f64(self.renew_secs),
+        )
     }
 
     /// Whether the store is a database server (PostgreSQL) rather than a local file.
@@ -358,6 +381,13 @@ impl StoreSettings {
         }
         if self.pool_size == 0 {
             return Some("store.pool_size must be at least 1".into());
+        }
+        if !(self.renew_secs >= 0.05 && self.lease_secs.is_finite() && self.lease_secs >= 2.0 * self.renew_secs) {
+            return Some(format!(
+                "store.lease_secs ({}) must be at least twice store.renew_secs ({}, at least 0.05): the leader must \
+                 get two chances to renew before its lease runs out",
+                self.lease_secs, self.renew_secs
+            ));
         }
         None
     }

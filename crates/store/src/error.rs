@@ -28,6 +28,14 @@ pub enum StoreError {
     #[error("step {} is no longer claimed by attempt {}", .lease.step, .lease.attempt)]
     LeaseLost { lease: Lease },
 
+    /// This instance led the tenant with `generation`, but another instance took the lease over since (`current`):
+    /// it must stop acting. Nothing was written.
+    #[error(
+        "refused: this instance no longer leads its tenant (it led with lease generation {generation}, another \
+         instance took over with {current}); it must stop and start again as the standby"
+    )]
+    Fenced { generation: i64, current: i64 },
+
     /// A value handed to the store cannot be stored as given.
     #[error("cannot store {what}: {detail}")]
     Invalid { what: &'static str, detail: String },

@@ -40,6 +40,7 @@
 
 mod codec;
 mod error;
+pub mod leadership;
 mod postgres;
 mod sqlite;
 mod types;
@@ -49,6 +50,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use error::{Result, StoreError};
+pub use leadership::Leadership;
 pub use postgres::{PgOptions, PgStore, PG_SCHEMA_VERSION};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SCHEMA_VERSION};
 pub use types::{
@@ -246,4 +248,22 @@ pub trait Store: Send + Sync {
 
     /// The call of a click is over (finished in Bitrix24 or refused).
     fn close_click(&self, call_key: &str, now: Timestamp) -> Result<()>;
+
+    // ---- leadership (see [`leadership`]) ----
+
+    /// Takes or renews the tenant's lease for instance `holder` (a name unique to this process) for `lease`, or
+    /// says who holds it. Once an instance has called this, every write of its store checks that it still holds
+    /// the generation it took (fencing): after another instance's takeover they fail with
+    /// [`StoreError::Fenced`]. An embedded store has one instance only: [`Leadership::Sole`], nothing fenced.
+    fn lead(&self, holder: &str, lease: Duration) -> Result<Leadership> {
+        let _ = (holder, lease);
+        Ok(Leadership::Sole)
+    }
+
+    /// Gives the lease up at once if `holder` holds it (a clean stop: the standby need not wait for it to
+    /// expire). Writes of this store are refused from then on.
+    fn resign(&self, holder: &str) -> Result<()> {
+        let _ = holder;
+        Ok(())
+    }
 }

@@ -57,7 +57,7 @@ pub use records::{PathResolver, RecordLinks, Refused, Signed, LINK_SECRET_SETTIN
 pub use server::{router, serve, Web};
 pub use settings::SettingsFile;
 pub use status::{AppStatus, Status, Thresholds};
-pub use telemetry::{CrmBudget, Gauge, HookStatus, Live, Telemetry};
+pub use telemetry::{CrmBudget, Gauge, HookStatus, Live, Role, StoreRole, Telemetry};
 pub use tls::TlsFiles;
 pub use wizard::Probes;
 

@@ -7,6 +7,7 @@ use store::{CallSummary, JournalEntry, Step, Timestamp};
 
 use crate::i18n::Lang;
 use crate::status::{AppStatus, Status};
+use crate::telemetry::Role;
 
 /// The stylesheet, compiled in (no CDN: the UI works offline).
 pub const STYLE: &str = include_str!("style.css");
@@ -149,6 +150,27 @@ pub fn status(frame: &Frame<'_>, s: &Status) -> Markup {
                     ul.reasons { @for r in &s.reasons { li { (r) } } }
                 }
                 p { (l.t("version")) " " (s.version) " · " (l.t("uptime")) " " (duration(s.uptime_secs)) }
+            }
+            section.card id="store" {
+                h2 { (l.t("store_card")) }
+                p {
+                    (s.store.description)
+                    @if let Some(tenant) = &s.store.tenant { " · " (l.t("tenant")) " " strong { (tenant) } }
+                }
+                p {
+                    @match s.store.role {
+                        Role::Leader => span.ok id="role" data-role="leader" { (l.t("role_leader")) },
+                        Role::Standby => span.warning id="role" data-role="standby" {
+                            (l.t("role_standby")) " " (s.store.leader.as_deref().unwrap_or("?"))
+                        },
+                    }
+                }
+                @if let Some(instance) = &s.store.instance {
+                    p.muted {
+                        (l.t("instance")) " " (instance)
+                        @if let Some(generation) = s.store.generation { " · " (l.t("generation")) " " (generation) }
+                    }
+                }
             }
             section.card {
                 h2 { (l.t("ami")) }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 use store::{Store, Timestamp};
 
-use crate::telemetry::{CrmBudget, Gauge, HookStatus, Telemetry};
+use crate::telemetry::{CrmBudget, Gauge, HookStatus, Role, StoreRole, Telemetry};
 
 /// The application's overall state, as monitoring systems read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -24,6 +24,8 @@ pub struct Status {
     pub version: String,
     pub started_at: String,
     pub uptime_secs: u64,
+    /// The backend, the tenant and whether this instance leads it.
+    pub store: StoreRole,
     pub ami: AmiStatus,
     pub crm: CrmStatus,
     pub outbox: OutboxStatus,
@@ -125,7 +127,9 @@ pub fn status(store: &dyn Store, telemetry: &Telemetry, thresholds: Thresholds) 
     };
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
-    if !live.ami_connected {
+    let store_role = telemetry.store_role();
+    // A standby leaves the PBX alone: no AMI connection is how it should be.
+    if !live.ami_connected && store_role.role == Role::Leader {
         errors.push(format!(
             "AMI {} is not connected{}",
             live.ami_address,
@@ -179,6 +183,7 @@ pub fn status(store: &dyn Store, telemetry: &Telemetry, thresholds: Thresholds) 
         version: telemetry.version().to_owned(),
         started_at: rfc3339(telemetry.started_at()),
         uptime_secs: telemetry.uptime().as_secs(),
+        store: store_role,
         ami: AmiStatus {
             address: live.ami_address,
             connected: live.ami_connected,

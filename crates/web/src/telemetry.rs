@@ -54,6 +54,35 @@ pub struct Live {
     pub crm_last_error_at: Option<Timestamp>,
 }
 
+/// Whether this instance acts on the PBX's calls or waits to take over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// It follows the PBX and sends steps (the only instance of an embedded store always is).
+    #[default]
+    Leader,
+    /// Another instance of its tenant leads; it takes over when that one's lease expires.
+    Standby,
+}
+
+/// The store and this instance's place among the instances of its tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreRole {
+    /// `sqlite` or `postgresql`.
+    pub backend: String,
+    /// The backend in plain words, without secrets (file, or host/database and tenant).
+    pub description: String,
+    /// The PBX ⇄ portal pair's name in a shared database.
+    pub tenant: Option<String>,
+    pub role: Role,
+    /// This instance's name in the leader election (shared databases only).
+    pub instance: Option<String>,
+    /// Who leads the tenant, as last seen (this instance when it leads).
+    pub leader: Option<String>,
+    /// The lease generation last seen (raised on every takeover).
+    pub generation: Option<i64>,
+}
+
 /// Shared between the service (which reports) and the web server (which shows).
 pub struct Telemetry {
     version: String,
@@ -63,6 +92,7 @@ pub struct Telemetry {
     metrics: Mutex<Metrics>,
     budget: Mutex<Option<BudgetSource>>,
     hooks: Mutex<Option<HooksSource>>,
+    store: Mutex<StoreRole>,
 }
 
 impl Telemetry {
@@ -75,7 +105,18 @@ impl Telemetry {
             metrics: Mutex::new(Metrics::default()),
             budget: Mutex::new(None),
             hooks: Mutex::new(None),
+            store: Mutex::new(StoreRole::default()),
         }
+    }
+
+    /// The store and this instance's role, as `/status` shows them.
+    pub fn store_role(&self) -> StoreRole {
+        lock(&self.store).clone()
+    }
+
+    /// Records the store and the role (the service reports every change of role).
+    pub fn set_store_role(&self, role: StoreRole) {
+        *lock(&self.store) = role;
     }
 
     pub fn version(&self) -> &str {

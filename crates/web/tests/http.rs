@@ -7,7 +7,7 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{redirect, Client, Response, StatusCode};
 use serde_json::json;
 use store::{EntryKind, NewJournalEntry, NewStep, SqliteStore, Store, Timestamp};
-use web::{HookStatus, Telemetry, Wake, Web, WebSettings};
+use web::{HookStatus, Role, StoreRole, Telemetry, Wake, Web, WebSettings};
 
 const PASSWORD: &str = "a long admin password";
 
@@ -655,4 +655,62 @@ async fn status_counts_each_hooks_runs_by_outcome_and_warns_of_failures() {
         page.contains("process_client_phone: 12 runs, 9 applied, 2 cancelled, 1 failed"),
         "{page}"
     );
+}
+
+#[tokio::test]
+async fn status_names_the_store_its_tenant_and_whether_this_instance_leads() {
+    let ui = start(local_only()).await;
+    // A standby: no AMI connection is how it should be, not an error.
+    ui.telemetry.ami_address("10.0.0.5:5038");
+    ui.telemetry.set_store_role(StoreRole {
+        backend: "postgresql".into(),
+        description: "PostgreSQL db.example:5432/ringlink, tenant north".into(),
+        tenant: Some("north".into()),
+        role: Role::Standby,
+        instance: Some("pbx-b:4242:7f3a".into()),
+        leader: Some("pbx-a:1717:09c1".into()),
+        generation: Some(3),
+    });
+    let status: serde_json::Value = ui.get("/status", None).await.json().await.expect("json");
+    assert_eq!(
+        status["store"],
+        json!({
+            "backend": "postgresql",
+            "description": "PostgreSQL db.example:5432/ringlink, tenant north",
+            "tenant": "north",
+            "role": "standby",
+            "instance": "pbx-b:4242:7f3a",
+            "leader": "pbx-a:1717:09c1",
+            "generation": 3
+        })
+    );
+    assert!(!status["reasons"].to_string().contains("AMI"), "{status}");
+    let session = ui.first_run().await;
+    let page = ui.get("/", Some(&session)).await.text().await.expect("html");
+    assert!(page.contains("data-role=\"standby\""), "{page}");
+    assert!(
+        page.contains("standby: waits to take over from pbx-a:1717:09c1"),
+        "{page}"
+    );
+    assert!(page.contains("tenant <strong>north</strong>"), "{page}");
+
+    // The same instance once it took over: the leader, and a missing AMI connection is an error again.
+    ui.telemetry.set_store_role(StoreRole {
+        role: Role::Leader,
+        leader: Some("pbx-b:4242:7f3a".into()),
+        generation: Some(4),
+        ..ui.telemetry.store_role()
+    });
+    let status: serde_json::Value = ui.get("/status", None).await.json().await.expect("json");
+    assert_eq!(status["store"]["role"], json!("leader"));
+    assert_eq!(status["store"]["generation"], json!(4));
+    assert_eq!(status["app_status"], json!("Error"));
+    assert!(
+        status["reasons"]
+            .to_string()
+            .contains("AMI 10.0.0.5:5038 is not connected"),
+        "{status}"
+    );
+    let page = ui.get("/", Some(&session)).await.text().await.expect("html");
+    assert!(page.contains("data-role=\"leader\""), "{page}");
 }

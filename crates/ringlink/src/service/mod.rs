@@ -20,6 +20,7 @@ mod crm_binding;
 mod customize;
 mod events;
 pub use events::handler_url;
+mod leadership;
 mod lines;
 pub(crate) mod listener;
 mod offline;
@@ -300,9 +301,55 @@ pub async fn run_until(
     info!(version = env!("CARGO_PKG_VERSION"), ami = %config.ami.address, "ringlink starting");
     let store = config.store.open()?;
     info!(store = %config.store.describe(), "store open");
-    // Only this process works on the tenant's outbox (one instance per tenant, on PostgreSQL too): what a crashed
-    // run was sending is sent again now, not after the lease (Bitrix24 takes a repeated register with its
-    // EXTERNAL_CALL_ID as the same call).
+    let telemetry = Arc::new(web::Telemetry::new(env!("CARGO_PKG_VERSION")));
+    let lease = leadership::Lease::new(store.clone(), &config.store, telemetry.clone());
+    telemetry.ami_address(&config.ami.address);
+    let client = match &config.bitrix24 {
+        Some(settings) => Some(bitrix24_client(settings, &store)?),
+        None => {
+            warn!("no [bitrix24] section: calls are followed and journaled but not registered");
+            None
+        }
+    };
+    if let Some(client) = &client {
+        let client = client.clone();
+        telemetry.crm_configured(move || crm_budget(&client));
+    }
+    tokio::pin!(stop);
+    // A standby serves its admin UI (which says so) and nothing else until it leads.
+    let (standby_ui_stop, standby_ui) = watch::channel(false);
+    let mut standby_ui_task = None;
+    if config.web.enabled && config.store.is_shared() {
+        let wake = web::Wake {
+            worker: Arc::new(Notify::new()),
+            users: Arc::new(Notify::new()),
+        };
+        let ui = web::Web::new(config.web.clone(), store.clone(), telemetry.clone(), wake).map_err(anyhow::Error::from);
+        standby_ui_task = Some(tokio::spawn(standby_admin_ui(
+            ui,
+            config.web.listen.clone(),
+            standby_ui,
+        )));
+    }
+    let acquired = tokio::select! {
+        acquired = lease.acquire() => acquired,
+        _ = &mut stop => {
+            info!("shutting down");
+            return Ok(());
+        }
+    };
+    let _ = standby_ui_stop.send(true);
+    if let Some(mut task) = standby_ui_task {
+        // Its port is the full UI's: a connection kept open must not keep it.
+        if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+    acquired?;
+    // This process is the only one acting on the tenant's outbox now (the lease, and on PostgreSQL the fence
+    // on every write, make sure of it): what the previous leader or a crashed run was sending is sent again now,
+    // not after the claims' leases (Bitrix24 takes a repeated register with its EXTERNAL_CALL_ID as the same call).
     let released = store.release_claims(store::Timestamp::now())?;
     if released > 0 {
         info!(steps = released, "steps a previous run was sending are due again");
@@ -337,24 +384,12 @@ pub async fn run_until(
         directory_loaded: Arc::new(Notify::new()),
         ami: Arc::new(Mutex::new(None)),
         originate_responses: config.click_to_call.is_some().then_some(responses_tx),
-        telemetry: Arc::new(web::Telemetry::new(env!("CARGO_PKG_VERSION"))),
+        telemetry,
         record_links: web::RecordLinks::from_store(store.as_ref())?,
         autodist: Default::default(),
     };
-    shared.telemetry.ami_address(&config.ami.address);
     let hooks = shared.hooks.clone();
     shared.telemetry.hooks_source(move || hooks_status(&hooks));
-    let client = match &config.bitrix24 {
-        Some(settings) => Some(bitrix24_client(settings, &store)?),
-        None => {
-            warn!("no [bitrix24] section: calls are followed and journaled but not registered");
-            None
-        }
-    };
-    if let Some(client) = &client {
-        let client = client.clone();
-        shared.telemetry.crm_configured(move || crm_budget(&client));
-    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (lines_tx, lines_rx) = watch::channel(lines::wanted(&config));
     let lines_tx = Arc::new(lines_tx);
@@ -445,10 +480,17 @@ pub async fn run_until(
     tokio::pin!(pipeline);
     let result = tokio::select! {
         r = &mut pipeline => r,
-        _ = stop => {
+        _ = &mut stop => {
             info!("shutting down");
             let _ = stop_tx.send(true);
             pipeline.await
+        }
+        reason = lease.keep() => {
+            // Stop at once: the pipeline and every task are dropped with this function (their store writes are
+            // refused anyway); the service manager starts the process again as a standby.
+            error!(reason = %reason, "stepping down: this instance no longer leads its tenant");
+            let _ = stop_tx.send(true);
+            anyhow::bail!("stepped down as the leader of the tenant ({reason}); start again to be the standby");
         }
     };
     let _ = stop_tx.send(true);
@@ -462,6 +504,7 @@ pub async fn run_until(
             warn!(error = %e, "a task ended abnormally");
         }
     }
+    lease.resign().await;
     for hook in shared.hooks.enabled() {
         let stats = shared.hooks.stats(hook);
         info!(
@@ -475,6 +518,26 @@ pub async fn run_until(
         );
     }
     result
+}
+
+/// The admin UI while this instance is the standby: `/status` and the pages read the shared store and say who
+/// leads. It stops when this instance takes over (the full UI starts then).
+async fn standby_admin_ui(ui: anyhow::Result<web::Web>, listen: String, mut stop: watch::Receiver<bool>) {
+    let ui = match ui {
+        Ok(ui) => ui,
+        Err(e) => return error!(error = %e, "the admin UI cannot start"),
+    };
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => return error!(listen = %listen, error = %e, "the admin UI cannot listen; set [web] listen"),
+    };
+    info!(listen = %listen, "admin UI listening (standby)");
+    let stopped = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    if let Err(e) = web::serve(listener, ui, stopped).await {
+        error!(error = %e, "the admin UI stopped");
+    }
 }
 
 /// Starts the HTTP listener once, when it has something to serve.

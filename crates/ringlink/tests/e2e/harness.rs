@@ -199,25 +199,14 @@ settle_secs = 0.5
 
     /// Starts (or restarts) the ringlink process and waits until it follows calls.
     pub async fn start_ringlink(&mut self) {
-        self.write_config();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ringlink"))
-            .arg("run")
-            .arg("--config")
-            .arg(self.config_path())
-            .env("RINGLINK_LOG", "info,ringlink=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn ringlink");
-        self.ringlink = Ringlink(Some(child));
+        self.spawn_ringlink();
         self.wait_log("live calls resynchronised", WAIT).await;
+    }
+
+    /// Starts (or restarts) the ringlink process without waiting for it.
+    pub fn spawn_ringlink(&mut self) {
+        self.write_config();
+        self.ringlink = Ringlink(Some(spawn(&self.config_path(), &self.log_path())));
     }
 
     /// SIGKILLs ringlink (no chance to flush or say goodbye).
@@ -301,6 +290,76 @@ settle_secs = 0.5
     }
 }
 
+/// `ringlink run --config <config>`, its output appended to `log`.
+fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_ringlink"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("RINGLINK_LOG", "info,ringlink=debug")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn ringlink")
+}
+
+/// One more ringlink process of the same office (e.g. a standby), with its own admin UI port and log.
+#[allow(dead_code)] // shared by several test binaries; the PostgreSQL one uses this
+pub struct Instance {
+    ringlink: Ringlink,
+    pub log: PathBuf,
+    pub web_port: u16,
+}
+
+#[allow(dead_code)]
+impl Instance {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log has `needle` more than `before` times.
+    pub async fn wait_log_after(&self, needle: &str, before: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.log().matches(needle).count() <= before {
+            if tokio::time::Instant::now() >= deadline {
+                panic!("{} never logged {needle:?}; log:\n{}", self.log.display(), self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.ringlink.0.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        self.ringlink.kill();
+    }
+
+    /// The exit status once the process ended by itself within `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let child = self.ringlink.0.as_mut().expect("a running instance");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("{} did not exit; log:\n{}", self.log.display(), self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// The ringlink process; killed when dropped, so a failing test leaves nothing running.
 struct Ringlink(Option<Child>);
 
@@ -353,6 +412,26 @@ impl E2e {
     /// From the next (re)start on, ringlink reaches AMI through `addr` (e.g. a relay the test controls).
     pub fn set_ami_via(&mut self, addr: std::net::SocketAddr) {
         self.ami_via = Some(addr);
+    }
+
+    /// Another ringlink process with this office's config (as last written), named `name`: its own admin UI port
+    /// and log file in the test's directory.
+    pub fn spawn_instance(&self, name: &str) -> Instance {
+        let web_port = free_port();
+        let config = std::fs::read_to_string(self.config_path())
+            .expect("the config")
+            .replace(
+                &format!("listen = \"127.0.0.1:{}\"", self.web_port),
+                &format!("listen = \"127.0.0.1:{web_port}\""),
+            );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config).expect("write the instance's config");
+        let log = self.dir.path().join(format!("{name}.log"));
+        Instance {
+            ringlink: Ringlink(Some(spawn(&path, &log))),
+            log,
+            web_port,
+        }
     }
 
     /// The running ringlink's process id (for /proc readings).

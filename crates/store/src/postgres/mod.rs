@@ -9,6 +9,7 @@
 
 mod directory;
 mod journal;
+mod lease;
 mod outbox;
 mod pool;
 mod schema;
@@ -21,6 +22,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row, Statement};
 
 use crate::error::{Result, StoreError};
+use crate::leadership::Leadership;
 use crate::types::*;
 use crate::Store;
 
@@ -57,6 +59,8 @@ pub struct PgStore {
 struct Inner {
     pool: pool::Pool,
     tenant: String,
+    /// Set once this instance takes part in the leader election: its writes then need the lease.
+    fence: std::sync::Mutex<Option<lease::Fence>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -75,6 +79,8 @@ enum Mode {
     Write,
     /// One snapshot for every statement, read-only.
     Read,
+    /// A write that is not fenced: the lease's own changes.
+    Lead,
 }
 
 /// An open transaction of the store's tenant, with the connection's prepared statements.
@@ -116,7 +122,8 @@ impl Tx<'_> {
 }
 
 /// Runs `$body` (a future using `$tx: &mut Tx`) in a transaction of `$store` and commits it; a deadlock or a
-/// serialisation failure runs it again from the start.
+/// serialisation failure runs it again from the start. This is the one place transactions are made: a write
+/// (`Mode::Write`) of a store that took part in the leader election is refused here unless it still leads.
 macro_rules! transaction {
     ($store:expr, $mode:expr, |$tx:ident| $body:expr) => {{
         let store: &PgStore = $store;
@@ -128,8 +135,9 @@ macro_rules! transaction {
                 Ok(mut checkout) => futures::executor::block_on(async {
                     let conn = checkout.conn();
                     let builder = conn.client.build_transaction();
-                    let builder = match $mode {
-                        Mode::Write => builder.isolation_level(IsolationLevel::ReadCommitted),
+                    let mode: Mode = $mode;
+                    let builder = match mode {
+                        Mode::Write | Mode::Lead => builder.isolation_level(IsolationLevel::ReadCommitted),
                         Mode::Read => builder.isolation_level(IsolationLevel::RepeatableRead).read_only(true),
                     };
                     let inner = builder.start().await?;
@@ -138,6 +146,11 @@ macro_rules! transaction {
                         statements: &mut conn.statements,
                         tenant: &store.inner.tenant,
                     };
+                    // Fencing: a write of an instance that took part in the election commits only while the
+                    // lease still carries the generation it took.
+                    if let (Mode::Write, Some(fence)) = (mode, store.fence()) {
+                        lease::check(&mut tx, &fence).await?;
+                    }
                     let value = {
                         let $tx = &mut tx;
                         $body.await?
@@ -194,6 +207,7 @@ impl PgStore {
             inner: std::sync::Arc::new(Inner {
                 pool: pool::Pool::new(config, options.pool_size)?,
                 tenant: options.tenant,
+                fence: std::sync::Mutex::new(None),
             }),
         };
         store.migrate()?;
@@ -213,6 +227,17 @@ impl PgStore {
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<i64> {
         transaction!(self, Mode::Read, |tx| schema::version(tx))
+    }
+
+    fn fence(&self) -> Option<lease::Fence> {
+        self.lock_fence().clone()
+    }
+
+    fn lock_fence(&self) -> std::sync::MutexGuard<'_, Option<lease::Fence>> {
+        self.inner
+            .fence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn migrate(&self) -> Result<()> {
@@ -427,5 +452,33 @@ impl Store for PgStore {
 
     fn close_click(&self, call_key: &str, now: Timestamp) -> Result<()> {
         transaction!(self, Mode::Write, |tx| directory::close_click(tx, call_key, now))
+    }
+
+    fn lead(&self, holder: &str, duration: Duration) -> Result<Leadership> {
+        let mine = self
+            .fence()
+            .filter(|fence| fence.holder == holder && !fence.resigned)
+            .map(|fence| fence.generation);
+        let (leadership, held) = transaction!(self, Mode::Lead, |tx| lease::lead(tx, holder, mine, duration))?;
+        // A standby that never led writes only what its operator asks for (the admin UI); one that led keeps its
+        // old generation, which every write now fails against.
+        if let Some(generation) = held {
+            *self.lock_fence() = Some(lease::Fence {
+                holder: holder.to_owned(),
+                generation,
+                resigned: false,
+            });
+        }
+        Ok(leadership)
+    }
+
+    fn resign(&self, holder: &str) -> Result<()> {
+        let Some(fence) = self.fence().filter(|fence| fence.holder == holder) else {
+            return Ok(());
+        };
+        if let Some(fence) = self.lock_fence().as_mut() {
+            fence.resigned = true;
+        }
+        transaction!(self, Mode::Lead, |tx| lease::resign(tx, &fence))
     }
 }

@@ -122,6 +122,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX clicks_open ON clicks (tenant, received_at) WHERE closed_at IS NULL;
     ",
+    // 2: the leader lease of each tenant (active/standby instances, fencing by generation).
+    "
+    CREATE TABLE leases (
+        tenant     TEXT    PRIMARY KEY,
+        holder     TEXT    NOT NULL,                       -- the leading instance's name; '' never held
+        generation BIGINT  NOT NULL,                       -- raised by one on every takeover
+        expires_at BIGINT  NOT NULL,                       -- the database's clock, microseconds since the epoch
+        taken_at   BIGINT  NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build writes.
