@@ -18,6 +18,8 @@ use crate::state::{phone_key, EntityType, OfflineEvent};
 pub struct ClickToCall {
     pub user_id: u64,
     pub phone_number: String,
+    /// The external line the user chose: one the portal lists (`telephony.externalLine.add`), or `None` for
+    /// the default line.
     #[serde(default)]
     pub line_number: Option<String>,
     #[serde(default)]
@@ -71,7 +73,8 @@ fn host_of(base: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Register the call as Bitrix24 does for a click, then emit `ONEXTERNALCALLSTART`.
+/// Register the call as Bitrix24 does for a click, then emit `ONEXTERNALCALLSTART`. A click on a line the
+/// portal does not list is refused (nothing registered, nothing emitted): a real portal offers only its lines.
 pub(crate) async fn click_to_call(core: &Arc<Core>, click: ClickToCall) -> Result<EventOutcome, EmuError> {
     let now = core.clock.now();
     let (call_id, data) = {
@@ -85,6 +88,16 @@ pub(crate) async fn click_to_call(core: &Arc<Core>, click: ClickToCall) -> Resul
             .ok_or_else(|| EmuError::Control(format!("user {} is not found or is not active", click.user_id)))?;
         if phone_key(&click.phone_number).is_empty() {
             return Err(EmuError::Control("phone_number has no digits".into()));
+        }
+        // The portal offers only the lines it lists (`telephony.externalLine.add`); no line is the default one.
+        if let Some(line) = click.line_number.as_deref().filter(|l| !l.trim().is_empty()) {
+            if !w.portal.lines.iter().any(|l| l.number == line.trim()) {
+                let listed: Vec<&str> = w.portal.lines.iter().map(|l| l.number.as_str()).collect();
+                return Err(EmuError::Control(format!(
+                    "line {line} is not listed in the portal (listed: {listed:?}); a portal offers only lines \
+                     added with telephony.externalLine.add, or none for the default line"
+                )));
+            }
         }
         let crm_entity = match (&click.crm_entity_type, click.crm_entity_id) {
             (Some(t), Some(id)) => Some((

@@ -53,6 +53,11 @@ async fn click_to_call_delivers_form_encoded_event_with_application_token() {
     let mut cfg = frozen_config();
     cfg.contacts
         .push(b24emu::SeedEntity::new(797).phone("+79001234567", "MOBILE"));
+    cfg.external_lines.push(b24emu::SeedLine {
+        number: "73432723033".into(),
+        name: "Main DID".into(),
+        crm_auto_create: true,
+    });
     let emu = start(cfg).await;
     let bound = app(
         &emu,
@@ -127,6 +132,58 @@ async fn click_to_call_delivers_form_encoded_event_with_application_token() {
     )
     .await;
     assert_eq!(result(&unbound), &json!({"count": 1}));
+    server.abort();
+    emu.shutdown().await;
+}
+
+/// A portal offers only the lines it lists: a click on another line is refused (nothing registered, nothing
+/// delivered) until `telephony.externalLine.add` lists it; no line at all is the default line, always offered.
+#[tokio::test]
+async fn a_click_on_a_line_the_portal_does_not_list_is_refused_until_the_line_is_added() {
+    let (url, received, server) = handler_server().await;
+    let emu = start(frozen_config()).await;
+    let bound = app(
+        &emu,
+        "event.bind",
+        json!({"event": "ONEXTERNALCALLSTART", "handler": url}),
+    )
+    .await;
+    assert_eq!(result(&bound), &json!(true));
+    let mut on_line = ClickToCall::new(1, "+79001234567");
+    on_line.line_number = Some("74950000000".into());
+
+    let refused = emu.click_to_call(on_line.clone()).await.expect_err("an unlisted line");
+    assert!(
+        refused
+            .to_string()
+            .contains("line 74950000000 is not listed in the portal"),
+        "{refused}"
+    );
+    assert!(emu.state().calls.is_empty(), "nothing registered");
+    assert!(
+        emu.deliveries().is_empty() && received.lock().expect("lock").is_empty(),
+        "nothing delivered"
+    );
+
+    let added = app(
+        &emu,
+        "telephony.externalLine.add",
+        json!({"NUMBER": "74950000000", "NAME": "Main line"}),
+    )
+    .await;
+    assert!(result(&added)["ID"].is_number(), "{}", added.body);
+    let outcome = emu.click_to_call(on_line).await.expect("a listed line");
+    assert_eq!(outcome.deliveries.len(), 1);
+    let f = form_fields(&received.lock().expect("lock")[0].1);
+    assert_eq!(field(&f, "data[LINE_NUMBER]"), Some("74950000000"));
+
+    let default_line = emu
+        .click_to_call(ClickToCall::new(1, "+79001234568"))
+        .await
+        .expect("the default line");
+    assert_eq!(default_line.deliveries.len(), 1);
+    let f = form_fields(&received.lock().expect("lock")[1].1);
+    assert_eq!(field(&f, "data[LINE_NUMBER]"), Some(""));
     server.abort();
     emu.shutdown().await;
 }

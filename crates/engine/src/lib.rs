@@ -62,7 +62,7 @@ pub use intent::{
     CallFacts, CallRecord, Crm, FinishCall, Intent, MissedTask, Outcome, RegisterCall, Registered, Responsible,
     Translated,
 };
-pub use lines::{configured_lines, plan_lines, LineChange, LineDecision, ListedLine, WantedLine};
+pub use lines::{click_line_reason, configured_lines, plan_lines, LineChange, LineDecision, ListedLine, WantedLine};
 pub use plan::{
     crm_bindings, first_of, references, resolve, without_card, Decision, Plan, RefreshUsers, ResolveError, Rule, Step,
     StepKind, StepRef, Timing,

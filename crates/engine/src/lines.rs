@@ -184,10 +184,63 @@ pub fn plan_lines(wanted: &[WantedLine], listed: &[ListedLine]) -> Vec<LineDecis
     decisions
 }
 
+/// Which way a click on `line` goes out, and why, for the call's journal. Bitrix24 only offers lines it lists,
+/// but it keeps listing a line whose trunk was since taken out of the settings (ringlink never deletes a line);
+/// a click on such a line, like a click without a line (the portal's default), is dialled through
+/// `default_context`, the PBX's normal outgoing route, rather than not at all.
+pub fn click_line_reason(line: Option<&str>, wanted: &[WantedLine], default_context: &str) -> String {
+    let Some(number) = line.map(str::trim).filter(|l| !l.is_empty()) else {
+        return format!(
+            "no line chosen (the portal's default line): the client is dialled in context {default_context}"
+        );
+    };
+    match wanted.iter().find(|w| w.number == number) {
+        Some(w) => format!(
+            "line {number} ({}, {:?}): the client is dialled in context {}",
+            w.source,
+            w.name,
+            w.way_out.as_deref().unwrap_or(default_context)
+        ),
+        None => format!(
+            "line {number} is not one of the settings' lines (no trunk or click_to_call line has it; Bitrix24 still \
+             lists a line whose trunk was removed): the client is dialled in the default context {default_context}"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::click::ClickLine;
+
+    #[test]
+    fn a_click_on_a_line_no_trunk_has_goes_out_the_default_way_and_says_so() {
+        let click = ClickSettings {
+            lines: vec![ClickLine {
+                line_number: "73432723033".into(),
+                context: Some("outbound".into()),
+                prefix: String::new(),
+            }],
+            ..ClickSettings::default()
+        };
+        let wanted = configured_lines(&[trunk("carrier", "73432723033", Some("Main"))], &[], Some(&click));
+        assert_eq!(
+            click_line_reason(Some("73432723033"), &wanted, "from-internal"),
+            "line 73432723033 (trunk carrier, \"Main\"): the client is dialled in context outbound"
+        );
+        let unknown = click_line_reason(Some(" 74950009999 "), &wanted, "from-internal");
+        assert!(
+            unknown.starts_with("line 74950009999 is not one of the settings' lines")
+                && unknown.ends_with("dialled in the default context from-internal"),
+            "{unknown}"
+        );
+        for none in [None, Some(""), Some("  ")] {
+            assert_eq!(
+                click_line_reason(none, &wanted, "from-internal"),
+                "no line chosen (the portal's default line): the client is dialled in context from-internal"
+            );
+        }
+    }
 
     fn trunk(endpoint: &str, number: &str, name: Option<&str>) -> TrunkConfig {
         TrunkConfig {

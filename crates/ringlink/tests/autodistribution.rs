@@ -27,17 +27,7 @@ async fn start(ring: Duration, more_config: &str) -> E2e {
             .phone("89001234567", "WORK"),
     );
     let (http, agi) = (free_port(), free_port());
-    let extra = format!(
-        r#"[listener]
-bind = "127.0.0.1:{http}"
-
-[autodistribution]
-token = "{TOKEN}"
-agi_bind = "127.0.0.1:{agi}"
-
-{more_config}
-"#
-    );
+    let extra = harness::autodistribution_config(http, agi, TOKEN, "", more_config);
     let e2e = E2e::start_with(emu_config, &extra).await;
     e2e.wait_log("users directory refreshed from Bitrix24", WAIT).await;
     for (name, value) in [

@@ -9,19 +9,12 @@ mod harness;
 use std::time::Duration;
 
 use b24emu::{ClickToCall, EmulatorConfig};
-use harness::{text, E2e, WAIT};
+use harness::{free_port, text, E2e, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CLIENT: &str = "+79001234567";
 /// The test bed's trunk `carrier`, listed in Bitrix24 by ringlink.
 const LINE: &str = "73432723033";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 struct Click {
     e2e: E2e,
@@ -33,21 +26,14 @@ async fn start() -> Click {
 }
 
 async fn start_in(mode: &str) -> Click {
-    let emu_config = EmulatorConfig::default();
+    start_on(EmulatorConfig::default(), mode).await
+}
+
+/// As [`start_in`], with the portal set up as `emu_config` says.
+async fn start_on(emu_config: EmulatorConfig, mode: &str) -> Click {
     let token = emu_config.app.application_token.clone();
     let port = free_port();
-    let extra = format!(
-        r#"[listener]
-bind = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-
-[click_to_call]
-application_token = "{token}"
-{mode}
-[click_to_call.dial]
-timeout_secs = 6
-"#
-    );
+    let extra = harness::click_to_call_config(port, &token, mode);
     let e2e = E2e::start_as_app(emu_config, &extra).await;
     e2e.wait_log("ONEXTERNALCALLSTART bound", WAIT).await;
     Click { e2e, port }
@@ -100,12 +86,28 @@ async fn click(c: &Click) -> String {
     outcome.call_id.expect("the portal registered the click")
 }
 
-/// The click's timeline shows it received and recorded, originated, then finished, in that order.
-fn assert_click_states_in_order(c: &Click, call_id: &str) {
+/// 101 answers after 1 s, then the client after `ring` and talks `talk`.
+async fn employee_and_client_answer(c: &Click, ring: Duration, talk: Duration) {
+    c.e2e
+        .bed
+        .phone(101)
+        .answer_after(Duration::from_secs(1))
+        .await
+        .expect("101");
+    c.e2e.bed.carrier().answer_after(ring).talk(talk).await.expect("client");
+}
+
+/// The messages of the click's journal, in order.
+fn click_timeline(c: &Click, call_id: &str) -> Vec<String> {
     use store::Store;
     let store = store::SqliteStore::open(c.e2e.dir.path().join("ringlink.db")).expect("store");
     let timeline = store.call_timeline(&format!("c2c-{call_id}")).expect("timeline");
-    let messages: Vec<&str> = timeline.iter().map(|e| e.message.as_str()).collect();
+    timeline.into_iter().map(|e| e.message).collect()
+}
+
+/// The click's timeline shows it received and recorded, originated, then finished, in that order.
+fn assert_click_states_in_order(c: &Click, call_id: &str) {
+    let messages = click_timeline(c, call_id);
     let at = |needle: &str| {
         messages
             .iter()
@@ -131,19 +133,7 @@ fn assert_no_register(c: &Click) {
 #[tokio::test]
 async fn s14_click_answered_then_duplicate_and_forged_deliveries_dial_nothing() {
     let c = start().await;
-    c.e2e
-        .bed
-        .phone(101)
-        .answer_after(Duration::from_secs(1))
-        .await
-        .expect("101");
-    c.e2e
-        .bed
-        .carrier()
-        .answer_after(Duration::from_secs(2))
-        .talk(Duration::from_secs(4))
-        .await
-        .expect("client");
+    employee_and_client_answer(&c, Duration::from_secs(2), Duration::from_secs(4)).await;
     let report = check(&c).await;
     assert!(report.contains("handler mode"), "{report}");
     assert!(
@@ -293,19 +283,7 @@ async fn s27_offline_click_across_a_restart_is_dialled_once() {
         "{report}"
     );
     c.e2e.kill_ringlink();
-    c.e2e
-        .bed
-        .phone(101)
-        .answer_after(Duration::from_secs(1))
-        .await
-        .expect("101");
-    c.e2e
-        .bed
-        .carrier()
-        .answer_after(Duration::from_secs(1))
-        .talk(Duration::from_secs(3))
-        .await
-        .expect("client");
+    employee_and_client_answer(&c, Duration::from_secs(1), Duration::from_secs(3)).await;
     let mut on_line = ClickToCall::new(1, CLIENT);
     on_line.line_number = Some(LINE.into());
     let outcome = c.e2e.emu.click_to_call(on_line).await.expect("click");
@@ -387,5 +365,56 @@ async fn a_flood_of_bad_requests_dials_nothing_and_the_listener_still_serves_a_c
     let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
     assert_eq!(text(&finish[0], "CALL_ID"), call_id);
     assert_eq!(c.e2e.log().matches("click-to-call: ringing the employee").count(), 1);
+    c.e2e.stop().await;
+}
+
+/// Bitrix24 keeps listing a line whose trunk was taken out of the settings (ringlink never deletes a line): a
+/// click on it is dialled the default way, through the employees' outgoing context, its journal says why, and
+/// the call is finished on its CALL_ID as any other.
+#[tokio::test]
+async fn a_click_on_a_line_no_trunk_has_any_more_goes_out_the_default_way() {
+    const OLD_LINE: &str = "74950009999";
+    let mut portal = EmulatorConfig::default();
+    portal.external_lines.push(b24emu::SeedLine {
+        number: OLD_LINE.into(),
+        name: "Old trunk".into(),
+        crm_auto_create: true,
+    });
+    let c = start_on(portal, "bind_events = true\n").await;
+    c.e2e
+        .wait_log(
+            "line 74950009999 (\"Old trunk\") is in Bitrix24 but no trunk of the settings has it: left as it is",
+            WAIT,
+        )
+        .await;
+    employee_and_client_answer(&c, Duration::from_secs(1), Duration::from_secs(2)).await;
+    let mut on_old_line = ClickToCall::new(1, CLIENT);
+    on_old_line.line_number = Some(OLD_LINE.into());
+    let outcome = c.e2e.emu.click_to_call(on_old_line).await.expect("a listed line");
+    let call_id = outcome.call_id.expect("registered by the portal");
+    let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
+    assert_eq!(text(&finish[0], "CALL_ID"), call_id);
+    assert_eq!(text(&finish[0], "STATUS_CODE"), "200", "{}", c.e2e.describe());
+    assert_no_register(&c);
+    c.e2e.bed.wait_all_channels_gone(WAIT).await.expect("call over");
+    let messages = click_timeline(&c, &call_id);
+    assert!(
+        messages.iter().any(
+            |m| m.starts_with("click-to-call: line 74950009999 is not one of the settings' lines")
+                && m.ends_with("dialled in the default context from-internal")
+        ),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("click-to-call: Originate") && m.ends_with("@from-internal")),
+        "{messages:#?}"
+    );
+    assert_eq!(
+        c.e2e.emu.requests_for("telephony.externalline.add").len(),
+        1,
+        "only the configured trunk's line is added; the old one is left alone"
+    );
     c.e2e.stop().await;
 }

@@ -2,7 +2,8 @@
 //!
 //! The request is recorded in the store under its `CALL_ID` first (a second delivery dials nothing), announced
 //! to the engine (which then follows the call under that `CALL_ID`), and the `Originate` built by the pure
-//! [`engine::originate_params`] is sent asynchronously. A click that cannot ring anybody — unknown employee, AMI
+//! [`engine::originate_params`] is sent asynchronously; the line the manager chose, and the way out it means, is
+//! journaled first ([`engine::click_line_reason`] against the settings' current lines). A click that cannot ring anybody — unknown employee, AMI
 //! down, the PBX refusing the originate, or an `OriginateResponse` failure (phone offline, no answer) — is
 //! finished at once through the engine, with its reason in the call journal.
 
@@ -41,6 +42,7 @@ pub async fn reannounce(shared: &Shared) -> anyhow::Result<()> {
 pub async fn run(
     shared: Shared,
     settings: ClickToCallSettings,
+    lines: watch::Receiver<Vec<engine::WantedLine>>,
     mut incoming: mpsc::Receiver<IncomingEvent>,
     mut responses: mpsc::UnboundedReceiver<Message>,
     mut stop: watch::Receiver<bool>,
@@ -54,7 +56,7 @@ pub async fn run(
                 None => break,
                 Some(mut event) => {
                     let done = event.done.take();
-                    handle_event(&shared, &settings, event, &mut pending).await;
+                    handle_event(&shared, &settings, &lines, event, &mut pending).await;
                     if let Some(done) = done {
                         let _ = done.send(());
                     }
@@ -84,6 +86,7 @@ pub async fn run(
 async fn handle_event(
     shared: &Shared,
     settings: &ClickToCallSettings,
+    lines: &watch::Receiver<Vec<engine::WantedLine>>,
     event: IncomingEvent,
     pending: &mut HashMap<String, ClickToCall>,
 ) {
@@ -133,6 +136,16 @@ async fn handle_event(
             click.line_number.as_deref().unwrap_or("(default)")
         ),
         json!({"call_id": click.call_id, "request": click}),
+    )
+    .await;
+    // The line the manager chose: one of the settings' lines, none, or one Bitrix24 still lists for a trunk
+    // the settings no longer have (dialled the default way, and the journal says so).
+    let line = engine::click_line_reason(click.line_number.as_deref(), &lines.borrow(), &settings.dial.context);
+    journal(
+        shared,
+        &key,
+        &format!("click-to-call: {line}"),
+        json!({"call_id": click.call_id, "line": click.line_number}),
     )
     .await;
     let built = {

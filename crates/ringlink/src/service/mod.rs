@@ -468,6 +468,7 @@ pub async fn run_until(
         tasks.spawn(clicks::run(
             shared.clone(),
             click.clone(),
+            lines_tx.subscribe(),
             events_rx,
             responses_rx,
             stop_rx.clone(),

@@ -462,3 +462,39 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// ringlink's `[listener]` and `[click_to_call]` for a portal whose application token is `token`: the listener
+/// on `port` of 127.0.0.1 (its own public URL), `mode` the extra lines of `[click_to_call]`, the employee's phone
+/// rung for at most 6 s.
+#[allow(dead_code)] // shared by several test binaries; the click-to-call ones use this
+pub fn click_to_call_config(port: u16, token: &str, mode: &str) -> String {
+    format!(
+        r#"[listener]
+bind = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+
+[click_to_call]
+application_token = "{token}"
+{mode}
+[click_to_call.dial]
+timeout_secs = 6
+"#
+    )
+}
+
+/// ringlink's `[listener]` and `[autodistribution]`: HTTP on `http`, FastAGI on `agi` (both on 127.0.0.1), the
+/// requests' `token`; `listener_more` extra lines of `[listener]`, `more` appended.
+#[allow(dead_code)] // shared by several test binaries; the auto-distribution ones use this
+pub fn autodistribution_config(http: u16, agi: u16, token: &str, listener_more: &str, more: &str) -> String {
+    format!(
+        r#"[listener]
+bind = "127.0.0.1:{http}"
+{listener_more}
+[autodistribution]
+token = "{token}"
+agi_bind = "127.0.0.1:{agi}"
+
+{more}
+"#
+    )
+}
