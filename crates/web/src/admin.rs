@@ -107,9 +107,23 @@ pub(crate) async fn save_settings(
     }
 }
 
-fn badge(l: Lang, live: bool) -> Markup {
+fn badge(l: Lang, key: &settings::Key) -> Markup {
     html! {
-        @if !live { span.restart title=(l.t("set_restart_hint")) { (l.t("set_restart")) } }
+        @if let Some((badge, note)) = key.note {
+            span.restart title=(l.t(note)) { (l.t(badge)) }
+            small.muted.note { (l.t(note)) }
+        } @else if !key.live {
+            span.restart title=(l.t("set_restart_hint")) { (l.t("set_restart")) }
+        }
+    }
+}
+
+/// The changed keys that wait for a restart, each with its note when part of it applied at once.
+pub(crate) fn waiting_for_restart(l: Lang, restart: &[String]) -> Markup {
+    html! {
+        @for k in restart {
+            @if let Some(note) = settings::note_of(k) { p.note { code { (k) } ": " (l.t(note)) } }
+        }
     }
 }
 
@@ -135,6 +149,7 @@ fn settings_markup(frame: &Frame<'_>, view: &View, notice: &SavedNotice, error: 
                     @if applied.is_empty() && restart.is_empty() { p { (l.t("set_nothing")) } }
                     @if !applied.is_empty() { p { (l.t("set_applied")) ": " @for k in &applied { code { (k) } " " } } }
                     @if !restart.is_empty() { p.warning { (l.t("set_after_restart")) ": " @for k in &restart { code { (k) } " " } } }
+                    (waiting_for_restart(l, &restart))
                 }
             }
             p.muted { (l.t("set_intro")) }
@@ -167,19 +182,19 @@ fn field(l: Lang, key: &settings::Key, shown: &Shown) -> Markup {
                 label.check {
                     input type="hidden" name=(name) value="false";
                     input type="checkbox" name=(name) value="true" checked[text == "true"];
-                    code { (name) } (badge(l, key.live))
+                    code { (name) } (badge(l, key))
                 }
             }
             (Kind::Secret, Shown::Secret(set)) => {
                 label {
-                    span { code { (name) } (badge(l, key.live)) }
+                    span { code { (name) } (badge(l, key)) }
                     input type="password" name=(name) autocomplete="new-password"
                         placeholder=(if *set { l.t("set_secret_kept") } else { l.t("set_secret_unset") });
                 }
             }
             (Kind::Choice(choices), _) => {
                 label {
-                    span { code { (name) } (badge(l, key.live)) }
+                    span { code { (name) } (badge(l, key)) }
                     select name=(name) {
                         @for c in choices { option value=(c) selected[*c == text] { (c) } }
                     }
@@ -187,7 +202,7 @@ fn field(l: Lang, key: &settings::Key, shown: &Shown) -> Markup {
             }
             (Kind::Rows(columns), Shown::Rows(rows)) => {
                 div.rows {
-                    span { code { (name) } (badge(l, key.live)) }
+                    span { code { (name) } (badge(l, key)) }
                     input type="hidden" name=(name) value="rows";
                     table {
                         thead { tr { @for c in columns { th { (c.name) } } } }
@@ -206,7 +221,7 @@ fn field(l: Lang, key: &settings::Key, shown: &Shown) -> Markup {
             }
             _ => {
                 label {
-                    span { code { (name) } (badge(l, key.live)) }
+                    span { code { (name) } (badge(l, key)) }
                     input type="text" name=(name) value=(text)
                         placeholder=(if key.kind == Kind::List { l.t("set_list_hint") } else { "" });
                 }

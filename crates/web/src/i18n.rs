@@ -238,6 +238,16 @@ const TEXTS: &[(&str, &str, &str)] = &[
         "Values are saved in the configuration file (comments kept). Keys without a mark apply from the next call; keys marked \"after restart\" need ringlink restarted. Environment variables RINGLINK__… still override the file.",
         "Значения сохраняются в файле настроек (комментарии сохраняются). Ключи без пометки применяются со следующего звонка; с пометкой «после перезапуска» — после перезапуска ringlink. Переменные окружения RINGLINK__… по-прежнему важнее файла.",
     ),
+    (
+        "set_trunks_badge",
+        "call tracking after restart",
+        "учёт звонков — после перезапуска",
+    ),
+    (
+        "set_trunks_note",
+        "Call tracking uses the new trunks after a restart of ringlink; the Bitrix24 external lines are synced at once (added or renamed when saved).",
+        "Учёт звонков использует новые транки после перезапуска ringlink; внешние линии Битрикс24 синхронизируются сразу (добавляются или переименовываются при сохранении).",
+    ),
     ("set_applied", "Saved and applied", "Сохранено и применено"),
     (
         "set_after_restart",

@@ -66,6 +66,9 @@ pub struct Key {
     pub default: &'static str,
     /// The page's section (an i18n key).
     pub group: &'static str,
+    /// For a key that is partly applied at once: its badge and a note saying what waits for a restart and what
+    /// does not (i18n keys), shown beside it and after a save instead of the plain "after restart".
+    pub note: Option<(&'static str, &'static str)>,
 }
 
 const TRACKER_TRUNK: &[Column] = &[
@@ -110,6 +113,7 @@ pub fn catalogue(hooks: &[String]) -> Vec<Key> {
         live,
         default,
         group,
+        note: None,
     };
     let mut keys = vec![
         key("engine.register_local_calls", Kind::Bool, true, "false", "set_business"),
@@ -160,7 +164,11 @@ pub fn catalogue(hooks: &[String]) -> Vec<Key> {
             "set_missed",
         ),
         key("engine.missed.task.created_by", Kind::OptInt, true, "", "set_missed"),
-        key("tracker.trunks", Kind::Rows(TRACKER_TRUNK), false, "", "set_trunks"),
+        // Call tracking reads the trunks at start; the Bitrix24 external lines are synced on save.
+        Key {
+            note: Some(("set_trunks_badge", "set_trunks_note")),
+            ..key("tracker.trunks", Kind::Rows(TRACKER_TRUNK), false, "", "set_trunks")
+        },
         key("engine.trunks", Kind::Rows(ENGINE_TRUNK), true, "", "set_trunks"),
         key(
             "recordings.inline_max_bytes",
@@ -212,6 +220,15 @@ pub fn catalogue(hooks: &[String]) -> Vec<Key> {
         key("log.level", Kind::Text, false, "info", "set_connections"),
     ]);
     keys
+}
+
+/// The note of a key that is partly applied at once (an i18n key; see [`Key::note`]).
+pub fn note_of(path: &str) -> Option<&'static str> {
+    catalogue(&[])
+        .into_iter()
+        .find(|k| k.path == path)
+        .and_then(|k| k.note)
+        .map(|(_, note)| note)
 }
 
 /// A key's value as the form shows it.

@@ -192,6 +192,7 @@ fn saved_note(l: Lang, saved: &settings::Saved) -> Markup {
     html! {
         @if !saved.restart.is_empty() {
             p.warning id="wizard-restart" { (l.t("wiz_restart")) ": " @for k in &saved.restart { code { (k) } " " } }
+            (crate::admin::waiting_for_restart(l, &saved.restart))
         }
     }
 }

@@ -75,6 +75,15 @@ fn location(response: &Response) -> &str {
         .unwrap_or("")
 }
 
+/// The settings page's version, which a save must still find.
+fn page_version(html: &str) -> String {
+    html.split("name=\"version\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's version")
+        .to_owned()
+}
+
 fn hidden_csrf(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + "name=\"csrf\" value=\"".len();
     html[at..].split('"').next().expect("value").to_owned()
@@ -560,12 +569,7 @@ async fn settings_are_validated_saved_with_their_comments_and_applied() {
     assert!(!page.contains("never-shown-secret"), "a secret is never rendered back");
     assert!(page.contains("engine.missed.task.enabled"));
     let csrf = hidden_csrf(&page);
-    let version = page
-        .split("name=\"version\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the page's version")
-        .to_owned();
+    let version = page_version(&page);
     let form = |list: &'static str| {
         vec![
             ("csrf".to_owned(), csrf.clone()),
@@ -610,6 +614,61 @@ async fn settings_are_validated_saved_with_their_comments_and_applied() {
     let stale = post(form("105")).await.expect("POST");
     assert_eq!(stale.status(), StatusCode::BAD_REQUEST);
     assert!(stale.text().await.expect("html").contains("reload"));
+}
+
+/// Trunks are read by call tracking at start, but the service syncs Bitrix24's external lines as soon as they
+/// are saved: the page says both, beside the key and after the save.
+#[tokio::test]
+async fn changed_trunks_wait_for_a_restart_for_call_tracking_but_not_for_the_external_lines() {
+    let ui = start_with(local_only(), |web, dir| {
+        let path = dir.join("ringlink.toml");
+        std::fs::write(&path, CONFIG).expect("config");
+        web.settings_file(web::SettingsFile {
+            path,
+            hooks: vec![],
+            validate: Arc::new(|_: &str| Ok(())),
+            apply: Arc::new(|_: &str| Ok(())),
+        })
+    })
+    .await;
+    let session = ui.first_run().await;
+    let note = "Call tracking uses the new trunks after a restart of ringlink; the Bitrix24 external lines are \
+                synced at once (added or renamed when saved).";
+    let page = ui.get("/settings", Some(&session)).await.text().await.expect("html");
+    assert!(
+        page.contains("call tracking after restart") && page.contains(note),
+        "{page}"
+    );
+    let version = page_version(&page);
+    let form = [
+        ("csrf", hidden_csrf(&page)),
+        ("version", version),
+        ("tracker.trunks", "rows".into()),
+        ("tracker.trunks.0.endpoint", "carrier".into()),
+        ("tracker.trunks.0.number", "74950000000".into()),
+        ("tracker.trunks.0.name", "Main line".into()),
+    ];
+    let saved = ui
+        .http
+        .post(format!("{}/settings", ui.base))
+        .header(COOKIE, format!("ringlink_session={session}"))
+        .form(&form)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+    let after = ui
+        .get(location(&saved), Some(&session))
+        .await
+        .text()
+        .await
+        .expect("html");
+    let notice = after
+        .split("id=\"settings-saved\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</div>").next())
+        .expect("the saved notice");
+    assert!(notice.contains("tracker.trunks") && notice.contains(note), "{notice}");
 }
 
 #[tokio::test]
