@@ -21,6 +21,8 @@
 //! `RINGLINK_BENCH_RATE=5` and `RINGLINK_BENCH_MINUTES=10` the sustained load.
 
 #[allow(dead_code)]
+mod common;
+#[allow(dead_code)]
 #[path = "../tests/e2e/harness.rs"]
 mod harness;
 
@@ -28,9 +30,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ami::ClientEvent;
 use b24emu::RecordedRequest;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use common::{dials, extension_of, lock, settle, summary, wait_done, watch_ami, Seen};
 use harness::{text, E2e};
 use testbed::{scenarios, Route};
 
@@ -61,54 +63,10 @@ async fn main() {
     }
 }
 
-/// `DialBegin`s as Asterisk stamped them: linkedid → (first stamp, destination channel).
-type Dials = Arc<Mutex<HashMap<String, Vec<(DateTime<Utc>, String)>>>>;
-
-/// Follows AMI beside ringlink and keeps every `DialBegin`'s linkedid, destination and `Timestamp`.
-async fn watch_dials(e2e: &E2e) -> (ami::Client, Dials) {
-    let config = ami::ClientConfig::new(e2e.bed.ami_addr().to_string(), e2e.bed.ami_user(), e2e.bed.ami_secret());
-    let (client, mut events) = ami::connect(config).await.expect("AMI login");
-    let dials: Dials = Arc::default();
-    let sink = dials.clone();
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            let ClientEvent::Event(m) = event else { continue };
-            if m.event_name() != Some("DialBegin") {
-                continue;
-            }
-            let (Some(linkedid), Some(stamp), Some(dest)) =
-                (m.get("Linkedid"), m.get("Timestamp"), m.get("DestChannel"))
-            else {
-                continue;
-            };
-            let Some(at) = parse_stamp(stamp) else { continue };
-            sink.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(linkedid.trim().to_owned())
-                .or_default()
-                .push((at, dest.trim().to_owned()));
-        }
-    });
-    (client, dials)
-}
-
-/// AMI `Timestamp: 1712345678.123456`.
-fn parse_stamp(text: &str) -> Option<DateTime<Utc>> {
-    let (secs, frac) = text.trim().split_once('.').unwrap_or((text.trim(), "0"));
-    let secs: i64 = secs.parse().ok()?;
-    let micros: i64 = format!("{frac:0<6}")[..6].parse().ok()?;
-    DateTime::from_timestamp_micros(secs * 1_000_000 + micros)
-}
-
-/// The extension behind `PJSIP/101-0000001a`.
-fn extension_of(channel: &str) -> Option<u64> {
-    channel.strip_prefix("PJSIP/")?.split('-').next()?.parse().ok()
-}
-
 /// Card-pop overheads in milliseconds: for every card that popped (a register with SHOW 1, or a show),
 /// the time from the `DialBegin` of that user's phone in that call to the request reaching the emulator.
-fn card_overheads(requests: &[RecordedRequest], dials: &Dials) -> (Vec<f64>, usize) {
-    let dials = dials.lock().unwrap_or_else(|p| p.into_inner());
+fn card_overheads(requests: &[RecordedRequest], seen: &Seen) -> (Vec<f64>, usize) {
+    let dials = dials(seen);
     let mut linkedid_of_call: HashMap<String, String> = HashMap::new();
     for r in requests.iter().filter(|r| r.method == REGISTER && r.is_ok()) {
         let linkedid = text(r, "EXTERNAL_CALL_ID")
@@ -161,54 +119,6 @@ fn card_overheads(requests: &[RecordedRequest], dials: &Dials) -> (Vec<f64>, usi
     (out, without_card)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn summary(label: &str, mut values: Vec<f64>) {
-    values.sort_by(f64::total_cmp);
-    println!(
-        "{label}: n={} p50={:.1} ms p99={:.1} ms min={:.1} ms max={:.1} ms",
-        values.len(),
-        percentile(&values, 50.0),
-        percentile(&values, 99.0),
-        values.first().copied().unwrap_or(f64::NAN),
-        values.last().copied().unwrap_or(f64::NAN),
-    );
-}
-
-/// Waits until `n` requests of `method` succeeded, or `limit` passes; returns how many did.
-async fn wait_done(e2e: &E2e, method: &str, n: usize, limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        let done = e2e.emu.requests_for(method).iter().filter(|r| r.is_ok()).count();
-        if done >= n || Instant::now() >= deadline {
-            return done;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Waits until no request reached the emulator for `quiet`.
-async fn settle(e2e: &E2e, quiet: Duration) {
-    let mut seen = e2e.emu.requests().len();
-    let mut since = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = e2e.emu.requests().len();
-        if now != seen {
-            seen = now;
-            since = Instant::now();
-        } else if since.elapsed() >= quiet {
-            return;
-        }
-    }
-}
-
 /// Places `n` incoming calls to 101 at once (101 rings `ring`, each client talks `talk`); returns when every
 /// caller is done.
 async fn calls_to_101(e2e: &E2e, n: usize, ring: Duration, talk: Duration) {
@@ -230,7 +140,7 @@ async fn calls_to_101(e2e: &E2e, n: usize, ring: Duration, talk: Duration) {
 async fn latency() {
     println!("== card-pop overhead (DialBegin at Asterisk → register/show at Bitrix24) ==");
     let e2e = E2e::start("").await;
-    let (_ami, dials) = watch_dials(&e2e).await;
+    let (_ami, dials) = watch_ami(&e2e).await;
     const SINGLE: usize = 20;
     for _ in 0..SINGLE {
         calls_to_101(&e2e, 1, Duration::from_millis(700), Duration::from_millis(300)).await;
@@ -242,7 +152,7 @@ async fn latency() {
 
     e2e.emu.clear_requests();
     e2e.emu.reset_limits();
-    dials.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    lock(&dials).clear();
     let log_before = e2e.log().len();
     const MANY: usize = 100;
     calls_to_101(&e2e, MANY, Duration::from_secs(4), Duration::from_secs(1)).await;
@@ -322,7 +232,7 @@ async fn hook_latency() {
             }
         };
         let e2e = E2e::start(&config).await;
-        let (_ami, dials) = watch_dials(&e2e).await;
+        let (_ami, dials) = watch_ami(&e2e).await;
         const CALLS: usize = 20;
         for _ in 0..CALLS {
             calls_to_101(&e2e, 1, Duration::from_millis(700), Duration::from_millis(300)).await;
@@ -477,7 +387,7 @@ async fn sustained() {
     e2e.kill_ringlink();
     e2e.start_ringlink().await;
     settle(&e2e, Duration::from_secs(2)).await;
-    let (_ami, dials) = watch_dials(&e2e).await;
+    let (_ami, dials) = watch_ami(&e2e).await;
     let pid = e2e.ringlink_pid().expect("ringlink runs");
     let idle_rss = status_kb(pid, "VmRSS:");
     let bed = &e2e.bed;
