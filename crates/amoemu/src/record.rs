@@ -24,6 +24,9 @@ pub struct RecordedRequest {
     pub seq: u64,
     /// Emulator clock, Unix seconds.
     pub at: i64,
+    /// The host's wall clock when the request arrived, Unix microseconds (latency measurements against events
+    /// stamped by the same host, whatever the emulator clock says).
+    pub arrived_micros: i64,
     /// `GET`, `POST`, …
     pub method: String,
     /// Path without the query, e.g. `/api/v4/calls`.

@@ -276,6 +276,7 @@ async fn entry(State(core): State<Arc<Core>>, req: Request) -> Response {
         },
         Err(e) => (Value::Null, Some(format!("unreadable body: {e}"))),
     };
+    let arrived_micros = chrono::Utc::now().timestamp_micros();
     let mut auth = AuthKind::None;
     let answer = 'answer: {
         match core.fault() {
@@ -321,6 +322,7 @@ async fn entry(State(core): State<Arc<Core>>, req: Request) -> Response {
     lock(&core.log).push(RecordedRequest {
         seq,
         at: core.now(),
+        arrived_micros,
         method,
         path,
         query,

@@ -87,6 +87,14 @@ pub async fn run(path: &Path) -> usize {
     };
     check_cel(&config, store.as_deref(), &mut report);
     check_web(&config, &mut report);
+    if config.crm.kind == crate::config::CrmKind::Amocrm {
+        match (&config.amocrm, store) {
+            (Some(settings), Some(store)) => check_amocrm(settings, &store, &mut report).await,
+            (Some(_), None) => report.problem("amocrm", "not tried: the store (which keeps tokens) does not open"),
+            (None, _) => report.problem("amocrm", "crm.kind = \"amocrm\" but no [amocrm] section"),
+        }
+        return report.problems;
+    }
     match (&config.bitrix24, store) {
         (None, _) => report.problem("bitrix24", "no [bitrix24] section: calls would not be registered"),
         (Some(settings), Some(store)) => {
@@ -272,6 +280,79 @@ async fn check_event_timestamps(client: &ami::Client, events: &mut ami::Events, 
                 }
             }
         }
+    }
+}
+
+/// amoCRM: the token works (`GET /api/v4/account`), the users can be listed (administrator rights), and which
+/// configured extensions name a user of the account.
+async fn check_amocrm(
+    settings: &crate::config::AmoCrmConfig,
+    store: &std::sync::Arc<dyn store::Store>,
+    report: &mut Report,
+) {
+    let client = match crate::service::amocrm_client(settings, store) {
+        Ok(c) => c,
+        Err(e) => return report.problem("amocrm", format!("{e:#}")),
+    };
+    let account = match client.account().await {
+        Ok(account) => account,
+        Err(e) => return report.problem("amocrm", format!("{e} — {}", amocrm_fix(&e))),
+    };
+    let users = match client.users().await {
+        Ok(users) => users,
+        Err(e) => {
+            return report.problem(
+                "amocrm",
+                format!(
+                    "account {} reachable, but its users cannot be listed: {e} — install the integration as an \
+                     administrator of the account",
+                    account.id
+                ),
+            )
+        }
+    };
+    let unknown: Vec<String> = settings
+        .extensions
+        .iter()
+        .filter(|(_, id)| !users.iter().any(|u| u.id == **id))
+        .map(|(ext, id)| format!("{ext} → {id}"))
+        .collect();
+    let auth = if settings.is_oauth() {
+        "OAuth"
+    } else {
+        "long-lived token"
+    };
+    let summary = format!(
+        "account {} ({}) reachable with its {auth}; {} users, {} extensions mapped",
+        account.id,
+        account.subdomain,
+        users.len(),
+        settings.extensions.len()
+    );
+    if unknown.is_empty() {
+        report.ok("amocrm", summary);
+    } else {
+        report.problem(
+            "amocrm",
+            format!(
+                "{summary}; [amocrm.extensions] names users the account does not have: {}",
+                unknown.join(", ")
+            ),
+        );
+    }
+}
+
+fn amocrm_fix(error: &amocrm::Error) -> &'static str {
+    use amocrm::Error as E;
+    match error {
+        E::Unauthorized { .. } | E::TokenRefused { .. } | E::NoRefreshToken => {
+            "the tokens are refused: authorise the integration again and put the new tokens in [amocrm] (or a \
+             new long_lived_token)"
+        }
+        E::IpBlocked => "amoCRM blocked this host's IP address: ask amoCRM support to lift the block",
+        E::RateLimited { .. } => "amoCRM's request limit was hit: try again in a minute",
+        E::InvalidUrl { .. } | E::InsecureUrl { .. } => "fix [amocrm] subdomain / base_url",
+        _ => "check the [amocrm] section and that the account is reachable from this host",
     }
 }
 

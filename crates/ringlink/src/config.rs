@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod amocrm;
+pub use amocrm::{AmoCrmConfig, CrmKind, CrmSettings};
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +24,12 @@ pub struct Config {
     /// Where calls are registered. Without it `run` follows calls and logs them but registers nothing.
     #[serde(default)]
     pub bitrix24: Option<Bitrix24Settings>,
+    /// Which CRM calls are recorded in: `kind = "bitrix24"` (the default, `[bitrix24]`) or `"amocrm"` (`[amocrm]`).
+    #[serde(default)]
+    pub crm: CrmSettings,
+    /// The amoCRM / Kommo account, with `[crm] kind = "amocrm"`.
+    #[serde(default)]
+    pub amocrm: Option<AmoCrmConfig>,
     /// Business logic: which calls are registered, for whom, cards, leads, missed-call rules.
     #[serde(default)]
     pub engine: engine::EngineSettings,
@@ -644,6 +653,24 @@ impl Config {
         }
         if ami.event_queue == 0 {
             return Err("ami.event_queue must be at least 1".into());
+        }
+        match (self.crm.kind, &self.amocrm) {
+            (CrmKind::Amocrm, None) => {
+                return Err("crm.kind = \"amocrm\" needs an [amocrm] section (subdomain and tokens)".into())
+            }
+            (CrmKind::Amocrm, Some(a)) => {
+                if let Some(problem) = a.problems() {
+                    return Err(problem);
+                }
+                if self.click_to_call.is_some() || self.autodistribution.is_some() {
+                    return Err(
+                        "click_to_call and autodistribution work with Bitrix24 only: remove them, or set \
+                                crm.kind = \"bitrix24\""
+                            .into(),
+                    );
+                }
+            }
+            (CrmKind::Bitrix24, _) => {}
         }
         if let Some(b) = &self.bitrix24 {
             let app = b.portal_url.is_some() || b.client_id.is_some() || b.client_secret.is_some();

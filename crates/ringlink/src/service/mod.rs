@@ -14,6 +14,8 @@
 //! rebuilds the live calls, whose re-planned steps carry the same idempotency keys as before.
 
 mod agi;
+mod amocrm;
+pub use amocrm::client as amocrm_client;
 mod autodist;
 mod clicks;
 mod crm_binding;
@@ -42,7 +44,7 @@ use store::{PortalTokens, Store};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{error, info, warn};
 
-use crate::config::{Bitrix24Plan, Bitrix24Settings, ClickMode, Config};
+use crate::config::{Bitrix24Plan, Bitrix24Settings, ClickMode, Config, CrmKind};
 
 /// State the tasks share.
 #[derive(Clone)]
@@ -304,9 +306,10 @@ pub async fn run_until(
     let telemetry = Arc::new(web::Telemetry::new(env!("CARGO_PKG_VERSION")));
     let lease = leadership::Lease::new(store.clone(), &config.store, telemetry.clone());
     telemetry.ami_address(&config.ami.address);
-    let client = match &config.bitrix24 {
-        Some(settings) => Some(bitrix24_client(settings, &store)?),
-        None => {
+    let client = match (&config.bitrix24, config.crm.kind) {
+        (_, CrmKind::Amocrm) => None,
+        (Some(settings), CrmKind::Bitrix24) => Some(bitrix24_client(settings, &store)?),
+        (None, CrmKind::Bitrix24) => {
             warn!("no [bitrix24] section: calls are followed and journaled but not registered");
             None
         }
@@ -369,6 +372,14 @@ pub async fn run_until(
     if !enabled.is_empty() {
         info!(hooks = ?enabled, "customization hooks enabled");
     }
+    let amocrm = match (config.crm.kind, &config.amocrm) {
+        (CrmKind::Amocrm, Some(settings)) => {
+            engine.set_crm(engine::Crm::AmoCrm(settings.translation()));
+            info!(account = %settings.base().unwrap_or_default(), oauth = settings.is_oauth(), "calls are recorded in amoCRM");
+            Some((settings.clone(), amocrm::client(settings, &store)?))
+        }
+        _ => None,
+    };
     let verdicts = pipeline::Verdicts::default();
     if hooks.is_enabled(hooks::HookName::NeedRegistration) {
         engine.set_gate(Box::new(verdicts.clone()));
@@ -408,7 +419,7 @@ pub async fn run_until(
         let refresh_every = Duration::from_secs(config.engine.users_refresh_interval_secs);
         tasks.spawn(users::refresher(
             shared.clone(),
-            client.clone(),
+            users::Source::Bitrix24(client.clone()),
             refresh_every,
             stop_rx.clone(),
         ));
@@ -419,6 +430,20 @@ pub async fn run_until(
             stop_rx.clone(),
         ));
         tasks.spawn(lines::run(client.clone(), lines_rx, stop_rx.clone()));
+    }
+    if let Some((settings, client)) = &amocrm {
+        let refresh_every = Duration::from_secs(config.engine.users_refresh_interval_secs);
+        let source = users::Source::AmoCrm {
+            client: client.clone(),
+            extensions: settings.extensions.clone(),
+        };
+        tasks.spawn(users::refresher(shared.clone(), source, refresh_every, stop_rx.clone()));
+        tasks.spawn(amocrm::run(
+            shared.clone(),
+            client.clone(),
+            config.recordings.clone(),
+            stop_rx.clone(),
+        ));
     }
     let mut endpoints = listener::Endpoints::default();
     if let (Some(settings), Some(client)) = (&config.autodistribution, &client) {

@@ -48,7 +48,7 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
     shared.telemetry.ami_connected();
     let mut pipeline = Pipeline {
         shared,
-        registering: config.bitrix24.is_some(),
+        registering: config.bitrix24.is_some() || config.crm.kind == crate::config::CrmKind::Amocrm,
         held: HashMap::new(),
         answers,
         hook_context,

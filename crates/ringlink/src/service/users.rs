@@ -1,6 +1,7 @@
-//! The employees directory: Bitrix24 `user.get` → the store's users cache → the engine's extension lookup.
+//! The employees directory: Bitrix24 `user.get` (or amoCRM's `/api/v4/users` with the configured extensions) →
+//! the store's users cache → the engine's extension lookup.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use hooks::{HookName, Outcome};
@@ -98,12 +99,60 @@ pub async fn fetch_users(client: &bitrix24::Client) -> Result<Vec<User>, bitrix2
     Ok(users)
 }
 
+/// Where the employees come from.
+#[derive(Clone)]
+pub enum Source {
+    Bitrix24(bitrix24::Client),
+    /// amoCRM's users carry no extension: `extensions` (extension → user id) gives them theirs.
+    AmoCrm {
+        client: amocrm::Client,
+        extensions: BTreeMap<String, u64>,
+    },
+}
+
+impl Source {
+    fn name(&self) -> &'static str {
+        match self {
+            Source::Bitrix24(_) => "Bitrix24",
+            Source::AmoCrm { .. } => "amoCRM",
+        }
+    }
+
+    async fn fetch(&self) -> anyhow::Result<Vec<User>> {
+        match self {
+            Source::Bitrix24(client) => Ok(fetch_users(client).await?),
+            Source::AmoCrm { client, extensions } => Ok(amocrm_users(&client.users().await?, extensions)),
+        }
+    }
+}
+
+/// amoCRM's active users as the cache keeps them, each with the extension the configuration gives it.
+fn amocrm_users(users: &[amocrm::User], extensions: &BTreeMap<String, u64>) -> Vec<User> {
+    users
+        .iter()
+        .filter(|u| u.rights.is_active)
+        .map(|u| User {
+            id: u.id,
+            name: u.name.clone(),
+            email: Some(u.email.clone()).filter(|e| !e.is_empty()),
+            position: None,
+            active: true,
+            phones: extensions
+                .iter()
+                .filter(|(_, id)| **id == u.id)
+                .map(|(ext, _)| UserPhone::new(store::EXTENSION_FIELD, ext.clone()))
+                .collect(),
+            raw: json!({"id": u.id, "name": u.name, "email": u.email, "rights": {"is_admin": u.rights.is_admin, "is_active": u.rights.is_active}}),
+        })
+        .collect()
+}
+
 /// Refreshes the directory: Bitrix24 → store → engine. On failure the cache stays as it is; a directory that
 /// was loaded before (from Bitrix24 or the cache) is marked as looked at, so the engine stops asking until the
 /// next interval. One that never was stays unknown: calls that need it wait instead of going to nobody.
-pub async fn refresh(shared: &Shared, client: &bitrix24::Client) -> anyhow::Result<usize> {
+pub async fn refresh(shared: &Shared, source: &Source) -> anyhow::Result<usize> {
     let now = store::Timestamp::now();
-    match fetch_users(client).await {
+    match source.fetch().await {
         Ok(mut users) => {
             customize_phones(shared, &mut users).await;
             let count = users.len();
@@ -126,7 +175,7 @@ pub async fn refresh(shared: &Shared, client: &bitrix24::Client) -> anyhow::Resu
                 drop(engine);
                 shared.directory_loaded.notify_one();
             }
-            Err(e.into())
+            Err(e)
         }
     }
 }
@@ -195,12 +244,12 @@ const LAST_RETRY: Duration = Duration::from_secs(30);
 
 /// Refreshes at start, every `every`, and whenever the pipeline meets an unknown extension. A failed refresh
 /// is retried with back-off (1 s, 2 s, 4 s, … up to 30 s) until one succeeds.
-pub async fn refresher(shared: Shared, client: bitrix24::Client, every: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn refresher(shared: Shared, source: Source, every: Duration, mut stop: watch::Receiver<bool>) {
     let mut retry = FIRST_RETRY;
     loop {
-        let wait = match refresh(&shared, &client).await {
+        let wait = match refresh(&shared, &source).await {
             Ok(n) => {
-                info!(users = n, "users directory refreshed from Bitrix24");
+                info!(users = n, crm = source.name(), "users directory refreshed");
                 retry = FIRST_RETRY;
                 every
             }

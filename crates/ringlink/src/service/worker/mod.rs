@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use engine::{StepKind, Timing};
 use serde_json::{json, Value};
 use store::{EntryKind, NewJournalEntry, Step, StepState, Timestamp};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
 use super::crm_binding;
@@ -58,11 +58,22 @@ pub async fn run(
         client,
         recordings,
     };
+    let work = worker.shared.work.clone();
+    rounds(&work, &mut stop, "outbox round failed", || worker.round()).await;
+}
+
+/// Runs outbox rounds until stopped: the next one at once after a round that worked, else when woken (new
+/// steps stored) or after [`IDLE_POLL`] (retries coming due).
+pub(super) async fn rounds<F, Fut>(work: &Notify, stop: &mut watch::Receiver<bool>, failed: &str, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<usize>>,
+{
     loop {
-        let worked = match worker.round().await {
+        let worked = match round().await {
             Ok(n) => n > 0,
             Err(e) => {
-                warn!(error = %e, "outbox round failed");
+                warn!(error = %e, "{failed}");
                 false
             }
         };
@@ -70,7 +81,7 @@ pub async fn run(
             continue;
         }
         tokio::select! {
-            _ = worker.shared.work.notified() => {}
+            _ = work.notified() => {}
             _ = tokio::time::sleep(IDLE_POLL) => {}
             _ = stop.changed() => return,
         }
