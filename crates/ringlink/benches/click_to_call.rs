@@ -103,7 +103,7 @@ async fn clicks(mode: Mode) {
     let token = emu_config.app.application_token.clone();
     let e2e = E2e::start_as_app(emu_config, &harness::click_to_call_config(free_port(), &token, lines)).await;
     e2e.wait_log("ONEXTERNALCALLSTART bound", WAIT).await;
-    e2e.wait_log("users directory refreshed from Bitrix24", WAIT).await;
+    e2e.wait_log("users directory refreshed", WAIT).await;
     settle(&e2e, Duration::from_secs(2)).await;
     let (_ami, seen) = watch_ami(&e2e).await;
     let bed = &e2e.bed;
@@ -327,7 +327,7 @@ async fn autodistribution() {
     let (http, agi_port) = (free_port(), free_port());
     let extra = harness::autodistribution_config(http, agi_port, TOKEN, "rate_per_sec = 1000\nburst = 1000\n", "");
     let e2e = E2e::start_with(emu_config, &extra).await;
-    e2e.wait_log("users directory refreshed from Bitrix24", WAIT).await;
+    e2e.wait_log("users directory refreshed", WAIT).await;
     settle(&e2e, Duration::from_secs(2)).await;
     let sequential: u64 = 30;
     let mut next = 1;

@@ -29,7 +29,7 @@ async fn start(ring: Duration, more_config: &str) -> E2e {
     let (http, agi) = (free_port(), free_port());
     let extra = harness::autodistribution_config(http, agi, TOKEN, "", more_config);
     let e2e = E2e::start_with(emu_config, &extra).await;
-    e2e.wait_log("users directory refreshed from Bitrix24", WAIT).await;
+    e2e.wait_log("users directory refreshed", WAIT).await;
     for (name, value) in [
         ("RINGLINK_URL", format!("http://127.0.0.1:{http}")),
         ("RINGLINK_TOKEN", TOKEN.to_owned()),
