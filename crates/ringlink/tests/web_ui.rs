@@ -88,14 +88,17 @@ fn fail(what: &str) -> impl FnOnce(fantoccini::error::CmdError) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// The text of the first element matching `css`, waiting (up to 10 s) for it to appear: a form submitted by a click
+/// may still be loading its answer when the next step looks.
 async fn text_of(browser: &Client, css: &str) -> Result<String, String> {
-    browser
-        .find(Locator::Css(css))
-        .await
-        .map_err(fail(css))?
-        .text()
-        .await
-        .map_err(fail(css))
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match browser.find(Locator::Css(css)).await {
+            Ok(element) => return element.text().await.map_err(fail(css)),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(fail(css)(e)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 async fn body(browser: &Client) -> Result<String, String> {
