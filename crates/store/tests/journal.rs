@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use backends::Backend;
 use serde_json::json;
-use store::{EntryKind, NewJournalEntry, NewStep, Timestamp};
+use store::{CallFilter, CallResult, EntryKind, NewJournalEntry, NewStep, Store, Timestamp};
 
 fn at(secs: i64) -> Timestamp {
     Timestamp::from_secs(1_700_000_000 + secs)
@@ -163,7 +163,167 @@ fn planned_steps_and_their_journal_are_written_together(backend: Backend) {
     );
 }
 
+/// A day of calls for the journal page's filters: answered, missed, live, with an error entry, with a failed
+/// step, one the day before, each with its own number and employee.
+fn calls_to_filter(store: &dyn Store) {
+    let call = |key: &str, start: i64, number: &str, extension: &str, ends: &[&str]| {
+        let mut entries = vec![
+            entry(key, start, EntryKind::Ami, "leg_ringing").data(json!({"number": number, "extension": extension})),
+            entry(
+                key,
+                start + 1,
+                EntryKind::Decision,
+                &format!("card for extension {extension}"),
+            ),
+        ];
+        for (n, message) in ends.iter().enumerate() {
+            entries.push(entry(key, start + 2 + n as i64, EntryKind::Ami, message));
+        }
+        entries
+    };
+    let day = 86_400;
+    let mut entries = Vec::new();
+    entries.extend(call(
+        "answered",
+        day,
+        "+79001112233",
+        "101",
+        &["leg_answered", "call_ended"],
+    ));
+    entries.extend(call("missed", day + 100, "+79004445566", "102", &["call_ended"]));
+    entries.extend(call("live", day + 200, "+79001112233", "103", &[]));
+    entries.extend(call(
+        "error",
+        day + 300,
+        "+7_900%777",
+        "101",
+        &["leg_answered", "call_ended"],
+    ));
+    entries.push(entry(
+        "error",
+        day + 305,
+        EntryKind::Error,
+        "register refused: ACCESS_DENIED",
+    ));
+    entries.extend(call("failed", day + 400, "+79008889900", "104", &["call_ended"]));
+    entries.extend(call(
+        "yesterday",
+        100,
+        "+79001112233",
+        "101",
+        &["leg_answered", "call_ended"],
+    ));
+    store.append_journal(&entries).unwrap();
+    store
+        .enqueue(
+            &[NewStep::new("failed", "failed/register", "register", json!({}))],
+            at(day),
+        )
+        .unwrap();
+    let register = store
+        .claim_due(at(day + 401), 1, Duration::from_secs(5))
+        .unwrap()
+        .claimed
+        .remove(0);
+    store
+        .mark_failed(register.lease(), "ERROR_ARGUMENT", at(day + 402))
+        .unwrap();
+}
+
+fn found(store: &dyn Store, filter: CallFilter) -> Vec<String> {
+    let calls = store.find_calls(&filter, 50).unwrap();
+    calls.into_iter().map(|c| c.call_key).collect()
+}
+
+fn texts(texts: &[&str]) -> CallFilter {
+    CallFilter {
+        texts: texts.iter().map(|t| (*t).to_owned()).collect(),
+        ..CallFilter::default()
+    }
+}
+
+fn the_journal_filters_each_pick_the_calls_they_name(backend: Backend) {
+    let store = backend.open();
+    calls_to_filter(&*store);
+    let result = |result| CallFilter {
+        result: Some(result),
+        ..CallFilter::default()
+    };
+    assert_eq!(
+        found(&*store, result(CallResult::Answered)),
+        ["error", "answered", "yesterday"]
+    );
+    assert_eq!(found(&*store, result(CallResult::Missed)), ["failed", "missed"]);
+    assert_eq!(found(&*store, result(CallResult::Live)), ["live"]);
+    let errors = CallFilter {
+        has_errors: true,
+        ..CallFilter::default()
+    };
+    assert_eq!(found(&*store, errors), ["failed", "error"]);
+    let one_day = CallFilter {
+        from: Some(at(86_400)),
+        to: Some(at(2 * 86_400)),
+        ..CallFilter::default()
+    };
+    assert_eq!(
+        found(&*store, one_day),
+        ["failed", "error", "live", "missed", "answered"]
+    );
+    let day_before = CallFilter {
+        from: Some(at(0)),
+        to: Some(at(86_400)),
+        ..CallFilter::default()
+    };
+    assert_eq!(found(&*store, day_before), ["yesterday"]);
+    let answered_with_errors = CallFilter {
+        has_errors: true,
+        result: Some(CallResult::Answered),
+        ..CallFilter::default()
+    };
+    assert_eq!(found(&*store, answered_with_errors), ["error"]);
+    let next_page = CallFilter {
+        before: Some((at(86_400 + 302), "error".to_owned())),
+        ..CallFilter::default()
+    };
+    assert_eq!(found(&*store, next_page), ["live", "missed", "answered", "yesterday"]);
+}
+
+fn the_text_filters_find_a_substring_of_an_entry(backend: Backend) {
+    let store = backend.open();
+    calls_to_filter(&*store);
+    // A whole number, a part of it, and a part too short for any index.
+    assert_eq!(
+        found(&*store, texts(&["+79001112233"])),
+        ["live", "answered", "yesterday"]
+    );
+    assert_eq!(found(&*store, texts(&["4445"])), ["missed"]);
+    assert_eq!(found(&*store, texts(&["55"])), ["missed"]);
+    // An employee's extension, in an entry's data or its message, with the number of another entry.
+    assert_eq!(found(&*store, texts(&["101"])), ["error", "answered", "yesterday"]);
+    assert_eq!(found(&*store, texts(&["extension 104"])), ["failed"]);
+    assert_eq!(
+        found(&*store, texts(&["+79001112233", "101"])),
+        ["answered", "yesterday"]
+    );
+    // Words of a message.
+    assert_eq!(found(&*store, texts(&["ACCESS_DENIED"])), ["error"]);
+    // LIKE's wildcards are plain characters.
+    assert_eq!(found(&*store, texts(&["_900%"])), ["error"]);
+    assert_eq!(found(&*store, texts(&["%"])), ["error"]);
+    assert!(found(&*store, texts(&["+7900_"])).is_empty());
+    assert!(found(&*store, texts(&["79009999"])).is_empty());
+    // With the other filters.
+    let answered_today = CallFilter {
+        result: Some(CallResult::Answered),
+        from: Some(at(86_400)),
+        ..texts(&["101"])
+    };
+    assert_eq!(found(&*store, answered_today), ["error", "answered"]);
+}
+
 on_both_backends!(
+    the_journal_filters_each_pick_the_calls_they_name,
+    the_text_filters_find_a_substring_of_an_entry,
     planned_steps_and_their_journal_are_written_together,
     a_calls_timeline_reads_back_in_time_order,
     recent_calls_show_the_latest_state_and_the_outbox,

@@ -1,5 +1,6 @@
-//! Render time of the journal page, a call's timeline, `/status` and `/metrics` over HTTP with 100,000 calls in
-//! the store (p50/p99 of sequential requests).
+//! Render time of the journal page (each of its filters), a call's timeline, `/status` and `/metrics` over HTTP
+//! with 100,000 calls in the store (p50/p99 of sequential requests). Every tenth call is missed (nobody
+//! answers); the employee's extension goes round 101…110; no call has an error.
 //!
 //! `cargo bench -p web --bench pages` (CALLS=… to change the store's size).
 
@@ -24,9 +25,12 @@ fn fill(store: &SqliteStore, calls: usize) {
             let call = format!("{}.{i}", 1_700_000_000 + i);
             let at = start.saturating_add(Duration::from_secs(i as u64 * 30));
             let number = format!("+7900{:07}", i % 5000);
+            let extension = 101 + i % 10;
+            let card = format!("card for employee {extension} (extension directory)");
+            let missed = i % 10 == 3;
             for (k, (kind, message)) in [
                 (EntryKind::Ami, "leg_ringing"),
-                (EntryKind::Decision, "card for employee 101 (extension directory)"),
+                (EntryKind::Decision, card.as_str()),
                 (EntryKind::CrmRequest, "register"),
                 (EntryKind::CrmResponse, "register done"),
                 (EntryKind::Ami, "leg_answered"),
@@ -36,6 +40,7 @@ fn fill(store: &SqliteStore, calls: usize) {
             ]
             .into_iter()
             .enumerate()
+            .filter(|(_, (_, message))| !(missed && *message == "leg_answered"))
             {
                 entries.push(
                     NewJournalEntry::new(
@@ -44,7 +49,7 @@ fn fill(store: &SqliteStore, calls: usize) {
                         kind,
                         message,
                     )
-                    .data(json!({"number": number, "extension": "101", "USER_ID": 1})),
+                    .data(json!({"number": number, "extension": extension.to_string(), "USER_ID": extension - 100})),
                 );
             }
             steps.push(NewStep::new(
@@ -140,6 +145,9 @@ async fn main() {
         .expect("session");
     let cookie = format!("ringlink_session={session}");
     let middle = format!("{}.{}", 1_700_000_000 + calls / 2, calls / 2);
+    // A whole day a quarter of the way back from the latest call (UTC: the UI's zone here).
+    let day = chrono::Utc::now() - chrono::Duration::seconds(calls as i64 * 30 / 4);
+    let day = day.format("%Y-%m-%d");
     for (name, path, n) in [
         ("journal (latest 50)", "/calls".to_owned(), 200),
         (
@@ -147,7 +155,10 @@ async fn main() {
             "/calls?number=%2B79000004999".to_owned(),
             50,
         ),
+        ("journal, employee 105", "/calls?employee=105".to_owned(), 50),
         ("journal, has errors (none match)", "/calls?errors=1".to_owned(), 20),
+        ("journal, missed", "/calls?result=missed".to_owned(), 50),
+        ("journal, one day", format!("/calls?from={day}&to={day}"), 50),
         ("call timeline", format!("/calls/{middle}"), 200),
         ("/status", "/status".to_owned(), 200),
         ("/metrics", "/metrics".to_owned(), 200),

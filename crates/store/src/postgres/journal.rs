@@ -100,8 +100,8 @@ pub async fn find_calls(tx: &mut Tx<'_>, filter: &CallFilter, limit: usize) -> R
     }
     if filter.has_errors {
         sql.push_str(
-            " AND (c.errors > 0 OR EXISTS (SELECT 1 FROM steps s WHERE s.tenant = c.tenant
-                                            AND s.call_key = c.call_key AND s.state = 'failed'))",
+            " AND c.call_key IN (SELECT e.call_key FROM journal_calls e WHERE e.tenant = $1 AND e.errors > 0
+                                 UNION ALL SELECT s.call_key FROM steps s WHERE s.tenant = $1 AND s.state = 'failed')",
         );
     }
     for text in filter.texts.iter().filter(|t| !t.is_empty()) {

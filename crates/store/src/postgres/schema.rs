@@ -132,6 +132,14 @@ const MIGRATIONS: &[&str] = &[
         taken_at   BIGINT  NOT NULL
     );
     ",
+    // 3: the journal page's filters (as SQLite's migration 3).
+    "
+    CREATE INDEX journal_calls_by_last_first ON journal_calls (tenant, last_at, first_at);
+    DROP INDEX journal_calls_by_last;
+    CREATE INDEX journal_calls_with_errors ON journal_calls (tenant, last_at) WHERE errors > 0;
+    CREATE INDEX steps_failed ON steps (tenant, call_key) WHERE state = 'failed';
+    CREATE INDEX journal_ami_by_call ON journal (tenant, call_key, message) WHERE kind = 'ami';
+    ",
 ];
 
 /// The schema version this build writes.

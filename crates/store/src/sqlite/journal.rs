@@ -67,7 +67,8 @@ pub fn recent_calls(tx: &Transaction<'_>, limit: usize) -> Result<Vec<CallSummar
 }
 
 /// The journal's calls matching `filter`, latest activity first. Walks `journal_calls` by `last_at` and stops at
-/// `limit` matches; text filters look into each call's entries (message and data).
+/// `limit` matches, or, for "has errors", starts from the calls with an error entry or a failed step (partial
+/// indexes of migration 3); text filters look into each call's entries (message and data).
 pub fn find_calls(tx: &Transaction<'_>, filter: &CallFilter, limit: usize) -> Result<Vec<CallSummary>> {
     let mut sql = String::from(
         "SELECT c.call_key, c.first_at, c.last_at, c.entries, c.errors, c.last_kind, c.last_message,
@@ -97,7 +98,8 @@ pub fn find_calls(tx: &Transaction<'_>, filter: &CallFilter, limit: usize) -> Re
     }
     if filter.has_errors {
         sql.push_str(
-            " AND (c.errors > 0 OR EXISTS (SELECT 1 FROM steps s WHERE s.call_key = c.call_key AND s.state = 'failed'))",
+            " AND c.call_key IN (SELECT call_key FROM journal_calls WHERE errors > 0
+                                 UNION ALL SELECT call_key FROM steps WHERE state = 'failed')",
         );
     }
     for text in filter.texts.iter().filter(|t| !t.is_empty()) {

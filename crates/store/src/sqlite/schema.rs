@@ -107,6 +107,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX clicks_open ON clicks (received_at) WHERE closed_at IS NULL;
     ",
+    // 3: the journal page's filters. A day (or any range) walks calls by last activity and checks their start
+    // in the same index; "has errors" starts from the few calls with an error entry or a failed step; the
+    // result (answered, missed, live) looks up a call's AMI entries by message.
+    "
+    CREATE INDEX journal_calls_by_last_first ON journal_calls (last_at, first_at);
+    DROP INDEX journal_calls_by_last;
+    CREATE INDEX journal_calls_with_errors ON journal_calls (last_at) WHERE errors > 0;
+    CREATE INDEX steps_failed ON steps (call_key) WHERE state = 'failed';
+    CREATE INDEX journal_ami_by_call ON journal (call_key, message) WHERE kind = 'ami';
+    ",
 ];
 
 /// The schema version this build writes.
