@@ -2,6 +2,7 @@
 //! between them, configured like a customer's office (trunk `carrier` with DID 73432723033, users 1/2/3 on
 //! extensions 101/102/103, user 9 the default responsible).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -274,6 +275,43 @@ settle_secs = 0.5
         }
     }
 
+    /// The calls registered so far: each EXTERNAL_CALL_ID of a successful register with the CALL_IDs Bitrix24
+    /// answered for it. A register sent again after a restart or a takeover (its first sending never recorded as
+    /// done) carries the same EXTERNAL_CALL_ID and gets the same CALL_ID back: still one call with one CALL_ID.
+    #[allow(dead_code)] // shared by several test binaries; the PostgreSQL and soak ones use this
+    pub fn registered_calls(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut calls: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for register in self
+            .emu
+            .requests_for("telephony.externalcall.register")
+            .iter()
+            .filter(|r| r.is_ok())
+        {
+            calls
+                .entry(text(register, "EXTERNAL_CALL_ID"))
+                .or_default()
+                .insert(call_id(register));
+        }
+        calls
+    }
+
+    /// Waits until `n` calls are registered (distinct EXTERNAL_CALL_IDs, however often each was sent).
+    #[allow(dead_code)] // shared by several test binaries; the PostgreSQL ones use this
+    pub async fn wait_registered_calls(&self, n: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.registered_calls().len() < n {
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "expected {n} registered calls, got {}; requests:\n{}\nlog:\n{}",
+                    self.registered_calls().len(),
+                    self.describe(),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The telephony sequence as readable lines, for assertion messages.
     pub fn describe(&self) -> String {
         self.telephony()
@@ -346,17 +384,7 @@ impl Instance {
 
     /// The exit status once the process ended by itself within `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let child = self.ringlink.0.as_mut().expect("a running instance");
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!("{} did not exit; log:\n{}", self.log.display(), self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.ringlink.wait_exit(&self.log, timeout).await
     }
 }
 
@@ -364,6 +392,22 @@ impl Instance {
 struct Ringlink(Option<Child>);
 
 impl Ringlink {
+    /// The exit status once the process ended by itself within `timeout` (`log`: its log, for the panic).
+    async fn wait_exit(&mut self, log: &std::path::Path, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let child = self.0.as_mut().expect("a running ringlink");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("{} did not exit; log:\n{text}", log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {
             let _ = child.kill();
@@ -417,13 +461,23 @@ impl E2e {
     /// Another ringlink process with this office's config (as last written), named `name`: its own admin UI port
     /// and log file in the test's directory.
     pub fn spawn_instance(&self, name: &str) -> Instance {
+        self.spawn_instance_replacing(name, "", "")
+    }
+
+    /// As [`E2e::spawn_instance`], with `from` replaced by `to` in the config (e.g. the store's URL, when this
+    /// office's ringlink reaches the database through a relay and the other instance does not).
+    pub fn spawn_instance_replacing(&self, name: &str, from: &str, to: &str) -> Instance {
         let web_port = free_port();
-        let config = std::fs::read_to_string(self.config_path())
+        let mut config = std::fs::read_to_string(self.config_path())
             .expect("the config")
             .replace(
                 &format!("listen = \"127.0.0.1:{}\"", self.web_port),
                 &format!("listen = \"127.0.0.1:{web_port}\""),
             );
+        if !from.is_empty() {
+            assert!(config.contains(from), "the config has no {from:?}:\n{config}");
+            config = config.replace(from, to);
+        }
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, config).expect("write the instance's config");
         let log = self.dir.path().join(format!("{name}.log"));
@@ -432,6 +486,12 @@ impl E2e {
             log,
             web_port,
         }
+    }
+
+    /// The exit status of the office's ringlink once it ended by itself within `timeout`.
+    pub async fn wait_ringlink_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let log = self.log_path();
+        self.ringlink.wait_exit(&log, timeout).await
     }
 
     /// The running ringlink's process id (for /proc readings).
