@@ -5,7 +5,7 @@
 //! default for one office, and [`PgStore`] on PostgreSQL, for a standby on a second machine or many PBX ⇄ portal
 //! pairs (tenants) in one database. The API is synchronous and every operation is one transaction; async code
 //! calls it through `tokio::task::spawn_blocking` on a clone of the store (clones share one connection, or one
-//! pool). `PgStore` may also be called on an async thread: its sockets run on a runtime of its own, and a call
+//! pool; [`Store::for_reports`] is a handle whose reads go on connections of their own). `PgStore` may also be called on an async thread: its sockets run on a runtime of its own, and a call
 //! only blocks its thread as a SQLite call does.
 //!
 //! # The outbox
@@ -266,4 +266,12 @@ pub trait Store: Send + Sync {
         let _ = holder;
         Ok(())
     }
+
+    // ---- reports ----
+
+    /// The same store for reports (the admin UI's journal, a call's timeline, status): every method as here,
+    /// but its reads never wait for the call pipeline's writes nor hold them up. SQLite reads on read-only
+    /// connections of their own (WAL lets them read while the writer writes); PostgreSQL's pool already gives
+    /// each caller its own connection.
+    fn for_reports(&self) -> std::sync::Arc<dyn Store>;
 }

@@ -254,3 +254,44 @@ fn a_postgres_database_from_a_newer_version_is_refused() {
     let error = store::PgStore::open(&url, store::PgOptions::new("office")).unwrap_err();
     assert!(matches!(error, StoreError::SchemaTooNew { .. }), "{error}");
 }
+
+#[test]
+fn a_write_completes_while_a_report_reads_and_the_report_keeps_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("ringlink.db")).unwrap();
+    let step = |key: &str| NewStep::new("a", key, "register", json!({}));
+    store.enqueue(&[step("a/1")], Timestamp::from_secs(0)).unwrap();
+    let count = |tx: &rusqlite::Transaction<'_>| -> i64 {
+        tx.query_row("SELECT COUNT(*) FROM steps", [], |row| row.get(0))
+            .unwrap()
+    };
+
+    let (opened, report_open) = std::sync::mpsc::channel();
+    let (wrote, write_done) = std::sync::mpsc::channel::<()>();
+    let reporter = store.clone();
+    let report = std::thread::spawn(move || {
+        reporter
+            .read_report(|tx| {
+                let before = count(tx);
+                opened.send(()).unwrap();
+                // Held open until the writer has committed: were the report on the writer's connection, the
+                // write could not begin and this would give up.
+                let written = write_done.recv_timeout(std::time::Duration::from_secs(60));
+                Ok((before, written.is_ok(), count(tx)))
+            })
+            .unwrap()
+    });
+    report_open.recv().unwrap();
+    store.enqueue(&[step("a/2")], Timestamp::from_secs(1)).unwrap();
+    wrote.send(()).unwrap();
+    let (before, write_finished_meanwhile, after) = report.join().unwrap();
+    assert!(write_finished_meanwhile, "the write waited for the report");
+    assert_eq!((before, after), (1, 1), "the report reads one snapshot");
+
+    // Reports read what was committed before they began, on every handle.
+    let reports = store.for_reports();
+    assert_eq!(reports.steps_of_call("a").unwrap().len(), 2);
+    assert_eq!(reports.step_counts().unwrap().pending, 2);
+    reports.set_setting("k", &json!(1), Timestamp::from_secs(2)).unwrap();
+    assert_eq!(store.setting("k").unwrap(), Some(json!(1)));
+}

@@ -65,6 +65,8 @@ impl Web {
         let status_allow = AllowList::parse(&settings.status_allow).map_err(Error::Settings)?;
         let metrics_allow = AllowList::parse(&settings.metrics_allow).map_err(Error::Settings)?;
         let tls = settings.tls().map_err(Error::Settings)?;
+        // The UI's reads (a journal search may take a while) never hold up the call pipeline's writes.
+        let store = store.for_reports();
         let setup_code = match store.setting(auth::PASSWORD_SETTING)? {
             Some(_) => None,
             None => Some(auth::random_token()[..12].to_owned()),

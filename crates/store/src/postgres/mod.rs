@@ -481,4 +481,8 @@ impl Store for PgStore {
         }
         transaction!(self, Mode::Lead, |tx| lease::resign(tx, &fence))
     }
+
+    fn for_reports(&self) -> std::sync::Arc<dyn Store> {
+        std::sync::Arc::new(self.clone())
+    }
 }

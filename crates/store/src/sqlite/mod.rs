@@ -6,8 +6,8 @@ mod journal;
 mod outbox;
 mod schema;
 
-use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -51,10 +51,58 @@ impl Default for SqliteOptions {
 }
 
 /// The SQLite store. Clones share one connection behind a mutex: SQLite allows a single writer anyway, and each
-/// operation holds the lock for one short transaction.
+/// operation holds the lock for one short transaction. A database in a file also has a few read-only
+/// connections, used by the handle [`Store::for_reports`] gives: a slow report (the journal page's substring
+/// search) reads there, in WAL's snapshot, and never holds the writer's lock that the call pipeline waits for.
 #[derive(Clone)]
 pub struct SqliteStore {
+    // The readers close first: the writer, closing last, checkpoints the log and removes it.
+    readers: Option<Arc<Readers>>,
     conn: Arc<Mutex<Connection>>,
+    /// This handle's reads go to `readers` (the handle [`Store::for_reports`] gave).
+    reports: bool,
+}
+
+/// How many read-only connections a store in a file has: reports wait for each other only past this many at once.
+const READERS: usize = 2;
+
+/// The read-only connections, each used by one report at a time.
+struct Readers {
+    connections: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Readers {
+    fn open(path: &Path, options: SqliteOptions) -> Result<Self> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connections = (0..READERS)
+            .map(|_| {
+                let conn = Connection::open_with_flags(path, flags)?;
+                // A reader waits (it is never refused) while the log is being reset after a checkpoint.
+                conn.busy_timeout(options.busy_timeout)?;
+                conn.set_prepared_statement_cache_capacity(64);
+                Ok(Mutex::new(conn))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Readers {
+            connections,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A free reader if there is one, else the next in turn once it is free.
+    fn take(&self) -> std::sync::MutexGuard<'_, Connection> {
+        for conn in &self.connections {
+            match conn.try_lock() {
+                Ok(conn) => return conn,
+                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.connections.len();
+        // As for the writer: a panic inside a read transaction rolled it back, the connection is sound.
+        self.connections[turn].lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -72,10 +120,18 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)?;
-        Self::setup(conn, options)
+        // The file as SQLite resolved it; none for a database in memory, which no other connection can see.
+        let file = conn.path().filter(|file| !file.is_empty()).map(PathBuf::from);
+        let mut store = Self::setup(conn, options)?;
+        if let Some(file) = file {
+            // After the migrations: a reader sees the schema of this build.
+            store.readers = Some(Arc::new(Readers::open(&file, options)?));
+        }
+        Ok(store)
     }
 
-    /// A private database in memory (tests, `ringlink replay`). Nothing survives the last clone.
+    /// A private database in memory (tests, `ringlink replay`). Nothing survives the last clone. It has no
+    /// connection but its one: reports read there too.
     pub fn open_in_memory() -> Result<Self> {
         Self::setup(Connection::open_in_memory()?, SqliteOptions::default())
     }
@@ -102,6 +158,8 @@ impl SqliteStore {
         schema::migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            readers: None,
+            reports: false,
         })
     }
 
@@ -136,13 +194,33 @@ impl SqliteStore {
         Ok(value)
     }
 
-    /// Runs `work` in a read transaction: it sees one consistent snapshot.
+    /// Runs `work` in a read transaction: it sees one consistent snapshot. On a report handle, on a reader.
     fn read<T>(&self, work: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
+        match &self.readers {
+            Some(readers) if self.reports => Self::read_on(&mut readers.take(), work),
+            _ => Self::read_on(&mut self.lock(), work),
+        }
+    }
+
+    fn read_on<T>(conn: &mut Connection, work: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let value = work(&tx)?;
         tx.finish()?;
         Ok(value)
+    }
+
+    /// Runs `work` in a read transaction on one of the read-only connections reports use (on the writer's
+    /// connection for a database in memory): a report the [`Store`] trait has no method for, e.g. several reads
+    /// from one snapshot. The writer goes on writing meanwhile; `work` sees none of it.
+    pub fn read_report<T>(&self, work: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.for_reports_handle().read(work)
+    }
+
+    fn for_reports_handle(&self) -> SqliteStore {
+        SqliteStore {
+            reports: true,
+            ..self.clone()
+        }
     }
 }
 
@@ -351,5 +429,9 @@ impl Store for SqliteStore {
 
     fn close_click(&self, call_key: &str, now: Timestamp) -> Result<()> {
         self.write(|tx| clicks::close(tx, call_key, now))
+    }
+
+    fn for_reports(&self) -> Arc<dyn Store> {
+        Arc::new(self.for_reports_handle())
     }
 }
