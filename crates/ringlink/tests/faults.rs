@@ -9,21 +9,18 @@ mod e2e {
     #[allow(dead_code)] // shared with the scenario tests; these use a part of it
     pub mod checks;
     pub mod harness;
+    pub mod relay;
 }
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use b24emu::{CardAction, Fault, RandomFaults, RecordedRequest};
 use chrono::{DateTime, Utc};
 use e2e::checks::{refused_as_fault, Seen};
 use e2e::harness::{call_id, methods, text, E2e, Setup, CLIENT_BASE, WAIT};
+use e2e::relay::Relay;
 use testbed::{scenarios, Route, CLIENT};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 const TELEPHONY_REGISTER: &str = "telephony.externalcall.register";
 const TELEPHONY_FINISH: &str = "telephony.externalcall.finish";
@@ -201,77 +198,10 @@ async fn s16_killed_while_ringing_restarted_during_talk() {
     e2e.stop().await;
 }
 
-/// A TCP relay between ringlink and AMI that the test can cut (both directions reset at once) and keep
-/// refusing for a while, as a network outage would.
-struct AmiRelay {
-    addr: SocketAddr,
-    refusing: Arc<AtomicBool>,
-    cut: watch::Sender<u64>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl AmiRelay {
-    async fn start(upstream: SocketAddr) -> AmiRelay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay bind");
-        let addr = listener.local_addr().expect("relay addr");
-        let refusing = Arc::new(AtomicBool::new(false));
-        let (cut, _) = watch::channel(0u64);
-        let accept = tokio::spawn({
-            let refusing = refusing.clone();
-            let cut = cut.clone();
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if refusing.load(Ordering::SeqCst) {
-                        let _ = inbound.set_zero_linger();
-                        continue;
-                    }
-                    let mut cut_rx = cut.subscribe();
-                    tokio::spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                            return;
-                        };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            _ = cut_rx.changed() => {
-                                // A reset, not a polite close: no FIN, no last bytes.
-                                let _ = inbound.set_zero_linger();
-                                let _ = outbound.set_zero_linger();
-                            }
-                        }
-                    });
-                }
-            }
-        });
-        AmiRelay {
-            addr,
-            refusing,
-            cut,
-            accept,
-        }
-    }
-
-    /// Resets every open connection and refuses new ones until [`AmiRelay::restore`].
-    fn cut_and_refuse(&self) {
-        self.refusing.store(true, Ordering::SeqCst);
-        self.cut.send_modify(|n| *n += 1);
-    }
-
-    fn restore(&self) {
-        self.refusing.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for AmiRelay {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut.send_modify(|n| *n += 1);
-    }
-}
-
 /// Starts the PBX and emulator with ringlink reaching AMI through a relay.
-async fn start_behind_relay() -> (E2e, AmiRelay) {
+async fn start_behind_relay() -> (E2e, Relay) {
     let mut e2e = E2e::start("").await;
-    let relay = AmiRelay::start(e2e.bed.ami_addr()).await;
+    let relay = Relay::start(e2e.bed.ami_addr()).await;
     e2e.kill_ringlink();
     e2e.set_ami_via(relay.addr);
     let resyncs = e2e.log().matches("live calls resynchronised").count();

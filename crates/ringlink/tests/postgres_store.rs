@@ -1,20 +1,23 @@
 //! `ringlink run` with its store in PostgreSQL (`[store] url`, `tenant`): calls on the real test bed are
 //! registered in the emulator as with SQLite, and a ringlink killed while a call rings and started again
 //! registers that call once, with its card and its finish. Two instances of one tenant are active and standby:
-//! the standby takes a ringing call over when the active is killed or paused past its lease, and a deposed
-//! leader writes nothing and steps down. Two tenants in one database never see each other's calls.
+//! the standby takes a ringing call over when the active is killed, paused past its lease or cut off from the
+//! database, and a deposed leader writes nothing and steps down. Two tenants in one database never see each
+//! other's calls.
 
 mod e2e {
     #[allow(dead_code)] // shared with the scenario tests; these use a part of it
     pub mod checks;
     #[allow(dead_code)]
     pub mod harness;
+    pub mod relay;
 }
 
 use std::time::Duration;
 
 use e2e::checks::Seen;
 use e2e::harness::{text, E2e, Instance, Setup, WAIT};
+use e2e::relay::Relay;
 use testbed::postgres::Postgres;
 use testbed::{Call, Route, CLIENT};
 
@@ -303,5 +306,51 @@ async fn two_tenants_on_one_database_each_register_only_their_own_calls() {
     assert!(leases.contains("north|1") && leases.contains("south|1"), "{leases}");
     north.stop().await;
     south.stop().await;
+    drop(server);
+}
+
+/// The leader's connections to the database are cut (reset, and new ones refused) while a call rings: it cannot
+/// renew its lease, so it stops acting and exits for its service manager to start it again; the standby takes
+/// the lease over and finishes the call, once, for the employee who answered. The old leader, started again
+/// once the database is reachable, is the standby.
+#[tokio::test]
+async fn a_leader_cut_off_from_the_database_steps_down_and_the_standby_finishes_the_ringing_call() {
+    let (server, url) = start_postgres();
+    let upstream = url_address(&url).parse().expect("the server's address");
+    let relay = Relay::start(upstream).await;
+    let (mut e2e, second) = leader_and_standby(&url, &relay.addr.to_string()).await;
+    let second_name = web_status(second.web_port).await["store"]["instance"]
+        .as_str()
+        .expect("instance")
+        .to_owned();
+
+    let mut call = ringing_call(&e2e, 101, Duration::from_secs(8), Duration::from_secs(2), 1).await;
+    relay.cut_and_refuse();
+    let exit = e2e.wait_ringlink_exit(WAIT).await;
+    assert!(
+        !exit.success(),
+        "a leader that lost its database ends with an error for its service manager to restart it"
+    );
+    assert!(e2e.log().contains("stepping down"), "{}", e2e.log());
+    second.wait_log_after(TOOK, 0, WAIT).await;
+    second.wait_log_after("live calls resynchronised", 0, WAIT).await;
+    call.finished(WAIT).await.expect("the call ends");
+    e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
+    second.wait_log_after("call ended", 0, WAIT).await;
+    e2e.settle(Duration::from_secs(3)).await;
+
+    relay.restore();
+    let standbys = e2e.log().matches(STANDBY).count();
+    e2e.spawn_ringlink();
+    e2e.wait_log_after(STANDBY, standbys, WAIT).await;
+    assert_eq!(leader_seen_by(e2e.web_port).await, second_name);
+    assert_each_call_once(&e2e, &[1]);
+    let leases = server
+        .psql("ringlink", "SELECT generation FROM leases WHERE tenant = 'office'")
+        .expect("the lease");
+    assert_eq!(leases.trim(), "2");
+    e2e.stop().await;
+    drop(second);
+    drop(relay);
     drop(server);
 }
