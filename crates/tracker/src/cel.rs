@@ -16,7 +16,8 @@
 //!   others no answer), as app_dial would have reported it.
 //! - **Recordings.** MixMonitor leaves no row; the shell finds the file by the FreePBX naming convention
 //!   (`…-<uniqueid>.<ext>`) and hands it in ([`CelFeed::set_recording`]).
-//! - **Times** have the table's precision (whole seconds for `cel_sqlite3_custom` and FreePBX's MySQL table).
+//! - **Times** have the table's precision (whole seconds for `cel_sqlite3_custom` and FreePBX's MySQL table,
+//!   microseconds for `cel_pgsql`): rows are told to be of one instant when they are less than a second apart.
 
 use std::collections::HashMap;
 
@@ -428,7 +429,12 @@ impl CelFeed {
             return;
         };
         if let (Some(dialer), false) = (ch.dialed_by.clone(), ch.answered) {
-            let caller_gone = self.hung_up_themselves.get(&dialer) == Some(&row.time);
+            // The caller's HANGUP and its legs' are written within the same instant; tables with sub-second
+            // times (`cel_pgsql`) show it microseconds apart.
+            let caller_gone = self
+                .hung_up_themselves
+                .get(&dialer)
+                .is_some_and(|t| (t.as_micros() - row.time.as_micros()).abs() < 1_000_000);
             let status = match cause {
                 _ if caller_gone => "CANCEL",
                 26 | 127 => "CANCEL",

@@ -26,10 +26,34 @@ fn messages(id: &str) -> Vec<Message> {
         .collect()
 }
 
-/// The trace's CEL events as the rows a database backend would hold (times in whole seconds, UTC).
+/// How precise a CEL table's `eventtime` is.
+#[derive(Clone, Copy)]
+enum Precision {
+    /// `cel_sqlite3_custom`, FreePBX's MySQL table.
+    Seconds,
+    /// `cel_pgsql`: the event's second with the microseconds of its AMI `Timestamp`.
+    Micros,
+}
+
+/// The trace's CEL events as the rows a database backend would hold (whole seconds, UTC).
 fn cel_rows(messages: &[Message]) -> Vec<CelRow> {
+    cel_rows_with(messages, Precision::Seconds)
+}
+
+fn cel_rows_with(messages: &[Message], precision: Precision) -> Vec<CelRow> {
     let utc = chrono::FixedOffset::east_opt(0).expect("UTC");
     let get = |m: &Message, k: &str| m.get(k).unwrap_or_default().to_owned();
+    let time = |m: &Message| {
+        let second = tracker::cel::parse_event_time(&get(m, "EventTime"), utc).expect("EventTime");
+        let micros = match precision {
+            Precision::Seconds => 0,
+            Precision::Micros => m
+                .get("Timestamp")
+                .and_then(tracker::Timestamp::parse_ami)
+                .map_or(0, |t| t.as_micros().rem_euclid(1_000_000)),
+        };
+        tracker::Timestamp::from_micros(second.as_micros() + micros)
+    };
     messages
         .iter()
         .filter(|m| m.event_name() == Some("CEL"))
@@ -37,7 +61,7 @@ fn cel_rows(messages: &[Message]) -> Vec<CelRow> {
         .map(|(i, m)| CelRow {
             id: i as i64 + 1,
             event: get(m, "EventName"),
-            time: tracker::cel::parse_event_time(&get(m, "EventTime"), utc).expect("EventTime"),
+            time: time(m),
             cid_name: get(m, "CallerIDname"),
             cid_num: get(m, "CallerIDnum"),
             cid_dnid: get(m, "CallerIDdnid"),
@@ -138,9 +162,13 @@ fn from_ami(messages: &[Message]) -> Vec<Value> {
 }
 
 fn from_cel(messages: &[Message]) -> Vec<Value> {
+    from_cel_with(messages, Precision::Seconds)
+}
+
+fn from_cel_with(messages: &[Message], precision: Precision) -> Vec<Value> {
     let mut t = Tracker::new(config()).expect("valid config");
     let mut feed = CelFeed::new();
-    let rows = cel_rows(messages);
+    let rows = cel_rows_with(messages, precision);
     feed.prepare(&rows);
     let events: Vec<CallEvent> = rows
         .iter()
@@ -222,4 +250,33 @@ fn a_recording_handed_in_by_uniqueid_is_the_calls_record_as_from_ami() {
     }
     assert_eq!(started, vec![path.to_owned()]);
     assert_eq!(record.as_deref(), Some(path));
+}
+
+/// `cel_pgsql` keeps microseconds: every golden trace's calls rebuilt from CEL rows with sub-second times are
+/// the calls its whole-second rows give (a caller giving up stops its queue's legs as "caller gone", S5).
+#[test]
+fn microsecond_event_times_rebuild_every_trace_as_whole_seconds_do() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/traces");
+    let mut ids: Vec<String> = std::fs::read_dir(&dir)
+        .expect("traces")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| name.strip_suffix(".ami").map(str::to_owned))
+        .collect();
+    ids.sort();
+    let mut compared = 0;
+    for id in &ids {
+        let messages = messages(id);
+        if !messages.iter().any(|m| m.event_name() == Some("CEL")) {
+            continue;
+        }
+        let seconds = ringing_runs_sorted(from_cel_with(&messages, Precision::Seconds));
+        let micros = ringing_runs_sorted(from_cel_with(&messages, Precision::Micros));
+        assert_eq!(
+            serde_json::to_string_pretty(&micros).expect("json"),
+            serde_json::to_string_pretty(&seconds).expect("json"),
+            "{id}: microsecond (left) and whole-second (right) CEL times disagree"
+        );
+        compared += seconds.len();
+    }
+    assert!(compared >= 19, "only {compared} calls compared");
 }
