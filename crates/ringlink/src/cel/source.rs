@@ -187,10 +187,16 @@ pub fn for_each_row(
         return Ok(());
     }
     let order = db.order(&present);
+    // Each selected column has an alias of its own: PostgreSQL names `CAST(id AS text)` "id", and
+    // `ORDER BY id` would then sort the text (1, 10, 11, …, 2), not the table's column.
+    let selected: Vec<String> = std::iter::once(db.text(&order))
+        .chain(select)
+        .enumerate()
+        .map(|(i, column)| format!("{column} AS c_{i}"))
+        .collect();
     let sql = format!(
-        "SELECT {}, {} FROM {table} WHERE {} ORDER BY {order}",
-        db.text(&order),
-        select.join(", "),
+        "SELECT {} FROM {table} WHERE {} ORDER BY {order}",
+        selected.join(", "),
         prefilter(db, table)
     );
     let mut sequence = 0;
@@ -709,15 +715,27 @@ mod pg_tests {
     use super::*;
 
     /// `cel_pgsql`'s table on a real PostgreSQL server: the rows of every call touching the period are read
-    /// whole, in the table's order, with their microseconds; the probe counts them; a missing table is refused
-    /// with what to fix.
+    /// whole, in the table's order (ids 9 to 12, which sort differently as text), with their microseconds; the
+    /// probe counts them; a missing table is refused with what to fix.
     #[test]
     fn cel_pgsql_table_is_read_like_the_others() {
         let server = testbed::postgres::Postgres::start().expect("PostgreSQL");
         let url = server.create_database("asterisk").expect("database");
         server.psql("asterisk", testbed::CEL_PGSQL_TABLE).expect("table");
+        // An old call's eight rows, before the period: the call read comes at ids 9 to 12.
+        let old: Vec<(&str, String, &str, &str, &str)> = (0..8)
+            .map(|i| {
+                let event = if i == 7 { "CHAN_END" } else { "CHAN_START" };
+                (
+                    event,
+                    format!("2026-11-22 08:00:0{i}.5"),
+                    "PJSIP/carrier-1",
+                    "10.1",
+                    "10.1",
+                )
+            })
+            .collect();
         let rows = [
-            ("CHAN_START", "2026-11-22 08:00:00.5", "PJSIP/carrier-1", "10.1", "10.1"),
             (
                 "CHAN_START",
                 "2026-11-22 08:59:50.25",
@@ -729,8 +747,9 @@ mod pg_tests {
             ("BRIDGE_ENTER", "2026-11-22 09:00:10", "PJSIP/102-3", "30.1", "20.1"),
             ("CHAN_END", "2026-11-22 09:00:20", "PJSIP/carrier-2", "20.1", "20.1"),
             ("CHAN_START", "2026-11-22 11:00:00", "PJSIP/carrier-4", "40.1", "40.1"),
-        ];
-        for (event, time, channel, uid, linkedid) in rows {
+        ]
+        .map(|(event, time, channel, uid, linkedid)| (event, time.to_owned(), channel, uid, linkedid));
+        for (event, time, channel, uid, linkedid) in old.into_iter().chain(rows) {
             server
                 .psql(
                     "asterisk",
@@ -770,20 +789,20 @@ mod pg_tests {
             read,
             [
                 (
-                    2,
+                    9,
                     "CHAN_START".to_owned(),
                     "PJSIP/carrier-2".to_owned(),
                     at("2026-11-22 08:59:50.25")
                 ),
-                (3, "CHAN_START".into(), "PJSIP/102-3".into(), at("2026-11-22 08:59:55")),
+                (10, "CHAN_START".into(), "PJSIP/102-3".into(), at("2026-11-22 08:59:55")),
                 (
-                    4,
+                    11,
                     "BRIDGE_ENTER".into(),
                     "PJSIP/102-3".into(),
                     at("2026-11-22 09:00:10")
                 ),
                 (
-                    5,
+                    12,
                     "CHAN_END".into(),
                     "PJSIP/carrier-2".into(),
                     at("2026-11-22 09:00:20")
@@ -791,7 +810,7 @@ mod pg_tests {
             ]
         );
         let (_, count, latest) = probe(&settings).expect("probe");
-        assert_eq!((count, latest.as_str()), (6, "2026-11-22 11:00:00"));
+        assert_eq!((count, latest.as_str()), (13, "2026-11-22 11:00:00"));
         let mut missing = settings.clone();
         missing.table = "cel_missing".into();
         let e = format!("{:#}", probe(&missing).expect_err("no such table"));
