@@ -295,3 +295,18 @@ fn a_write_completes_while_a_report_reads_and_the_report_keeps_its_snapshot() {
     reports.set_setting("k", &json!(1), Timestamp::from_secs(2)).unwrap();
     assert_eq!(store.setting("k").unwrap(), Some(json!(1)));
 }
+
+#[test]
+fn postgres_indexes_the_journals_text_by_trigrams_where_pg_trgm_is_installed() {
+    let server = backends::start_postgres();
+    let url = server.create_database("ringlink").unwrap();
+    drop(store::PgStore::open(&url, store::PgOptions::new("office")).unwrap());
+    let indexes = server
+        .psql(
+            "ringlink",
+            "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE indexname LIKE '%trigrams'",
+        )
+        .unwrap();
+    // Debian's postgresql package brings pg_trgm (contrib), as the test bed's server has it.
+    assert_eq!(indexes.trim(), "journal_data_trigrams,journal_message_trigrams");
+}

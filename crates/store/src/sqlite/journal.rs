@@ -68,7 +68,8 @@ pub fn recent_calls(tx: &Transaction<'_>, limit: usize) -> Result<Vec<CallSummar
 
 /// The journal's calls matching `filter`, latest activity first. Walks `journal_calls` by `last_at` and stops at
 /// `limit` matches, or, for "has errors", starts from the calls with an error entry or a failed step (partial
-/// indexes of migration 3); text filters look into each call's entries (message and data).
+/// indexes of migration 3); a text filter starts from the entries the trigram index (migration 4) finds holding
+/// it, or, for a text too short or too common, looks into each call's entries (message and data).
 pub fn find_calls(tx: &Transaction<'_>, filter: &CallFilter, limit: usize) -> Result<Vec<CallSummary>> {
     let mut sql = String::from(
         "SELECT c.call_key, c.first_at, c.last_at, c.entries, c.errors, c.last_kind, c.last_message,
@@ -108,10 +109,23 @@ pub fn find_calls(tx: &Transaction<'_>, filter: &CallFilter, limit: usize) -> Re
             text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
         );
         let p = arg(&mut args, pattern.into());
-        sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM journal j WHERE j.call_key = c.call_key
-                 AND (j.message LIKE {p} ESCAPE '\\' OR j.data LIKE {p} ESCAPE '\\'))"
-        ));
+        match trigram_phrase(tx, text)? {
+            // Few entries hold the text: start from them (the trigram index finds them, LIKE keeps its own
+            // rules: the index folds every letter's case, LIKE only ASCII's).
+            Some(phrase) => {
+                let q = arg(&mut args, phrase.into());
+                sql.push_str(&format!(
+                    " AND c.call_key IN (SELECT j.call_key FROM journal_text JOIN journal j ON j.id = journal_text.rowid
+                         WHERE journal_text MATCH {q}
+                           AND (j.message LIKE {p} ESCAPE '\\' OR j.data LIKE {p} ESCAPE '\\'))"
+                ));
+            }
+            // Too short for trigrams, or in many entries: the walk by last activity soon finds a page of calls.
+            None => sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM journal j WHERE j.call_key = c.call_key
+                     AND (j.message LIKE {p} ESCAPE '\\' OR j.data LIKE {p} ESCAPE '\\'))"
+            )),
+        }
     }
     const ANSWERED: &str = "EXISTS (SELECT 1 FROM journal j WHERE j.call_key = c.call_key AND j.kind = 'ami'
                  AND j.message = 'leg_answered')";
@@ -143,6 +157,22 @@ pub fn find_calls(tx: &Transaction<'_>, filter: &CallFilter, limit: usize) -> Re
         });
     }
     Ok(calls)
+}
+
+/// Past this many entries holding a text, its calls are found by walking the latest ones instead.
+const SPARSE_TEXT: i64 = 2_000;
+
+/// The full-text query that finds the entries holding `text` when that is worth it: a text of 3 characters or
+/// more (the trigram index knows nothing shorter) held by at most [`SPARSE_TEXT`] entries.
+fn trigram_phrase(tx: &Transaction<'_>, text: &str) -> Result<Option<String>> {
+    if text.chars().count() < 3 {
+        return Ok(None);
+    }
+    let phrase = format!("\"{}\"", text.replace('"', "\"\""));
+    let holding: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM (SELECT 1 FROM journal_text WHERE journal_text MATCH ?1 LIMIT ?2)")?
+        .query_row(params![phrase, SPARSE_TEXT + 1], |row| row.get(0))?;
+    Ok((holding <= SPARSE_TEXT).then_some(phrase))
 }
 
 pub fn prune(tx: &Transaction<'_>, before: Timestamp) -> Result<u64> {

@@ -117,6 +117,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX steps_failed ON steps (call_key) WHERE state = 'failed';
     CREATE INDEX journal_ami_by_call ON journal (call_key, message) WHERE kind = 'ami';
     ",
+    // 4: the journal's text (message and data) by trigrams, for the number and employee filters: any part of 3
+    // characters or more is looked up instead of read from every entry. An index of the journal's own rows,
+    // kept by triggers (entries are only ever added and pruned).
+    "
+    CREATE VIRTUAL TABLE journal_text USING fts5 (
+        message, data, content = 'journal', content_rowid = 'id', tokenize = 'trigram'
+    );
+    INSERT INTO journal_text (journal_text) VALUES ('rebuild');
+    CREATE TRIGGER journal_text_added AFTER INSERT ON journal BEGIN
+        INSERT INTO journal_text (rowid, message, data) VALUES (new.id, new.message, new.data);
+    END;
+    CREATE TRIGGER journal_text_removed AFTER DELETE ON journal BEGIN
+        INSERT INTO journal_text (journal_text, rowid, message, data)
+        VALUES ('delete', old.id, old.message, old.data);
+    END;
+    ",
 ];
 
 /// The schema version this build writes.
