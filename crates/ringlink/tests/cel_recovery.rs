@@ -1,7 +1,8 @@
 //! Calls that begin and end while ringlink is down are recovered from the PBX's CEL: the test bed's Asterisk
 //! writes its CEL to SQLite (`cel_sqlite3_custom`), ringlink is stopped, scenarios are played, and after the
 //! restart each call is registered once (no card), with the right users, statuses, durations and recordings.
-//! The same from FreePBX's MySQL table on a real MariaDB server (the bed's rows copied into FreePBX's layout).
+//! The same from FreePBX's MySQL table on a real MariaDB server (the bed's rows copied into FreePBX's layout),
+//! and from PostgreSQL, where the bed's Asterisk writes through `cel_pgsql` (times with microseconds).
 //! A call cut by a crash mid-talk is finished with its whole talk time; `ringlink reprocess` of a period
 //! already handled registers nothing (twice), and its dry run lists nothing.
 
@@ -72,6 +73,45 @@ fn reprocess(e2e: &E2e, args: &[&str]) -> String {
 #[tokio::test]
 async fn calls_played_while_ringlink_is_down_are_registered_from_cel_once() {
     recover_five_scenarios(start_with_cel().await).await;
+}
+
+/// The same with the bed's Asterisk writing its CEL through `cel_pgsql` into a throwaway PostgreSQL server: the
+/// rows carry microseconds, and a call's rows may sort differently by id as text.
+#[tokio::test]
+async fn calls_played_while_ringlink_is_down_are_registered_from_cel_pgsql_once() {
+    let server = testbed::postgres::Postgres::start().expect("start PostgreSQL");
+    recover_five_scenarios(start_with_cel_pgsql(&server).await).await;
+    let sub_second = server
+        .psql(
+            "asterisk",
+            "SELECT count(*) FROM cel WHERE date_trunc('second', eventtime) <> eventtime",
+        )
+        .expect("count");
+    let rows = server.psql("asterisk", "SELECT count(*) FROM cel").expect("count");
+    let (sub_second, rows): (u64, u64) = (
+        sub_second.trim().parse().expect("a count"),
+        rows.trim().parse().expect("a count"),
+    );
+    assert!(
+        rows > 50 && sub_second > 0,
+        "cel_pgsql wrote {rows} rows, {sub_second} with microseconds"
+    );
+}
+
+/// Starts the office with the bed's Asterisk writing its CEL through `cel_pgsql` to `server`, and ringlink
+/// reading it; waits until ringlink has the users directory.
+async fn start_with_cel_pgsql(server: &testbed::postgres::Postgres) -> E2e {
+    let mut e2e = E2e::start("").await;
+    e2e.wait_requests("user.get", 1, WAIT).await;
+    let url = e2e.bed.enable_cel_pgsql(server).await.expect("cel_pgsql loaded");
+    let cel = format!(
+        "[cel]\nkind = \"postgres\"\nurl = \"{url}\"\nutc_offset = \"+00:00\"\nrecordings_dir = \"{}\"\n",
+        e2e.bed.recordings_dir_in_asterisk()
+    );
+    e2e.set_extra_config(&cel);
+    e2e.kill_ringlink();
+    e2e.start_ringlink().await;
+    e2e
 }
 
 /// Plays S1, S2, S3, S10 and S12 while ringlink is down; after the restart each is registered once from CEL;
@@ -244,7 +284,19 @@ fn copy_to_freepbx_table(e2e: &E2e, db: &mut mysql::Conn) -> usize {
 /// before the crash is not sent again.
 #[tokio::test]
 async fn a_call_cut_by_a_crash_is_finished_from_cel_with_its_whole_talk() {
-    let mut e2e = start_with_cel().await;
+    finish_a_call_cut_by_a_crash(start_with_cel().await).await;
+}
+
+/// The same with the CEL in PostgreSQL (`cel_pgsql`).
+#[tokio::test]
+async fn a_call_cut_by_a_crash_is_finished_from_cel_pgsql_with_its_whole_talk() {
+    let server = testbed::postgres::Postgres::start().expect("start PostgreSQL");
+    finish_a_call_cut_by_a_crash(start_with_cel_pgsql(&server).await).await;
+}
+
+/// 101 answers and talks 7 s; ringlink is SIGKILLed 2 s after the register; after the restart the call is
+/// finished once, from CEL, with its whole talk and recording.
+async fn finish_a_call_cut_by_a_crash(mut e2e: E2e) {
     e2e.bed.reset().await.expect("reset");
     e2e.bed.route_incoming(Route::Extension(101)).await.expect("route");
     e2e.bed

@@ -248,6 +248,47 @@ impl TestBed {
         self.instance.dir_host.join("log/master.db")
     }
 
+    /// Lets this Asterisk write its CEL to PostgreSQL through `cel_pgsql`, as a PBX set up for ringlink's CEL
+    /// recovery would: creates the database `asterisk` on `server` with the table `cel_pgsql` writes
+    /// ([`CEL_PGSQL_TABLE`]), writes `cel_pgsql.conf` pointing at it, loads the module (the bed's `modules.conf`
+    /// leaves it out) and checks that it runs. `cel.conf` already enables every event. Returns the database's
+    /// URL (as ringlink's `[cel] url`). Event times are the PBX's local time (UTC in the bed) with microseconds.
+    pub async fn enable_cel_pgsql(&self, server: &crate::postgres::Postgres) -> Result<String> {
+        let url = server.create_database("asterisk")?;
+        server.psql("asterisk", CEL_PGSQL_TABLE)?;
+        let conf = format!(
+            "; Written by the test bed: CEL rows into the throwaway PostgreSQL server.\n\
+             [global]\n\
+             hostname = 127.0.0.1\n\
+             port = {port}\n\
+             dbname = asterisk\n\
+             user = {user}\n\
+             password =\n\
+             appname = asterisk-cel\n\
+             table = cel\n\
+             usegmtime = no\n",
+            port = server.port(),
+            user = crate::postgres::SUPERUSER,
+        );
+        let path = self.instance.dir_host.join("etc/cel_pgsql.conf");
+        std::fs::write(&path, conf).map_err(io(format!("writing {}", path.display())))?;
+        if let Some((uid, gid)) = self.instance.layout.run_as {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(io(format!("chown {}", path.display())))?;
+        }
+        self.asterisk_cli("module load cel_pgsql.so").await?;
+        let shown = self.asterisk_cli("module show like cel_pgsql").await?;
+        if !shown
+            .lines()
+            .any(|l| l.contains("cel_pgsql.so") && l.contains("Running"))
+        {
+            return Err(Error::Cli {
+                command: "module show like cel_pgsql".into(),
+                message: format!("cel_pgsql.so is not running: {}", shown.trim()),
+            });
+        }
+        Ok(url)
+    }
+
     /// Host directory of this instance (config, logs, SIPp files).
     pub fn instance_dir(&self) -> PathBuf {
         self.instance.dir_host.clone()

@@ -13,6 +13,8 @@ use testbed::TestBed;
 
 pub const WAIT: Duration = Duration::from_secs(60);
 pub const CLIENT_BASE: &str = "9001234567";
+/// What ringlink logs once it follows the PBX (after each start).
+const RESYNCHRONISED: &str = "live calls resynchronised";
 
 pub struct E2e {
     pub bed: TestBed,
@@ -198,10 +200,12 @@ settle_secs = 0.5
         )
     }
 
-    /// Starts (or restarts) the ringlink process and waits until it follows calls.
+    /// Starts (or restarts) the ringlink process and waits until it follows calls (the new process's line: the
+    /// log keeps the earlier runs').
     pub async fn start_ringlink(&mut self) {
+        let before = self.log().matches(RESYNCHRONISED).count();
         self.spawn_ringlink();
-        self.wait_log("live calls resynchronised", WAIT).await;
+        self.wait_log_after(RESYNCHRONISED, before, WAIT).await;
     }
 
     /// Starts (or restarts) the ringlink process without waiting for it.
