@@ -364,21 +364,26 @@ impl Core {
                 ))
             }
         }
-        match self.fault() {
-            Some(Fault::ServerError(status)) => {
-                let status = if (500..=599).contains(&status) { status } else { 500 };
-                return Err((
-                    SystemError::InternalServerError(status).to_error(self.revision()),
-                    AuthMode::None,
-                ));
-            }
+        let failing = match self.fault() {
+            Some(Fault::ServerError(status)) => Some(status),
+            Some(Fault::MethodError {
+                method: failing,
+                status,
+            }) if failing.eq_ignore_ascii_case(method) => Some(status),
             Some(Fault::RateLimitStorm) => {
                 return Err((
                     SystemError::QueryLimitExceeded.to_error(self.revision()),
                     AuthMode::None,
                 ));
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(status) = failing {
+            let status = if (500..=599).contains(&status) { status } else { 500 };
+            return Err((
+                SystemError::InternalServerError(status).to_error(self.revision()),
+                AuthMode::None,
+            ));
         }
         let caller = self
             .authenticate(req.webhook.as_ref(), auth, now)

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Over the control API: `{"fault":"down"}`, `{"fault":"slow","value":1500}` (milliseconds),
 /// `{"fault":"server_error","value":502}`, `{"fault":"rate_limit_storm"}`, `{"fault":"token_revoked"}`,
+/// `{"fault":"method_error","value":{"method":"event.offline.clear","status":500}}`,
 /// `{"fault":"random","value":{"seed":7,"rate_limited_percent":5,"server_error_percent":5,…}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "fault", content = "value", rename_all = "snake_case")]
@@ -19,6 +20,10 @@ pub enum Fault {
     Slow(#[serde(with = "millis")] Duration),
     /// Every REST request fails with this HTTP status (500–599) and `INTERNAL_SERVER_ERROR`.
     ServerError(u16),
+    /// Top-level requests for this one method fail with this HTTP status (500–599) and `INTERNAL_SERVER_ERROR`;
+    /// every other method works. Lets a test stop a client between two steps of a protocol (say, after
+    /// `event.offline.get` and before a successful `event.offline.clear`).
+    MethodError { method: String, status: u16 },
     /// Every REST request is refused with 503 `QUERY_LIMIT_EXCEEDED`, whatever the bucket says.
     RateLimitStorm,
     /// The app's tokens and the webhook are revoked: REST answers 401, refresh answers `invalid_grant`.

@@ -163,6 +163,20 @@ async fn leaky_bucket_is_configurable_and_storm_fault_overrides() {
 }
 
 #[tokio::test]
+async fn method_error_fault_fails_only_its_method() {
+    let emu = start(frozen_config()).await;
+    emu.set_fault(b24emu::Fault::MethodError {
+        method: "SCOPE".into(),
+        status: 502,
+    });
+    assert_error(&hook(&emu, "scope", json!({})).await, 502, "INTERNAL_SERVER_ERROR");
+    assert_eq!(hook(&emu, "user.current", json!({})).await.status, 200);
+    emu.clear_fault();
+    assert_eq!(hook(&emu, "scope", json!({})).await.status, 200);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn operating_limit_blocks_one_method_until_reset() {
     let mut cfg = frozen_config();
     cfg.limits.operating.limit_secs = 10.0;

@@ -147,11 +147,18 @@ pub struct ListenerSettings {
     pub allow: Vec<String>,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// Requests per second over all clients (a token bucket of `burst`); more get 429 without touching calls.
+    /// Event requests per second over all clients (a token bucket of `burst`); more get 429 without touching
+    /// calls.
     #[serde(default = "default_rate")]
     pub rate_per_sec: f64,
     #[serde(default = "default_burst")]
     pub burst: u32,
+    /// Auto-distribution look-ups per second (a bucket of its own): the dialplan asks once per incoming call, so
+    /// a busy hour's simultaneous calls must all get through; a refused look-up sends its call the normal route.
+    #[serde(default = "default_autodistribution_rate")]
+    pub autodistribution_rate_per_sec: f64,
+    #[serde(default = "default_autodistribution_burst")]
+    pub autodistribution_burst: u32,
 }
 
 impl std::fmt::Debug for ListenerSettings {
@@ -172,6 +179,12 @@ fn default_rate() -> f64 {
 }
 fn default_burst() -> u32 {
     40
+}
+fn default_autodistribution_rate() -> f64 {
+    100.0
+}
+fn default_autodistribution_burst() -> u32 {
+    200
 }
 
 /// How click-to-call requests arrive and are dialled.
@@ -722,6 +735,13 @@ impl Config {
             }
             if !(l.rate_per_sec.is_finite() && l.rate_per_sec > 0.0) || l.burst == 0 {
                 return Err("listener.rate_per_sec and listener.burst must be positive".into());
+            }
+            let autodist_rate = l.autodistribution_rate_per_sec;
+            if !(autodist_rate.is_finite() && autodist_rate > 0.0) || l.autodistribution_burst == 0 {
+                return Err(
+                    "listener.autodistribution_rate_per_sec and listener.autodistribution_burst must be positive"
+                        .into(),
+                );
             }
         }
         if let Some(c) = &self.click_to_call {

@@ -327,6 +327,73 @@ async fn s27_offline_click_across_a_restart_is_dialled_once() {
     c.e2e.stop().await;
 }
 
+/// Offline mode, ringlink SIGKILLed after it fetched and handled a click but before `event.offline.clear` went
+/// through (the portal fails that one method): the restarted ringlink fetches the reserved record again under
+/// the saved `process_id`, recognises the click by its CALL_ID, dials nothing, and clears it.
+#[tokio::test]
+async fn offline_click_fetched_but_not_cleared_before_a_kill_is_not_dialled_again() {
+    let mut c = start_in("mode = \"offline\"\npoll_min_secs = 0.2\npoll_max_secs = 2\n").await;
+    c.e2e.wait_requests("event.offline.get", 1, WAIT).await;
+    c.e2e.emu.set_fault(b24emu::Fault::MethodError {
+        method: "event.offline.clear".into(),
+        status: 500,
+    });
+    employee_and_client_answer(&c, Duration::from_secs(1), Duration::from_secs(2)).await;
+    let outcome = c
+        .e2e
+        .emu
+        .click_to_call(ClickToCall::new(1, CLIENT))
+        .await
+        .expect("click");
+    assert_eq!(outcome.queued_offline, 1, "queued, not delivered");
+    let call_id = outcome.call_id.expect("registered by the portal");
+    let finish = c.e2e.wait_requests("telephony.externalcall.finish", 1, WAIT).await;
+    assert_eq!(text(&finish[0], "CALL_ID"), call_id);
+    assert_eq!(text(&finish[0], "STATUS_CODE"), "200", "{}", c.e2e.describe());
+    c.e2e.bed.wait_all_channels_gone(WAIT).await.expect("call over");
+    c.e2e.wait_log("event.offline.clear failed", WAIT).await;
+    c.e2e.kill_ringlink();
+    let refused = c.e2e.emu.requests_for("event.offline.clear");
+    assert!(
+        !refused.is_empty() && refused.iter().all(|r| !r.is_ok()),
+        "the portal refused every clear"
+    );
+    assert_eq!(
+        c.e2e.emu.state().offline_events.len(),
+        1,
+        "the click's record is still held by the portal"
+    );
+
+    c.e2e.emu.clear_fault();
+    c.e2e.start_ringlink().await;
+    c.e2e
+        .wait_log("offline events reserved before a restart are fetched again", WAIT)
+        .await;
+    let cleared = loop {
+        let ok = c
+            .e2e
+            .emu
+            .requests_for("event.offline.clear")
+            .into_iter()
+            .filter(|r| r.is_ok())
+            .count();
+        if ok > 0 || c.e2e.emu.state().offline_events.is_empty() {
+            break ok;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(cleared, 1, "cleared once, after the restart");
+    assert!(c.e2e.emu.state().offline_events.is_empty(), "the record is gone");
+    // Polling goes on; nothing more is dialled or finished.
+    let polls = c.e2e.emu.requests_for("event.offline.get").len();
+    c.e2e.wait_requests("event.offline.get", polls + 2, WAIT).await;
+    assert_eq!(c.e2e.log().matches("click-to-call: ringing the employee").count(), 1);
+    assert_eq!(c.e2e.emu.requests_for("telephony.externalcall.finish").len(), 1);
+    assert!(c.e2e.bed.wait_all_channels_gone(Duration::from_secs(1)).await.is_ok());
+    assert_no_register(&c);
+    c.e2e.stop().await;
+}
+
 /// A flood of forged, token-less, oversized and malformed requests on the listener dials nothing, and once it is
 /// over a real click is dialled as usual.
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! ringlink's HTTP listener: Bitrix24 events (`POST /bitrix24/event`) and auto-distribution for the dialplan's
 //! `CURL()` (`GET /autodistribution?phone=…&call=…&token=…`).
 //!
-//! Every request passes, in order: the rate limit (a token bucket over all clients, one per endpoint, so a flood
-//! of one never holds up the other; a flood gets 429 and never reaches the store, AMI or the CRM), the source
+//! Every request passes, in order: the rate limit (a token bucket over all clients, one per endpoint with its own
+//! size, so a flood of one never holds up the other, and a busy hour's simultaneous look-ups all get through; a flood gets 429 and never reaches the store, AMI or the CRM), the source
 //! allow-list (when configured), the body size limit, and the token check in constant time
 //! (`auth[application_token]` for events, `token` for auto-distribution). Nothing secret is echoed or logged: a
 //! refused request is logged with its source and reason only. Auto-distribution answers are plain text — an
@@ -244,8 +244,8 @@ pub async fn serve(
     let allow = settings.allow.iter().filter_map(|a| AllowRule::parse(a)).collect();
     let state = Arc::new(ListenerState {
         allow,
-        events_limit: Limit::new(settings.rate_per_sec, settings.burst),
-        autodist_limit: Limit::new(settings.rate_per_sec, settings.burst),
+        events_limit: events_limit(&settings),
+        autodist_limit: autodist_limit(&settings),
         endpoints,
     });
     let app = Router::new()
@@ -265,9 +265,37 @@ pub async fn serve(
     Ok(())
 }
 
+fn events_limit(settings: &ListenerSettings) -> Limit {
+    Limit::new(settings.rate_per_sec, settings.burst)
+}
+
+fn autodist_limit(settings: &ListenerSettings) -> Limit {
+    Limit::new(settings.autodistribution_rate_per_sec, settings.autodistribution_burst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How many requests a fresh bucket lets through at once (give or take what refills if the loop is
+    /// preempted).
+    fn admitted_at_once(limit: &Limit) -> usize {
+        (0..1_000).take_while(|_| limit.take()).count()
+    }
+
+    fn about(n: usize) -> std::ops::Range<usize> {
+        n..n + 10
+    }
+
+    #[test]
+    fn by_default_a_burst_of_look_ups_gets_through_where_a_flood_of_events_is_cut() {
+        let settings: ListenerSettings = toml::from_str("bind = \"127.0.0.1:8090\"").expect("settings");
+        assert!(about(40).contains(&admitted_at_once(&events_limit(&settings))));
+        assert!(about(200).contains(&admitted_at_once(&autodist_limit(&settings))));
+        let tuned: ListenerSettings =
+            toml::from_str("bind = \"127.0.0.1:8090\"\nautodistribution_burst = 500").expect("settings");
+        assert!(about(500).contains(&admitted_at_once(&autodist_limit(&tuned))));
+    }
 
     #[test]
     fn allow_rules() {
