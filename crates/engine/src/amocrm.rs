@@ -6,7 +6,7 @@
 //!
 //! | intent | amoCRM |
 //! |---|---|
-//! | register | the popup for its user when the card pops up now, else nothing is sent; the step keeps the call's facts (recovery reads them) |
+//! | register | the popup for its user when the card of an incoming call pops up now, else nothing is sent (the popup is amoCRM's incoming-call notification: none for an employee who dials out); the step keeps the call's facts (recovery reads them) |
 //! | show | the popup for that user |
 //! | hide | nothing: a popup cannot be taken back (journaled, no step) |
 //! | find owner | `GET /api/v4/contacts?query=` — the contact's `responsible_user_id` |
@@ -183,7 +183,9 @@ fn register_step(settings: &AmoCrmSettings, r: &RegisterCall) -> Translated {
     if let Some(line) = &facts.line {
         call["line"] = Value::from(line.clone());
     }
-    let (method, popup) = match r.card {
+    // The popup is amoCRM's incoming-call notification: an employee who dials out gets none.
+    let pops_up = r.card && facts.direction == Direction::Incoming;
+    let (method, popup) = match pops_up {
         true => (POPUP, popup(&r.client_phone, r.user)),
         false => (NOTHING, Value::Null),
     };
@@ -324,6 +326,38 @@ mod tests {
         let back = registered(&params);
         assert_eq!(back.user, Some(1));
         assert_eq!(back.facts, CallFacts::of(&register));
+    }
+
+    #[test]
+    fn an_outgoing_call_pops_up_nothing_for_the_employee_who_dials() {
+        let register = RegisterCall {
+            user: 1,
+            client_phone: "+79001234567".into(),
+            direction: Direction::Outgoing,
+            start: "2023-11-15T01:13:20+03:00".into(),
+            create_entity: false,
+            card: true,
+            external_id: "1700000000.1".into(),
+            line: Some("73432723033".into()),
+            source: None,
+        };
+        let outgoing = translate(&AmoCrmSettings::default(), &Intent::Register(register.clone()));
+        let Translated::Step(StepKind::Register, method, params) = outgoing else {
+            panic!("a register is a step");
+        };
+        assert_eq!(method, NOTHING);
+        assert_eq!(params["popup"], Value::Null);
+        let incoming = RegisterCall {
+            direction: Direction::Incoming,
+            ..register
+        };
+        let Translated::Step(StepKind::Register, method, params) =
+            translate(&AmoCrmSettings::default(), &Intent::Register(incoming))
+        else {
+            panic!("a register is a step");
+        };
+        assert_eq!(method, POPUP);
+        assert_eq!(params["popup"]["add"][0]["users"], json!([1]));
     }
 
     #[test]

@@ -273,9 +273,10 @@ fn s7_outgoing_is_an_outbound_call_of_the_caller() {
     assert_eq!(
         describe(&plan),
         [
-            &format!("popup {CLIENT} to [1]"),
+            "nothing (none)",
             "call 1700000000.7 outbound user=1 duration=5 status=4",
-        ]
+        ],
+        "the popup is amoCRM's incoming-call notification: none for the employee who dials"
     );
     assert_eq!(
         plan.steps[1].params["unsorted"],

@@ -2,273 +2,15 @@
 //! between the test bed and `amoemu`. Every test checks that each call is recorded exactly once (amoCRM's
 //! `/api/v4/calls` does not deduplicate) for the right employee, with the right status and duration.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+#[path = "e2e/amocrm_office.rs"]
+mod office;
+
 use std::time::Duration;
 
-use amoemu::{Emulator, EmulatorConfig, RecordedRequest, SeedContact};
+use amoemu::{AuthKind, EmulatorConfig, Fault, RecordedRequest};
+use office::{duration_of, known_client, Office, CONTACT, TRUNK_PIPELINE, U101, U102, U103, WAIT};
 use serde_json::{json, Value};
-use testbed::{scenarios, TestBed, CLIENT};
-
-const WAIT: Duration = Duration::from_secs(60);
-/// How long the emulator must see no request before the record is read.
-const QUIET: Duration = Duration::from_secs(4);
-/// amoCRM users of extensions 101, 102, 103 (the emulator's seed users), and the default responsible.
-const U101: u64 = 8_000_002;
-const U102: u64 = 8_000_003;
-const DEFAULT_USER: u64 = 8_000_001;
-/// The contact of the test bed's client, owned by the user of 102.
-const CONTACT: u64 = 9_000_002;
-/// The pipeline the trunk's unknown numbers go to.
-const TRUNK_PIPELINE: u64 = 7_000_002;
-
-/// The account knows the client: a contact with their number, owned by [`U102`].
-fn known_client() -> EmulatorConfig {
-    let mut config = EmulatorConfig::default();
-    config.contacts.push(SeedContact {
-        id: CONTACT,
-        name: "Клиент Тестовый".into(),
-        phones: vec![CLIENT.into()],
-        responsible_user_id: U102,
-    });
-    config
-}
-
-struct Office {
-    bed: TestBed,
-    emu: Emulator,
-    dir: tempfile::TempDir,
-    ringlink: Ringlink,
-    web_port: u16,
-}
-
-/// The ringlink process; killed when dropped, so a failing test leaves nothing running.
-struct Ringlink(Option<Child>);
-
-impl Drop for Ringlink {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Office {
-    async fn start(emulator: EmulatorConfig, extra_config: &str) -> Office {
-        let bed = TestBed::start().await.expect("test bed");
-        let emu = Emulator::start(emulator).await.expect("amoCRM emulator");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let web_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let mut office = Office {
-            bed,
-            emu,
-            dir,
-            ringlink: Ringlink(None),
-            web_port,
-        };
-        office.write_config(extra_config);
-        office.start_ringlink().await;
-        office
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("ringlink.log")
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("ringlink.toml")
-    }
-
-    fn write_config(&self, extra: &str) {
-        let testbed_config =
-            std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testbed/ringlink.toml"))
-                .expect("testbed/ringlink.toml");
-        let tracker_part = &testbed_config[testbed_config.find("[tracker]").expect("[tracker] section")..];
-        let (access, refresh) = self.emu.initial_tokens();
-        let emu = self.emu.config();
-        let config = format!(
-            r#"[ami]
-address = "{ami}"
-username = "{user}"
-secret = "{secret}"
-ping_interval_secs = 5
-ping_timeout_secs = 5
-
-[crm]
-kind = "amocrm"
-
-[amocrm]
-base_url = "{base}"
-client_id = "{client_id}"
-client_secret = "{client_secret}"
-redirect_uri = "{redirect_uri}"
-access_token = "{access}"
-refresh_token = "{refresh}"
-
-[amocrm.extensions]
-"101" = {U101}
-"102" = {U102}
-"103" = {DEFAULT_USER}
-
-[amocrm.pipelines]
-"73432723033" = {TRUNK_PIPELINE}
-
-[store]
-path = "{store}"
-
-[recordings]
-rewrite = [["/", "{root}/"]]
-settle_secs = 0.5
-link_base_url = "http://127.0.0.1:{web}"
-
-[web]
-listen = "127.0.0.1:{web}"
-
-[engine.missed]
-default_user = {DEFAULT_USER}
-
-{extra}
-
-{tracker_part}
-"#,
-            ami = self.bed.ami_addr(),
-            user = self.bed.ami_user(),
-            secret = self.bed.ami_secret(),
-            base = self.emu.base_url(),
-            client_id = emu.client_id,
-            client_secret = emu.client_secret,
-            redirect_uri = emu.redirect_uri,
-            store = self.dir.path().join("ringlink.db").display(),
-            root = self.bed.host_path("/").display().to_string().trim_end_matches('/'),
-            web = self.web_port,
-        );
-        std::fs::write(self.config_path(), config).expect("write config");
-    }
-
-    async fn start_ringlink(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ringlink"))
-            .arg("run")
-            .arg("--config")
-            .arg(self.config_path())
-            .env("RINGLINK_LOG", "info,ringlink=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn ringlink");
-        self.ringlink = Ringlink(Some(child));
-        self.wait_log("live calls resynchronised").await;
-        self.wait_log("users directory refreshed").await;
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    async fn wait_log(&self, needle: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !self.log().contains(needle) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "ringlink never logged {needle:?}; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits until a request to `path` succeeded `n` times, then until the emulator saw nothing for [`QUIET`].
-    async fn wait_done(&self, path: &str, n: usize) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.ok(path).len() < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{n} × {path} never succeeded:\n{}\nlog:\n{}",
-                self.describe(),
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let mut seen = self.emu.requests().len();
-        let mut since = tokio::time::Instant::now();
-        while since.elapsed() < QUIET {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = self.emu.requests().len();
-            if now != seen {
-                (seen, since) = (now, tokio::time::Instant::now());
-            }
-        }
-    }
-
-    /// The successful requests to `path`.
-    fn ok(&self, path: &str) -> Vec<RecordedRequest> {
-        self.emu
-            .requests_to(path)
-            .into_iter()
-            .filter(RecordedRequest::is_ok)
-            .collect()
-    }
-
-    /// Every request the account saw, one line each.
-    fn describe(&self) -> String {
-        self.emu
-            .requests()
-            .iter()
-            .map(|r| format!("{} {} {} {} → {}", r.seq, r.method, r.path, r.body, r.status))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// The one call item ringlink sent (exactly one successful `/api/v4/calls` request, with one item).
-    fn the_call(&self) -> Value {
-        let calls = self.ok("/api/v4/calls");
-        assert_eq!(calls.len(), 1, "one call recorded:\n{}", self.describe());
-        let items = calls[0].body.as_array().cloned().unwrap_or_default();
-        assert_eq!(items.len(), 1, "one item:\n{}", self.describe());
-        items[0].clone()
-    }
-
-    /// Every call item ringlink sent (successfully or not) has a distinct `uniq`: none was sent twice.
-    fn assert_nothing_twice(&self) {
-        let mut uniqs: Vec<String> = self
-            .emu
-            .requests_to("/api/v4/calls")
-            .iter()
-            .filter(|r| r.status != 429)
-            .flat_map(|r| r.body.as_array().cloned().unwrap_or_default())
-            .map(|item| item["uniq"].as_str().unwrap_or_default().to_owned())
-            .collect();
-        let all = uniqs.len();
-        uniqs.sort();
-        uniqs.dedup();
-        assert_eq!(uniqs.len(), all, "a call was sent twice:\n{}", self.describe());
-        assert_eq!(
-            self.emu.state().calls.len(),
-            self.ok("/api/v4/calls").len(),
-            "the account holds each call once"
-        );
-    }
-
-    async fn stop(self) {
-        drop(self.ringlink);
-        self.emu.shutdown().await;
-        self.bed.stop().await.expect("stop bed");
-    }
-}
-
-fn duration_of(call: &Value) -> u64 {
-    call["duration"].as_u64().unwrap_or(u64::MAX)
-}
+use testbed::scenarios;
 
 /// S1: a known client calls the DID, 101 rings and answers, they talk ≈5 s. amoCRM: the popup to 101's user
 /// while it rings, then one inbound call (status 4) for that user with the talk time and the recording's
@@ -359,5 +101,231 @@ async fn an_unknown_number_goes_once_into_unsorted_in_the_trunks_pipeline() {
     assert!((4..=7).contains(&entry["metadata"]["duration"].as_u64().unwrap_or(0)));
     let unsorted = office.emu.state().unsorted;
     assert_eq!(unsorted.len(), 1, "{unsorted:?}");
+    office.stop().await;
+}
+
+/// S3: the ringall queue rings 101, 102 and 103 at once; 102 answers. amoCRM: a popup to each of the three users
+/// (and nobody else), then one inbound call for 102's user, the employee who talked.
+#[tokio::test]
+async fn s3_ringall_queue_pops_up_for_the_three_and_records_the_answering_one() {
+    let office = Office::start(known_client(), "").await;
+    scenarios::play(&office.bed, "s3").await.expect("play S3");
+    office.wait_done("/api/v4/calls", 1).await;
+    let mut popped = office.popup_users();
+    popped.sort_unstable();
+    let mut rung = vec![U101, U102, U103];
+    rung.sort_unstable();
+    assert_eq!(popped, rung, "one popup for each ringing phone:\n{}", office.describe());
+    let call = office.the_call();
+    assert_eq!(call["direction"], json!("inbound"));
+    assert_eq!(call["call_status"], json!(4));
+    assert_eq!(call["responsible_user_id"], json!(U102), "who answered: {call}");
+    assert!((4..=7).contains(&duration_of(&call)), "talk ≈5 s: {call}");
+    office.assert_nothing_twice();
+    office.stop().await;
+}
+
+/// S4: the one-by-one queue rings 101, then 102, then 103, who answers. amoCRM: a popup to each user in turn,
+/// then one inbound call for 103's user.
+#[tokio::test]
+async fn s4_linear_queue_pops_up_in_turn_and_records_the_answering_one() {
+    let office = Office::start(known_client(), "").await;
+    scenarios::play(&office.bed, "s4").await.expect("play S4");
+    office.wait_done("/api/v4/calls", 1).await;
+    assert_eq!(
+        office.popup_users(),
+        [U101, U102, U103],
+        "a popup as each phone rings:\n{}",
+        office.describe()
+    );
+    let call = office.the_call();
+    assert_eq!(call["call_status"], json!(4));
+    assert_eq!(call["responsible_user_id"], json!(U103), "who answered: {call}");
+    assert!((4..=7).contains(&duration_of(&call)), "talk ≈5 s: {call}");
+    office.assert_nothing_twice();
+    office.stop().await;
+}
+
+/// S8: 101 calls the client, who is busy, declines, does not answer; then 101 gives up while it rings. amoCRM:
+/// one outbound call each for 101's user, 0 s: status 7 for busy, 6 ("не дозвонился") for the others. No
+/// incoming-call popup for the employee who dials.
+#[tokio::test]
+async fn s8_outgoing_failures_are_busy_7_and_not_connected_6() {
+    let office = Office::start(known_client(), "").await;
+    let cases = [("s8-busy", 7), ("s8-decline", 6), ("s8-noanswer", 6), ("s8-cancel", 6)];
+    for (n, (id, status)) in cases.into_iter().enumerate() {
+        scenarios::play(&office.bed, id)
+            .await
+            .unwrap_or_else(|e| panic!("play {id}: {e}"));
+        office.wait_done("/api/v4/calls", n + 1).await;
+        let calls = office.calls();
+        assert_eq!(calls.len(), n + 1, "{id}: one call each:\n{}", office.describe());
+        let call = &calls[n];
+        assert_eq!(call["direction"], json!("outbound"), "{id}: {call}");
+        assert_eq!(call["call_status"], json!(status), "{id}: {call}");
+        assert_eq!(call["duration"], json!(0), "{id}: {call}");
+        assert_eq!(call["responsible_user_id"], json!(U101), "{id}: {call}");
+    }
+    assert!(office.emu.popups().is_empty(), "{:?}", office.emu.popups());
+    office.assert_nothing_twice();
+    office.stop().await;
+}
+
+/// S10: 101 answers, then blind-transfers the client to 102, who answers. amoCRM: two inbound calls, each
+/// employee's talk under their own user (101's first, then 102's), both on the client's contact; a popup to
+/// each as their phone rang.
+#[tokio::test]
+async fn s10_blind_transfer_is_two_calls_each_for_who_talked() {
+    let office = Office::start(known_client(), "").await;
+    scenarios::play(&office.bed, "s10").await.expect("play S10");
+    office.wait_done("/api/v4/calls", 2).await;
+    let calls = office.calls();
+    assert_eq!(calls.len(), 2, "{}", office.describe());
+    let (first, second) = (&calls[0], &calls[1]);
+    assert_eq!(first["responsible_user_id"], json!(U101), "{first}");
+    assert_eq!(second["responsible_user_id"], json!(U102), "{second}");
+    assert!((2..=6).contains(&duration_of(first)), "101 talks ≈3 s: {first}");
+    assert!((3..=9).contains(&duration_of(second)), "102 talks the rest: {second}");
+    assert_ne!(first["uniq"], second["uniq"]);
+    assert!(calls.iter().all(|c| c["call_status"] == json!(4)));
+    let stored = office.emu.state().calls;
+    assert!(
+        stored
+            .iter()
+            .all(|c| c.entity_type == "contacts" && c.entity_id == CONTACT),
+        "both on the client's contact: {stored:?}"
+    );
+    assert_eq!(office.popup_users(), [U101, U102]);
+    office.assert_nothing_twice();
+    office.stop().await;
+}
+
+/// S12: 101 rings, 102 picks the call up with *8. amoCRM: the popup only to 101's user (102's phone never rang),
+/// and one inbound call for 102's user, who talked.
+#[tokio::test]
+async fn s12_pickup_is_recorded_for_who_picked_up() {
+    let office = Office::start(known_client(), "").await;
+    scenarios::play(&office.bed, "s12").await.expect("play S12");
+    office.wait_done("/api/v4/calls", 1).await;
+    assert_eq!(office.popup_users(), [U101], "{}", office.describe());
+    let call = office.the_call();
+    assert_eq!(call["direction"], json!("inbound"));
+    assert_eq!(call["call_status"], json!(4));
+    assert_eq!(call["responsible_user_id"], json!(U102), "who picked up: {call}");
+    assert!((4..=7).contains(&duration_of(&call)), "talk ≈5 s: {call}");
+    office.assert_nothing_twice();
+    office.stop().await;
+}
+
+/// S15: amoCRM is down while an incoming and an outgoing call take place, and comes back after them. Nothing
+/// reaches it meanwhile; then each call is recorded exactly once, with its own start time and no popup after
+/// the fact.
+#[tokio::test]
+async fn s15_calls_during_an_outage_are_recorded_once_when_amocrm_is_back() {
+    let office = Office::start(known_client(), "").await;
+    office.emu.set_fault(Some(Fault::Down));
+    let placed = chrono::Utc::now().timestamp();
+    scenarios::play(&office.bed, "s1").await.expect("play S1");
+    scenarios::play(&office.bed, "s7").await.expect("play S7");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(office.ok("/api/v4/calls").is_empty(), "{}", office.describe());
+    office.emu.set_fault(None);
+    office.wait_done("/api/v4/calls", 2).await;
+    let calls = office.calls();
+    assert_eq!(calls.len(), 2, "{}", office.describe());
+    let directions: Vec<&Value> = calls.iter().map(|c| &c["direction"]).collect();
+    assert!(
+        directions.contains(&&json!("inbound")) && directions.contains(&&json!("outbound")),
+        "{directions:?}"
+    );
+    for call in &calls {
+        assert_eq!(call["call_status"], json!(4), "{call}");
+        assert_eq!(call["responsible_user_id"], json!(U101), "{call}");
+        let at = call["created_at"].as_i64().unwrap_or_default();
+        assert!(
+            (placed - 1..placed + 60).contains(&at),
+            "the call's own start, not the recovery: {call}"
+        );
+    }
+    assert!(office.emu.popups().is_empty(), "no popup after the fact");
+    assert!(
+        office.log().contains("step will be retried"),
+        "the steps waited out the outage"
+    );
+    office.assert_nothing_twice();
+    office.stop().await;
+}
+
+/// A storm of 429s from before the client calls until after the call: ringlink backs off and retries; once the
+/// storm is over the call is recorded exactly once.
+#[tokio::test]
+async fn a_rate_limit_storm_delays_the_call_but_records_it_once() {
+    let office = Office::start(known_client(), "").await;
+    office.emu.set_fault(Some(Fault::RateLimitStorm));
+    scenarios::play(&office.bed, "s1").await.expect("play S1");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused = office.emu.requests().iter().filter(|r| r.status == 429).count();
+    assert!(refused > 0, "the storm refused requests:\n{}", office.describe());
+    assert!(office.ok("/api/v4/calls").is_empty(), "{}", office.describe());
+    office.emu.set_fault(None);
+    office.wait_done("/api/v4/calls", 1).await;
+    let call = office.the_call();
+    assert_eq!(call["call_status"], json!(4));
+    assert_eq!(call["responsible_user_id"], json!(U101));
+    office.assert_nothing_twice();
+    office.stop().await;
+}
+
+/// The access token expires (the account's clock jumps a day ahead) while the client's call rings: ringlink's
+/// next request is refused, it exchanges the single-use refresh token once, saves the new pair and records the
+/// call with it. Restarted, it goes on with the saved pair: the spent refresh token is never sent again.
+#[tokio::test]
+async fn an_access_token_expiring_mid_call_is_refreshed_once_and_the_new_pair_kept() {
+    let mut office = Office::start(known_client(), "").await;
+    let (_, first_refresh) = office.emu.initial_tokens();
+    let expire_while_ringing = async {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while office.emu.popups().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no popup:\n{}",
+                office.describe()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        office.emu.clock().advance(Duration::from_secs(2 * 86_400));
+    };
+    let (played, ()) = tokio::join!(scenarios::play(&office.bed, "s1"), expire_while_ringing);
+    played.expect("play S1");
+    office.wait_done("/api/v4/calls", 1).await;
+    let call = office.the_call();
+    assert_eq!(call["responsible_user_id"], json!(U101));
+    assert!(
+        office.emu.requests().iter().any(|r| r.auth == AuthKind::Refused),
+        "the expired token was refused:\n{}",
+        office.describe()
+    );
+    let refreshes = office.emu.requests_to("/oauth2/access_token");
+    assert_eq!(refreshes.len(), 1, "one refresh:\n{}", office.describe());
+    assert_eq!(refreshes[0].body["grant_type"], json!("refresh_token"));
+    assert_eq!(refreshes[0].body["refresh_token"], json!(first_refresh));
+    assert!(refreshes[0].is_ok());
+
+    let before = office.emu.requests().len();
+    office.start_ringlink().await;
+    let after: Vec<RecordedRequest> = office.emu.requests().into_iter().skip(before).collect();
+    assert!(
+        after
+            .iter()
+            .any(|r| r.path == "/api/v4/users" && r.is_ok() && r.auth == AuthKind::OAuth),
+        "the restarted ringlink reads the users with the saved access token:\n{}",
+        office.describe()
+    );
+    assert_eq!(
+        office.emu.requests_to("/oauth2/access_token").len(),
+        1,
+        "no refresh token sent again:\n{}",
+        office.describe()
+    );
     office.stop().await;
 }

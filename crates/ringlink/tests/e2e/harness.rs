@@ -4,12 +4,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use b24emu::{Emulator, EmulatorConfig, Fault, RecordedRequest};
 use serde_json::Value;
 use testbed::TestBed;
+
+#[path = "process.rs"]
+mod process;
+pub use process::free_port;
+use process::{ami_section, spawn, testbed_tracker_config, Ringlink};
 
 pub const WAIT: Duration = Duration::from_secs(60);
 pub const CLIENT_BASE: &str = "9001234567";
@@ -128,20 +133,11 @@ impl E2e {
     }
 
     fn write_config(&self) {
-        let testbed_config =
-            std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testbed/ringlink.toml"))
-                .expect("testbed/ringlink.toml");
         // Keep the test bed's [tracker] settings; replace the [ami] section with this instance's.
-        let tracker_part = &testbed_config[testbed_config.find("[tracker]").expect("[tracker] section")..];
+        let tracker_part = testbed_tracker_config();
         let chroot_root = self.bed.host_path("/");
         let config = format!(
-            r#"[ami]
-address = "{ami}"
-username = "{user}"
-secret = "{secret}"
-ping_interval_secs = 5
-ping_timeout_secs = 5
-
+            r#"{ami}
 [bitrix24]
 {bitrix24}
 
@@ -165,9 +161,11 @@ settle_secs = 0.5
             } else {
                 format!("[web]\nlisten = \"127.0.0.1:{}\"", self.web_port)
             },
-            ami = self.ami_via.unwrap_or_else(|| self.bed.ami_addr()),
-            user = self.bed.ami_user(),
-            secret = self.bed.ami_secret(),
+            ami = ami_section(
+                self.ami_via.unwrap_or_else(|| self.bed.ami_addr()),
+                self.bed.ami_user(),
+                self.bed.ami_secret()
+            ),
             bitrix24 = self.bitrix24_section(),
             store = self
                 .store
@@ -332,26 +330,6 @@ settle_secs = 0.5
     }
 }
 
-/// `ringlink run --config <config>`, its output appended to `log`.
-fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_ringlink"))
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("RINGLINK_LOG", "info,ringlink=debug")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn ringlink")
-}
-
 /// One more ringlink process of the same office (e.g. a standby), with its own admin UI port and log.
 #[allow(dead_code)] // shared by several test binaries; the PostgreSQL one uses this
 pub struct Instance {
@@ -389,40 +367,6 @@ impl Instance {
     /// The exit status once the process ended by itself within `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         self.ringlink.wait_exit(&self.log, timeout).await
-    }
-}
-
-/// The ringlink process; killed when dropped, so a failing test leaves nothing running.
-struct Ringlink(Option<Child>);
-
-impl Ringlink {
-    /// The exit status once the process ended by itself within `timeout` (`log`: its log, for the panic).
-    async fn wait_exit(&mut self, log: &std::path::Path, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let child = self.0.as_mut().expect("a running ringlink");
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                panic!("{} did not exit; log:\n{text}", log.display());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Ringlink {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -516,15 +460,6 @@ impl E2e {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// A TCP port free right now on 127.0.0.1.
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// ringlink's `[listener]` and `[click_to_call]` for a portal whose application token is `token`: the listener
