@@ -158,28 +158,25 @@ fn check_cel(config: &Config, store: Option<&dyn store::Store>, report: &mut Rep
              recovered; let Asterisk write its CEL to a database and name it in [cel]",
         ),
     }
-    let saved = store.and_then(|s| store::Store::setting(s, crate::service::UNRECOVERED).ok().flatten());
-    if let Some(period) = saved {
+    let saved = store
+        .and_then(|s| store::Store::setting(s, crate::service::UNRECOVERED).ok().flatten())
+        .and_then(|v| serde_json::from_value::<web::gaps::SavedGap>(v).ok());
+    if let Some(gap) = saved {
         let zone = tracker::LocalClock::parse_offset(&config.tracker.utc_offset)
             .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
-        let at = |k: &str| {
-            let t = period
-                .get(k)
-                .and_then(Value::as_i64)
-                .map(tracker::Timestamp::from_micros);
-            tracker::LocalClock::new(zone).format(t)
+        let at = |t: i64| tracker::LocalClock::new(zone).format(Some(tracker::Timestamp::from_micros(t)));
+        let (from, to) = (at(gap.from), at(gap.to));
+        // The sentence the log said when the period was noted.
+        let said = gap
+            .message
+            .clone()
+            .unwrap_or_else(|| web::gaps::missing_sentence(&from, &to, &gap.causes, web::gaps::HOW_TO_ENABLE_CEL));
+        let then = if config.cel.is_some() {
+            format!("; with [cel] configured now, run: ringlink reprocess --from \"{from}\" --to \"{to}\"")
+        } else {
+            String::new()
         };
-        report.note(
-            "CEL",
-            format!(
-                "calls between {} and {} may be missing from Bitrix24 (ringlink did not follow the PBX then); \
-                 with [cel] configured, run: ringlink reprocess --from \"{}\" --to \"{}\"",
-                at("from"),
-                at("to"),
-                at("from"),
-                at("to")
-            ),
-        );
+        report.note("CEL", format!("{said}{then}"));
     }
 }
 

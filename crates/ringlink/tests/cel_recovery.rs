@@ -339,16 +339,44 @@ async fn finish_a_call_cut_by_a_crash(mut e2e: E2e) {
     e2e.stop().await;
 }
 
-/// Without `[cel]`, a restart after calls were missed says in the log which period may miss calls and how to
-/// recover them, and `ringlink check` says it too.
+/// Without `[cel]`, a restart after calls were missed says in the log which period may miss calls, why (ringlink
+/// was stopped) and how to recover them; `/status` turns to Warning with the same sentence and the period in its
+/// `gaps`, and `ringlink check` says it too.
 #[tokio::test]
-async fn without_cel_the_log_and_check_name_the_period_that_may_miss_calls() {
+async fn without_cel_the_log_status_and_check_name_the_period_that_may_miss_calls() {
     let mut e2e = E2e::start("").await;
     e2e.wait_requests("user.get", 1, WAIT).await;
+    let status = web_status(&e2e).await;
+    assert_eq!(status["gaps"]["may_be_missing"], serde_json::Value::Null, "{status}");
     e2e.kill_ringlink();
     e2e.start_ringlink().await;
     e2e.wait_log("may be missing from Bitrix24", WAIT).await;
-    assert!(e2e.log().contains("[cel]"), "{}", e2e.log());
+    let log = e2e.log();
+    let said = log
+        .lines()
+        .find(|l| l.contains("may be missing from Bitrix24"))
+        .expect("the line");
+    assert!(
+        said.contains("[cel] in ringlink.toml") && said.contains("ringlink was stopped"),
+        "{said}"
+    );
+    let status = web_status(&e2e).await;
+    let missing = &status["gaps"]["may_be_missing"];
+    assert_eq!(missing["causes"], serde_json::json!(["ringlink_stopped"]), "{status}");
+    let message = missing["message"].as_str().expect("message");
+    assert!(said.contains(message), "the log says {said:?}, /status {message:?}");
+    assert!(
+        status["reasons"]
+            .as_array()
+            .is_some_and(|r| r.contains(&serde_json::json!(message))),
+        "{status}"
+    );
+    assert_ne!(status["app_status"], serde_json::json!("Ok"), "{status}");
+    let (from, to) = (
+        missing["from"].as_str().expect("from"),
+        missing["to"].as_str().expect("to"),
+    );
+    assert!(from <= to, "{status}");
     e2e.kill_ringlink();
     let out = Command::new(env!("CARGO_BIN_EXE_ringlink"))
         .arg("check")
@@ -356,8 +384,16 @@ async fn without_cel_the_log_and_check_name_the_period_that_may_miss_calls() {
         .arg(e2e.config_path())
         .output()
         .expect("run ringlink check");
-    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("may be missing"), "{said}");
-    assert!(said.contains("[cel]"), "{said}");
+    let checked = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(checked.contains(message), "{checked}");
     e2e.stop().await;
+}
+
+async fn web_status(e2e: &E2e) -> serde_json::Value {
+    reqwest::get(format!("{}/status", e2e.web_url()))
+        .await
+        .expect("GET /status")
+        .json()
+        .await
+        .expect("status JSON")
 }

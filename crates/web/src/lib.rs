@@ -2,7 +2,8 @@
 //! `0.0.0.0:8077`), separate from any listener facing Bitrix24.
 //!
 //! - `GET /status` — JSON for monitoring systems (Ok/Warning/Error with the reasons, AMI, Bitrix24 reachability
-//!   and request budget, outbox, users cache, hooks, version, uptime); `GET /metrics` — Prometheus text. Each is
+//!   and request budget, outbox, users cache, hooks, the periods ringlink did not follow the PBX — see [`gaps`] —,
+//!   version, uptime); `GET /metrics` — Prometheus text. Each is
 //!   allowed from its IP allow-list or with its bearer token, so monitoring needs no admin password.
 //! - The admin pages (status, the calls journal with each call's timeline, the settings editing `ringlink.toml`
 //!   in place — see [`settings`] —, the setup [`wizard`], the users directory, the last log lines from a [`LogBuffer`]) need a session: a password login
@@ -30,6 +31,7 @@
 mod access;
 mod admin;
 mod auth;
+pub mod gaps;
 mod i18n;
 pub mod install;
 mod logs;

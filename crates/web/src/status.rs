@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 use store::{Store, Timestamp};
 
+use crate::gaps::GapsStatus;
 use crate::telemetry::{CrmBudget, Gauge, HookStatus, Role, StoreRole, Telemetry};
 
 /// The application's overall state, as monitoring systems read it.
@@ -31,6 +32,9 @@ pub struct Status {
     pub outbox: OutboxStatus,
     pub users_cache: UsersCacheStatus,
     pub hooks: HooksStatus,
+    /// Periods ringlink did not follow the PBX: one whose calls may be missing (a Warning), the last one CEL
+    /// recovered.
+    pub gaps: GapsStatus,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +120,7 @@ pub fn status(store: &dyn Store, telemetry: &Telemetry, thresholds: Thresholds) 
     let counts = store.step_counts()?;
     let users = store.users()?;
     let refreshed = store.users_refreshed_at()?;
+    let gaps = crate::gaps::gaps(store)?;
     let live = telemetry.live();
     let hooks = telemetry.hooks();
     let budget = telemetry.crm_budget();
@@ -169,6 +174,9 @@ pub fn status(store: &dyn Store, telemetry: &Telemetry, thresholds: Thresholds) 
     for hook in hooks.iter().filter(|h| h.failures > 0) {
         warnings.push(format!("hook {} failed {} time(s)", hook.name, hook.failures));
     }
+    if let Some(missing) = &gaps.may_be_missing {
+        warnings.push(missing.message.clone());
+    }
     let app_status = if !errors.is_empty() {
         AppStatus::Error
     } else if !warnings.is_empty() {
@@ -219,6 +227,7 @@ pub fn status(store: &dyn Store, telemetry: &Telemetry, thresholds: Thresholds) 
             enabled: hooks.iter().any(|h| h.enabled),
             hooks,
         },
+        gaps,
     })
 }
 

@@ -773,3 +773,100 @@ async fn status_names_the_store_its_tenant_and_whether_this_instance_leads() {
     let page = ui.get("/", Some(&session)).await.text().await.expect("html");
     assert!(page.contains("data-role=\"leader\""), "{page}");
 }
+
+/// A period ringlink did not follow the PBX and CEL could not give back is a Warning naming it, its cause and
+/// how to enable CEL; once CEL recovered it, `/status` says what CEL gave back and warns no more.
+#[tokio::test]
+async fn status_names_a_period_whose_calls_may_be_missing_and_the_last_one_recovered() {
+    use web::gaps::{GapCause, SavedGap, SavedRecovery, HOW_TO_ENABLE_CEL, LAST_RECOVERED, MAY_BE_MISSING};
+    let ui = start(local_only()).await;
+    ui.telemetry.ami_connected();
+    let status: serde_json::Value = ui.get("/status", None).await.json().await.expect("json");
+    let reasons_before = status["reasons"].as_array().expect("reasons").len();
+    assert_eq!(status["gaps"], json!({"may_be_missing": null, "last_recovered": null}));
+
+    // 2026-11-22 09:00:00 – 09:20:00 UTC, while ringlink was stopped, without [cel].
+    let (from, to) = (1_795_338_000_000_000_i64, 1_795_339_200_000_000_i64);
+    let message = web::gaps::missing_sentence(
+        "2026-11-22 12:00:00",
+        "2026-11-22 12:20:00",
+        &[GapCause::RinglinkStopped],
+        HOW_TO_ENABLE_CEL,
+    );
+    let gap = SavedGap {
+        from,
+        to,
+        causes: vec![GapCause::RinglinkStopped],
+        how_to_recover: Some(HOW_TO_ENABLE_CEL.to_owned()),
+        message: Some(message.clone()),
+    };
+    ui.store
+        .set_setting(
+            MAY_BE_MISSING,
+            &serde_json::to_value(&gap).expect("json"),
+            Timestamp::now(),
+        )
+        .expect("setting");
+    let status: serde_json::Value = ui.get("/status", None).await.json().await.expect("json");
+    // A warning, not an error: the service runs, calls of the period may be missing.
+    assert_eq!(status["app_status"], json!("Warning"), "{status}");
+    let reasons = status["reasons"].as_array().expect("reasons");
+    assert_eq!(reasons.len(), reasons_before + 1, "{status}");
+    assert!(reasons.contains(&json!(message)), "{status}");
+    assert!(
+        message.contains("ringlink was stopped") && message.contains("[cel] in ringlink.toml"),
+        "{message}"
+    );
+    assert_eq!(
+        status["gaps"]["may_be_missing"],
+        json!({
+            "from": "2026-11-22T09:00:00Z",
+            "to": "2026-11-22T09:20:00Z",
+            "causes": ["ringlink_stopped"],
+            "how_to_recover": HOW_TO_ENABLE_CEL,
+            "message": message,
+        })
+    );
+    assert_eq!(status["gaps"]["last_recovered"], json!(null));
+
+    // CEL configured since: the period was recovered, five calls found, three of them registered now.
+    ui.store.delete_setting(MAY_BE_MISSING).expect("cleared");
+    let recovered = SavedRecovery {
+        from,
+        to,
+        causes: vec![GapCause::RinglinkStopped, GapCause::AmiDisconnected],
+        calls_found: 5,
+        registered: 3,
+        already_handled: 2,
+        at: to + 5_000_000,
+        message: "calls of the gap recovered from CEL: …".into(),
+    };
+    ui.store
+        .set_setting(
+            LAST_RECOVERED,
+            &serde_json::to_value(&recovered).expect("json"),
+            Timestamp::now(),
+        )
+        .expect("setting");
+    let status: serde_json::Value = ui.get("/status", None).await.json().await.expect("json");
+    assert!(!status["reasons"].to_string().contains("may be missing"), "{status}");
+    assert_eq!(
+        status["reasons"].as_array().expect("reasons").len(),
+        reasons_before,
+        "{status}"
+    );
+    assert_eq!(status["gaps"]["may_be_missing"], json!(null));
+    assert_eq!(
+        status["gaps"]["last_recovered"],
+        json!({
+            "from": "2026-11-22T09:00:00Z",
+            "to": "2026-11-22T09:20:00Z",
+            "causes": ["ringlink_stopped", "ami_disconnected"],
+            "calls_found": 5,
+            "registered": 3,
+            "already_handled": 2,
+            "recovered_at": "2026-11-22T09:20:05Z",
+            "message": "calls of the gap recovered from CEL: …",
+        })
+    );
+}

@@ -17,6 +17,7 @@ use super::recovery;
 use super::users::store_time;
 use super::Shared;
 use crate::config::{Config, RecordingSettings};
+use web::gaps::GapCause;
 
 /// How often the tracker is asked to expire calls whose hang-up was lost.
 const TICK: Duration = Duration::from_secs(30);
@@ -59,7 +60,12 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
     };
     // Calls already in progress (or that ended while ringlink was down) are reconciled first.
     pipeline
-        .resync(&client, &mut tracker, previous_run_followed_until)
+        .resync(
+            &client,
+            &mut tracker,
+            previous_run_followed_until,
+            GapCause::RinglinkStopped,
+        )
         .await;
     let mut said_untimed = false;
     let mut following_at = super::now();
@@ -116,14 +122,14 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
                 Some(ClientEvent::Reconnected) => {
                     pipeline.shared.telemetry.ami_reconnected();
                     info!("AMI reconnected; resynchronising live calls");
-                    pipeline.resync(&client, &mut tracker, Some(following_at)).await;
+                    pipeline.resync(&client, &mut tracker, Some(following_at), GapCause::AmiDisconnected).await;
                     connected = true;
                     following_at = super::now();
                 }
                 Some(ClientEvent::EventsDropped { count }) => {
                     pipeline.shared.telemetry.ami_events_dropped(count);
                     warn!(count, "AMI events were dropped; resynchronising live calls");
-                    pipeline.resync(&client, &mut tracker, Some(following_at)).await;
+                    pipeline.resync(&client, &mut tracker, Some(following_at), GapCause::EventsDropped).await;
                     following_at = super::now();
                 }
             }
@@ -219,8 +225,15 @@ pub fn need_registration_params(call_full: &Value) -> Value {
 
 impl Pipeline {
     /// Rebuilds the live calls from `CoreShowChannels`; then every registration left without a finish whose
-    /// call is no longer live (it ended during the gap that began at `gap_from`) is finished from what is known.
-    async fn resync(&mut self, client: &ami::Client, tracker: &mut Tracker, gap_from: Option<tracker::Timestamp>) {
+    /// call is no longer live (it ended during the gap that began at `gap_from`, for `cause`) is finished from what
+    /// is known.
+    async fn resync(
+        &mut self,
+        client: &ami::Client,
+        tracker: &mut Tracker,
+        gap_from: Option<tracker::Timestamp>,
+        cause: GapCause,
+    ) {
         self.flush().await;
         match client.list(Message::action("CoreShowChannels")).await {
             Ok(mut list) => {
@@ -234,7 +247,7 @@ impl Pipeline {
                 );
                 self.process(tracker, events).await;
                 self.recover_recordings(client, tracker, &list.items).await;
-                self.recover_from_cel(tracker, gap_from).await;
+                self.recover_from_cel(tracker, gap_from, cause).await;
                 // What is left open is read from the store: everything planned so far is in it first.
                 self.flush().await;
                 self.finish_open_registrations(tracker, gap_from).await;
@@ -246,30 +259,26 @@ impl Pipeline {
 
     /// Calls that began and ended during the gap from `gap_from` to now (and during any earlier gap not
     /// recovered yet) are rebuilt from the PBX's CEL and registered; without `[cel]` (or when its database
-    /// fails) the log says which period may miss calls, and the store keeps it for `ringlink check`.
-    async fn recover_from_cel(&mut self, tracker: &Tracker, gap_from: Option<tracker::Timestamp>) {
+    /// fails) the log says which period may miss calls, and the store keeps it for `/status` and `ringlink check`.
+    async fn recover_from_cel(&mut self, tracker: &Tracker, gap_from: Option<tracker::Timestamp>, cause: GapCause) {
         if !self.registering {
             return;
         }
         let now = super::now();
-        let Some(cel) = self.config.cel.clone() else {
-            let Some(from) = gap_from else {
-                return; // the first run ever: nothing was missed
-            };
-            warn!(
-                from = %self.clock(from),
-                to = %self.clock(now),
-                "calls that began and ended while ringlink did not follow the PBX may be missing from Bitrix24; \
-                 to recover them, let Asterisk write its CEL to a database and name it in [cel] (see the README, \
-                 \"Calls missed while ringlink was down\")"
-            );
-            recovery::save_unrecovered(&self.shared, Some((from, now))).await;
-            return;
-        };
         // This gap, and an earlier one nothing recovered yet (CEL not configured then, or its database failed).
-        let earlier = recovery::unrecovered(&self.shared).await.map(|p| p.0);
-        let Some(mut from) = [gap_from, earlier].into_iter().flatten().min() else {
+        let earlier = recovery::unrecovered(&self.shared).await;
+        let mut causes = earlier.as_ref().map(|g| g.causes.clone()).unwrap_or_default();
+        if gap_from.is_some() && !causes.contains(&cause) {
+            causes.push(cause);
+        }
+        let earlier_from = earlier.map(|g| tracker::Timestamp::from_micros(g.from));
+        let Some(mut from) = [gap_from, earlier_from].into_iter().flatten().min() else {
             return; // the first run ever: nothing was missed
+        };
+        let Some(cel) = self.config.cel.clone() else {
+            self.may_be_missing(from, now, causes, web::gaps::HOW_TO_ENABLE_CEL.to_owned(), None)
+                .await;
+            return;
         };
         let oldest = now.saturating_sub_secs(AUTOMATIC_RECOVERY_SECS);
         if from < oldest {
@@ -312,6 +321,13 @@ impl Pipeline {
                 for call in &recovery.calls {
                     info!(call = %call.call_full.channel.id, "recovered from CEL: {}", crate::cel::describe(call));
                 }
+                let message = web::gaps::recovered_sentence(
+                    &self.clock(from),
+                    &self.clock(now),
+                    &causes,
+                    recovery.stats.calls_ended,
+                    recovery.calls.len(),
+                );
                 info!(
                     rows = recovery.stats.rows,
                     calls_ended = recovery.stats.calls_ended,
@@ -320,24 +336,58 @@ impl Pipeline {
                     registered = recovery.calls.len(),
                     from = %self.clock(from),
                     to = %self.clock(now),
-                    "calls of the gap recovered from CEL"
+                    "{message}"
                 );
-                recovery::save_unrecovered(&self.shared, None).await;
+                let saved = web::gaps::SavedRecovery {
+                    from: from.as_micros(),
+                    to: now.as_micros(),
+                    causes,
+                    calls_found: recovery.stats.calls_ended,
+                    registered: recovery.calls.len(),
+                    already_handled: recovery.already_handled,
+                    at: super::now().as_micros(),
+                    message,
+                };
+                recovery::save_recovered(&self.shared, saved).await;
                 if !recovery.calls.is_empty() {
                     self.shared.work.notify_one();
                 }
             }
             Err(e) => {
-                warn!(
-                    error = %e,
-                    from = %self.clock(from),
-                    to = %self.clock(now),
-                    "cannot read the PBX's CEL: calls of this period may be missing; they are recovered after the \
-                     next gap, or with ringlink reprocess"
+                let how = format!(
+                    "cannot read the PBX's CEL ({e:#}); they are recovered after the next gap, or with ringlink \
+                     reprocess --from \"{}\" --to \"{}\"",
+                    self.clock(from),
+                    self.clock(now)
                 );
-                recovery::save_unrecovered(&self.shared, Some((from, now))).await;
+                self.may_be_missing(from, now, causes, how, Some(e)).await;
             }
         }
+    }
+
+    /// Says in the log, and keeps in the store for `/status` and `ringlink check`, that calls of `from`–`to` may
+    /// be missing, why, and what brings them back.
+    async fn may_be_missing(
+        &self,
+        from: tracker::Timestamp,
+        to: tracker::Timestamp,
+        causes: Vec<GapCause>,
+        how_to_recover: String,
+        error: Option<anyhow::Error>,
+    ) {
+        let message = web::gaps::missing_sentence(&self.clock(from), &self.clock(to), &causes, &how_to_recover);
+        match error {
+            Some(e) => warn!(error = %e, from = %self.clock(from), to = %self.clock(to), "{message}"),
+            None => warn!(from = %self.clock(from), to = %self.clock(to), "{message}"),
+        }
+        let gap = web::gaps::SavedGap {
+            from: from.as_micros(),
+            to: to.as_micros(),
+            causes,
+            how_to_recover: Some(how_to_recover),
+            message: Some(message),
+        };
+        recovery::save_unrecovered(&self.shared, gap).await;
     }
 
     fn clock(&self, at: tracker::Timestamp) -> String {

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 use store::{EntryKind, StepState};
+use web::gaps::{SavedGap, SavedRecovery};
 
 use super::users::{store_time, tracker_time};
 use super::Shared;
@@ -109,34 +110,50 @@ pub async fn open_calls(
     Ok(open)
 }
 
-/// The setting that keeps the period whose calls may be missing (`{"from": µs, "to": µs}`): a gap nothing
+/// The setting that keeps the period whose calls may be missing ([`web::gaps::SavedGap`]): a gap nothing
 /// could recover calls from (no `[cel]`, or its database failed). Cleared once CEL recovers it.
-pub const UNRECOVERED: &str = "cel.unrecovered";
+pub const UNRECOVERED: &str = web::gaps::MAY_BE_MISSING;
 
 /// The period whose calls may be missing, if any.
-pub async fn unrecovered(shared: &Shared) -> Option<(tracker::Timestamp, tracker::Timestamp)> {
+pub async fn unrecovered(shared: &Shared) -> Option<SavedGap> {
     let saved = shared.store(|s| s.setting(UNRECOVERED)).await.ok().flatten()?;
-    let at = |k: &str| {
-        saved
-            .get(k)
-            .and_then(Value::as_i64)
-            .map(tracker::Timestamp::from_micros)
-    };
-    Some((at("from")?, at("to")?))
+    serde_json::from_value(saved).ok()
 }
 
-/// Notes (or clears, with `None`) the period whose calls may be missing.
-pub async fn save_unrecovered(shared: &Shared, period: Option<(tracker::Timestamp, tracker::Timestamp)>) {
-    let result = match period {
-        Some((from, to)) => {
-            let value = json!({"from": from.as_micros(), "to": to.as_micros()});
+/// Notes the period whose calls may be missing.
+pub async fn save_unrecovered(shared: &Shared, gap: SavedGap) {
+    let to = tracker::Timestamp::from_micros(gap.to);
+    let value = match serde_json::to_value(&gap) {
+        Ok(value) => value,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot note in the store which period may miss calls");
+            return;
+        }
+    };
+    if let Err(e) = shared
+        .store(move |s| s.set_setting(UNRECOVERED, &value, store_time(to)))
+        .await
+    {
+        tracing::warn!(error = %e, "cannot note in the store which period may miss calls");
+    }
+}
+
+/// Notes that CEL recovered `recovery`'s period: the period that may miss calls is cleared, and `/status` shows
+/// what CEL gave back.
+pub async fn save_recovered(shared: &Shared, recovery: SavedRecovery) {
+    let at = tracker::Timestamp::from_micros(recovery.at);
+    let result = match serde_json::to_value(&recovery) {
+        Ok(value) => {
             shared
-                .store(move |s| s.set_setting(UNRECOVERED, &value, store_time(to)))
+                .store(move |s| {
+                    s.delete_setting(UNRECOVERED)?;
+                    s.set_setting(web::gaps::LAST_RECOVERED, &value, store_time(at))
+                })
                 .await
         }
-        None => shared.store(|s| s.delete_setting(UNRECOVERED).map(|_| ())).await,
+        Err(e) => Err(anyhow::anyhow!(e)),
     };
     if let Err(e) = result {
-        tracing::warn!(error = %e, "cannot note in the store which period may miss calls");
+        tracing::warn!(error = %e, "cannot note in the store that CEL recovered the period");
     }
 }
