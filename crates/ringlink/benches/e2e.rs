@@ -16,8 +16,12 @@
 //! Where card-pop time goes: ringlink logs each outbox round (claim, decide, send, uploads, record times) at
 //! debug level; the latency part sums them up.
 //!
+//! - card pop with the admin UI busy (`ui`): one call at a time, without the UI, then with the journal page, a
+//!   search by number and a search no index serves (a text of 2 characters) reloaded in a loop, over a journal
+//!   of 100,000 earlier calls (`RINGLINK_BENCH_UI_CALLS`): p50/p99 of each and their ratio.
+//!
 //! `cargo bench -p ringlink --bench e2e` (all parts but `sustained`) or with arguments: `latency`, `hooks`,
-//! `requests`, `burst`, `sustained`. `RINGLINK_BENCH_BURSTS=50,100,150` chooses the burst sizes,
+//! `requests`, `burst`, `sustained`, `ui`. `RINGLINK_BENCH_BURSTS=50,100,150` chooses the burst sizes,
 //! `RINGLINK_BENCH_RATE=5` and `RINGLINK_BENCH_MINUTES=10` the sustained load.
 
 #[allow(dead_code)]
@@ -25,6 +29,8 @@ mod common;
 #[allow(dead_code)]
 #[path = "../tests/e2e/harness.rs"]
 mod harness;
+#[path = "../../web/benches/journal/mod.rs"]
+mod journal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -60,6 +66,9 @@ async fn main() {
     }
     if run("sustained") {
         sustained().await;
+    }
+    if run("ui") {
+        ui_load().await;
     }
 }
 
@@ -591,5 +600,149 @@ fn recordings_accounted(requests: &[RecordedRequest], log: &str) {
     }
     for (reason, n) in reasons.iter().take(8) {
         println!("    {n} × {reason}");
+    }
+}
+
+/// Card pop, one call at a time, without the admin UI and with its journal reloaded in a loop.
+async fn ui_load() {
+    println!("== card pop while the admin UI's journal is reloaded in a loop ==");
+    let e2e = E2e::start("").await;
+    let (_ami, dials) = watch_ami(&e2e).await;
+    let earlier: usize = std::env::var("RINGLINK_BENCH_UI_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let filled = Instant::now();
+    journal_of_earlier_calls(&e2e.dir.path().join("ringlink.db"), earlier);
+    println!(
+        "  {earlier} earlier calls journaled in {:.1} s",
+        filled.elapsed().as_secs_f64()
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client");
+    let session = admin_session(&http, &e2e).await;
+
+    const CALLS: usize = 20;
+    let mut figures = Vec::new();
+    for loaded in [false, true] {
+        e2e.emu.clear_requests();
+        lock(&dials).clear();
+        let reloading = loaded.then(|| tokio::spawn(reload_journal(http.clone(), e2e.web_url(), session.clone())));
+        for _ in 0..CALLS {
+            calls_to_101(&e2e, 1, Duration::from_millis(700), Duration::from_millis(300)).await;
+        }
+        wait_done(&e2e, FINISH, CALLS, Duration::from_secs(60)).await;
+        if let Some(reloading) = reloading {
+            reloading.abort();
+            let _ = reloading.await;
+        }
+        let (mut overheads, _) = card_overheads(&e2e.emu.requests(), &dials);
+        overheads.sort_by(f64::total_cmp);
+        let label = if loaded {
+            "with the journal reloaded in a loop"
+        } else {
+            "without the UI"
+        };
+        figures.push((
+            common::percentile(&overheads, 50.0),
+            common::percentile(&overheads, 99.0),
+        ));
+        summary(label, overheads);
+    }
+    let (quiet, busy) = (figures[0], figures[1]);
+    println!(
+        "  with / without the UI: p50 x{:.2}, p99 x{:.2}",
+        busy.0 / quiet.0,
+        busy.1 / quiet.1
+    );
+    e2e.stop().await;
+}
+
+/// Appends the journal of `calls` earlier calls (the admin UI benches' journal) through a second handle on
+/// ringlink's store, as months of an office's calls would have left it.
+fn journal_of_earlier_calls(path: &std::path::Path, calls: usize) {
+    use store::{Store, Timestamp};
+    let store = store::SqliteStore::open(path).expect("ringlink's store");
+    let start = Timestamp::now().saturating_sub(Duration::from_secs(calls as u64 * 30 + 3_600));
+    for first in (0..calls).step_by(1_000) {
+        let entries: Vec<_> = (first..(first + 1_000).min(calls))
+            .flat_map(|i| journal::call(i, start).2)
+            .collect();
+        store.append_journal(&entries).expect("journal");
+    }
+}
+
+/// Sets the admin password on the first-run page (the setup code is in ringlink's log); the session cookie.
+async fn admin_session(http: &reqwest::Client, e2e: &E2e) -> String {
+    let cookie_of = |response: &reqwest::Response, name: &str| -> Option<String> {
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| {
+                v.strip_prefix(name)?
+                    .strip_prefix('=')?
+                    .split(';')
+                    .next()
+                    .map(str::to_owned)
+            })
+    };
+    let page = http
+        .get(format!("{}/setup", e2e.web_url()))
+        .send()
+        .await
+        .expect("setup page");
+    let form = cookie_of(&page, "ringlink_form").expect("form cookie");
+    let log = e2e.log();
+    let code = log
+        .split("setup_code=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("setup code in ringlink's log")
+        .to_owned();
+    let password = "bench password 1";
+    let set = http
+        .post(format!("{}/setup", e2e.web_url()))
+        .header("cookie", format!("ringlink_form={form}"))
+        .form(&[
+            ("csrf", form.as_str()),
+            ("code", code.as_str()),
+            ("password", password),
+            ("again", password),
+        ])
+        .send()
+        .await
+        .expect("setup");
+    let session = cookie_of(&set, "ringlink_session").expect("session cookie");
+    format!("ringlink_session={session}")
+}
+
+/// Reloads the journal page, a search by number and a search by 2 characters (no index: every entry is read)
+/// one after the other until aborted; says how many pages it got and how fast.
+async fn reload_journal(http: reqwest::Client, base: String, session: String) {
+    struct Count(usize, Instant);
+    impl Drop for Count {
+        fn drop(&mut self) {
+            let secs = self.1.elapsed().as_secs_f64();
+            println!("  journal pages served: {} ({:.1}/s)", self.0, self.0 as f64 / secs);
+        }
+    }
+    let mut count = Count(0, Instant::now());
+    for path in ["/calls", "/calls?number=%2B79000004999", "/calls?employee=x1"]
+        .iter()
+        .cycle()
+    {
+        let response = http
+            .get(format!("{base}{path}"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .expect("journal page");
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+        let _ = response.bytes().await;
+        count.0 += 1;
     }
 }

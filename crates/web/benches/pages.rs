@@ -1,14 +1,15 @@
 //! Render time of the journal page (each of its filters), a call's timeline, `/status` and `/metrics` over HTTP
-//! with 100,000 calls in the store (p50/p99 of sequential requests). Every tenth call is missed (nobody
-//! answers); the employee's extension goes round 101…110; no call has an error.
+//! with 100,000 calls in the store (p50/p99 of sequential requests), of the journal `journal/mod.rs` makes.
 //!
 //! `cargo bench -p web --bench pages` (CALLS=… to change the store's size).
+
+mod journal;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use store::{EntryKind, NewJournalEntry, NewStep, SqliteStore, Store, Timestamp};
+use store::{NewStep, SqliteStore, Store, Timestamp};
 use web::{Telemetry, Wake, Web, WebSettings};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -22,36 +23,8 @@ fn fill(store: &SqliteStore, calls: usize) {
         let mut entries = Vec::new();
         let mut steps = Vec::new();
         for &i in chunk {
-            let call = format!("{}.{i}", 1_700_000_000 + i);
-            let at = start.saturating_add(Duration::from_secs(i as u64 * 30));
-            let number = format!("+7900{:07}", i % 5000);
-            let extension = 101 + i % 10;
-            let card = format!("card for employee {extension} (extension directory)");
-            let missed = i % 10 == 3;
-            for (k, (kind, message)) in [
-                (EntryKind::Ami, "leg_ringing"),
-                (EntryKind::Decision, card.as_str()),
-                (EntryKind::CrmRequest, "register"),
-                (EntryKind::CrmResponse, "register done"),
-                (EntryKind::Ami, "leg_answered"),
-                (EntryKind::Ami, "call_ended"),
-                (EntryKind::CrmRequest, "finish"),
-                (EntryKind::CrmResponse, "finish done"),
-            ]
-            .into_iter()
-            .enumerate()
-            .filter(|(_, (_, message))| !(missed && *message == "leg_answered"))
-            {
-                entries.push(
-                    NewJournalEntry::new(
-                        &call,
-                        at.saturating_add(Duration::from_millis(k as u64 * 500)),
-                        kind,
-                        message,
-                    )
-                    .data(json!({"number": number, "extension": extension.to_string(), "USER_ID": extension - 100})),
-                );
-            }
+            let (call, number, journal) = journal::call(i, start);
+            entries.extend(journal);
             steps.push(NewStep::new(
                 &call,
                 format!("{call}/register"),
