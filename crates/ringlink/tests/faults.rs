@@ -256,6 +256,48 @@ async fn s17_ami_reset_during_talk() {
     e2e.stop().await;
 }
 
+/// Without `[cel]`, a lost AMI connection is a period whose calls may be missing: after the reconnect `/status`
+/// names it with its cause beside the restart's (the relay's start-up restarted ringlink), the same sentence
+/// as the log.
+#[tokio::test]
+async fn a_lost_ami_connection_without_cel_is_a_period_that_may_miss_calls_on_status() {
+    let (e2e, relay) = start_behind_relay().await;
+    // The restart's own period first (said once the restarted process caught up with the PBX).
+    e2e.wait_log("may be missing from Bitrix24", WAIT).await;
+    let resyncs = e2e.log().matches("live calls resynchronised").count();
+    let said_before = e2e.log().matches("may be missing from Bitrix24").count();
+    relay.cut_and_refuse();
+    e2e.wait_log("AMI disconnected", WAIT).await;
+    relay.restore();
+    e2e.wait_log_after("live calls resynchronised", resyncs, WAIT).await;
+    e2e.wait_log_after("may be missing from Bitrix24", said_before, WAIT)
+        .await;
+    let status: serde_json::Value = reqwest::get(format!("{}/status", e2e.web_url()))
+        .await
+        .expect("GET /status")
+        .json()
+        .await
+        .expect("status JSON");
+    let missing = &status["gaps"]["may_be_missing"];
+    assert_eq!(
+        missing["causes"],
+        serde_json::json!(["ringlink_stopped", "ami_disconnected"]),
+        "{status}"
+    );
+    let message = missing["message"].as_str().expect("message");
+    assert!(message.contains("the AMI connection was lost"), "{message}");
+    let log = e2e.log();
+    let last_said = log
+        .lines()
+        .rfind(|l| l.contains("may be missing from Bitrix24"))
+        .expect("the line");
+    assert!(
+        last_said.contains(message),
+        "the log says {last_said:?}, /status {message:?}"
+    );
+    e2e.stop().await;
+}
+
 /// A storm of `QUERY_LIMIT_EXCEEDED` from the moment 101 answers until after the client hung up: the
 /// finish and the recording wait it out; nothing is lost, nothing is sent twice.
 #[tokio::test]

@@ -328,6 +328,18 @@ impl Pipeline {
                     recovery.stats.calls_ended,
                     recovery.calls.len(),
                 );
+                let saved = web::gaps::SavedRecovery {
+                    from: from.as_micros(),
+                    to: now.as_micros(),
+                    causes,
+                    calls_found: recovery.stats.calls_ended,
+                    registered: recovery.calls.len(),
+                    already_handled: recovery.already_handled,
+                    at: super::now().as_micros(),
+                    message: message.clone(),
+                };
+                // Kept first: once the log says it, `/status` says it too.
+                recovery::save_recovered(&self.shared, saved).await;
                 info!(
                     rows = recovery.stats.rows,
                     calls_ended = recovery.stats.calls_ended,
@@ -338,17 +350,6 @@ impl Pipeline {
                     to = %self.clock(now),
                     "{message}"
                 );
-                let saved = web::gaps::SavedRecovery {
-                    from: from.as_micros(),
-                    to: now.as_micros(),
-                    causes,
-                    calls_found: recovery.stats.calls_ended,
-                    registered: recovery.calls.len(),
-                    already_handled: recovery.already_handled,
-                    at: super::now().as_micros(),
-                    message,
-                };
-                recovery::save_recovered(&self.shared, saved).await;
                 if !recovery.calls.is_empty() {
                     self.shared.work.notify_one();
                 }
@@ -376,18 +377,19 @@ impl Pipeline {
         error: Option<anyhow::Error>,
     ) {
         let message = web::gaps::missing_sentence(&self.clock(from), &self.clock(to), &causes, &how_to_recover);
-        match error {
-            Some(e) => warn!(error = %e, from = %self.clock(from), to = %self.clock(to), "{message}"),
-            None => warn!(from = %self.clock(from), to = %self.clock(to), "{message}"),
-        }
         let gap = web::gaps::SavedGap {
             from: from.as_micros(),
             to: to.as_micros(),
             causes,
             how_to_recover: Some(how_to_recover),
-            message: Some(message),
+            message: Some(message.clone()),
         };
+        // Kept first: once the log says it, `/status` and `ringlink check` say it too.
         recovery::save_unrecovered(&self.shared, gap).await;
+        match error {
+            Some(e) => warn!(error = %e, from = %self.clock(from), to = %self.clock(to), "{message}"),
+            None => warn!(from = %self.clock(from), to = %self.clock(to), "{message}"),
+        }
     }
 
     fn clock(&self, at: tracker::Timestamp) -> String {
