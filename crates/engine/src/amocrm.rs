@@ -10,7 +10,7 @@
 //! | show | the popup for that user |
 //! | hide | nothing: a popup cannot be taken back (journaled, no step) |
 //! | find owner | `GET /api/v4/contacts?query=` — the contact's `responsible_user_id` |
-//! | finish | one `POST /api/v4/calls` item: `direction`, `uniq` = the registration's id, `duration`, `source`, `phone`, `call_status` and `call_result` from the outcome, `responsible_user_id` = `created_by` = the responsible, `created_at`; for an unknown number (amoCRM answers 400 "Entity not found") the Unsorted SIP entry to add instead, in the pipeline of the call's line, when the settings create records for the direction |
+//! | finish | one `POST /api/v4/calls` item: `direction`, `uniq` = the registration's id, `duration`, `source`, `phone`, `call_status` and `call_result` from the outcome, `responsible_user_id` = `created_by` = the responsible, `created_at`; for an unknown number (amoCRM answers 400 "Entity not found"), when the settings create records for the direction, what to create in the pipeline of the call's line: the Unsorted SIP entry to add instead, or ([`UnknownNumber::Complex`]) the lead with its contact to add by complex add before the call is sent again |
 //! | recording | the signed link of the file, sent as the call's `link` with its finish |
 //! | missed-call task | `POST /api/v4/tasks`, type "call", bound to the entity the call landed on |
 //!
@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracker::Direction;
 
@@ -47,14 +48,29 @@ pub const NOTHING: &str = "none";
 /// amoCRM's `task_type_id` of a call task.
 pub const TASK_TYPE_CALL: u64 = 1;
 
+/// What is created in amoCRM for a number it does not know (`[amocrm] unknown`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownNumber {
+    /// An Unsorted SIP entry carrying the call (`POST /api/v4/leads/unsorted/sip`): a manager accepts or declines
+    /// it.
+    #[default]
+    Unsorted,
+    /// A contact with the number and a lead for it at once (`POST /api/v4/leads/complex`), then the call is sent
+    /// again and lands on that lead.
+    Complex,
+}
+
 /// What the amoCRM translation needs besides the intents (`[crm]` with `kind = "amocrm"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmoCrmSettings {
     /// `source` of every call: the integration's name as amoCRM shows it.
     pub source: String,
-    /// An unknown number goes to Unsorted (`/api/v4/leads/unsorted/sip`) when the engine's `crm_create` says
-    /// so for the call's direction; off: such a call is not recorded in amoCRM (journaled).
+    /// An unknown number gets a record (`unknown` says which) when the engine's `crm_create` says so for the
+    /// call's direction; off: such a call is not recorded in amoCRM (journaled).
     pub unsorted: bool,
+    /// What an unknown number gets: an Unsorted entry or a contact and a lead.
+    pub unknown: UnknownNumber,
     /// The line (trunk number) → the pipeline its unknown numbers go to.
     pub pipelines: BTreeMap<String, u64>,
     /// The pipeline of a line not in `pipelines` (`None`: the account's main pipeline).
@@ -66,6 +82,7 @@ impl Default for AmoCrmSettings {
         Self {
             source: "ringlink".into(),
             unsorted: true,
+            unknown: UnknownNumber::Unsorted,
             pipelines: BTreeMap::new(),
             default_pipeline: None,
         }
@@ -237,7 +254,9 @@ fn finish_params(settings: &AmoCrmSettings, f: &FinishCall) -> Value {
     if let Some(at) = created_at {
         call.insert("created_at".into(), at.into());
     }
-    let unsorted = (settings.unsorted && facts.create_entity).then(|| {
+    let create = settings.unsorted && facts.create_entity;
+    let complex = (create && settings.unknown == UnknownNumber::Complex).then(|| complex_lead(settings, facts, &who));
+    let unsorted = (create && settings.unknown == UnknownNumber::Unsorted).then(|| {
         let mut metadata = json!({
             "uniq": facts.external_id,
             "from": facts.client_phone,
@@ -261,7 +280,27 @@ fn finish_params(settings: &AmoCrmSettings, f: &FinishCall) -> Value {
         entry["metadata"] = metadata;
         entry
     });
-    json!({"call": call, "unsorted": unsorted})
+    json!({"call": call, "unsorted": unsorted, "complex": complex})
+}
+
+/// The lead of an unknown number with its contact (the number as a work phone), for `POST /api/v4/leads/complex`,
+/// in the pipeline of the call's line; both for the call's responsible.
+fn complex_lead(settings: &AmoCrmSettings, facts: &CallFacts, who: &Value) -> Value {
+    let phone = &facts.client_phone;
+    let contact = json!({
+        "name": phone,
+        "responsible_user_id": who,
+        "custom_fields_values": [{"field_code": "PHONE", "values": [{"value": phone, "enum_code": "WORK"}]}],
+    });
+    let mut lead = json!({
+        "name": format!("Call from {phone}"),
+        "responsible_user_id": who,
+        "_embedded": {"contacts": [contact]},
+    });
+    if let Some(pipeline) = settings.pipeline_of(facts.line.as_deref()) {
+        lead["pipeline_id"] = Value::from(pipeline);
+    }
+    lead
 }
 
 fn task_params(t: &MissedTask) -> Value {

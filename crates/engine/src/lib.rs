@@ -52,7 +52,7 @@ mod route;
 mod settings;
 mod users;
 
-pub use amocrm::AmoCrmSettings;
+pub use amocrm::{AmoCrmSettings, UnknownNumber};
 pub use click::{
     click_call_key, dial_number, originate_params, validate as validate_click_settings, ClickError, ClickLine,
     ClickRefusal, ClickSettings, ClickToCall, OriginateParams,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use common::*;
 use engine::amocrm::{CALLS, CALL_LINK, CONTACTS, NOTHING, POPUP, TASKS};
-use engine::{resolve, AmoCrmSettings, Crm, Engine, EngineSettings, Plan, Rule, StepKind};
+use engine::{resolve, AmoCrmSettings, Crm, Engine, EngineSettings, Plan, Rule, StepKind, UnknownNumber};
 use serde_json::{json, Value};
 use tracker::{status, CallEvent, ConversationEndReason, LegOrigin, StopReason, TransferKind};
 
@@ -132,6 +132,42 @@ fn s1_answered_incoming_pops_up_and_records_one_call_with_the_link() {
     assert_eq!(plan.steps[2].method, CALL_LINK);
     assert_eq!(plan.steps[2].record_path.as_deref(), Some(REC));
     assert!(plan.steps[2].after.contains(&finish.key));
+}
+
+#[test]
+fn an_unknown_number_gets_a_contact_and_a_lead_by_complex_add_when_so_configured() {
+    let call = CallSpec::incoming("1700000000.1");
+    let mut engine = engine(settings());
+    engine.set_crm(Crm::AmoCrm(AmoCrmSettings {
+        unknown: UnknownNumber::Complex,
+        ..amo()
+    }));
+    let plan = run(
+        &mut engine,
+        &call,
+        &[
+            call.ringing("c1", 2, "101"),
+            call.answered("c1", 4, "101"),
+            call.hung_up("c1", 9, 5),
+            call.ended(9, status::TALKED, false, ""),
+        ],
+    );
+    let finish = plan.steps.iter().find(|s| s.method == CALLS).expect("a finish");
+    assert_eq!(finish.params["unsorted"], Value::Null, "no Unsorted entry as well");
+    assert_eq!(
+        finish.params["complex"],
+        json!({
+            "name": format!("Call from {CLIENT}"),
+            "responsible_user_id": 1,
+            "pipeline_id": 5_555,
+            "_embedded": {"contacts": [{
+                "name": CLIENT,
+                "responsible_user_id": 1,
+                "custom_fields_values": [{"field_code": "PHONE", "values": [{"value": CLIENT, "enum_code": "WORK"}]}],
+            }]},
+        })
+    );
+    assert_eq!(finish.params["call"]["responsible_user_id"], json!(1));
 }
 
 #[test]

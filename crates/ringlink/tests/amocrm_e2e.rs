@@ -329,3 +329,45 @@ async fn an_access_token_expiring_mid_call_is_refreshed_once_and_the_new_pair_ke
     );
     office.stop().await;
 }
+
+/// With `[amocrm] unknown = "complex"` an unknown number that calls gets a contact (the number as its work phone)
+/// and a lead in the trunk's pipeline by one complex add, and the call, sent again, lands on that lead: one
+/// recorded call, no Unsorted entry.
+#[tokio::test]
+async fn an_unknown_number_gets_a_contact_and_a_lead_by_complex_add_when_so_configured() {
+    let office = Office::start_with(EmulatorConfig::default(), "unknown = \"complex\"", "").await;
+    scenarios::play(&office.bed, "s1").await.expect("play S1");
+    office.wait_done("/api/v4/calls", 1).await;
+    let complex = office.ok("/api/v4/leads/complex");
+    assert_eq!(complex.len(), 1, "one complex add:\n{}", office.describe());
+    assert!(office.emu.requests_to("/api/v4/leads/unsorted/sip").is_empty());
+    let state = office.emu.state();
+    let seeded = office.emu.config();
+    let leads: Vec<_> = state
+        .leads
+        .iter()
+        .filter(|l| !seeded.leads.iter().any(|s| s.id == l.id))
+        .collect();
+    assert_eq!(leads.len(), 1, "one new lead: {:?}", state.leads);
+    let lead = leads[0];
+    assert_eq!(lead.pipeline_id, TRUNK_PIPELINE);
+    assert_eq!(lead.responsible_user_id, U101);
+    let contacts: Vec<_> = state
+        .contacts
+        .iter()
+        .filter(|c| c.phones().iter().any(|p| p.ends_with("9001234567")))
+        .collect();
+    assert_eq!(contacts.len(), 1, "one contact with the number: {:?}", state.contacts);
+    assert_eq!(lead.contact_ids, [contacts[0].id]);
+    let call = office.the_call();
+    assert_eq!(call["call_status"], json!(4));
+    assert_eq!(call["responsible_user_id"], json!(U101));
+    assert_eq!(state.calls.len(), 1);
+    assert_eq!(
+        (state.calls[0].entity_type.as_str(), state.calls[0].entity_id),
+        ("leads", lead.id),
+        "the call lands on the new lead"
+    );
+    office.assert_nothing_twice();
+    office.stop().await;
+}

@@ -53,9 +53,14 @@ pub struct AmoCrmConfig {
     /// `source` of every call: the integration's name as amoCRM shows it.
     #[serde(default = "default_source")]
     pub source: String,
-    /// An unknown number goes to Unsorted (when `[engine] crm_create` says so for the direction).
+    /// An unknown number gets a record (when `[engine] crm_create` says so for the direction); `unknown` says
+    /// which.
     #[serde(default = "yes")]
     pub unsorted: bool,
+    /// What an unknown number gets: `"unsorted"` (an Unsorted SIP entry with the call, the default) or
+    /// `"complex"` (a contact and a lead at once, the call on them).
+    #[serde(default)]
+    pub unknown: engine::UnknownNumber,
     /// The line (trunk number) → the pipeline its unknown numbers go to (`"73432723033" = 7000002`).
     #[serde(default)]
     pub pipelines: BTreeMap<String, u64>,
@@ -166,6 +171,7 @@ impl AmoCrmConfig {
         engine::AmoCrmSettings {
             source: self.source.clone(),
             unsorted: self.unsorted,
+            unknown: self.unknown,
             pipelines: self.pipelines.clone(),
             default_pipeline: self.default_pipeline,
         }

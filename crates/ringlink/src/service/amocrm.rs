@@ -5,7 +5,8 @@
 //! the recording, whose signed link becomes the call's `link`, and the missed-call task, bound to the entity the
 //! call landed on. Cards are about now: a popup whose phone stopped ringing is not sent. A finish is one
 //! `POST /api/v4/calls`; when amoCRM does not know the number ("Entity not found") the finish's Unsorted entry
-//! is added instead (or, without one, the call is not recorded and the journal says so). `/api/v4/calls` does not
+//! is added instead, or its lead and contact by complex add and the call sent again (or, with neither, the call
+//! is not recorded and the journal says so). `/api/v4/calls` does not
 //! deduplicate, so a finish is sent only while its step is claimed, and its outcome is stored before anything
 //! after it; what a crash between sending and storing leaves is the one window for a second call. The round's
 //! outcomes and journal entries are written in one transaction.
@@ -385,17 +386,9 @@ impl Worker {
         }
         let body = json!([call]);
         match self.client.post_json("/api/v4/calls", &body).await {
-            Ok(answer) => {
-                let added = answer
-                    .as_ref()
-                    .and_then(|a| a.pointer("/_embedded/calls/0"))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                let entity = match (added.get("entity_type"), added.get("entity_id")) {
-                    (Some(kind), Some(id)) if !id.is_null() => json!({"type": kind, "id": id}),
-                    _ => json!({}),
-                };
-                (Outcome::Done(json!({"entity": entity, "call": added})), body, None)
+            Ok(answer) => (Outcome::Done(landed(answer)), body, None),
+            Err(e) if e.is_entity_not_found() && !params["complex"].is_null() => {
+                self.complex_then_call(&params["complex"], body).await
             }
             Err(e) if e.is_entity_not_found() => {
                 let mut unsorted = params["unsorted"].clone();
@@ -429,6 +422,25 @@ impl Worker {
                 }
             }
             Err(e) => (Outcome::of_error(&e), body, Some(e.to_string())),
+        }
+    }
+
+    /// An unknown number's lead and contact (`POST /api/v4/leads/complex`), then the call `body` again: it lands
+    /// on the new lead. A retry after the lead was made finds the contact and sends only the call.
+    async fn complex_then_call(&self, lead: &Value, body: Value) -> (Outcome, Value, Option<String>) {
+        let leads = json!([lead]);
+        let created = match self.client.post_json("/api/v4/leads/complex", &leads).await {
+            Ok(answer) => answer.unwrap_or(Value::Null),
+            Err(e) => return (Outcome::of_error(&e), leads, Some(e.to_string())),
+        };
+        let request = json!({"complex": leads, "calls": body});
+        match self.client.post_json("/api/v4/calls", &body).await {
+            Ok(answer) => {
+                let mut result = landed(answer);
+                result["complex"] = created;
+                (Outcome::Done(result), request, None)
+            }
+            Err(e) => (Outcome::of_error(&e), request, Some(e.to_string())),
         }
     }
 
@@ -512,6 +524,20 @@ impl Worker {
             Outcome::Dropped(_) => telemetry.step(method, "dropped"),
         }
     }
+}
+
+/// The stored result of an added call: the entity it landed on (`{}`: nowhere) and amoCRM's item.
+fn landed(answer: Option<Value>) -> Value {
+    let added = answer
+        .as_ref()
+        .and_then(|a| a.pointer("/_embedded/calls/0"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let entity = match (added.get("entity_type"), added.get("entity_id")) {
+        (Some(kind), Some(id)) if !id.is_null() => json!({"type": kind, "id": id}),
+        _ => json!({}),
+    };
+    json!({"entity": entity, "call": added})
 }
 
 /// A claimed follower whose leader was not done: due again at once, after it.
