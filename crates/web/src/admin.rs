@@ -357,3 +357,27 @@ pub(crate) async fn refresh_users(State(web): State<Web>) -> Response {
     info!("web: users directory refresh asked for");
     Redirect::to("/users?refreshing=1").into_response()
 }
+
+#[derive(Deserialize)]
+pub(crate) struct AcknowledgeForm {
+    /// The end of the period the page showed (microseconds since the epoch).
+    to: i64,
+}
+
+/// The Status page's Acknowledge: the period whose calls may be missing stays on `/status` but warns no more.
+pub(crate) async fn acknowledge_gap(State(web): State<Web>, Form(form): Form<AcknowledgeForm>) -> Response {
+    let store = web.0.store.clone();
+    let done =
+        tokio::task::spawn_blocking(move || crate::gaps::acknowledge(store.as_ref(), form.to, store::Timestamp::now()))
+            .await;
+    match done {
+        Ok(Ok(true)) => {
+            info!("web: the period whose calls may be missing was acknowledged");
+            Redirect::to("/").into_response()
+        }
+        // A later gap replaced the period shown: the page shows the new one.
+        Ok(Ok(false)) => Redirect::to("/").into_response(),
+        Ok(Err(e)) => internal(e.to_string()),
+        Err(e) => internal(e.to_string()),
+    }
+}

@@ -59,6 +59,10 @@ pub struct SavedGap {
     pub how_to_recover: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    /// When an administrator acknowledged the period on the admin UI's Status page (microseconds since the
+    /// epoch): `/status` still shows it, but it is no Warning any more. A later gap saves a new period without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<i64>,
 }
 
 /// The last period CEL recovered calls for, as stored.
@@ -95,8 +99,16 @@ pub struct MissingPeriod {
     pub causes: Vec<GapCause>,
     /// What brings the calls back (`[cel]` in ringlink.toml, or `ringlink reprocess`).
     pub how_to_recover: String,
-    /// The sentence the log and `ringlink check` say (also among `/status`'s reasons).
+    /// The sentence the log and `ringlink check` say (among `/status`'s reasons while `warning`).
     pub message: String,
+    /// An administrator acknowledged the period on the Status page (`acknowledged_at` says when).
+    pub acknowledged: bool,
+    pub acknowledged_at: Option<String>,
+    /// The period is among `/status`'s Warning reasons: neither acknowledged nor older than `web.gap_warning_hours`.
+    pub warning: bool,
+    /// `to` in microseconds, what the Status page's Acknowledge sends back.
+    #[serde(skip)]
+    pub to_micros: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -139,8 +151,9 @@ fn saved<T: serde::de::DeserializeOwned>(store: &dyn Store, key: &str) -> store:
     Ok(store.setting(key)?.and_then(|value| serde_json::from_value(value).ok()))
 }
 
-/// The gaps as the store keeps them.
-pub fn gaps(store: &dyn Store) -> store::Result<GapsStatus> {
+/// The gaps as the store keeps them; a period that may miss calls is a Warning until it is acknowledged or
+/// ended more than `warn_for` before `now`.
+pub fn gaps(store: &dyn Store, now: Timestamp, warn_for: std::time::Duration) -> store::Result<GapsStatus> {
     let at = |micros: i64| rfc3339(Timestamp::from_micros(micros));
     let may_be_missing = saved::<SavedGap>(store, MAY_BE_MISSING)?.map(|gap| {
         let how = gap
@@ -151,12 +164,18 @@ pub fn gaps(store: &dyn Store) -> store::Result<GapsStatus> {
             .message
             .clone()
             .unwrap_or_else(|| missing_sentence(&at(gap.from), &at(gap.to), &gap.causes, &how));
+        let warn_for = i64::try_from(warn_for.as_micros()).unwrap_or(i64::MAX);
+        let recent = now.as_micros().saturating_sub(gap.to) < warn_for;
         MissingPeriod {
             from: at(gap.from),
             to: at(gap.to),
             causes: gap.causes,
             how_to_recover: how,
             message,
+            acknowledged: gap.acknowledged_at.is_some(),
+            acknowledged_at: gap.acknowledged_at.map(at),
+            warning: gap.acknowledged_at.is_none() && recent,
+            to_micros: gap.to,
         }
     });
     let last_recovered = saved::<SavedRecovery>(store, LAST_RECOVERED)?.map(|r| RecoveredPeriod {
@@ -173,4 +192,21 @@ pub fn gaps(store: &dyn Store) -> store::Result<GapsStatus> {
         may_be_missing,
         last_recovered,
     })
+}
+
+/// Marks the period whose calls may be missing as acknowledged at `now`, if it is still the one that ended at
+/// `to` (the one the administrator saw: a later gap replaces it and warns again). Whether it was marked.
+pub fn acknowledge(store: &dyn Store, to: i64, now: Timestamp) -> store::Result<bool> {
+    let Some(mut gap) = saved::<SavedGap>(store, MAY_BE_MISSING)? else {
+        return Ok(false);
+    };
+    if gap.to != to {
+        return Ok(false);
+    }
+    if gap.acknowledged_at.is_none() {
+        gap.acknowledged_at = Some(now.as_micros());
+        let value = serde_json::to_value(&gap).unwrap_or(serde_json::Value::Null);
+        store.set_setting(MAY_BE_MISSING, &value, now)?;
+    }
+    Ok(true)
 }

@@ -206,6 +206,13 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("logs_none", "No lines at this level yet.", "Строк этого уровня пока нет."),
     ("logs_off", "ringlink keeps no log lines for the UI.", "ringlink не хранит строки журнала для интерфейса."),
     ("users_title", "Users", "Пользователи"),
+    ("gap_title", "Calls that may be missing", "Звонки, которых может не быть в CRM"),
+    (
+        "gap_acknowledge",
+        "Acknowledge (stop warning about this period)",
+        "Принять к сведению (больше не предупреждать об этом периоде)",
+    ),
+    ("gap_acknowledged", "Acknowledged at", "Принято к сведению"),
     ("users_refresh", "Refresh from Bitrix24 now", "Обновить из Битрикс24 сейчас"),
     (
         "users_refreshing",

@@ -86,6 +86,10 @@ pub struct WebSettings {
     /// A session ends this long after login.
     #[serde(default = "default_session_hours")]
     pub session_hours: u64,
+    /// A period whose calls may be missing (`/status`'s `gaps.may_be_missing`) is a Warning for this long after
+    /// it ended, unless acknowledged sooner on the Status page; `/status` keeps showing it.
+    #[serde(default = "default_gap_warning_hours")]
+    pub gap_warning_hours: u64,
     /// Mark the session cookie `Secure` (set when the UI is reached over HTTPS, e.g. behind a TLS proxy; always
     /// on with `tls_cert`).
     #[serde(default)]
@@ -108,6 +112,7 @@ impl Default for WebSettings {
             metrics_token: None,
             metrics_allow: default_allow(),
             session_hours: default_session_hours(),
+            gap_warning_hours: default_gap_warning_hours(),
             secure_cookies: false,
             tls_cert: None,
             tls_key: None,
@@ -141,6 +146,10 @@ fn default_allow() -> Vec<String> {
 }
 fn default_session_hours() -> u64 {
     12
+}
+
+fn default_gap_warning_hours() -> u64 {
+    24
 }
 
 impl WebSettings {
@@ -178,6 +187,11 @@ impl WebSettings {
             (None, None) => Ok(None),
             _ => Err("web.tls_cert and web.tls_key go together: set both (PEM files) for HTTPS, or neither".into()),
         }
+    }
+
+    /// How long a period whose calls may be missing stays a Warning (`gap_warning_hours`).
+    pub fn gap_warning(&self) -> Duration {
+        Duration::from_secs(self.gap_warning_hours.saturating_mul(3600))
     }
 
     fn session_ttl(&self) -> Duration {

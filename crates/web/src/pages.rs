@@ -151,6 +151,21 @@ pub fn status(frame: &Frame<'_>, s: &Status) -> Markup {
                 }
                 p { (l.t("version")) " " (s.version) " · " (l.t("uptime")) " " (duration(s.uptime_secs)) }
             }
+            @if let Some(gap) = &s.gaps.may_be_missing {
+                section.card id="may-be-missing" {
+                    h2 { (l.t("gap_title")) }
+                    p { (gap.message) }
+                    @if let Some(at) = &gap.acknowledged_at {
+                        p.muted id="gap-acknowledged" { (l.t("gap_acknowledged")) " " (at) }
+                    } @else {
+                        form method="post" action="/gaps/acknowledge" {
+                            input type="hidden" name="csrf" value=(frame.csrf.unwrap_or(""));
+                            input type="hidden" name="to" value=(gap.to_micros);
+                            button type="submit" id="acknowledge-gap" { (l.t("gap_acknowledge")) }
+                        }
+                    }
+                }
+            }
             section.card id="store" {
                 h2 { (l.t("store_card")) }
                 p {

@@ -71,6 +71,7 @@ impl Web {
             Some(_) => None,
             None => Some(auth::random_token()[..12].to_owned()),
         };
+        let gap_warning = settings.gap_warning();
         Ok(Web(Arc::new(Inner {
             settings,
             store,
@@ -80,7 +81,10 @@ impl Web {
             metrics_allow,
             sessions: Sessions::default(),
             setup_code: Mutex::new(setup_code),
-            thresholds: Thresholds::default(),
+            thresholds: Thresholds {
+                gap_warning,
+                ..Thresholds::default()
+            },
             offset_secs: 0,
             records: None,
             config: None,
@@ -198,6 +202,7 @@ pub fn router(web: Web) -> Router {
         .route("/settings", get(admin::settings_page).post(admin::save_settings))
         .route("/users", get(admin::users_page))
         .route("/users/refresh", post(admin::refresh_users))
+        .route("/gaps/acknowledge", post(admin::acknowledge_gap))
         .route("/logs", get(admin::logs_page))
         .route("/wizard", get(|| async { Redirect::to("/wizard/ami") }))
         .route("/wizard/ami", get(wizard::ami_page).post(wizard::ami_post))

@@ -92,6 +92,8 @@ pub struct Thresholds {
     pub outbox_lag: Duration,
     /// The users cache was not refreshed for this long.
     pub users_cache_age: Duration,
+    /// A period whose calls may be missing stops being a Warning this long after it ended, acknowledged or not.
+    pub gap_warning: Duration,
 }
 
 impl Default for Thresholds {
@@ -99,6 +101,7 @@ impl Default for Thresholds {
         Thresholds {
             outbox_lag: Duration::from_secs(300),
             users_cache_age: Duration::from_secs(3 * 3600),
+            gap_warning: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -120,7 +123,7 @@ pub fn status(store: &dyn Store, telemetry: &Telemetry, thresholds: Thresholds) 
     let counts = store.step_counts()?;
     let users = store.users()?;
     let refreshed = store.users_refreshed_at()?;
-    let gaps = crate::gaps::gaps(store)?;
+    let gaps = crate::gaps::gaps(store, now, thresholds.gap_warning)?;
     let live = telemetry.live();
     let hooks = telemetry.hooks();
     let budget = telemetry.crm_budget();
@@ -174,7 +177,7 @@ pub fn status(store: &dyn Store, telemetry: &Telemetry, thresholds: Thresholds) 
     for hook in hooks.iter().filter(|h| h.failures > 0) {
         warnings.push(format!("hook {} failed {} time(s)", hook.name, hook.failures));
     }
-    if let Some(missing) = &gaps.may_be_missing {
+    if let Some(missing) = gaps.may_be_missing.as_ref().filter(|m| m.warning) {
         warnings.push(missing.message.clone());
     }
     let app_status = if !errors.is_empty() {

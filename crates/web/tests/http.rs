@@ -184,6 +184,7 @@ async fn every_page_needs_a_session() {
         "/calls/1700000000.1/retry",
         "/settings",
         "/users/refresh",
+        "/gaps/acknowledge",
         "/logout",
         "/wizard/ami",
         "/wizard/bitrix24",
@@ -779,7 +780,12 @@ async fn status_names_the_store_its_tenant_and_whether_this_instance_leads() {
 #[tokio::test]
 async fn status_names_a_period_whose_calls_may_be_missing_and_the_last_one_recovered() {
     use web::gaps::{GapCause, SavedGap, SavedRecovery, HOW_TO_ENABLE_CEL, LAST_RECOVERED, MAY_BE_MISSING};
-    let ui = start(local_only()).await;
+    // The period below ended days ago: it warns as long as this says.
+    let ui = start(WebSettings {
+        gap_warning_hours: 100 * 365 * 24,
+        ..local_only()
+    })
+    .await;
     ui.telemetry.ami_connected();
     let status: serde_json::Value = ui.get("/status", None).await.json().await.expect("json");
     let reasons_before = status["reasons"].as_array().expect("reasons").len();
@@ -799,6 +805,7 @@ async fn status_names_a_period_whose_calls_may_be_missing_and_the_last_one_recov
         causes: vec![GapCause::RinglinkStopped],
         how_to_recover: Some(HOW_TO_ENABLE_CEL.to_owned()),
         message: Some(message.clone()),
+        acknowledged_at: None,
     };
     ui.store
         .set_setting(
@@ -825,6 +832,9 @@ async fn status_names_a_period_whose_calls_may_be_missing_and_the_last_one_recov
             "causes": ["ringlink_stopped"],
             "how_to_recover": HOW_TO_ENABLE_CEL,
             "message": message,
+            "acknowledged": false,
+            "acknowledged_at": null,
+            "warning": true,
         })
     );
     assert_eq!(status["gaps"]["last_recovered"], json!(null));
@@ -869,4 +879,120 @@ async fn status_names_a_period_whose_calls_may_be_missing_and_the_last_one_recov
             "message": "calls of the gap recovered from CEL: …",
         })
     );
+}
+
+fn missing_period(from: Timestamp, to: Timestamp) -> web::gaps::SavedGap {
+    use web::gaps::{GapCause, HOW_TO_ENABLE_CEL};
+    web::gaps::SavedGap {
+        from: from.as_micros(),
+        to: to.as_micros(),
+        causes: vec![GapCause::AmiDisconnected],
+        how_to_recover: Some(HOW_TO_ENABLE_CEL.to_owned()),
+        message: Some(format!(
+            "calls between {} and {} may be missing",
+            from.as_micros(),
+            to.as_micros()
+        )),
+        acknowledged_at: None,
+    }
+}
+
+fn save_missing(ui: &Ui, gap: &web::gaps::SavedGap) {
+    ui.store
+        .set_setting(
+            web::gaps::MAY_BE_MISSING,
+            &serde_json::to_value(gap).expect("json"),
+            Timestamp::now(),
+        )
+        .expect("setting");
+}
+
+async fn missing_warns(ui: &Ui) -> (bool, serde_json::Value) {
+    let status: serde_json::Value = ui.get("/status", None).await.json().await.expect("json");
+    let message = status["gaps"]["may_be_missing"]["message"].clone();
+    let warns = status["reasons"].as_array().expect("reasons").contains(&message);
+    (warns, status)
+}
+
+/// The stored period is a Warning, not acknowledged.
+async fn warns_unacknowledged(ui: &Ui) {
+    let (warns, status) = missing_warns(ui).await;
+    assert!(warns, "{status}");
+    assert_eq!(
+        status["gaps"]["may_be_missing"]["acknowledged"],
+        json!(false),
+        "{status}"
+    );
+}
+
+/// Acknowledging a period that may miss calls (a session and its CSRF token needed) keeps it on `/status` but
+/// ends its Warning; a later gap warns again; an unacknowledged period warns for `gap_warning_hours` only.
+#[tokio::test]
+async fn a_period_that_may_miss_calls_warns_until_acknowledged_or_older_than_the_limit() {
+    let ui = start(local_only()).await;
+    ui.telemetry.ami_connected();
+    let session = ui.first_run().await;
+    let cookie = format!("ringlink_session={session}");
+    let now = Timestamp::now();
+    let hours_ago = |h: u64| now.saturating_sub(std::time::Duration::from_secs(h * 3600));
+    let first = missing_period(hours_ago(3), hours_ago(2));
+    save_missing(&ui, &first);
+    let (warns, status) = missing_warns(&ui).await;
+    assert!(warns, "{status}");
+    assert_eq!(status["app_status"], json!("Warning"), "{status}");
+    let page = ui.get("/", Some(&session)).await.text().await.expect("html");
+    assert!(page.contains("id=\"acknowledge-gap\""), "{page}");
+    let to = first.to.to_string();
+
+    // Without a session: the login page; without the CSRF token: refused. Still a Warning.
+    let r = ui.post("/gaps/acknowledge", None, &[("csrf", "x"), ("to", &to)]).await;
+    assert_eq!(location(&r), "/login");
+    let r = ui.post("/gaps/acknowledge", Some(&cookie), &[("to", &to)]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = ui
+        .post("/gaps/acknowledge", Some(&cookie), &[("csrf", "guess"), ("to", &to)])
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    warns_unacknowledged(&ui).await;
+
+    // With both: shown, acknowledged, no Warning reason.
+    let csrf = ui.session_csrf(&session).await;
+    let r = ui
+        .post("/gaps/acknowledge", Some(&cookie), &[("csrf", &csrf), ("to", &to)])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/");
+    let (warns, status) = missing_warns(&ui).await;
+    assert!(!warns, "{status}");
+    let missing = &status["gaps"]["may_be_missing"];
+    assert_eq!(missing["acknowledged"], json!(true), "{status}");
+    assert_eq!(missing["warning"], json!(false), "{status}");
+    assert!(missing["acknowledged_at"].is_string(), "{status}");
+    assert_eq!(missing["message"], json!(first.message), "{status}");
+    let page = ui.get("/", Some(&session)).await.text().await.expect("html");
+    assert!(
+        page.contains("gap-acknowledged") && !page.contains("id=\"acknowledge-gap\""),
+        "{page}"
+    );
+
+    // A later gap saves a new period: a Warning again, and the old form does not acknowledge it.
+    let later = missing_period(hours_ago(3), now);
+    save_missing(&ui, &later);
+    warns_unacknowledged(&ui).await;
+    let r = ui
+        .post("/gaps/acknowledge", Some(&cookie), &[("csrf", &csrf), ("to", &to)])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (warns, status) = missing_warns(&ui).await;
+    assert!(warns, "a stale Acknowledge leaves the new period warning: {status}");
+
+    // Unacknowledged, ended more than gap_warning_hours (24) ago: shown, no Warning.
+    let old = missing_period(hours_ago(26), hours_ago(25));
+    save_missing(&ui, &old);
+    let (warns, status) = missing_warns(&ui).await;
+    assert!(!warns, "{status}");
+    let missing = &status["gaps"]["may_be_missing"];
+    assert_eq!(missing["acknowledged"], json!(false), "{status}");
+    assert_eq!(missing["warning"], json!(false), "{status}");
+    assert_eq!(missing["message"], json!(old.message), "{status}");
 }

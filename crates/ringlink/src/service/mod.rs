@@ -253,6 +253,7 @@ async fn admin_ui(
     };
     let thresholds = web::Thresholds {
         users_cache_age: Duration::from_secs(config.engine.users_refresh_interval_secs.saturating_mul(3)),
+        gap_warning: config.web.gap_warning(),
         ..web::Thresholds::default()
     };
     let ui = match web::Web::new(config.web.clone(), shared.store.clone(), shared.telemetry.clone(), wake) {

@@ -383,6 +383,8 @@ impl Pipeline {
             causes,
             how_to_recover: Some(how_to_recover),
             message: Some(message.clone()),
+            // A new gap (or one merged with an acknowledged period) warns again.
+            acknowledged_at: None,
         };
         // Kept first: once the log says it, `/status` and `ringlink check` say it too.
         recovery::save_unrecovered(&self.shared, gap).await;
