@@ -105,7 +105,7 @@ async fn clicks(mode: Mode) {
     e2e.wait_log("ONEXTERNALCALLSTART bound", WAIT).await;
     e2e.wait_log("users directory refreshed", WAIT).await;
     let_requests_settle(&e2e, mode, Duration::from_secs(2)).await;
-    let (_ami, seen) = watch_ami(&e2e).await;
+    let (_ami, seen) = watch_ami(&e2e.bed).await;
     let bed = &e2e.bed;
     bed.phone(101)
         .answer_after(Duration::from_millis(300))

@@ -38,7 +38,9 @@ use std::time::{Duration, Instant};
 
 use b24emu::RecordedRequest;
 use chrono::Utc;
-use common::{dials, extension_of, lock, settle, summary, wait_done, watch_ami, Seen};
+use common::{
+    calls_to_101, dials, extension_of, lock, settle, single_calls_to_101, summary, wait_done, watch_ami, Seen,
+};
 use harness::{text, E2e};
 use testbed::{scenarios, Route};
 
@@ -128,32 +130,17 @@ fn card_overheads(requests: &[RecordedRequest], seen: &Seen) -> (Vec<f64>, usize
     (out, without_card)
 }
 
-/// Places `n` incoming calls to 101 at once (101 rings `ring`, each client talks `talk`); returns when every
-/// caller is done.
-async fn calls_to_101(e2e: &E2e, n: usize, ring: Duration, talk: Duration) {
-    let bed = &e2e.bed;
-    bed.reset().await.expect("reset");
-    bed.route_incoming(Route::Extension(101)).await.expect("route");
-    bed.phone(101).answer_after(ring).await.expect("phone 101");
-    let mut calls = Vec::new();
-    for i in 0..n {
-        let from = format!("+7900777{i:04}");
-        calls.push(bed.incoming(&from).talk(talk).await.expect("call"));
-    }
-    for call in &mut calls {
-        let _ = call.finished(Duration::from_secs(300)).await;
-    }
-    let _ = bed.wait_all_channels_gone(Duration::from_secs(120)).await;
+/// The `i`th caller of a run: a number of its own.
+fn caller(i: usize) -> String {
+    format!("+7900777{i:04}")
 }
 
 async fn latency() {
     println!("== card-pop overhead (DialBegin at Asterisk → register/show at Bitrix24) ==");
     let e2e = E2e::start("").await;
-    let (_ami, dials) = watch_ami(&e2e).await;
+    let (_ami, dials) = watch_ami(&e2e.bed).await;
     const SINGLE: usize = 20;
-    for _ in 0..SINGLE {
-        calls_to_101(&e2e, 1, Duration::from_millis(700), Duration::from_millis(300)).await;
-    }
+    single_calls_to_101(&e2e.bed, SINGLE, |_| caller(0)).await;
     wait_done(&e2e, FINISH, SINGLE, Duration::from_secs(60)).await;
     let (single, without) = card_overheads(&e2e.emu.requests(), &dials);
     summary("1 call at a time", single);
@@ -164,7 +151,7 @@ async fn latency() {
     lock(&dials).clear();
     let log_before = e2e.log().len();
     const MANY: usize = 100;
-    calls_to_101(&e2e, MANY, Duration::from_secs(4), Duration::from_secs(1)).await;
+    calls_to_101(&e2e.bed, MANY, Duration::from_secs(4), Duration::from_secs(1), caller).await;
     wait_done(&e2e, FINISH, MANY, Duration::from_secs(300)).await;
     let (many, without) = card_overheads(&e2e.emu.requests(), &dials);
     summary(&format!("{MANY} calls at once"), many);
@@ -241,11 +228,9 @@ async fn hook_latency() {
             }
         };
         let e2e = E2e::start(&config).await;
-        let (_ami, dials) = watch_ami(&e2e).await;
+        let (_ami, dials) = watch_ami(&e2e.bed).await;
         const CALLS: usize = 20;
-        for _ in 0..CALLS {
-            calls_to_101(&e2e, 1, Duration::from_millis(700), Duration::from_millis(300)).await;
-        }
+        single_calls_to_101(&e2e.bed, CALLS, |_| caller(0)).await;
         wait_done(&e2e, FINISH, CALLS, Duration::from_secs(60)).await;
         let (overheads, without) = card_overheads(&e2e.emu.requests(), &dials);
         summary(label, overheads);
@@ -337,7 +322,7 @@ async fn burst() {
             });
             (stop, handle)
         };
-        calls_to_101(&e2e, n, Duration::from_secs(2), Duration::from_secs(2)).await;
+        calls_to_101(&e2e.bed, n, Duration::from_secs(2), Duration::from_secs(2), caller).await;
         let calls_over = Utc::now();
         let limit = Duration::from_secs(120 + n as u64 * 3);
         let registered = wait_done(&e2e, REGISTER, n, limit).await;
@@ -396,7 +381,7 @@ async fn sustained() {
     e2e.kill_ringlink();
     e2e.start_ringlink().await;
     settle(&e2e, Duration::from_secs(2)).await;
-    let (_ami, dials) = watch_ami(&e2e).await;
+    let (_ami, dials) = watch_ami(&e2e.bed).await;
     let pid = e2e.ringlink_pid().expect("ringlink runs");
     let idle_rss = status_kb(pid, "VmRSS:");
     let bed = &e2e.bed;
@@ -607,7 +592,7 @@ fn recordings_accounted(requests: &[RecordedRequest], log: &str) {
 async fn ui_load() {
     println!("== card pop while the admin UI's journal is reloaded in a loop ==");
     let e2e = E2e::start("").await;
-    let (_ami, dials) = watch_ami(&e2e).await;
+    let (_ami, dials) = watch_ami(&e2e.bed).await;
     let earlier: usize = std::env::var("RINGLINK_BENCH_UI_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -630,9 +615,7 @@ async fn ui_load() {
         e2e.emu.clear_requests();
         lock(&dials).clear();
         let reloading = loaded.then(|| tokio::spawn(reload_journal(http.clone(), e2e.web_url(), session.clone())));
-        for _ in 0..CALLS {
-            calls_to_101(&e2e, 1, Duration::from_millis(700), Duration::from_millis(300)).await;
-        }
+        single_calls_to_101(&e2e.bed, CALLS, |_| caller(0)).await;
         wait_done(&e2e, FINISH, CALLS, Duration::from_secs(60)).await;
         if let Some(reloading) = reloading {
             reloading.abort();

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use ami::ClientEvent;
 use chrono::{DateTime, Utc};
 
+use testbed::{Route, TestBed};
+
 use crate::harness::E2e;
 
 /// One AMI event of interest, with Asterisk's own `Timestamp` (the host clock, the same as the bench's).
@@ -29,8 +31,8 @@ pub struct Stamp {
 pub type Seen = Arc<Mutex<Vec<Stamp>>>;
 
 /// Follows AMI beside ringlink and keeps every `DialBegin`, `Newchannel` and `Newstate` with its stamp.
-pub async fn watch_ami(e2e: &E2e) -> (ami::Client, Seen) {
-    let config = ami::ClientConfig::new(e2e.bed.ami_addr().to_string(), e2e.bed.ami_user(), e2e.bed.ami_secret());
+pub async fn watch_ami(bed: &TestBed) -> (ami::Client, Seen) {
+    let config = ami::ClientConfig::new(bed.ami_addr().to_string(), bed.ami_user(), bed.ami_secret());
     let (client, mut events) = ami::connect(config).await.expect("AMI login");
     let seen: Seen = Arc::default();
     let sink = seen.clone();
@@ -66,6 +68,33 @@ pub async fn watch_ami(e2e: &E2e) -> (ami::Client, Seen) {
         }
     });
     (client, seen)
+}
+
+/// `n` incoming calls at once to extension 101, which answers each after `ring` and talks `talk`, from `from(i)`;
+/// returns when every channel is gone.
+pub async fn calls_to_101(bed: &TestBed, n: usize, ring: Duration, talk: Duration, from: impl Fn(usize) -> String) {
+    bed.reset().await.expect("reset");
+    bed.route_incoming(Route::Extension(101)).await.expect("route");
+    bed.phone(101).answer_after(ring).await.expect("phone 101");
+    let mut calls = Vec::new();
+    for i in 0..n {
+        calls.push(bed.incoming(&from(i)).talk(talk).await.expect("call"));
+    }
+    for call in &mut calls {
+        let _ = call.finished(Duration::from_secs(300)).await;
+    }
+    let _ = bed.wait_all_channels_gone(Duration::from_secs(120)).await;
+}
+
+/// `n` calls to 101 one after the other (101 rings 0.7 s, the client talks 0.3 s), the `i`th from `from(i)`.
+pub async fn single_calls_to_101(bed: &TestBed, n: usize, from: impl Fn(usize) -> String) {
+    for i in 0..n {
+        let caller = from(i);
+        calls_to_101(bed, 1, Duration::from_millis(700), Duration::from_millis(300), |_| {
+            caller.clone()
+        })
+        .await;
+    }
 }
 
 /// The lock, whether or not a holder panicked.
