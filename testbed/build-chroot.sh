@@ -10,7 +10,7 @@
 set -euo pipefail
 
 ROOT="${RINGLINK_TESTBED_ROOT:-/var/cache/ringlink/testbed/sid}"
-PACKAGES="asterisk asterisk-modules asterisk-core-sounds-en-gsm"
+PACKAGES="asterisk asterisk-modules asterisk-core-sounds-en-gsm unixodbc odbc-mariadb"
 STAMP_VERSION="1 ${PACKAGES}"
 STAMP="${ROOT}/.ringlink-testbed-stamp"
 

@@ -198,11 +198,7 @@ fn assert_recovered(e2e: &E2e, count: usize, expected: &[((u64, &str), usize)]) 
 /// a reprocess of the period adds nothing.
 #[tokio::test]
 async fn calls_played_while_ringlink_is_down_are_registered_from_freepbx_mariadb_cel() {
-    use mysql::prelude::Queryable as _;
-    let server = testbed::mariadb::MariaDb::start("asteriskcdrdb", "freepbxuser", "cdr-secret").expect("start MariaDB");
-    let mut db = mysql::Conn::new(mysql::Opts::from_url(&server.url()).expect("url")).expect("connect");
-    db.query_drop(testbed::mariadb::FREEPBX_CEL_TABLE)
-        .expect("FreePBX's cel table");
+    let (server, mut db) = freepbx_mariadb();
     let url = server.url();
     let mut e2e = start_with(|e2e| {
         format!(
@@ -244,6 +240,43 @@ async fn calls_played_while_ringlink_is_down_are_registered_from_freepbx_mariadb
     e2e.settle(QUIET).await;
     assert_eq!(e2e.telephony().len(), before, "{}", e2e.describe());
     e2e.stop().await;
+}
+
+/// FreePBX's way: the bed's Asterisk writes its CEL through `cel_odbc` (res_odbc, the MariaDB ODBC driver) into
+/// `asteriskcdrdb.cel` on a real MariaDB server while ringlink is down; S1, S2, S3, S10 and S12 are registered
+/// once each after the restart, and nothing more after a restart and two reprocess runs.
+#[tokio::test]
+async fn calls_played_while_ringlink_is_down_are_registered_from_freepbx_cel_odbc_once() {
+    use mysql::prelude::Queryable as _;
+    let (server, mut db) = freepbx_mariadb();
+    let mut e2e = E2e::start("").await;
+    e2e.wait_requests("user.get", 1, WAIT).await;
+    e2e.bed.enable_cel_odbc(&server).await.expect("cel_odbc loaded");
+    let cel = format!(
+        "[cel]\nkind = \"mariadb\"\nurl = \"{}\"\nutc_offset = \"+00:00\"\nrecordings_dir = \"{}\"\n",
+        server.url(),
+        e2e.bed.recordings_dir_in_asterisk()
+    );
+    e2e.set_extra_config(&cel);
+    e2e.kill_ringlink();
+    e2e.start_ringlink().await;
+    recover_five_scenarios(e2e).await;
+    let rows: Option<u64> = db.query_first("SELECT count(*) FROM cel").expect("count");
+    let hangups: Option<u64> = db
+        .query_first("SELECT count(*) FROM cel WHERE eventtype = 'HANGUP'")
+        .expect("count");
+    let (rows, hangups) = (rows.unwrap_or(0), hangups.unwrap_or(0));
+    assert!(rows > 50 && hangups > 5, "cel_odbc wrote {rows} rows, {hangups} HANGUP");
+}
+
+/// A throwaway MariaDB server holding FreePBX's `asteriskcdrdb.cel`, and a connection to it.
+fn freepbx_mariadb() -> (testbed::mariadb::MariaDb, mysql::Conn) {
+    use mysql::prelude::Queryable as _;
+    let server = testbed::mariadb::MariaDb::start("asteriskcdrdb", "freepbxuser", "cdr-secret").expect("start MariaDB");
+    let mut db = mysql::Conn::new(mysql::Opts::from_url(&server.url()).expect("url")).expect("connect");
+    db.query_drop(testbed::mariadb::FREEPBX_CEL_TABLE)
+        .expect("FreePBX's cel table");
+    (server, db)
 }
 
 /// Copies the bed's CEL rows (SQLite, the database backends' column names) into FreePBX's MySQL table, in

@@ -289,6 +289,83 @@ impl TestBed {
         Ok(url)
     }
 
+    /// Makes Asterisk write its CEL the way FreePBX does: `cel_odbc` through `res_odbc` and the MariaDB ODBC
+    /// driver into `asteriskcdrdb.cel` (FreePBX's table, which must exist) on `server`, over TCP. The driver and
+    /// DSN files are this instance's own (`ODBCSYSINI`/`ODBCINI`); fails unless `cel_odbc` runs.
+    pub async fn enable_cel_odbc(&self, server: &crate::mariadb::MariaDb) -> Result<()> {
+        let driver = ["usr/lib/x86_64-linux-gnu", "usr/lib/aarch64-linux-gnu", "usr/lib"]
+            .iter()
+            .map(|dir| format!("/{dir}/odbc/libmaodbc.so"))
+            .find(|inside| self.instance.layout.host_path(inside).exists())
+            .ok_or_else(|| Error::Cli {
+                command: "enable_cel_odbc".into(),
+                message: "no MariaDB ODBC driver (libmaodbc.so) in the test bed: build the chroot with odbc-mariadb"
+                    .into(),
+            })?;
+        let files = [
+            (
+                "odbcinst.ini",
+                format!("[MariaDB]\nDescription = MariaDB Connector/ODBC\nDriver = {driver}\n"),
+            ),
+            (
+                "odbc.ini",
+                format!(
+                    "[asteriskcdrdb]\nDriver = MariaDB\nServer = 127.0.0.1\nPort = {port}\nDatabase = {db}\n",
+                    port = server.port(),
+                    db = server.database(),
+                ),
+            ),
+            (
+                "res_odbc.conf",
+                format!(
+                    "; Written by the test bed: FreePBX's CDR database on the throwaway MariaDB server.\n\
+                     [asteriskcdrdb]\n\
+                     enabled => yes\n\
+                     dsn => asteriskcdrdb\n\
+                     username => {user}\n\
+                     password => {password}\n\
+                     pre-connect => yes\n",
+                    user = server.user(),
+                    password = server.password(),
+                ),
+            ),
+            (
+                "cel_odbc.conf",
+                "; Written by the test bed: CEL rows into FreePBX's asteriskcdrdb.cel.\n\
+                 [cel]\n\
+                 connection = asteriskcdrdb\n\
+                 table = cel\n\
+                 usegmtime = no\n"
+                    .to_owned(),
+            ),
+        ];
+        for (name, text) in files {
+            let path = self.instance.dir_host.join("etc").join(name);
+            std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))?;
+            if let Some((uid, gid)) = self.instance.layout.run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(io(format!("chown {}", path.display())))?;
+            }
+        }
+        // res_odbc and res_odbc_transaction need each other, so both are known from the start (res_odbc declines
+        // without res_odbc.conf) and res_odbc loads now; cel_odbc (noload) comes after.
+        self.asterisk_cli("module load res_odbc.so").await?;
+        self.asterisk_cli("module load cel_odbc.so").await?;
+        for module in ["res_odbc", "cel_odbc"] {
+            let shown = self.asterisk_cli(&format!("module show like {module}")).await?;
+            if !shown
+                .lines()
+                .any(|l| l.contains(&format!("{module}.so")) && l.contains("Running") && !l.contains("Not Running"))
+            {
+                return Err(Error::Cli {
+                    command: format!("module show like {module}"),
+                    message: format!("{module}.so is not running: {}", shown.trim()),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Host directory of this instance (config, logs, SIPp files).
     pub fn instance_dir(&self) -> PathBuf {
         self.instance.dir_host.clone()

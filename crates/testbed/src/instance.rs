@@ -94,6 +94,15 @@ impl Instance {
     }
 
     fn asterisk_command(&self) -> tokio::process::Command {
+        let mut cmd = self.asterisk_exec();
+        // unixODBC reads this instance's driver and DSN files (written by `TestBed::enable_cel_odbc`), not the
+        // chroot's shared ones.
+        cmd.env("ODBCSYSINI", format!("{}/etc", self.dir_inside))
+            .env("ODBCINI", format!("{}/etc/odbc.ini", self.dir_inside));
+        cmd
+    }
+
+    fn asterisk_exec(&self) -> tokio::process::Command {
         let user_args = if self.layout.run_as.is_some() {
             "-U asterisk -G asterisk"
         } else {

@@ -132,6 +132,18 @@ impl MariaDb {
         )
     }
 
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     /// The server's data and log directory.
     pub fn dir(&self) -> &Path {
         &self.dir
