@@ -13,10 +13,11 @@
 
 #[path = "../../tracker/tests/common/mod.rs"]
 mod common;
+#[path = "../tests/e2e/process.rs"]
+mod process;
 #[path = "../../tracker/tests/scenarios/scripts.rs"]
 mod scripts;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -192,15 +193,8 @@ fn count(emu: &Emulator, method: &str) -> usize {
 }
 
 fn config(dir: &std::path::Path, ami: &str, emu: &Emulator) -> String {
-    let testbed_config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testbed/ringlink.toml"))
-        .expect("testbed/ringlink.toml");
-    let tracker_part = &testbed_config[testbed_config.find("[tracker]").expect("[tracker] section")..];
     format!(
-        r#"[ami]
-address = "{ami}"
-username = "ringlink"
-secret = "bench"
-
+        r#"{ami}
 [bitrix24]
 webhook_url = "{webhook}"
 plan = "enterprise"
@@ -211,26 +205,13 @@ path = "{store}"
 [web]
 listen = "127.0.0.1:0"
 
-{tracker_part}
+{tracker}
 "#,
+        ami = process::ami_section(ami, "ringlink", "bench"),
         webhook = emu.webhook_url(),
         store = dir.join("ringlink.db").display(),
+        tracker = process::testbed_tracker_config(),
     )
-}
-
-fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::File::create(log).expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_ringlink"))
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("RINGLINK_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn ringlink")
 }
 
 async fn wait_log(log: &std::path::Path, needle: &str) {
@@ -261,8 +242,9 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (config_path, log) = (dir.path().join("ringlink.toml"), dir.path().join("ringlink.log"));
     std::fs::write(&config_path, config(dir.path(), &ami, &emu)).expect("write config");
-    let mut ringlink = spawn(&config_path, &log);
-    let pid = ringlink.id();
+    // Killed when dropped, a failed run included.
+    let ringlink = process::Ringlink(Some(process::spawn(&config_path, &log)));
+    let pid = ringlink.0.as_ref().map_or(0, std::process::Child::id);
     wait_log(&log, "live calls resynchronised").await;
     wait_log(&log, "users directory refreshed").await;
     settle(&emu, Duration::from_secs(3), WAIT).await;
@@ -310,7 +292,6 @@ async fn main() {
         rows[1].0 - rows[0].0,
         rows[1].1 - rows[0].1
     );
-    let _ = ringlink.kill();
-    let _ = ringlink.wait();
+    drop(ringlink);
     emu.shutdown().await;
 }
