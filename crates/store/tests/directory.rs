@@ -198,3 +198,5 @@ on_both_backends!(
     tokens_are_saved_per_portal_and_never_printed,
     settings_hold_json_by_key,
 );
+
+on_postgres_over_tls!(users_are_found_by_extension_and_by_phone, settings_hold_json_by_key);

@@ -790,3 +790,11 @@ on_both_backends!(
     calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first,
     claims_of_a_crashed_run_are_released_at_once,
 );
+
+on_postgres_over_tls!(
+    enqueue_numbers_steps_per_call_in_order,
+    a_later_step_waits_for_every_earlier_step_of_its_call,
+    steps_survive_closing_and_reopening_the_file,
+    concurrent_workers_never_claim_the_same_step,
+    outcomes_of_a_batch_are_recorded_together_and_stale_leases_are_reported,
+);

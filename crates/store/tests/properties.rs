@@ -320,7 +320,7 @@ fn steps_are_never_out_of_order_nor_lost(backend: Backend, cases: u32) {
         case.set(case.get() + 1);
         let fresh = match backend {
             Backend::Sqlite => None,
-            Backend::Postgres => Some(base.other_tenant(&format!("case-{}", case.get()))),
+            Backend::Postgres | Backend::PostgresTls => Some(base.other_tenant(&format!("case-{}", case.get()))),
         };
         let in_memory = SqliteStore::open_in_memory().unwrap();
         let store: &dyn Store = match &fresh {

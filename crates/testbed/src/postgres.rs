@@ -41,6 +41,17 @@ pub struct PostgresOptions {
     pub fsync: bool,
     /// Extra `-c name=value` settings of the server.
     pub settings: Vec<(String, String)>,
+    /// With a certificate, the server accepts TLS (`ssl = on`) with it; plain connections stay allowed.
+    pub tls: Option<ServerCertificate>,
+}
+
+/// The server's certificate (chain) and private key, PEM.
+#[derive(Debug, Clone)]
+pub struct ServerCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Refuse TCP connections without TLS (`hostssl` lines only), so that a connection that works went over TLS.
+    pub only: bool,
 }
 
 impl Default for PostgresOptions {
@@ -48,6 +59,7 @@ impl Default for PostgresOptions {
         PostgresOptions {
             fsync: true,
             settings: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -246,6 +258,26 @@ impl Postgres {
         for (name, value) in &options.settings {
             cmd.arg("-c").arg(format!("{name}={value}"));
         }
+        if let Some(tls) = &options.tls {
+            let (cert, key) = self.write_certificate(tls)?;
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!("ssl_cert_file={}", cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", key.display()));
+            if tls.only {
+                let hba = self.dir.join("pg_hba_tls.conf");
+                std::fs::write(
+                    &hba,
+                    "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+                )
+                .map_err(io(format!("writing {}", hba.display())))?;
+                if let Some((uid, gid)) = self.run_as {
+                    chown(&hba, uid, gid)?;
+                }
+                cmd.arg("-c").arg(format!("hba_file={}", hba.display()));
+            }
+        }
         let stderr = log.try_clone().map_err(io("opening the server log"))?;
         cmd.stdout(log).stderr(stderr).process_group(0);
         // SAFETY: prctl is async-signal-safe; it runs after the uid change (which would clear it).
@@ -280,6 +312,22 @@ impl Postgres {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Writes the certificate and key into the cluster's directory, owned by the server user (the server refuses
+    /// a key others can read).
+    fn write_certificate(&self, tls: &ServerCertificate) -> Result<(PathBuf, PathBuf)> {
+        let cert = self.dir.join("server.crt");
+        let key = self.dir.join("server.key");
+        for (path, text) in [(&cert, &tls.cert_pem), (&key, &tls.key_pem)] {
+            std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io(format!("chmod {}", path.display())))?;
+            if let Some((uid, gid)) = self.run_as {
+                chown(path, uid, gid)?;
+            }
+        }
+        Ok((cert, key))
     }
 
     fn accepts_connections(&self) -> bool {

@@ -13,6 +13,7 @@ mod lease;
 mod outbox;
 mod pool;
 mod schema;
+mod tls;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -183,7 +184,9 @@ fn is_transient(error: &StoreError) -> bool {
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`, or libpq's
-    /// `key=value` form) as `options.tenant`, and migrates the schema.
+    /// `key=value` form) as `options.tenant`, and migrates the schema. libpq's `sslmode` (`disable`, `prefer` —
+    /// the default —, `require`, `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file of CAs) in the URL
+    /// decide TLS; see the `tls` module for what each mode checks.
     pub fn open(url: &str, options: PgOptions) -> Result<Self> {
         if options.tenant.is_empty() {
             return Err(StoreError::Invalid {
@@ -191,6 +194,8 @@ impl PgStore {
                 detail: "it is empty: name the PBX ⇄ portal pair, e.g. `office-main`".into(),
             });
         }
+        let (url, tls) = tls::split(url)?;
+        let tls = tls::MakeRustls::new(tls)?;
         let mut config: tokio_postgres::Config = url.parse().map_err(|error| StoreError::Invalid {
             what: "PostgreSQL URL",
             detail: format!("{error} (expected postgres://user:password@host:port/database)"),
@@ -205,7 +210,7 @@ impl PgStore {
         }
         let store = PgStore {
             inner: std::sync::Arc::new(Inner {
-                pool: pool::Pool::new(config, options.pool_size)?,
+                pool: pool::Pool::new(config, tls, options.pool_size)?,
                 tenant: options.tenant,
                 fence: std::sync::Mutex::new(None),
             }),

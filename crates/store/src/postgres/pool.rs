@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, Statement};
 
+use super::tls::MakeRustls;
 use crate::error::{Result, StoreError};
 
 /// How long a caller waits for a connection when all of them are busy.
@@ -31,6 +32,7 @@ struct Slots {
 
 pub struct Pool {
     config: Config,
+    tls: MakeRustls,
     max: usize,
     slots: Mutex<Slots>,
     freed: Condvar,
@@ -38,7 +40,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(config: Config, max: usize) -> Result<Self> {
+    pub fn new(mut config: Config, tls: MakeRustls, max: usize) -> Result<Self> {
+        config.ssl_mode(tls.settings().mode.for_client());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("ringlink-postgres")
@@ -47,6 +50,7 @@ impl Pool {
             .map_err(|error| StoreError::Backend(Box::new(error)))?;
         Ok(Pool {
             config,
+            tls,
             max: max.max(1),
             slots: Mutex::new(Slots {
                 idle: Vec::new(),
@@ -111,22 +115,42 @@ impl Pool {
 
     fn connect(&self) -> Result<PgConn> {
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let runtime = self
             .runtime
             .as_ref()
             .ok_or_else(|| StoreError::Backend("the store is closed".into()))?;
         let task = runtime.spawn(async move {
-            let (client, connection) = config.connect(NoTls).await?;
+            let (client, connection) = config.connect(tls).await?;
             // The connection task ends when the client is dropped or the socket fails; the client then reports
             // `is_closed` and its calls fail, which the store turns into errors.
             tokio::spawn(connection);
             Ok::<_, tokio_postgres::Error>(client)
         });
-        let client = futures::executor::block_on(task).map_err(|error| StoreError::Backend(Box::new(error)))??;
+        let client = futures::executor::block_on(task)
+            .map_err(|error| StoreError::Backend(Box::new(error)))?
+            .map_err(|error| self.connect_error(error))?;
         Ok(PgConn {
             client,
             statements: HashMap::new(),
         })
+    }
+
+    /// A failed connection attempt, with its causes (tokio-postgres says only "error performing TLS handshake")
+    /// and the `sslmode` it was made with when TLS was asked for.
+    fn connect_error(&self, error: tokio_postgres::Error) -> StoreError {
+        let mode = self.tls.settings().mode;
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        if mode != super::tls::SslMode::Prefer {
+            text.push_str(&format!(" (sslmode={mode})"));
+        }
+        StoreError::Backend(text.into())
     }
 
     fn put_back(&self, conn: PgConn) {

@@ -9,12 +9,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use store::{PgOptions, PgStore, SqliteOptions, SqliteStore, Store, Synchronous};
-use testbed::postgres::{Postgres, PostgresOptions};
+use testbed::postgres::{Postgres, PostgresOptions, ServerCertificate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL that accepts TLS connections only, reached with `sslmode=verify-full`.
+    PostgresTls,
 }
 
 /// A fresh, empty store, and where it lives (so that a test can open a second handle on it).
@@ -53,8 +55,69 @@ impl Backend {
                 let url = server.create_database("ringlink").expect("create the test database");
                 TestStore::on_postgres(server, url, "office")
             }
+            Backend::PostgresTls => {
+                let made = Certificates::for_names(&["localhost", "127.0.0.1"]);
+                let server = Arc::new(start_postgres_tls(made.server.clone(), true));
+                let ca = made.write_ca(&server);
+                let url = server.create_database("ringlink").expect("create the test database");
+                let url = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+                TestStore::on_postgres(server, url, "office")
+            }
         }
     }
+}
+
+/// A CA and a server certificate it signed, PEM.
+pub struct Certificates {
+    pub ca_pem: String,
+    pub server: ServerCertificate,
+}
+
+impl Certificates {
+    /// A new CA, and a certificate it signed for `names` (host names or IP addresses).
+    pub fn for_names(names: &[&str]) -> Certificates {
+        static CAS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = CAS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("ringlink test CA {n}"));
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let params = rcgen::CertificateParams::new(names).expect("server certificate parameters");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let cert = params.signed_by(&key, &ca, &ca_key).expect("server certificate");
+        Certificates {
+            ca_pem: ca.pem(),
+            server: ServerCertificate {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+                only: false,
+            },
+        }
+    }
+
+    /// Writes the CA into the server's directory (deleted with it) and returns its path, for `sslrootcert`.
+    pub fn write_ca(&self, server: &Postgres) -> PathBuf {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = server.dir().join(format!("ca-{n}.pem"));
+        std::fs::write(&path, &self.ca_pem).expect("write the CA file");
+        path
+    }
+}
+
+/// A test server (`fsync` off) with TLS on; `only` refuses TCP connections without TLS.
+pub fn start_postgres_tls(mut certificate: ServerCertificate, only: bool) -> Postgres {
+    certificate.only = only;
+    let options = PostgresOptions {
+        fsync: false,
+        tls: Some(certificate),
+        ..PostgresOptions::default()
+    };
+    Postgres::start_with(&options).unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// A test server with `fsync` off: the tests are about crashes of ringlink, not of the machine.
@@ -109,6 +172,7 @@ impl TestStore {
     pub fn backend(&self) -> Backend {
         match self.place {
             Place::Sqlite { .. } => Backend::Sqlite,
+            Place::Postgres { ref url, .. } if url.contains("sslmode=verify-full") => Backend::PostgresTls,
             Place::Postgres { .. } => Backend::Postgres,
         }
     }
@@ -140,6 +204,22 @@ macro_rules! on_both_backends {
                 #[test]
                 fn $test() {
                     super::$test($crate::backends::Backend::Postgres)
+                }
+            )*
+        }
+    };
+}
+
+/// `on_postgres_over_tls!(a, b)` makes tests `postgres_tls::a` and `postgres_tls::b`: a representative part of the
+/// suite on a server that accepts TLS only, reached with `sslmode=verify-full`.
+#[macro_export]
+macro_rules! on_postgres_over_tls {
+    ($($test:ident),* $(,)?) => {
+        mod postgres_tls {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test($crate::backends::Backend::PostgresTls)
                 }
             )*
         }
