@@ -1,12 +1,14 @@
-//! Click-to-call: an employee clicks a client's number in Bitrix24 (`ONEXTERNALCALLSTART`), the PBX rings the
-//! employee's phone first and, once it is picked up, dials the client.
+//! Click-to-call: an employee clicks a client's number in Bitrix24 (`ONEXTERNALCALLSTART`) or in amoCRM (the
+//! telephony widget's request), the PBX rings the employee's phone first and, once it is picked up, dials the
+//! client.
 //!
-//! Pure: [`ClickToCall::from_event`] reads the event's `data`, [`originate_params`] turns a request into the AMI
+//! Pure: [`ClickToCall::from_event`] reads the event's `data` ([`ClickToCall::from_amocrm`] the widget's fields), [`originate_params`] turns a request into the AMI
 //! `Originate` to send (`(request, settings, directory) -> OriginateParams`, so a customization hook can be applied
 //! to its output), and [`click_call_key`] names the call: the originated channel is created with that uniqueid
 //! (`ChannelId`), so the tracker follows the call under a key known before the first AMI event.
-//! The engine then tracks the call under the `CALL_ID` Bitrix24 already registered
-//! ([`crate::Engine::expect_click_to_call`]): no second `register`, one `finish` on that `CALL_ID`.
+//! The engine then tracks the call under the `CALL_ID` Bitrix24 already registered (in amoCRM, ringlink's own
+//! id of the click) ([`crate::Engine::expect_click_to_call`]): no second `register`, one `finish` on that
+//! `CALL_ID` — in amoCRM, one outgoing `/api/v4/calls` item for the employee who clicked.
 
 use std::collections::BTreeMap;
 
@@ -16,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::intent::Outcome;
 use crate::users::{UserId, UsersDirectory};
 
-/// A click-to-call request as Bitrix24 sends it (`ONEXTERNALCALLSTART`'s `data`).
+/// A click-to-call request as Bitrix24 sends it (`ONEXTERNALCALLSTART`'s `data`), or amoCRM's widget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClickToCall {
-    /// The call Bitrix24 registered for the click.
+    /// The call Bitrix24 registered for the click (amoCRM: ringlink's id of the click).
     pub call_id: String,
     /// The employee who clicked.
     pub user_id: UserId,
@@ -34,16 +36,21 @@ pub struct ClickToCall {
     pub crm_entity_id: Option<u64>,
 }
 
-/// Why an event is not a usable click-to-call request.
+/// Why an event (or the amoCRM widget's request) is not a usable click-to-call request; each names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClickError {
-    #[error("the event has no {0}")]
+    #[error("the request has no {0}")]
     Missing(&'static str),
-    #[error("USER_ID {0:?} is not a user id")]
-    BadUser(String),
-    #[error("PHONE_NUMBER {0:?} has no digits")]
-    BadPhone(String),
+    #[error("{0} {1:?} is not a user id (a positive whole number)")]
+    BadUser(&'static str, String),
+    #[error("{0} {1:?} has no digits")]
+    BadPhone(&'static str, String),
+    #[error("{0} {1:?} is not a usable id: 1 to 64 letters, digits, '.', '-' or '_'")]
+    BadId(&'static str, String),
 }
+
+/// The longest `click_id` the amoCRM widget may send.
+const MAX_CLICK_ID: usize = 64;
 
 fn non_empty(data: &BTreeMap<String, String>, key: &str) -> Option<String> {
     data.get(key)
@@ -57,10 +64,12 @@ impl ClickToCall {
     pub fn from_event(data: &BTreeMap<String, String>) -> Result<Self, ClickError> {
         let call_id = non_empty(data, "CALL_ID").ok_or(ClickError::Missing("CALL_ID"))?;
         let user = non_empty(data, "USER_ID").ok_or(ClickError::Missing("USER_ID"))?;
-        let user_id = user.parse::<UserId>().map_err(|_| ClickError::BadUser(user.clone()))?;
+        let user_id = user
+            .parse::<UserId>()
+            .map_err(|_| ClickError::BadUser("USER_ID", user.clone()))?;
         let phone_number = non_empty(data, "PHONE_NUMBER").ok_or(ClickError::Missing("PHONE_NUMBER"))?;
         if !phone_number.bytes().any(|b| b.is_ascii_digit()) {
-            return Err(ClickError::BadPhone(phone_number));
+            return Err(ClickError::BadPhone("PHONE_NUMBER", phone_number));
         }
         Ok(Self {
             call_id,
@@ -69,6 +78,40 @@ impl ClickToCall {
             line_number: non_empty(data, "LINE_NUMBER"),
             crm_entity_type: non_empty(data, "CRM_ENTITY_TYPE"),
             crm_entity_id: non_empty(data, "CRM_ENTITY_ID").and_then(|v| v.parse().ok()),
+        })
+    }
+
+    /// Reads the amoCRM telephony widget's request (`POST /amocrm/click`): `user_id` (the amoCRM user who
+    /// clicked; the users directory gives their extension), `phone` (the number to dial), and optionally `line`
+    /// (an external line of `[click_to_call.dial.lines]`) and `click_id` (the widget's id of this click, so that
+    /// a request sent again dials nothing; `fallback_id` when absent). amoCRM registers nothing on a click: the
+    /// call's id is ringlink's, `amocrm.<user_id>.<click_id>`, and the call is recorded when it ends.
+    pub fn from_amocrm(fields: &BTreeMap<String, String>, fallback_id: &str) -> Result<Self, ClickError> {
+        let user = non_empty(fields, "user_id").ok_or(ClickError::Missing("user_id"))?;
+        let user_id = user
+            .parse::<UserId>()
+            .ok()
+            .filter(|u| *u > 0)
+            .ok_or_else(|| ClickError::BadUser("user_id", user.clone()))?;
+        let phone_number = non_empty(fields, "phone").ok_or(ClickError::Missing("phone"))?;
+        if !phone_number.bytes().any(|b| b.is_ascii_digit()) {
+            return Err(ClickError::BadPhone("phone", phone_number));
+        }
+        let click_id = non_empty(fields, "click_id").unwrap_or_else(|| fallback_id.to_owned());
+        let usable = click_id.len() <= MAX_CLICK_ID
+            && click_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !usable {
+            return Err(ClickError::BadId("click_id", click_id));
+        }
+        Ok(Self {
+            call_id: format!("amocrm.{user_id}.{click_id}"),
+            user_id,
+            phone_number,
+            line_number: non_empty(fields, "line"),
+            crm_entity_type: None,
+            crm_entity_id: None,
         })
     }
 }
@@ -329,12 +372,64 @@ mod tests {
         );
         assert_eq!(
             ClickToCall::from_event(&data(&[("CALL_ID", "x"), ("USER_ID", "u"), ("PHONE_NUMBER", "1")])),
-            Err(ClickError::BadUser("u".into()))
+            Err(ClickError::BadUser("USER_ID", "u".into()))
         );
         assert!(matches!(
             ClickToCall::from_event(&data(&[("CALL_ID", "x"), ("USER_ID", "1"), ("PHONE_NUMBER", "abc")])),
-            Err(ClickError::BadPhone(_))
+            Err(ClickError::BadPhone(..))
         ));
+    }
+
+    #[test]
+    fn reads_the_amocrm_widgets_request_under_an_id_of_its_user_and_click() {
+        let c = ClickToCall::from_amocrm(
+            &data(&[
+                ("user_id", "8000002"),
+                ("phone", "+7 900 123-45-67"),
+                ("click_id", "k1-a_2.b"),
+            ]),
+            "unused",
+        )
+        .expect("valid");
+        assert_eq!(c.call_id, "amocrm.8000002.k1-a_2.b");
+        assert_eq!((c.user_id, c.phone_number.as_str()), (8_000_002, "+7 900 123-45-67"));
+        assert_eq!(c.line_number, None);
+        let c = ClickToCall::from_amocrm(
+            &data(&[("user_id", "5"), ("phone", "89001234567"), ("line", "73432723033")]),
+            "1700000000123",
+        )
+        .expect("valid");
+        assert_eq!(c.call_id, "amocrm.5.1700000000123", "no click_id: the fallback");
+        assert_eq!(c.line_number.as_deref(), Some("73432723033"));
+    }
+
+    #[test]
+    fn the_amocrm_widgets_bad_requests_name_the_field() {
+        let read = |pairs: &[(&str, &str)]| ClickToCall::from_amocrm(&data(pairs), "f").map(|_| ());
+        assert_eq!(read(&[("phone", "1")]), Err(ClickError::Missing("user_id")));
+        assert_eq!(read(&[("user_id", "7")]), Err(ClickError::Missing("phone")));
+        assert_eq!(
+            read(&[("user_id", "0"), ("phone", "1")]),
+            Err(ClickError::BadUser("user_id", "0".into()))
+        );
+        assert_eq!(
+            read(&[("user_id", "x7"), ("phone", "1")]),
+            Err(ClickError::BadUser("user_id", "x7".into()))
+        );
+        assert_eq!(
+            read(&[("user_id", "7"), ("phone", "call me")]),
+            Err(ClickError::BadPhone("phone", "call me".into()))
+        );
+        assert_eq!(
+            read(&[("user_id", "7"), ("phone", "1"), ("click_id", "a/b")]),
+            Err(ClickError::BadId("click_id", "a/b".into()))
+        );
+        let long = "x".repeat(65);
+        assert!(matches!(
+            read(&[("user_id", "7"), ("phone", "1"), ("click_id", &long)]),
+            Err(ClickError::BadId(..))
+        ));
+        assert_eq!(ClickError::Missing("phone").to_string(), "the request has no phone");
     }
 
     fn click(line: Option<&str>) -> ClickToCall {

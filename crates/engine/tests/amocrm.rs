@@ -321,6 +321,63 @@ fn s7_outgoing_is_an_outbound_call_of_the_caller() {
     );
 }
 
+/// A click in amoCRM's widget: no popup, no register sent, one outbound call item for the user who clicked
+/// under the click's own id, with the recording's link — and a click whose employee never picks up is one
+/// outbound item with status 6 (amoCRM registered nothing on the click, so nothing else is there to close).
+#[test]
+fn an_amocrm_widget_click_is_one_outbound_call_of_the_user_who_clicked() {
+    let fields: BTreeMap<String, String> = [("user_id", "1"), ("phone", CLIENT), ("click_id", "k1")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let click = engine::ClickToCall::from_amocrm(&fields, "unused").expect("a valid request");
+    let mut engine = amo_engine(settings());
+    let key = engine.expect_click_to_call(click.clone());
+    let call = CallSpec::outgoing(&key, "101");
+    let plan = run(
+        &mut engine,
+        &call,
+        &[
+            call.ringing("c1", 0, "101"),
+            call.dialing("c1", 3, "101"),
+            call.recording("c1", 3, REC),
+            call.answered("c1", 6, "101"),
+            call.hung_up("c1", 16, 10),
+            call.ended(16, status::TALKED, false, REC),
+        ],
+    );
+    assert_eq!(
+        describe(&plan),
+        [
+            "call amocrm.1.k1 outbound user=1 duration=10 status=4",
+            "link in-1700000000.1.wav"
+        ]
+    );
+    let item = &plan.steps[0].params["call"];
+    assert_eq!(item["created_by"], json!(1));
+    assert!(
+        item["phone"].as_str().unwrap_or_default().ends_with("9001234567"),
+        "{item}"
+    );
+
+    let mut engine = amo_engine(settings());
+    let key = engine.expect_click_to_call(click);
+    let call = CallSpec::outgoing(&key, "101");
+    let plan = run(
+        &mut engine,
+        &call,
+        &[
+            call.ringing("c1", 0, "101"),
+            call.stopped("c1", 20, StopReason::Timeout),
+            call.ended(30, status::CANCELLED, false, ""),
+        ],
+    );
+    assert_eq!(
+        describe(&plan),
+        ["call amocrm.1.k1 outbound user=1 duration=0 status=6"]
+    );
+}
+
 #[test]
 fn s8_outgoing_failures_have_amocrm_statuses() {
     for (reason, result, code, text) in [

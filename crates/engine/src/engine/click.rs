@@ -1,4 +1,5 @@
-//! Click-to-call calls: registered by Bitrix24 on the click, followed here under that `CALL_ID`.
+//! Click-to-call calls: registered by Bitrix24 on the click (amoCRM: under ringlink's id of the click), followed
+//! here under that `CALL_ID`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use super::format::*;
 use super::state::*;
 use super::Engine;
 use crate::click::{click_call_key, ClickRefusal, ClickToCall};
-use crate::intent::{CallFacts, CallRecord, FinishCall, Intent, Outcome, Responsible};
+use crate::intent::{CallFacts, CallRecord, Crm, FinishCall, Intent, Outcome, Responsible};
 use crate::plan::{Plan, Rule, Timing};
 
 impl Engine {
@@ -106,10 +107,14 @@ impl Engine {
                     trunk
                 },
             };
+            let registered = match self.crm.as_ref() {
+                Crm::Bitrix24 => "registered by Bitrix24",
+                Crm::AmoCrm(_) => "recorded in amoCRM as an outgoing call when it ends",
+            };
             out.decide(
                 Rule::ClickToCall,
                 format!(
-                    "click-to-call of user {} to {}: followed under CALL_ID {} registered by Bitrix24",
+                    "click-to-call of user {} to {}: followed under CALL_ID {} {registered}",
                     click.user_id, click.phone_number, click.call_id
                 ),
                 json!({"call_id": click.call_id, "user": click.user_id, "phone": click.phone_number}),

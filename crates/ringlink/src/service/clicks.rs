@@ -1,4 +1,6 @@
-//! Click-to-call: `ONEXTERNALCALLSTART` → one AMI `Originate` per Bitrix24 `CALL_ID`.
+//! Click-to-call: `ONEXTERNALCALLSTART` → one AMI `Originate` per Bitrix24 `CALL_ID`; the amoCRM telephony
+//! widget's click (`POST /amocrm/click`) → the same `Originate` under ringlink's id of the click, answered to
+//! the widget once it is recorded (or refused with the reason: a bad request, a user without an extension).
 //!
 //! The request is recorded in the store under its `CALL_ID` first (a second delivery dials nothing), announced
 //! to the engine (which then follows the call under that `CALL_ID`), and the `Originate` built by the pure
@@ -16,7 +18,7 @@ use store::{EntryKind, NewJournalEntry, NewStep};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use super::listener::IncomingEvent;
+use super::listener::{IncomingEvent, WidgetAnswer, WidgetClick};
 use super::pipeline::new_step;
 use super::users::store_time;
 use super::Shared;
@@ -44,16 +46,19 @@ pub async fn run(
     settings: ClickToCallSettings,
     lines: watch::Receiver<Vec<engine::WantedLine>>,
     mut incoming: mpsc::Receiver<IncomingEvent>,
+    mut widget: mpsc::Receiver<WidgetClick>,
     mut responses: mpsc::UnboundedReceiver<Message>,
     mut stop: watch::Receiver<bool>,
 ) {
     // Originates in flight, by ActionID; their OriginateResponse says whether the employee's phone was reached.
     let mut pending: HashMap<String, ClickToCall> = HashMap::new();
+    // Bitrix24's events and the amoCRM widget's clicks: one of them is unused (its sender dropped).
+    let (mut events_open, mut widget_open) = (true, true);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            event = incoming.recv() => match event {
-                None => break,
+            event = incoming.recv(), if events_open => match event {
+                None => events_open = false,
                 Some(mut event) => {
                     let done = event.done.take();
                     handle_event(&shared, &settings, &lines, event, &mut pending).await;
@@ -61,6 +66,10 @@ pub async fn run(
                         let _ = done.send(());
                     }
                 }
+            },
+            widget = widget.recv(), if widget_open => match widget {
+                None => widget_open = false,
+                Some(click) => handle_widget(&shared, &settings, &lines, click, &mut pending).await,
             },
             response = responses.recv() => match response {
                 None => break,
@@ -101,8 +110,76 @@ async fn handle_event(
             return;
         }
     };
+    if let Ok(true) = record(shared, &click).await {
+        dial(shared, settings, lines, click, pending).await;
+    }
+}
+
+/// A click of the amoCRM widget: answered once it is recorded (or refused, with the reason), then dialled.
+async fn handle_widget(
+    shared: &Shared,
+    settings: &ClickToCallSettings,
+    lines: &watch::Receiver<Vec<engine::WantedLine>>,
+    widget: WidgetClick,
+    pending: &mut HashMap<String, ClickToCall>,
+) {
+    let WidgetClick {
+        fields,
+        fallback_id,
+        reply,
+    } = widget;
+    let click = match ClickToCall::from_amocrm(&fields, &fallback_id) {
+        Ok(click) => click,
+        Err(e) => {
+            warn!(error = %e, "amoCRM click-to-call refused: not a usable request");
+            let _ = reply.send(WidgetAnswer::refused(400, e.to_string()));
+            return;
+        }
+    };
+    let (loaded, extension) = {
+        let engine = shared.engine();
+        let users = engine.users();
+        (
+            users.refreshed_at().is_some(),
+            users.extension_of(click.user_id).map(str::to_owned),
+        )
+    };
+    if extension.is_none() {
+        let (status, why) = match loaded {
+            false => (
+                503,
+                "the users directory is not loaded yet (amoCRM not reached since ringlink started): try again"
+                    .to_owned(),
+            ),
+            true => (
+                422,
+                format!(
+                    "amoCRM user {} has no extension: map it in [amocrm.extensions] (\"<extension>\" = {})",
+                    click.user_id, click.user_id
+                ),
+            ),
+        };
+        warn!(user = click.user_id, reason = %why, "amoCRM click-to-call refused: nothing dialled");
+        let _ = reply.send(WidgetAnswer::refused(status, why));
+        return;
+    }
+    let answer = match record(shared, &click).await {
+        Ok(true) => WidgetAnswer::accepted("dialling", &click.call_id),
+        Ok(false) => WidgetAnswer::accepted("already_dialled", &click.call_id),
+        Err(e) => WidgetAnswer::refused(503, format!("the click could not be recorded: {e}")),
+    };
+    let dialling = answer.body["status"] == "dialling";
+    let _ = reply.send(answer);
+    if dialling {
+        dial(shared, settings, lines, click, pending).await;
+    }
+}
+
+/// Records a click under its `CALL_ID` in the store: `Ok(true)` the first time (it is to be dialled), `Ok(false)`
+/// for a repeat (journaled, nothing dialled).
+async fn record(shared: &Shared, click: &ClickToCall) -> Result<bool, String> {
     let key = engine::click_call_key(&click.call_id);
-    let request = serde_json::to_value(&click).unwrap_or_default();
+    let request = serde_json::to_value(click).unwrap_or_default();
     let (call_id, k) = (click.call_id.clone(), key.clone());
     let accepted = match shared
         .store(move |s| s.accept_click(&call_id, &k, &request, store::Timestamp::now()))
@@ -111,7 +188,7 @@ async fn handle_event(
         Ok(accepted) => accepted,
         Err(e) => {
             warn!(call_id = %click.call_id, error = %e, "click-to-call not dialled: cannot record it in the store");
-            return;
+            return Err(e.to_string());
         }
     };
     if !accepted {
@@ -123,7 +200,7 @@ async fn handle_event(
             json!({"call_id": click.call_id}),
         )
         .await;
-        return;
+        return Ok(false);
     }
     journal(
         shared,
@@ -138,6 +215,18 @@ async fn handle_event(
         json!({"call_id": click.call_id, "request": click}),
     )
     .await;
+    Ok(true)
+}
+
+/// Dials a recorded click: the line journaled, the `Originate` built, customized by the hook and sent.
+async fn dial(
+    shared: &Shared,
+    settings: &ClickToCallSettings,
+    lines: &watch::Receiver<Vec<engine::WantedLine>>,
+    click: ClickToCall,
+    pending: &mut HashMap<String, ClickToCall>,
+) {
+    let key = engine::click_call_key(&click.call_id);
     // The line the manager chose: one of the settings' lines, none, or one Bitrix24 still lists for a trunk
     // the settings no longer have (dialled the default way, and the journal says so).
     let line = engine::click_line_reason(click.line_number.as_deref(), &lines.borrow(), &settings.dial.context);

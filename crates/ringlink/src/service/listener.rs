@@ -1,24 +1,28 @@
-//! ringlink's HTTP listener: Bitrix24 events (`POST /bitrix24/event`) and auto-distribution for the dialplan's
-//! `CURL()` (`GET /autodistribution?phone=…&call=…&token=…`).
+//! ringlink's HTTP listener: Bitrix24 events (`POST /bitrix24/event`), the amoCRM telephony widget's clicks
+//! (`POST /amocrm/click`) and auto-distribution for the dialplan's `CURL()`
+//! (`GET /autodistribution?phone=…&call=…&token=…`).
 //!
 //! Every request passes, in order: the rate limit (a token bucket over all clients, one per endpoint with its own
 //! size, so a flood of one never holds up the other, and a busy hour's simultaneous look-ups all get through; a flood gets 429 and never reaches the store, AMI or the CRM), the source
 //! allow-list (when configured), the body size limit, and the token check in constant time
-//! (`auth[application_token]` for events, `token` for auto-distribution). Nothing secret is echoed or logged: a
+//! (`auth[application_token]` for events, `token` for the widget's clicks and auto-distribution). Nothing secret is echoed or logged: a
 //! refused request is logged with its source and reason only. Auto-distribution answers are plain text — an
 //! extension, or nothing — and a refusal has an empty body too, so the dialplan never dials an error message.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
-use tokio::sync::{mpsc, watch};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::autodist::AutoDistributor;
@@ -26,6 +30,8 @@ use crate::config::ListenerSettings;
 
 /// The event handler's path under the listener.
 pub const EVENT_PATH: &str = "/bitrix24/event";
+/// The amoCRM widget's click-to-call path under the listener.
+pub const AMOCRM_CLICK_PATH: &str = "/amocrm/click";
 /// Auto-distribution's path under the listener.
 pub const AUTODISTRIBUTION_PATH: &str = "/autodistribution";
 
@@ -109,11 +115,72 @@ pub fn parse_event(body: &[u8]) -> Result<(IncomingEvent, Option<String>), &'sta
     Ok((event, token))
 }
 
+/// A click of the amoCRM telephony widget whose token was right: its fields (`user_id`, `phone`, `line`,
+/// `click_id`; see `engine::ClickToCall::from_amocrm`) and where its answer goes.
+#[derive(Debug)]
+pub struct WidgetClick {
+    pub fields: BTreeMap<String, String>,
+    /// The click's id when the widget sent no `click_id` (unique within this run).
+    pub fallback_id: String,
+    pub reply: oneshot::Sender<WidgetAnswer>,
+}
+
+/// What the widget is answered: a status and a JSON body (`{"status", "call_id"}` or `{"error"}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WidgetAnswer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl WidgetAnswer {
+    pub fn accepted(status: &str, call_id: &str) -> Self {
+        Self {
+            status: 200,
+            body: json!({"status": status, "call_id": call_id}),
+        }
+    }
+
+    pub fn refused(status: u16, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: json!({"error": error.into()}),
+        }
+    }
+}
+
+/// Reads the widget's body: a JSON object, or a form (`user_id=…&phone=…`); every value as text, `token` apart.
+/// `Err` names what is wrong (never a value).
+pub fn parse_widget_click(body: &[u8]) -> Result<(BTreeMap<String, String>, Option<String>), &'static str> {
+    let mut fields = BTreeMap::new();
+    if matches!(body.trim_ascii_start().first(), Some(b'{' | b'[')) {
+        let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+            return Err("the body is not a JSON object");
+        };
+        for (k, v) in object {
+            let text = match v {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Null => continue,
+                _ => return Err("a field is not text or a number"),
+            };
+            fields.insert(k, text);
+        }
+    } else {
+        for (k, v) in url::form_urlencoded::parse(body) {
+            fields.insert(k.into_owned(), v.into_owned());
+        }
+    }
+    let token = fields.remove("token");
+    Ok((fields, token))
+}
+
 /// What the listener serves besides its security checks.
 #[derive(Default)]
 pub struct Endpoints {
     /// Click-to-call: the application token events must carry, and where accepted events go.
     pub events: Option<(String, mpsc::Sender<IncomingEvent>)>,
+    /// Click-to-call from the amoCRM widget: the token its clicks must carry, and where they go.
+    pub amocrm_clicks: Option<(String, mpsc::Sender<WidgetClick>)>,
     /// Auto-distribution, and the token its requests must carry (empty: `listener.allow` alone decides).
     pub autodistribution: Option<(Arc<AutoDistributor>, String)>,
 }
@@ -153,6 +220,8 @@ impl Limit {
 
 struct ListenerState {
     allow: Vec<AllowRule>,
+    /// Numbers the widget's clicks that carry no `click_id`.
+    clicks_seen: AtomicU64,
     events_limit: Limit,
     autodist_limit: Limit,
     endpoints: Endpoints,
@@ -231,6 +300,89 @@ async fn event(
     }
 }
 
+/// How long the widget's request waits for the click to be recorded.
+const WIDGET_ANSWER_WAIT: Duration = Duration::from_secs(15);
+
+/// The widget runs in the amoCRM page, another origin: its answers may be read from any origin (the token,
+/// not a cookie, is what authorises a click).
+fn widget_answer(answer: WidgetAnswer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Json(answer.body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
+async fn amocrm_click_preflight() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers: &mut HeaderMap = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    response
+}
+
+async fn amocrm_click(
+    State(state): State<Arc<ListenerState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let Some((token, clicks)) = &state.endpoints.amocrm_clicks else {
+        return widget_answer(WidgetAnswer::refused(
+            404,
+            "click-to-call from amoCRM is not configured",
+        ));
+    };
+    if !state.events_limit.take() {
+        debug!(%peer, "listener: rate limit reached, amoCRM click refused");
+        return widget_answer(WidgetAnswer::refused(429, "too many requests"));
+    }
+    if !state.allowed(peer.ip()) {
+        warn!(%peer, "listener: source address not in listener.allow, amoCRM click refused");
+        return widget_answer(WidgetAnswer::refused(403, "this address may not click to call"));
+    }
+    let (fields, given) = match parse_widget_click(&body) {
+        Ok(parsed) => parsed,
+        Err(why) => {
+            warn!(%peer, why, "listener: not an amoCRM click");
+            return widget_answer(WidgetAnswer::refused(400, why));
+        }
+    };
+    if !given.is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) {
+        warn!(%peer, "listener: amoCRM click without the right token refused");
+        return widget_answer(WidgetAnswer::refused(
+            401,
+            "token missing or wrong: enter click_to_call.application_token in the widget's settings",
+        ));
+    }
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let seen = state.clicks_seen.fetch_add(1, Ordering::Relaxed);
+    let (reply, answer) = oneshot::channel();
+    let click = WidgetClick {
+        fields,
+        fallback_id: format!("{millis}-{seen}"),
+        reply,
+    };
+    debug!(%peer, "listener: amoCRM click received");
+    if clicks.try_send(click).is_err() {
+        return widget_answer(WidgetAnswer::refused(503, "busy: try again"));
+    }
+    match tokio::time::timeout(WIDGET_ANSWER_WAIT, answer).await {
+        Ok(Ok(answer)) => widget_answer(answer),
+        _ => widget_answer(WidgetAnswer::refused(503, "the click was not taken in time: try again")),
+    }
+}
+
 /// Serves `endpoints` until `stop`.
 pub async fn serve(
     settings: ListenerSettings,
@@ -244,12 +396,14 @@ pub async fn serve(
     let allow = settings.allow.iter().filter_map(|a| AllowRule::parse(a)).collect();
     let state = Arc::new(ListenerState {
         allow,
+        clicks_seen: AtomicU64::new(0),
         events_limit: events_limit(&settings),
         autodist_limit: autodist_limit(&settings),
         endpoints,
     });
     let app = Router::new()
         .route(EVENT_PATH, post(event))
+        .route(AMOCRM_CLICK_PATH, post(amocrm_click).options(amocrm_click_preflight))
         .route(AUTODISTRIBUTION_PATH, get(autodistribution))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .with_state(state);
@@ -318,6 +472,23 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn reads_the_widgets_click_as_json_or_form_with_the_token_apart() {
+        let (fields, token) =
+            parse_widget_click(br#" {"token":"t0k","user_id":8000002,"phone":"+79001234567","line":null}"#)
+                .expect("JSON");
+        assert_eq!(token.as_deref(), Some("t0k"));
+        assert_eq!(fields["user_id"], "8000002");
+        assert_eq!(fields["phone"], "+79001234567");
+        assert!(!fields.contains_key("line") && !fields.contains_key("token"));
+        let (fields, token) = parse_widget_click(b"user_id=5&phone=%2B7900&click_id=k1&token=t0k").expect("form");
+        assert_eq!((token.as_deref(), fields["phone"].as_str()), (Some("t0k"), "+7900"));
+        assert_eq!(fields["click_id"], "k1");
+        assert!(parse_widget_click(b"[1]").is_err());
+        assert!(parse_widget_click(br#"{"user_id":{"id":5}}"#).is_err());
+        assert_eq!(parse_widget_click(b"").expect("empty form").1, None);
     }
 
     #[test]

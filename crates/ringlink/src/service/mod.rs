@@ -465,8 +465,16 @@ pub async fn run_until(
     if let Some(click) = &config.click_to_call {
         clicks::reannounce(&shared).await?;
         let (events_tx, events_rx) = mpsc::channel(256);
+        let (widget_tx, widget_rx) = mpsc::channel(64);
         info!(mode = ?click.mode, "click-to-call on");
         match (click.mode, &config.listener, &client) {
+            (ClickMode::Handler, Some(_), _) if amocrm.is_some() => {
+                info!(
+                    path = listener::AMOCRM_CLICK_PATH,
+                    "the amoCRM widget's clicks are taken on the listener"
+                );
+                endpoints.amocrm_clicks = Some((click.application_token.clone(), widget_tx));
+            }
             (ClickMode::Handler, Some(listener), _) => {
                 endpoints.events = Some((click.application_token.clone(), events_tx));
                 // The listener answers before the event is bound to it.
@@ -496,6 +504,7 @@ pub async fn run_until(
             click.clone(),
             lines_tx.subscribe(),
             events_rx,
+            widget_rx,
             responses_rx,
             stop_rx.clone(),
         ));
@@ -574,7 +583,7 @@ fn serve_listener(
     endpoints: &mut listener::Endpoints,
     stop: &watch::Receiver<bool>,
 ) {
-    if endpoints.events.is_none() && endpoints.autodistribution.is_none() {
+    if endpoints.events.is_none() && endpoints.amocrm_clicks.is_none() && endpoints.autodistribution.is_none() {
         return;
     }
     let serving = std::mem::take(endpoints);

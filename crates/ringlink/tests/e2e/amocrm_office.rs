@@ -3,7 +3,7 @@
 //! account's users [`U101`], [`U102`], [`U103`], the trunk's DID goes to [`TRUNK_PIPELINE`].
 
 #[path = "process.rs"]
-mod process;
+pub mod process;
 
 use std::path::PathBuf;
 use std::time::Duration;
