@@ -219,9 +219,35 @@ impl Client {
         &self.inner.limiter
     }
 
-    /// After amoCRM lifted an IP block: sending starts again.
+    /// After amoCRM lifted an IP block: sending starts again at once (without waiting for the next probe).
     pub fn resume(&self) {
         self.inner.limiter.resume();
+    }
+
+    /// Whether the 403 IP block stops sending (but for the probes), and since when.
+    pub fn blocked_since(&self) -> Option<tokio::time::Instant> {
+        self.inner.limiter.blocked_since()
+    }
+
+    /// amoCRM answered the 403 page: stop sending, but for a probe now and then.
+    fn on_blocked(&self, path: &str) {
+        let next_probe = self.inner.limiter.block();
+        tracing::error!(
+            path,
+            ?next_probe,
+            "amoCRM blocked this IP (403 page): sending stopped; one request probes whether the block is \
+             lifted after 5 minutes, then after twice as long each time, at most hourly (calls wait in the outbox)"
+        );
+    }
+
+    /// amoCRM answered with something other than the 403 page: a block is over.
+    fn on_answer(&self) {
+        if let Some(lasted) = self.inner.limiter.on_answer() {
+            tracing::warn!(
+                blocked_for = ?lasted,
+                "amoCRM answers this IP again: the IP block is lifted, sending resumes"
+            );
+        }
     }
 
     /// The current token pair (OAuth only).
@@ -328,8 +354,9 @@ impl Client {
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|e| Error::from_reqwest(e, timeout))?;
         let tokens = parse_token_answer(status, &bytes, unix_now());
-        if matches!(tokens, Err(Error::IpBlocked)) {
-            self.inner.limiter.block();
+        match tokens {
+            Err(Error::IpBlocked) => self.on_blocked("/oauth2/access_token"),
+            _ => self.on_answer(),
         }
         tokens
     }
@@ -406,14 +433,18 @@ impl Client {
             let response = request.send().await.map_err(|e| Error::from_reqwest(e, timeout))?;
             let status = response.status().as_u16();
             let bytes = response.bytes().await.map_err(|e| Error::from_reqwest(e, timeout))?;
-            if (200..300).contains(&status) {
+            let error = (!(200..300).contains(&status)).then(|| from_status(&path, status, &bytes));
+            if !matches!(error, Some(Error::IpBlocked)) {
+                self.on_answer();
+            }
+            let Some(error) = error else {
                 self.inner.limiter.on_success();
                 return Ok(Answer {
                     status,
                     body: bytes.to_vec(),
                 });
-            }
-            match from_status(&path, status, &bytes) {
+            };
+            match error {
                 Error::RateLimited { .. } => {
                     refusals += 1;
                     let pause = self.inner.limiter.on_rate_limited();
@@ -423,8 +454,7 @@ impl Client {
                     }
                 }
                 Error::IpBlocked => {
-                    self.inner.limiter.block();
-                    tracing::error!(path, "amoCRM blocked this IP (403 page): sending stopped");
+                    self.on_blocked(&path);
                     return Err(Error::IpBlocked);
                 }
                 Error::Unauthorized { .. } if !refreshed && matches!(self.inner.auth, Auth::OAuth(_)) => {

@@ -99,7 +99,7 @@ pub enum Error {
     /// 403 with a non-JSON page: amoCRM blocked requests from this IP (an abusive or failing integration).
     /// The client stops sending until [`Client::resume`](crate::Client::resume); unblocking goes through
     /// amoCRM's support.
-    #[error("amoCRM blocked requests from this server's IP (HTTP 403 page); no request is sent until it is lifted by amoCRM support and the client is resumed")]
+    #[error("amoCRM blocked requests from this server's IP (HTTP 403 page); nothing is sent but one probe after 5 minutes, then twice as long each time (at most hourly), until amoCRM support lifts the block")]
     IpBlocked,
 
     /// The access token was refused (401) even after a refresh, or the long-lived token expired or was revoked.

@@ -3,7 +3,8 @@
 //! What it decides: how to authenticate (OAuth 2.0 — code exchange, refresh with single-use refresh tokens,
 //! one refresh at a time, every new pair handed to a [`TokenStore`] *before* it is used — or a private
 //! integration's long-lived token), how fast to send (at most 7 requests per second per integration, a
-//! doubling pause on 429, a full stop on the 403 IP block until [`Client::resume`]), how to read answers
+//! doubling pause on 429, a stop on the 403 IP block with a probe at growing intervals until amoCRM answers again,
+//! or [`Client::resume`]), how to read answers
 //! (HAL+JSON lists followed through `_links.next`, 204 = empty, problem+JSON and item-by-item refusals as
 //! typed [`Error`]s). What it does not decide: what to send for a call — that is the engine's.
 //!

@@ -1,6 +1,12 @@
 //! The integration's request budget: at most 7 requests in any second (amoCRM's documented limit per
 //! integration), a pause that doubles while amoCRM keeps answering 429, and a stop after the 403 IP block.
 //!
+//! The stop is not for ever: amoCRM's support lifts a block, and nothing tells the client. While blocked, one
+//! request — a probe — is let through after [`LimiterConfig::block_probe_initial`] (5 minutes), then after twice
+//! as long each time amoCRM still answers the 403 page, up to [`LimiterConfig::block_probe_max`] (1 hour): at most
+//! one request an hour reaches a blocked account. Any other answer to the probe lifts the stop
+//! ([`Limiter::on_answer`]); every other request meanwhile is refused at once, without being sent.
+//!
 //! amoCRM counts per integration, not per client: clients of the same integration share one `Limiter`.
 //! The account's 50 req/s for all integrations is not visible from here; a 429 caused by others is handled
 //! by the same back-off.
@@ -20,19 +26,35 @@ pub struct LimiterConfig {
     /// First pause after a 429 (no Retry-After is documented); doubles per consecutive 429.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// After the 403 IP block, the first probe goes this long after it; the interval doubles while the block
+    /// lasts, up to `block_probe_max`.
+    pub block_probe_initial: Duration,
+    pub block_probe_max: Duration,
 }
 
 impl Default for LimiterConfig {
     /// 7 requests per 1.1 s (amoCRM counts a request when it arrives: the margin absorbs network jitter
-    /// between two requests' journeys); back-off 1 s doubling up to 30 s.
+    /// between two requests' journeys); back-off 1 s doubling up to 30 s; block probes after 5 minutes,
+    /// doubling up to an hour.
     fn default() -> Self {
         LimiterConfig {
             per_window: 7,
             window: Duration::from_millis(1_100),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
+            block_probe_initial: Duration::from_secs(300),
+            block_probe_max: Duration::from_secs(3_600),
         }
     }
+}
+
+/// The 403 IP block: when it began, and when the next probe may go.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    since: Instant,
+    next_probe: Instant,
+    /// The wait before the next probe after this one.
+    interval: Duration,
 }
 
 #[derive(Debug)]
@@ -40,7 +62,7 @@ struct State {
     sent: VecDeque<Instant>,
     paused_until: Option<Instant>,
     refusals: u32,
-    blocked: bool,
+    blocked: Option<Block>,
 }
 
 /// See the module documentation. Requests leave in the order they asked (a fair queue).
@@ -59,7 +81,7 @@ impl Limiter {
                 sent: VecDeque::new(),
                 paused_until: None,
                 refusals: 0,
-                blocked: false,
+                blocked: None,
             }),
             queue: tokio::sync::Mutex::new(()),
         }
@@ -73,16 +95,25 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for a slot. `false` when the IP block stops sending.
+    /// Waits for a slot. `false` when the IP block stops sending (not this request's turn to probe).
     pub async fn acquire(&self) -> bool {
         let _turn = self.queue.lock().await;
         loop {
             let wait = {
                 let mut state = self.lock();
-                if state.blocked {
-                    return false;
-                }
                 let now = Instant::now();
+                if let Some(block) = &mut state.blocked {
+                    if now < block.next_probe {
+                        return false;
+                    }
+                    // This request is the probe; the next one waits a whole interval whatever this one meets.
+                    block.next_probe = now + block.interval;
+                    block.interval = (block.interval.saturating_mul(2)).min(self.config.block_probe_max);
+                    tracing::info!(
+                        blocked_for = ?now.duration_since(block.since),
+                        "amoCRM IP block: probing with one request"
+                    );
+                }
                 while state
                     .sent
                     .front()
@@ -130,19 +161,42 @@ impl Limiter {
         self.lock().refusals = 0;
     }
 
-    /// amoCRM blocked the IP: nothing more is sent until [`Limiter::resume`].
-    pub fn block(&self) {
-        self.lock().blocked = true;
+    /// amoCRM blocked the IP (or a probe met the block again): nothing more is sent but the probes. Returns how
+    /// long until the next probe.
+    pub fn block(&self) -> Duration {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let block = state.blocked.get_or_insert(Block {
+            since: now,
+            next_probe: now + self.config.block_probe_initial,
+            interval: (self.config.block_probe_initial.saturating_mul(2)).min(self.config.block_probe_max),
+        });
+        block.next_probe.saturating_duration_since(now)
     }
 
     pub fn is_blocked(&self) -> bool {
-        self.lock().blocked
+        self.lock().blocked.is_some()
     }
 
-    /// Sending may start again (after amoCRM's support lifted the block).
+    /// When the block began, while it lasts.
+    pub fn blocked_since(&self) -> Option<Instant> {
+        self.lock().blocked.map(|b| b.since)
+    }
+
+    /// amoCRM answered a request with something other than the 403 page: a block is over. Returns how long it
+    /// lasted, if there was one.
+    pub fn on_answer(&self) -> Option<Duration> {
+        let mut state = self.lock();
+        let block = state.blocked.take()?;
+        state.refusals = 0;
+        state.paused_until = None;
+        Some(Instant::now().duration_since(block.since))
+    }
+
+    /// Sending may start again at once (amoCRM's support says the block is lifted).
     pub fn resume(&self) {
         let mut state = self.lock();
-        state.blocked = false;
+        state.blocked = None;
         state.refusals = 0;
         state.paused_until = None;
     }
@@ -194,5 +248,38 @@ mod tests {
         assert!(!limiter.acquire().await);
         limiter.resume();
         assert!(limiter.acquire().await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_block_lets_one_probe_through_at_doubling_intervals_until_an_answer_lifts_it() {
+        let limiter = Limiter::new(LimiterConfig::default());
+        assert_eq!(limiter.block(), Duration::from_secs(300));
+        let mut probes = Vec::new();
+        let start = Instant::now();
+        // Three hours of requests every 10 s, each probe meeting the block again.
+        while Instant::now() - start < Duration::from_secs(3 * 3_600) {
+            if limiter.acquire().await {
+                probes.push((Instant::now() - start).as_secs());
+                limiter.block();
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        let gaps: Vec<u64> = probes.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(probes[0], 300, "{probes:?}");
+        assert_eq!(
+            &gaps[..4],
+            [600, 1_200, 2_400, 3_600],
+            "doubling, then hourly: {probes:?}"
+        );
+        assert!(gaps[4..].iter().all(|g| *g == 3_600), "{gaps:?}");
+        assert!(limiter.is_blocked());
+        // A probe amoCRM answers lifts the block: everything goes again at once.
+        tokio::time::sleep(Duration::from_secs(3_600)).await;
+        assert!(limiter.acquire().await);
+        let lasted = limiter.on_answer().expect("it was blocked");
+        assert!(lasted > Duration::from_secs(3 * 3_600));
+        assert!(!limiter.is_blocked());
+        assert!(limiter.acquire().await && limiter.acquire().await);
+        assert_eq!(limiter.on_answer(), None, "no block to lift");
     }
 }

@@ -282,6 +282,45 @@ async fn the_ip_block_stops_sending_until_resumed() {
     client.account().await.unwrap();
 }
 
+/// Blocked, the client sends nothing but a probe after the first interval, then after twice as long; once amoCRM
+/// answers the probe with anything but the 403 page, everything is sent again.
+#[tokio::test]
+async fn the_ip_block_is_probed_at_doubling_intervals_and_lifted_by_an_answer() {
+    let emu = start(EmulatorConfig::default()).await;
+    let limiter = LimiterConfig {
+        block_probe_initial: Duration::from_millis(400),
+        block_probe_max: Duration::from_millis(800),
+        ..LimiterConfig::default()
+    };
+    let client = client_with_limiter(&emu, limiter, 5);
+    emu.set_fault(Some(Fault::IpBlocked));
+    assert!(matches!(client.account().await, Err(Error::IpBlocked)));
+    assert!(client.blocked_since().is_some());
+    // Asked every 50 ms for 1.5 s: the probes go at ≈0.4 s and ≈1.2 s (0.8 s later), nothing else is sent.
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(1_500) {
+        assert!(matches!(client.account().await, Err(Error::IpBlocked)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(emu.requests().len(), 3, "the first 403 and two probes");
+    emu.set_fault(None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let answered = loop {
+        match client.account().await {
+            Ok(account) => break account,
+            Err(Error::IpBlocked) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    assert!(answered.id > 0);
+    assert!(client.blocked_since().is_none(), "the probe's answer lifted the block");
+    assert_eq!(emu.requests().len(), 4, "the successful probe");
+    client.account().await.unwrap();
+    assert_eq!(emu.requests().len(), 5, "and everything after it");
+}
+
 #[tokio::test]
 async fn lists_follow_next_links_and_an_empty_page_ends_them() {
     let emu = start(EmulatorConfig {

@@ -346,7 +346,10 @@ fn amocrm_fix(error: &amocrm::Error) -> &'static str {
             "the tokens are refused: authorise the integration again and put the new tokens in [amocrm] (or a \
              new long_lived_token)"
         }
-        E::IpBlocked => "amoCRM blocked this host's IP address: ask amoCRM support to lift the block",
+        E::IpBlocked => {
+            "amoCRM blocked this host's IP address: ask amoCRM support to lift the block (ringlink probes it and resumes \
+             by itself once it is lifted)"
+        }
         E::RateLimited { .. } => "amoCRM's request limit was hit: try again in a minute",
         E::InvalidUrl { .. } | E::InsecureUrl { .. } => "fix [amocrm] subdomain / base_url",
         _ => "check the [amocrm] section and that the account is reachable from this host",

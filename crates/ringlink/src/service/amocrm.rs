@@ -134,7 +134,8 @@ impl Outcome {
     }
 
     /// What amoCRM's error means for the step: retried when a retry can help (limits, outages), kept waiting
-    /// for the admin when the credentials or the IP block are the problem, else failed.
+    /// for the admin when the credentials are the problem, or for the client's probe to find the IP block lifted,
+    /// else failed.
     fn of_error(e: &amocrm::Error) -> Self {
         if e.is_retryable() {
             Outcome::Retry {
