@@ -41,10 +41,16 @@ pub enum HookName {
     CustomizeShowCallCard,
     /// Auto-distribution's answer to the dialplan: which extension a client's incoming call rings first.
     CustomizeAutodistribution,
+    /// amoCRM: the `POST /api/v4/calls` item of a call, at its end.
+    ProcessCallParams,
+    /// amoCRM: the contact created for an unknown number (complex add or the Unsorted entry).
+    ProcessContactCreationParams,
+    /// amoCRM: the lead created for an unknown number (complex add or the Unsorted entry).
+    ProcessLeadCreationParams,
 }
 
 impl HookName {
-    pub const ALL: [HookName; 16] = [
+    pub const ALL: [HookName; 19] = [
         HookName::NeedRegistration,
         HookName::ProcessClientPhone,
         HookName::ProcessUserPhone,
@@ -61,6 +67,9 @@ impl HookName {
         HookName::PostRegistration,
         HookName::CustomizeShowCallCard,
         HookName::CustomizeAutodistribution,
+        HookName::ProcessCallParams,
+        HookName::ProcessContactCreationParams,
+        HookName::ProcessLeadCreationParams,
     ];
 
     /// The seed's name.
@@ -82,6 +91,9 @@ impl HookName {
             HookName::PostRegistration => "post_registration",
             HookName::CustomizeShowCallCard => "customize_show_call_card",
             HookName::CustomizeAutodistribution => "customize_autodistribution",
+            HookName::ProcessCallParams => "process_call_params",
+            HookName::ProcessContactCreationParams => "process_contact_creation_params",
+            HookName::ProcessLeadCreationParams => "process_lead_creation_params",
         }
     }
 
@@ -109,6 +121,9 @@ impl HookName {
             HookName::PostRegistration => &["post_registration"],
             HookName::CustomizeShowCallCard => &["customize_show_call_card"],
             HookName::CustomizeAutodistribution => &["customize_autodistribution"],
+            HookName::ProcessCallParams => &["process_call_params"],
+            HookName::ProcessContactCreationParams => &["process_contact_creation_params"],
+            HookName::ProcessLeadCreationParams => &["process_lead_creation_params"],
         }
     }
 

@@ -22,6 +22,7 @@ use store::{EntryKind, NewJournalEntry, PortalTokens, Step, Store, Timestamp};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::customize::{self, Customized};
 use super::Shared;
 use crate::config::{AmoCrmConfig, RecordingSettings};
 
@@ -289,10 +290,44 @@ impl Worker {
             Ok(p) => p,
             Err(e) => return (Outcome::Failed(format!("cannot complete the request: {e}")), None),
         };
-        self.send(&planned, params, link).await
+        let hooks = customize::amocrm_hooks_of(planned.kind);
+        let params = match self.customized(step, &planned, &planned.key, hooks, params).await {
+            Ok(params) => params,
+            Err(outcome) => return (outcome, None),
+        };
+        self.send(step, &planned, params, link).await
     }
 
-    async fn send(&self, planned: &engine::Step, params: Value, link: Option<&str>) -> (Outcome, Option<Value>) {
+    /// `params` as the enabled ones of `hooks` customize them — asked once, the outcome journaled under `key`
+    /// before anything is sent, so a retry sends the same; a failing hook leaves them unchanged. `Err`: the
+    /// step's outcome when a hook cancelled it (empty `data`) or the store failed.
+    async fn customized(
+        &self,
+        step: &Step,
+        planned: &engine::Step,
+        key: &str,
+        hooks: &[hooks::HookName],
+        params: Value,
+    ) -> Result<Value, Outcome> {
+        let shared = &self.shared;
+        match customize::run_chain(shared, &shared.hooks, &step.payload, planned, key, hooks, &params).await {
+            Ok(Customized::Unchanged) => Ok(params),
+            Ok(Customized::Params { params, .. }) => Ok(params),
+            Ok(Customized::Cancelled(reason)) => Err(Outcome::Dropped(reason)),
+            Err(e) => Err(Outcome::Retry {
+                error: format!("store: {e}"),
+                after: Duration::from_secs(2),
+            }),
+        }
+    }
+
+    async fn send(
+        &self,
+        step: &Step,
+        planned: &engine::Step,
+        params: Value,
+        link: Option<&str>,
+    ) -> (Outcome, Option<Value>) {
         let started = Instant::now();
         let (outcome, request, error) = match (planned.kind, planned.method.as_str()) {
             (StepKind::Register, NOTHING) => {
@@ -335,7 +370,7 @@ impl Worker {
                     Err(e) => (Outcome::of_error(&e), json!({"query": phone}), Some(e.to_string())),
                 }
             }
-            (StepKind::Finish, CALLS) => self.call(params, link).await,
+            (StepKind::Finish, CALLS) => self.call(step, planned, params, link).await,
             (StepKind::AddTask, TASKS) => {
                 let mut task = params["task"].clone();
                 let entity = task
@@ -378,15 +413,35 @@ impl Worker {
         (outcome, Some(json!({"method": planned.method, "body": request})))
     }
 
-    /// `POST /api/v4/calls`; for a number amoCRM does not know, the Unsorted entry instead. The stored result
-    /// names the entity the call landed on (`{}`: nowhere).
-    async fn call(&self, params: Value, link: Option<&str>) -> (Outcome, Value, Option<String>) {
+    /// `POST /api/v4/calls`; for a number amoCRM does not know, the Unsorted entry instead (or the complex add
+    /// before the call again), as `process_contact_creation_params` and `process_lead_creation_params` make
+    /// them. The stored result names the entity the call landed on (`{}`: nowhere).
+    async fn call(
+        &self,
+        step: &Step,
+        planned: &engine::Step,
+        params: Value,
+        link: Option<&str>,
+    ) -> (Outcome, Value, Option<String>) {
         let mut call = params["call"].clone();
         if let Some(link) = link {
             call["link"] = Value::from(link);
         }
         let body = json!([call]);
-        match self.client.post_json("/api/v4/calls", &body).await {
+        let answer = self.client.post_json("/api/v4/calls", &body).await;
+        let creates = !(params["complex"].is_null() && params["unsorted"].is_null());
+        let params = match &answer {
+            Err(e) if e.is_entity_not_found() && creates => {
+                let key = format!("{}/create", planned.key);
+                let hooks = &customize::AMOCRM_CREATION_HOOKS;
+                match self.customized(step, planned, &key, hooks, params).await {
+                    Ok(params) => params,
+                    Err(outcome) => return (outcome, body, None),
+                }
+            }
+            _ => params,
+        };
+        match answer {
             Ok(answer) => (Outcome::Done(landed(answer)), body, None),
             Err(e) if e.is_entity_not_found() && !params["complex"].is_null() => {
                 self.complex_then_call(&params["complex"], body).await

@@ -59,6 +59,21 @@ pub fn hooks_of(kind: StepKind) -> &'static [HookName] {
     }
 }
 
+/// The hooks that customize an amoCRM step of `kind` before it is sent: the call item of a finish.
+pub fn amocrm_hooks_of(kind: StepKind) -> &'static [HookName] {
+    match kind {
+        StepKind::Finish => &[HookName::ProcessCallParams],
+        _ => &[],
+    }
+}
+
+/// The hooks that customize what an amoCRM finish creates for a number amoCRM does not know (its `complex` or
+/// `unsorted` part), run only once amoCRM has refused the call for it.
+pub const AMOCRM_CREATION_HOOKS: [HookName; 2] = [
+    HookName::ProcessContactCreationParams,
+    HookName::ProcessLeadCreationParams,
+];
+
 /// Runs the step's hooks (or takes their earlier outcome from the journal) on its resolved `params`.
 pub async fn customize(
     shared: &Shared,
@@ -67,7 +82,30 @@ pub async fn customize(
     planned: &engine::Step,
     params: &Value,
 ) -> anyhow::Result<Customized> {
-    let chain: Vec<HookName> = hooks_of(planned.kind)
+    run_chain(
+        shared,
+        hooks,
+        payload,
+        planned,
+        &planned.key,
+        hooks_of(planned.kind),
+        params,
+    )
+    .await
+}
+
+/// Runs the enabled ones of `hooks_in_order` on `params` for `planned` (or takes their earlier outcome, saved in
+/// the journal under `key`, from there).
+pub async fn run_chain(
+    shared: &Shared,
+    hooks: &Arc<Hooks>,
+    payload: &Value,
+    planned: &engine::Step,
+    key: &str,
+    hooks_in_order: &[HookName],
+    params: &Value,
+) -> anyhow::Result<Customized> {
+    let chain: Vec<HookName> = hooks_in_order
         .iter()
         .copied()
         .filter(|h| hooks.is_enabled(*h))
@@ -75,7 +113,7 @@ pub async fn customize(
     if chain.is_empty() {
         return Ok(Customized::Unchanged);
     }
-    if let Some(saved) = saved(shared, &planned.call, &planned.key).await? {
+    if let Some(saved) = saved(shared, &planned.call, key).await? {
         return Ok(saved);
     }
     let context = context_of(payload);
@@ -92,7 +130,7 @@ pub async fn customize(
             continue;
         };
         super::report_hook(shared, &called);
-        journal.push(entry(&planned.call, now, &planned.key, &called));
+        journal.push(entry(&planned.call, now, key, &called));
         match called.outcome {
             Outcome::Applied(answer) => {
                 apply(hook, &mut params, &mut record_path, &answer.params);
@@ -125,8 +163,8 @@ pub async fn customize(
     };
     let (message, data) = match &outcome {
         Customized::Cancelled(reason) => (
-            format!("{} {} not sent: {reason}", planned.kind.name(), planned.key),
-            json!({FINAL: planned.key, "cancelled": reason}),
+            format!("{} {key} not sent: {reason}", planned.kind.name()),
+            json!({FINAL: key, "cancelled": reason}),
         ),
         Customized::Params {
             params,
@@ -134,8 +172,8 @@ pub async fn customize(
             record_path,
             filter,
         } => (
-            format!("{} {} customized", planned.kind.name(), planned.key),
-            json!({FINAL: planned.key, "params": params, "action": action, "record_path": record_path,
+            format!("{} {key} customized", planned.kind.name()),
+            json!({FINAL: key, "params": params, "action": action, "record_path": record_path,
                    "filter": filter}),
         ),
         Customized::Unchanged => unreachable!("not built above"),
@@ -204,6 +242,9 @@ fn input_of(
         HookName::ProcessTaskCreationParams => {
             json!({"arNewTaskData": params.get("fields").cloned().unwrap_or_else(|| json!({}))})
         }
+        HookName::ProcessCallParams => params.get("call").cloned().unwrap_or_else(|| json!({})),
+        HookName::ProcessContactCreationParams => amocrm_created(params).contact(params),
+        HookName::ProcessLeadCreationParams => amocrm_created(params).lead(params),
         _ => {
             let _ = planned;
             params.clone()
@@ -234,7 +275,100 @@ fn apply(hook: HookName, params: &mut Value, record_path: &mut Option<String>, o
                 map.insert("fields".into(), fields.clone());
             }
         }
+        HookName::ProcessCallParams => {
+            if let (Value::Object(_), Value::Object(map)) = (out, &mut *params) {
+                map.insert("call".into(), out.clone());
+            }
+        }
+        HookName::ProcessContactCreationParams => amocrm_created(params).set_contact(params, out),
+        HookName::ProcessLeadCreationParams => amocrm_created(params).set_lead(params, out),
         _ => *params = out.clone(),
+    }
+}
+
+/// What an amoCRM finish creates for an unknown number: a lead with its contact by complex add, or an Unsorted
+/// entry (`params.complex` / `params.unsorted`, see `engine::amocrm`).
+#[derive(Clone, Copy)]
+enum AmoCreated {
+    Complex,
+    Unsorted,
+    Nothing,
+}
+
+fn amocrm_created(params: &Value) -> AmoCreated {
+    match (&params["complex"], &params["unsorted"]) {
+        (Value::Object(_), _) => AmoCreated::Complex,
+        (_, Value::Object(_)) => AmoCreated::Unsorted,
+        _ => AmoCreated::Nothing,
+    }
+}
+
+impl AmoCreated {
+    /// The contact to create: the complex lead's embedded contact; for an Unsorted entry, its contact (only the
+    /// number as its name unless a hook gave more: amoCRM makes the contact from the call).
+    fn contact(self, params: &Value) -> Value {
+        match self {
+            AmoCreated::Complex => params.pointer("/complex/_embedded/contacts/0").cloned(),
+            AmoCreated::Unsorted => params
+                .pointer("/unsorted/_embedded/contacts/0")
+                .cloned()
+                .or_else(|| Some(json!({"name": params.pointer("/unsorted/metadata/phone").cloned()}))),
+            AmoCreated::Nothing => None,
+        }
+        .unwrap_or_else(|| json!({}))
+    }
+
+    /// The lead to create, without its embedded contact: the complex lead, or the Unsorted entry's lead.
+    fn lead(self, params: &Value) -> Value {
+        match self {
+            AmoCreated::Complex => {
+                let mut lead = params["complex"].clone();
+                if let Value::Object(map) = &mut lead {
+                    map.remove("_embedded");
+                }
+                lead
+            }
+            AmoCreated::Unsorted => params
+                .pointer("/unsorted/_embedded/leads/0")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+            AmoCreated::Nothing => json!({}),
+        }
+    }
+
+    fn set_contact(self, params: &mut Value, contact: &Value) {
+        let embedded = match self {
+            AmoCreated::Complex => params.pointer_mut("/complex/_embedded"),
+            AmoCreated::Unsorted => params.pointer_mut("/unsorted/_embedded"),
+            AmoCreated::Nothing => None,
+        };
+        if let (Some(Value::Object(embedded)), Value::Object(_)) = (embedded, contact) {
+            embedded.insert("contacts".into(), json!([contact]));
+        }
+    }
+
+    fn set_lead(self, params: &mut Value, lead: &Value) {
+        let Value::Object(fields) = lead else {
+            return;
+        };
+        match self {
+            AmoCreated::Complex => {
+                if let Some(Value::Object(complex)) = params.get_mut("complex") {
+                    let embedded = complex.remove("_embedded");
+                    *complex = fields.clone();
+                    complex.remove("_embedded");
+                    if let Some(embedded) = embedded {
+                        complex.insert("_embedded".into(), embedded);
+                    }
+                }
+            }
+            AmoCreated::Unsorted => {
+                if let Some(Value::Object(embedded)) = params.pointer_mut("/unsorted/_embedded") {
+                    embedded.insert("leads".into(), json!([lead]));
+                }
+            }
+            AmoCreated::Nothing => {}
+        }
     }
 }
 
@@ -272,4 +406,98 @@ pub fn created_entity(register_result: &Value) -> Option<(String, Value)> {
     matches!(kind.as_str(), "lead" | "contact" | "company")
         .then(|| (kind, first.get("ENTITY_ID").cloned().unwrap_or(Value::Null)))
         .filter(|(_, id)| !id.is_null())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An amoCRM finish's params as `engine::amocrm` plans them, with `part` (`complex` or `unsorted`) set.
+    fn finish(part: &str) -> Value {
+        let mut params = json!({
+            "call": {"direction": "inbound", "uniq": "1700000000.1", "phone": "+79001234567", "call_status": 4},
+            "complex": null,
+            "unsorted": null,
+        });
+        params[part] = match part {
+            "complex" => json!({
+                "name": "Call from +79001234567",
+                "pipeline_id": 7,
+                "_embedded": {"contacts": [{"name": "+79001234567", "responsible_user_id": 5}]},
+            }),
+            _ => json!({
+                "source_uid": "1700000000.1",
+                "metadata": {"phone": "+79001234567"},
+                "_embedded": {"leads": [{"name": "Call from +79001234567"}]},
+            }),
+        };
+        params
+    }
+
+    fn hooked(hook: HookName, params: &mut Value, change: impl Fn(&mut Value)) -> Value {
+        let step = engine::Step {
+            call: "c".into(),
+            key: "c/0/finish".into(),
+            kind: StepKind::Finish,
+            method: engine::amocrm::CALLS.into(),
+            params: params.clone(),
+            after: Vec::new(),
+            timing: engine::Timing::Durable,
+            record_path: None,
+        };
+        let mut input = input_of(hook, &step, params, None, &Context::default());
+        let given = input.clone();
+        change(&mut input);
+        apply(hook, params, &mut None, &input);
+        given
+    }
+
+    #[test]
+    fn process_call_params_gets_and_changes_the_call_item() {
+        let mut params = finish("complex");
+        let given = hooked(HookName::ProcessCallParams, &mut params, |c| {
+            c["call_result"] = json!("customized")
+        });
+        assert_eq!(given["uniq"], json!("1700000000.1"));
+        assert_eq!(params["call"]["call_result"], json!("customized"));
+        assert_eq!(params["call"]["call_status"], json!(4), "the rest of the item kept");
+    }
+
+    #[test]
+    fn the_creation_hooks_get_and_change_the_complex_adds_contact_and_lead() {
+        let mut params = finish("complex");
+        let contact = hooked(HookName::ProcessContactCreationParams, &mut params, |c| {
+            c["name"] = json!("Иван")
+        });
+        assert_eq!(contact, json!({"name": "+79001234567", "responsible_user_id": 5}));
+        let lead = hooked(HookName::ProcessLeadCreationParams, &mut params, |l| {
+            l["price"] = json!(1000)
+        });
+        assert!(lead.get("_embedded").is_none(), "the lead's own fields: {lead}");
+        assert_eq!(params["complex"]["price"], json!(1000));
+        assert_eq!(params["complex"]["pipeline_id"], json!(7));
+        assert_eq!(
+            params["complex"]["_embedded"]["contacts"],
+            json!([{"name": "Иван", "responsible_user_id": 5}]),
+            "the changed contact stays the lead's"
+        );
+    }
+
+    #[test]
+    fn the_creation_hooks_get_and_change_the_unsorted_entrys_contact_and_lead() {
+        let mut params = finish("unsorted");
+        let contact = hooked(HookName::ProcessContactCreationParams, &mut params, |c| {
+            c["name"] = json!("Иван")
+        });
+        assert_eq!(contact, json!({"name": "+79001234567"}), "the number as the name");
+        let lead = hooked(HookName::ProcessLeadCreationParams, &mut params, |l| {
+            l["name"] = json!("Сделка")
+        });
+        assert_eq!(lead, json!({"name": "Call from +79001234567"}));
+        assert_eq!(
+            params["unsorted"]["_embedded"],
+            json!({"leads": [{"name": "Сделка"}], "contacts": [{"name": "Иван"}]})
+        );
+        assert_eq!(params["unsorted"]["source_uid"], json!("1700000000.1"));
+    }
 }
