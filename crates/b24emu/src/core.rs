@@ -418,6 +418,11 @@ impl Core {
         params: &PValue,
     ) -> Result<(Reply, Option<Operating>), ApiError> {
         let rev = self.revision();
+        if let Some(Fault::MethodRefused { method: refused }) = self.fault() {
+            if refused.eq_ignore_ascii_case(method) {
+                return Err(ApiError::new(400, "ERROR_CORE", crate::fault::METHOD_REFUSED));
+            }
+        }
         let Some(spec) = methods::lookup(method) else {
             return Err(SystemError::MethodNotFound.to_error(rev));
         };

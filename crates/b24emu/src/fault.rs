@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Over the control API: `{"fault":"down"}`, `{"fault":"slow","value":1500}` (milliseconds),
 /// `{"fault":"server_error","value":502}`, `{"fault":"rate_limit_storm"}`, `{"fault":"token_revoked"}`,
 /// `{"fault":"method_error","value":{"method":"event.offline.clear","status":500}}`,
+/// `{"fault":"method_refused","value":{"method":"telephony.externalcall.register"}}`,
 /// `{"fault":"random","value":{"seed":7,"rate_limited_percent":5,"server_error_percent":5,…}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "fault", content = "value", rename_all = "snake_case")]
@@ -24,6 +25,11 @@ pub enum Fault {
     /// every other method works. Lets a test stop a client between two steps of a protocol (say, after
     /// `event.offline.get` and before a successful `event.offline.clear`).
     MethodError { method: String, status: u16 },
+    /// This one method is refused for good wherever it is called (top level or inside a `batch`): HTTP 400
+    /// `ERROR_CORE` with [`METHOD_REFUSED`] as its description, an error a client must not retry as it is (the
+    /// portal rejects the request itself, say a validation the portal added). Lets a test leave a call's steps
+    /// failed for good, then clear the fault and have them sent again.
+    MethodRefused { method: String },
     /// Every REST request is refused with 503 `QUERY_LIMIT_EXCEEDED`, whatever the bucket says.
     RateLimitStorm,
     /// The app's tokens and the webhook are revoked: REST answers 401, refresh answers `invalid_grant`.
@@ -32,6 +38,9 @@ pub enum Fault {
     /// odds, or goes through (see [`RandomFaults`]).
     Random(RandomFaults),
 }
+
+/// The `error_description` of a request refused by [`Fault::MethodRefused`].
+pub const METHOD_REFUSED: &str = "refused by the emulator's method_refused fault";
 
 /// The odds of a [`Fault::Random`] portal, in percent of REST requests (a `batch` is one request). The draw
 /// depends only on `seed` and the request's sequence number, so a run can be told again.

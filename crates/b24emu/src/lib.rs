@@ -48,7 +48,7 @@ pub use crate::config::{
 };
 pub use crate::delivery::{ClickToCall, EventOutcome};
 pub use crate::error::EmuError;
-pub use crate::fault::{Fault, FaultCounts, RandomFaults, RandomOutcome};
+pub use crate::fault::{Fault, FaultCounts, RandomFaults, RandomOutcome, METHOD_REFUSED};
 pub use crate::params::{parse_form, PValue};
 pub use crate::record::{AuthMode, CardAction, CardCause, CardEvent, CardTimeline, Delivery, RecordedRequest};
 pub use crate::server::serve;

@@ -171,6 +171,9 @@ pub enum Rule {
     RecoveredFinish,
     /// A call that began and ended while ringlink did not follow the PBX, rebuilt from the PBX's CEL.
     RebuiltFromCel,
+    /// An admin asked for the call to be processed again (the admin UI): planned again from the PBX's CEL or
+    /// the journal, only the steps the outbox lacks are added.
+    Reprocessed,
     /// The users directory was never loaded: the call's decisions wait for it.
     DirectoryUnknown,
     /// A click-to-call: the call Bitrix24 registered on the click is followed (no second register).

@@ -320,6 +320,7 @@ fn reprocess(config: &Config, from: &str, to: Option<&str>, dry_run: bool) -> an
             to,
             now,
             dry_run,
+            only: None,
         },
     )?;
     let mut out = std::io::stdout().lock();

@@ -3,6 +3,9 @@
 //!
 //! On failure the browser's screenshot is saved under `target/web-ui-screenshots/`.
 
+#[path = "e2e/checks.rs"]
+#[allow(dead_code)]
+mod checks;
 #[path = "e2e/harness.rs"]
 #[allow(dead_code)]
 mod harness;
@@ -627,6 +630,17 @@ async fn status_json(browser: &Client, e2e: &E2e) -> Step {
     Ok(())
 }
 
+/// Ends a browser test: on a failed step, its screenshot and the failure with ringlink's log.
+async fn end(browser: Client, e2e: E2e, outcome: Result<(), (&str, String)>) {
+    if let Err((step, error)) = &outcome {
+        save_screenshot(&browser, step).await;
+        let _ = browser.clone().close().await;
+        panic!("{step}: {error}\nringlink log:\n{}", e2e.log());
+    }
+    let _ = browser.close().await;
+    e2e.stop().await;
+}
+
 #[tokio::test]
 async fn admin_ui_in_chromium() {
     let e2e = E2e::start(TASK_SECTION).await;
@@ -658,11 +672,132 @@ async fn admin_ui_in_chromium() {
             .await
             .map_err(|e| ("application_install", e));
     }
-    if let Err((step, error)) = &outcome {
-        save_screenshot(&browser, step).await;
-        let _ = browser.clone().close().await;
-        panic!("{step}: {error}\nringlink log:\n{}", e2e.log());
+    end(browser, e2e, outcome).await;
+}
+
+/// The timeline of the only call in the journal, once none of its steps waits any more; its path.
+async fn settled_timeline(browser: &Client, e2e: &E2e) -> Result<String, String> {
+    let base = e2e.web_url();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while e2e.calls_ended() == 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return Err("ringlink never saw the call end".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = browser.close().await;
-    e2e.stop().await;
+    browser.goto(&format!("{base}/calls")).await.map_err(fail("journal"))?;
+    let link = browser
+        .find(Locator::Css("a.call"))
+        .await
+        .map_err(fail("a call in the journal"))?
+        .attr("href")
+        .await
+        .map_err(fail("its link"))?
+        .ok_or("a call without a link")?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        browser.goto(&format!("{base}{link}")).await.map_err(fail("timeline"))?;
+        let states: Vec<String> = {
+            let mut states = Vec::new();
+            for row in browser
+                .find_all(Locator::Css("table.steps tbody tr"))
+                .await
+                .map_err(fail("steps"))?
+            {
+                states.push(row.attr("class").await.map_err(fail("state"))?.unwrap_or_default());
+            }
+            states
+        };
+        let waiting = states.iter().any(|s| s == "state-pending" || s == "state-in_flight");
+        if !states.is_empty() && !waiting {
+            return Ok(link);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("the steps of {link} never settled: {states:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Bitrix24 refuses every register for good (the emulator's `method_refused`): S1's steps fail, the register
+/// refused and the rest for want of its CALL_ID. With the portal fixed, "Re-process this call" sends them again:
+/// Bitrix24 ends up with the call registered, finished and its recording attached once each. Pressed again, it
+/// changes nothing and the page says the call is complete.
+async fn reprocess_failed_call(browser: &Client, e2e: &E2e) -> Step {
+    e2e.emu.set_fault(b24emu::Fault::MethodRefused {
+        method: "telephony.externalcall.register".into(),
+    });
+    scenarios::play(&e2e.bed, "s1")
+        .await
+        .map_err(|e| format!("play S1: {e}"))?;
+    let link = settled_timeline(browser, e2e).await?;
+    let failed = browser
+        .find_all(Locator::Css("table.steps tr.state-failed"))
+        .await
+        .map_err(fail("failed steps"))?
+        .len();
+    let refused = e2e.emu.requests_for("telephony.externalcall.register");
+    if failed == 0 || refused.is_empty() || refused.iter().any(|r| r.is_ok()) {
+        return Err(format!(
+            "the register should have been refused and the steps failed ({failed} failed):\n{}",
+            body(browser).await?
+        ));
+    }
+    e2e.emu.clear_fault();
+    click(browser, "reprocess").await?;
+    path_is(browser, &link).await?;
+    let said = text_of(browser, "#reprocessed").await?;
+    if !said.contains("steps set to be sent again") {
+        return Err(format!("the page should say the failed steps go again: {said:?}"));
+    }
+    e2e.wait_requests("telephony.externalcall.attachrecord", 1, WAIT).await;
+    let seen = checks::Seen::check_despite_faults(e2e);
+    seen.single();
+    // Everything is done now: pressed again, nothing is sent and the page says why.
+    settled_timeline(browser, e2e).await?;
+    click(browser, "reprocess").await?;
+    path_is(browser, &link).await?;
+    let said = text_of(browser, "#reprocessed").await?;
+    if !said.contains("Nothing to re-process") {
+        return Err(format!("a complete call should be left alone, the page says {said:?}"));
+    }
+    let before = e2e.telephony().len();
+    e2e.settle(Duration::from_secs(3)).await;
+    if e2e.telephony().len() != before {
+        return Err(format!(
+            "re-processing a complete call sent something:\n{}",
+            e2e.describe()
+        ));
+    }
+    let seen = checks::Seen::check_despite_faults(e2e);
+    seen.single();
+    for method in ["register", "finish", "attachrecord"] {
+        let done = e2e
+            .emu
+            .requests_for(&format!("telephony.externalcall.{method}"))
+            .into_iter()
+            .filter(|r| r.is_ok())
+            .count();
+        if done != 1 {
+            return Err(format!(
+                "{done} successful {method} instead of one:\n{}",
+                e2e.describe()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_call_whose_steps_failed_for_good_is_reprocessed_from_its_timeline() {
+    let e2e = E2e::start(TASK_SECTION).await;
+    let profile = tempfile::tempdir().expect("profile dir");
+    let (_driver, browser) = browser(profile.path()).await;
+    let mut outcome = first_run(&browser, &e2e).await.map_err(|e| ("first_run", e));
+    if outcome.is_ok() {
+        outcome = reprocess_failed_call(&browser, &e2e)
+            .await
+            .map_err(|e| ("reprocess", e));
+    }
+    end(browser, e2e, outcome).await;
 }

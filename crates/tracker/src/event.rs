@@ -1,13 +1,13 @@
 //! Call events: what the tracker tells the engine. Each carries the call key (the linkedid the call is known by)
 //! and, for employee legs, the conversation id (the leg's uniqueid).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::CallFull;
 use crate::time::Timestamp;
 
-/// Something that happened to a call.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Something that happened to a call. Journaled as JSON; read back (a call planned again from the journal).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum CallEvent {
     /// An employee's phone started ringing.
@@ -86,7 +86,7 @@ pub enum CallEvent {
 }
 
 /// An employee leg.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leg {
     pub call: String,
     pub conversation: String,
@@ -103,7 +103,7 @@ pub struct Leg {
 }
 
 /// How a leg came into the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LegOrigin {
     /// Dialled directly (Dial, ring group, follow-me) or the employee's own outgoing call.
@@ -124,7 +124,7 @@ pub enum LegOrigin {
 }
 
 /// Why a leg stopped ringing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StopReason {
     /// Another leg of the call was answered.
@@ -154,7 +154,7 @@ pub enum StopReason {
 }
 
 /// Why a conversation ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ConversationEndReason {
     /// The employee's leg hung up (`cause` = Q.850 hang-up cause if reported).
@@ -171,14 +171,14 @@ pub enum ConversationEndReason {
     Expired,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferKind {
     Blind,
     Attended,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UnparkReason {
     /// Taken by an employee; `conversation` is the new conversation (the retriever's leg).
@@ -190,7 +190,7 @@ pub enum UnparkReason {
 }
 
 /// Why a call was closed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CallEndReason {
     /// Every channel of the call hung up.

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use chrono::{DateTime, FixedOffset};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Microseconds since the Unix epoch (UTC). AMI reports `Timestamp: 1700000000.123456` with
 /// `timestampevents=yes`; this keeps it exactly.
@@ -64,6 +64,24 @@ impl fmt::Display for Timestamp {
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
+    }
+}
+
+/// Read back from the text it is serialised as (also a bare number of seconds).
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(text) => text,
+            serde_json::Value::Number(n) => n.to_string(),
+            other => return Err(serde::de::Error::custom(format!("not a time stamp: {other}"))),
+        };
+        let (negative, digits) = match text.trim().strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text.trim()),
+        };
+        let at = Timestamp::parse_ami(digits)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a time stamp: {text:?}")))?;
+        Ok(if negative { Timestamp(-at.0) } else { at })
     }
 }
 

@@ -306,3 +306,22 @@ proptest::proptest! {
         }
     }
 }
+
+/// The journal keeps each event as JSON, and a call is planned again from it: every event of every trace reads
+/// back as it was written.
+#[test]
+fn every_event_reads_back_from_its_journaled_json() {
+    for id in TRACES {
+        let mut t = Tracker::new(config()).expect("valid config");
+        for (m, arrived) in timed_messages(id) {
+            let mut out = Vec::new();
+            t.handle_into(&m, arrived, &mut out);
+            for event in out {
+                let json = serde_json::to_value(&event).expect("serialises");
+                let back: CallEvent =
+                    serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{id}: {e}\n{json}"));
+                assert_eq!(back, event, "{id}: {json}");
+            }
+        }
+    }
+}

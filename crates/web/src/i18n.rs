@@ -179,6 +179,40 @@ const TEXTS: &[(&str, &str, &str)] = &[
         "steps set to be sent again",
         "шагов поставлено на повторную отправку",
     ),
+    ("reprocess", "Re-process this call", "Обработать звонок заново"),
+    (
+        "reprocess_hint",
+        "Fills what Bitrix24 lacks of this call: plans it again (from the PBX's CEL when configured, else from \
+         the journal) and sends failed steps again. Steps Bitrix24 already took are never sent twice.",
+        "Дополняет то, чего нет в Битрикс24 по этому звонку: планирует его заново (по CEL АТС, если он \
+         настроен, иначе по журналу) и снова отправляет неудавшиеся шаги. Принятые Битрикс24 шаги не \
+         отправляются повторно.",
+    ),
+    ("rp_failed", "The call could not be re-processed", "Не удалось обработать звонок заново"),
+    (
+        "rp_live",
+        "The call is still going on: ringlink follows it and registers it when it ends. Nothing was changed.",
+        "Звонок ещё идёт: ringlink следит за ним и зарегистрирует его по окончании. Ничего не изменено.",
+    ),
+    (
+        "rp_complete",
+        "Nothing to re-process: every step of this call is done, Bitrix24 has it whole. Nothing was sent again.",
+        "Обрабатывать нечего: все шаги звонка выполнены, в Битрикс24 он есть целиком. Ничего не отправлено \
+         повторно.",
+    ),
+    ("rp_from_cel", "Planned again from the PBX's CEL.", "Спланирован заново по CEL АТС."),
+    (
+        "rp_from_journal",
+        "Planned again from the journal.",
+        "Спланирован заново по журналу.",
+    ),
+    ("rp_added", "Steps added", "Добавлены шаги"),
+    (
+        "rp_nothing_added",
+        "Nothing was missing: no step was added or sent again.",
+        "Ничего не упущено: шаги не добавлены и не отправлены повторно.",
+    ),
+    ("rp_waiting", "steps wait to be sent", "шагов ждут отправки"),
     (
         "unknown_call",
         "No such call in the journal.",

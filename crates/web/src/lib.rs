@@ -13,7 +13,8 @@
 //!   switch in the header.
 //!
 //! The crate shows what the store and the [`Telemetry`] say; the service reports to the telemetry and hands
-//! over the two [`tokio::sync::Notify`]s that wake its worker and users refresher.
+//! over the two [`tokio::sync::Notify`]s that wake its worker and users refresher, and the [`Reprocess`] port
+//! behind each timeline's "Re-process this call" (see [`reprocess`]).
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -37,6 +38,7 @@ pub mod install;
 mod logs;
 mod pages;
 mod records;
+pub mod reprocess;
 mod server;
 pub mod settings;
 pub mod status;
@@ -56,6 +58,7 @@ pub use access::AllowList;
 pub use auth::{hash_password, PASSWORD_SETTING};
 pub use logs::{LogBuffer, LogLine, KEPT_LINES};
 pub use records::{PathResolver, RecordLinks, Refused, Signed, LINK_SECRET_SETTING};
+pub use reprocess::{Reprocess, Reprocessed};
 pub use server::{router, serve, Web};
 pub use settings::SettingsFile;
 pub use status::{AppStatus, Status, Thresholds};

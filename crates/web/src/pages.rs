@@ -378,6 +378,7 @@ pub fn timeline(
     steps: &[Step],
     players: &[String],
     notice: Option<&str>,
+    reprocess: Reprocessing,
 ) -> Markup {
     let l = frame.lang;
     let off = frame.offset_secs;
@@ -389,6 +390,7 @@ pub fn timeline(
         &format!("{} {}", l.t("call"), call),
         html! {
             @if let Some(n) = notice { p.notice { (n) } }
+            @if let Some(result) = reprocess.result { (result) }
             @if let Some(first) = entries.first() {
                 p.muted { (local_time(first.at, off, false)) }
             }
@@ -425,16 +427,30 @@ pub fn timeline(
                     }
                 }
             }
-            @if retryable {
-                @if let Some(csrf) = frame.csrf {
+            @if let Some(csrf) = frame.csrf {
+                @if retryable {
                     form method="post" action=(format!("/calls/{}/retry", encode(call))) {
                         input type="hidden" name="csrf" value=(csrf);
                         button type="submit" id="retry" { (l.t("retry")) }
                     }
                 }
+                @if reprocess.available {
+                    form method="post" action=(format!("/calls/{}/reprocess", encode(call))) {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button type="submit" id="reprocess" title=(l.t("reprocess_hint")) { (l.t("reprocess")) }
+                        p.muted { (l.t("reprocess_hint")) }
+                    }
+                }
             }
         },
     )
+}
+
+/// The timeline's "Re-process this call": whether the button is there, and the last press's result.
+#[derive(Default)]
+pub struct Reprocessing {
+    pub available: bool,
+    pub result: Option<Markup>,
 }
 
 fn pretty(value: &Value) -> String {

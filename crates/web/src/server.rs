@@ -23,6 +23,7 @@ use crate::i18n::Lang;
 use crate::logs::LogBuffer;
 use crate::pages::{self, CallsQuery, Frame, PAGE_SIZE};
 use crate::records::{self, PathResolver, RecordLinks, Refused};
+use crate::reprocess::{self, SharedReprocess};
 use crate::settings::SettingsFile;
 use crate::status::{self, Thresholds};
 use crate::wizard::{self, Drafts, Probes};
@@ -57,6 +58,10 @@ pub(crate) struct Inner {
     pub(crate) probes: Option<Probes>,
     /// What each session tried in the wizard and has not saved.
     pub(crate) drafts: Drafts,
+    /// The service's re-processing of a call (the timeline's button).
+    reprocess: Option<SharedReprocess>,
+    /// The last re-process result per session and call, shown once.
+    reprocessed: reprocess::Results,
 }
 
 impl Web {
@@ -93,6 +98,8 @@ impl Web {
             tls,
             probes: None,
             drafts: Drafts::default(),
+            reprocess: None,
+            reprocessed: reprocess::Results::default(),
         })))
     }
 
@@ -132,6 +139,14 @@ impl Web {
     pub fn probes(mut self, probes: Probes) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.probes = Some(probes);
+        }
+        self
+    }
+
+    /// Offer "Re-process this call" on each call's timeline, done by `port`.
+    pub fn reprocess(mut self, port: SharedReprocess) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.reprocess = Some(port);
         }
         self
     }
@@ -199,6 +214,7 @@ pub fn router(web: Web) -> Router {
         .route("/calls", get(calls_page))
         .route("/calls/:key", get(call_page))
         .route("/calls/:key/retry", post(retry_call))
+        .route("/calls/:key/reprocess", post(reprocess_call))
         .route("/settings", get(admin::settings_page).post(admin::save_settings))
         .route("/users", get(admin::users_page))
         .route("/users/refresh", post(admin::refresh_users))
@@ -737,6 +753,14 @@ async fn call_page(
             .collect(),
         None => Vec::new(),
     };
+    let reprocessing = pages::Reprocessing {
+        available: web.0.reprocess.is_some(),
+        result: web
+            .0
+            .reprocessed
+            .take(&session.csrf, &key)
+            .map(|result| reprocess::notice(lang, &result)),
+    };
     html_page(pages::timeline(
         &frame,
         &key,
@@ -744,7 +768,33 @@ async fn call_page(
         &steps,
         &players,
         notice.as_deref(),
+        reprocessing,
     ))
+}
+
+/// "Re-process this call": the service fills what is missing; the timeline shows what it did.
+async fn reprocess_call(
+    State(web): State<Web>,
+    axum::Extension(session): axum::Extension<Session>,
+    Path(key): Path<String>,
+) -> Response {
+    let back = format!("/calls/{}", pages::encode(&key));
+    let Some(port) = web.0.reprocess.clone() else {
+        return Redirect::to(&back).into_response();
+    };
+    let result = port.reprocess(&key).await;
+    match &result {
+        Ok(done) => info!(
+            call = %key,
+            live = done.live,
+            added = ?done.added,
+            reset = done.reset,
+            "web: call re-processed"
+        ),
+        Err(e) => warn!(call = %key, error = %e, "web: call could not be re-processed"),
+    }
+    web.0.reprocessed.put(&session.csrf, &key, result);
+    Redirect::to(&back).into_response()
 }
 
 async fn retry_call(State(web): State<Web>, Path(key): Path<String>) -> Response {

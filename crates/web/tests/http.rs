@@ -182,6 +182,7 @@ async fn every_page_needs_a_session() {
     }
     for path in [
         "/calls/1700000000.1/retry",
+        "/calls/1700000000.1/reprocess",
         "/settings",
         "/users/refresh",
         "/gaps/acknowledge",
@@ -313,6 +314,121 @@ async fn forms_without_their_csrf_token_are_refused() {
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
 }
 
+/// The service's side of "Re-process this call", answering what the test tells it and noting each call asked.
+#[derive(Default)]
+struct FakeReprocess {
+    answer: std::sync::Mutex<Option<Result<web::Reprocessed, String>>>,
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+impl FakeReprocess {
+    fn answer(&self, answer: Result<web::Reprocessed, String>) {
+        *self.answer.lock().expect("answer") = Some(answer);
+    }
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().expect("asked").clone()
+    }
+}
+
+impl web::Reprocess for FakeReprocess {
+    fn reprocess(&self, call: &str) -> web::reprocess::ReprocessFuture {
+        self.asked.lock().expect("asked").push(call.to_owned());
+        let answer = self
+            .answer
+            .lock()
+            .expect("answer")
+            .clone()
+            .unwrap_or_else(|| Err("no answer set".into()));
+        Box::pin(async move { answer })
+    }
+}
+
+#[tokio::test]
+async fn reprocess_needs_a_session_and_its_csrf_token_and_the_timeline_shows_what_the_service_did() {
+    let port = Arc::new(FakeReprocess::default());
+    let given = port.clone();
+    let ui = start_with(local_only(), move |web, _| web.reprocess(given)).await;
+    let session = ui.first_run().await;
+    let call = "1700000000.11";
+    ui.store
+        .append_journal(&[NewJournalEntry::new(
+            call,
+            Timestamp::now(),
+            EntryKind::Ami,
+            "call_ended",
+        )])
+        .expect("journal");
+    let path = format!("/calls/{call}/reprocess");
+    let timeline = format!("/calls/{call}");
+    let cookie = format!("ringlink_session={session}");
+    port.answer(Ok(web::Reprocessed {
+        source: Some(web::reprocess::Source::Journal),
+        added: vec!["register".into(), "finish".into()],
+        reset: 0,
+        waiting: 2,
+        ..web::Reprocessed::default()
+    }));
+
+    let anonymous = ui.post(&path, None, &[("csrf", "x")]).await;
+    assert_eq!(location(&anonymous), "/login", "no session: the login page");
+    assert_eq!(ui.post(&path, Some(&cookie), &[]).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        ui.post(&path, Some(&cookie), &[("csrf", "guess")]).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert!(port.asked().is_empty(), "refused requests never reach the service");
+
+    let page = ui.get(&timeline, Some(&session)).await.text().await.expect("html");
+    assert!(
+        page.contains("id=\"reprocess\"") && page.contains(&format!("action=\"{path}\"")),
+        "the timeline offers the button: {page}"
+    );
+    let csrf = hidden_csrf(&page);
+    let done = ui.post(&path, Some(&cookie), &[("csrf", &csrf)]).await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&done), timeline, "back to the call's timeline");
+    assert_eq!(port.asked(), [call], "the service was asked for this call");
+    let shown = ui.get(&timeline, Some(&session)).await.text().await.expect("html");
+    assert!(
+        shown.contains("id=\"reprocessed\"")
+            && shown.contains("Planned again from the journal")
+            && shown.contains("<code>register</code>")
+            && shown.contains("<code>finish</code>")
+            && shown.contains("2 steps wait to be sent"),
+        "{shown}"
+    );
+    let again = ui.get(&timeline, Some(&session)).await.text().await.expect("html");
+    assert!(
+        !again.contains("id=\"reprocessed\""),
+        "the result is shown once: {again}"
+    );
+
+    // A call Bitrix24 has whole: the page says nothing was sent again.
+    port.answer(Ok(web::Reprocessed::default()));
+    ui.post(&path, Some(&cookie), &[("csrf", &csrf)]).await;
+    let complete = ui.get(&timeline, Some(&session)).await.text().await.expect("html");
+    assert!(
+        complete.contains("Nothing to re-process") && complete.contains("data-changed=\"no\""),
+        "{complete}"
+    );
+    // A live call, and a service that could not do it.
+    port.answer(Ok(web::Reprocessed {
+        live: true,
+        ..web::Reprocessed::default()
+    }));
+    ui.post(&path, Some(&cookie), &[("csrf", &csrf)]).await;
+    let live = ui.get(&timeline, Some(&session)).await.text().await.expect("html");
+    assert!(live.contains("still going on"), "{live}");
+    port.answer(Err("cannot read the PBX's CEL <db down>".into()));
+    ui.post(&path, Some(&cookie), &[("csrf", &csrf)]).await;
+    let failed = ui.get(&timeline, Some(&session)).await.text().await.expect("html");
+    assert!(
+        failed.contains("could not be re-processed") && failed.contains("&lt;db down&gt;"),
+        "{failed}"
+    );
+    assert_eq!(port.asked().len(), 4);
+}
+
 #[tokio::test]
 async fn caller_names_and_crm_text_are_shown_as_text() {
     let ui = start(local_only()).await;
@@ -343,6 +459,10 @@ async fn caller_names_and_crm_text_are_shown_as_text() {
     );
     assert!(!html.contains("SECRET-TOKEN"), "secrets are masked: {html}");
     assert!(csp.is_some(), "a content security policy as a second line of defence");
+    assert!(
+        !html.contains("id=\"reprocess\""),
+        "no re-process button without a service to do it"
+    );
     // Filters: by number, and "has errors" (none here).
     let found = ui
         .get("/calls?number=9001234567", Some(&session))

@@ -125,6 +125,11 @@ impl Engine {
         self.calls.len()
     }
 
+    /// Whether the engine follows `call` now (it began and has not ended).
+    pub fn follows(&self, call: &str) -> bool {
+        self.calls.contains_key(call)
+    }
+
     /// Whether `event` would make the engine decide whether its call is registered at all (the first leg of a
     /// call, or an incoming call that ended before any phone rang). A shell that runs the `need_registration`
     /// hook asks it before [`Engine::handle`], holds the call's events until the hook has answered, and hands

@@ -254,21 +254,42 @@ pub fn recovery_engine(
 }
 
 /// The engine's plan for a rebuilt call, each event at its own time, after a decision saying where the call
-/// comes from.
-pub fn plan(engine: &mut engine::Engine, call: &Rebuilt, gap: (Timestamp, Timestamp)) -> engine::Plan {
-    let mut plan = engine::Plan::default();
-    plan.journal.push(engine::Decision {
+/// comes from (a gap in following the PBX, or an admin's re-process).
+pub fn plan(engine: &mut engine::Engine, call: &Rebuilt, gap: (Timestamp, Timestamp), asked: bool) -> engine::Plan {
+    let (rule, why) = if asked {
+        (
+            engine::Rule::Reprocessed,
+            "re-processed from the admin UI: rebuilt from the PBX's CEL".to_owned(),
+        )
+    } else {
+        (
+            engine::Rule::RebuiltFromCel,
+            format!(
+                "rebuilt from the PBX's CEL (the call ended while ringlink did not follow the PBX, {} – {})",
+                gap.0, gap.1
+            ),
+        )
+    };
+    let first = engine::Decision {
         call: call.call.clone(),
         time: gap.1,
-        rule: engine::Rule::RebuiltFromCel,
-        reason: format!(
-            "rebuilt from the PBX's CEL (the call ended while ringlink did not follow the PBX, {} – {}): \
-             registered without a card, with its original times",
-            gap.0, gap.1
-        ),
+        rule,
+        reason: format!("{why}: registered without a card, with its original times"),
         data: serde_json::json!({"from": gap.0, "to": gap.1}),
-    });
-    for (event, call_full) in &call.events {
+    };
+    replan(engine, first, &call.events)
+}
+
+/// The engine's plan for a call's `events` (each with the call as it was then, and at its own time), after
+/// `first`, the decision saying where they come from.
+pub fn replan(
+    engine: &mut engine::Engine,
+    first: engine::Decision,
+    events: &[(CallEvent, Option<CallFull>)],
+) -> engine::Plan {
+    let mut plan = engine::Plan::default();
+    plan.journal.push(first);
+    for (event, call_full) in events {
         let step = engine.handle(event, call_full.as_ref(), event.time());
         plan.steps.extend(step.steps);
         plan.journal.extend(step.journal);
@@ -313,6 +334,8 @@ pub struct RecoveryInput<'a> {
     pub to: Timestamp,
     pub now: Timestamp,
     pub dry_run: bool,
+    /// Only this call, re-processed at an admin's request (its other calls of the period are left alone).
+    pub only: Option<&'a str>,
 }
 
 /// Reads the CEL rows of the period, rebuilds the calls that ended and stores the steps of those not yet
@@ -331,14 +354,14 @@ pub fn recover(store: &dyn store::Store, input: RecoveryInput<'_>) -> anyhow::Re
         stats,
         ..Recovery::default()
     };
-    for call in &rebuilt {
+    for call in rebuilt.iter().filter(|c| input.only.is_none_or(|only| c.call == only)) {
         let handled = input.live.contains(&call.call)
             || (!unmatched.contains(&call.call) && !store.steps_of_call(&call.call)?.is_empty());
         if handled {
             out.already_handled += 1;
             continue;
         }
-        let plan = plan(&mut engine, call, (input.from, input.to));
+        let plan = plan(&mut engine, call, (input.from, input.to), input.only.is_some());
         let mut new_steps = Vec::new();
         for step in &plan.steps {
             if store.step_by_key(&step.key)?.is_none() {
@@ -351,19 +374,7 @@ pub fn recover(store: &dyn store::Store, input: RecoveryInput<'_>) -> anyhow::Re
                 .iter()
                 .map(|s| crate::service::pipeline::new_step(s, None))
                 .collect();
-            let journal: Vec<store::NewJournalEntry> = plan
-                .journal
-                .iter()
-                .map(|d| {
-                    store::NewJournalEntry::new(
-                        d.call.clone(),
-                        store::Timestamp::from_micros(d.time.as_micros()),
-                        store::EntryKind::Decision,
-                        d.reason.clone(),
-                    )
-                    .data(serde_json::json!({"rule": d.rule, "data": d.data}))
-                })
-                .collect();
+            let journal = crate::service::pipeline::decision_entries(&plan.journal);
             store.enqueue(&steps, store::Timestamp::now())?;
             store.append_journal(&journal)?;
         }

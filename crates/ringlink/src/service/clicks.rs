@@ -343,19 +343,7 @@ async fn refuse(shared: &Shared, click: &ClickToCall, refusal: &ClickRefusal) {
     warn!(call_id = %click.call_id, user = click.user_id, reason = %refusal, "click-to-call not placed");
     let plan = shared.engine().click_refused(click, refusal, now);
     let key = engine::click_call_key(&click.call_id);
-    let entries: Vec<NewJournalEntry> = plan
-        .journal
-        .iter()
-        .map(|d| {
-            NewJournalEntry::new(
-                d.call.clone(),
-                store_time(d.time),
-                EntryKind::Decision,
-                d.reason.clone(),
-            )
-            .data(json!({"rule": d.rule, "data": d.data}))
-        })
-        .collect();
+    let entries = super::pipeline::decision_entries(&plan.journal);
     let steps: Vec<NewStep> = plan.steps.iter().map(|s| new_step(s, None)).collect();
     let has_steps = !steps.is_empty();
     let stored = shared

@@ -29,6 +29,7 @@ mod offline;
 pub(crate) mod pipeline;
 pub use recovery::UNRECOVERED;
 mod recovery;
+mod reprocess;
 
 pub use pipeline::need_registration_params;
 mod setup_probe;
@@ -266,6 +267,7 @@ async fn admin_ui(
                 .settings_file(settings_file(&shared, config_path, lines))
                 .logs(logs)
                 .probes(setup_probe::probes(&config))
+                .reprocess(Arc::new(reprocess::Reprocessor::new(shared.clone(), config.clone())))
         }
         Err(e) => return error!(error = %e, "the admin UI cannot start"),
     };

@@ -310,6 +310,7 @@ impl Pipeline {
                 to: now,
                 now,
                 dry_run: false,
+                only: None,
             };
             crate::cel::recover(store.as_ref(), input)
         })
@@ -793,6 +794,22 @@ impl Pipeline {
             Err(e) => warn!(plans, steps = n_steps, error = %e, "could not store the plans of call events"),
         }
     }
+}
+
+/// A plan's decisions as journal entries, each with its rule and data.
+pub(crate) fn decision_entries(decisions: &[engine::Decision]) -> Vec<NewJournalEntry> {
+    decisions
+        .iter()
+        .map(|d| {
+            NewJournalEntry::new(
+                d.call.clone(),
+                store_time(d.time),
+                EntryKind::Decision,
+                d.reason.clone(),
+            )
+            .data(json!({"rule": d.rule, "data": d.data}))
+        })
+        .collect()
 }
 
 /// An engine step as the outbox keeps it: the whole step is the payload, so the worker needs nothing else

@@ -49,65 +49,79 @@ pub async fn open_calls(
         let (steps, journal) = shared
             .store(move |s| Ok((s.steps_of_call(&key)?, s.call_timeline(&key)?)))
             .await?;
-        let steps: Vec<engine::StoredStep> = steps
-            .iter()
-            .filter_map(|s| {
-                let step = serde_json::from_value(s.payload.clone()).ok()?;
-                Some(engine::StoredStep {
-                    step,
-                    given_up: matches!(s.state, StepState::Failed | StepState::Dropped),
-                })
-            })
-            .collect();
-        let mut decisions = Vec::new();
-        let mut paths = Vec::new();
-        let mut last_event = None;
-        for entry in &journal {
-            let data = entry.data.as_ref().unwrap_or(&Value::Null);
-            match entry.kind {
-                EntryKind::Decision => {
-                    let Some(rule) = data.get("rule").and_then(|r| serde_json::from_value(r.clone()).ok()) else {
-                        continue;
-                    };
-                    decisions.push(engine::Decision {
-                        call: call.clone(),
-                        time: tracker_time(entry.at),
-                        rule,
-                        reason: entry.message.clone(),
-                        data: data.get("data").cloned().unwrap_or(Value::Null),
-                    });
-                }
-                EntryKind::Ami => {
-                    last_event = Some(tracker_time(entry.at));
-                    if entry.message == "recording_started" {
-                        let text = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-                        let path = text("path");
-                        if !path.trim().is_empty() && recordings.local_path(&path).exists() {
-                            paths.push((text("conversation"), path));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        let from = match (gap_from, last_event) {
-            (Some(a), Some(b)) => a.max(b),
-            (a, b) => a.or(b).unwrap_or(now),
-        };
-        open.push(engine::OpenCall {
-            call,
-            source: engine::RecoverySource::Journal,
-            steps,
-            decisions,
-            recordings: paths,
-            gap: engine::Gap {
-                from: from.min(now),
-                to: now,
-            },
-            ended_at: None,
-        });
+        open.push(open_call(call, &steps, &journal, gap_from, now, recordings));
     }
     Ok(open)
+}
+
+/// What the outbox (`steps`) and the journal know of `call`, for the engine to finish its registrations. The
+/// gap runs from `gap_from` (or, when unknown, the call's last journaled event) — never before the call's last
+/// event — to `now`.
+pub fn open_call(
+    call: String,
+    steps: &[store::Step],
+    journal: &[store::JournalEntry],
+    gap_from: Option<tracker::Timestamp>,
+    now: tracker::Timestamp,
+    recordings: &RecordingSettings,
+) -> engine::OpenCall {
+    let steps: Vec<engine::StoredStep> = steps
+        .iter()
+        .filter_map(|s| {
+            let step = serde_json::from_value(s.payload.clone()).ok()?;
+            Some(engine::StoredStep {
+                step,
+                given_up: matches!(s.state, StepState::Failed | StepState::Dropped),
+            })
+        })
+        .collect();
+    let mut decisions = Vec::new();
+    let mut paths = Vec::new();
+    let mut last_event = None;
+    for entry in journal {
+        let data = entry.data.as_ref().unwrap_or(&Value::Null);
+        match entry.kind {
+            EntryKind::Decision => {
+                let Some(rule) = data.get("rule").and_then(|r| serde_json::from_value(r.clone()).ok()) else {
+                    continue;
+                };
+                decisions.push(engine::Decision {
+                    call: call.clone(),
+                    time: tracker_time(entry.at),
+                    rule,
+                    reason: entry.message.clone(),
+                    data: data.get("data").cloned().unwrap_or(Value::Null),
+                });
+            }
+            EntryKind::Ami => {
+                last_event = Some(tracker_time(entry.at));
+                if entry.message == "recording_started" {
+                    let text = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                    let path = text("path");
+                    if !path.trim().is_empty() && recordings.local_path(&path).exists() {
+                        paths.push((text("conversation"), path));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let from = match (gap_from, last_event) {
+        (Some(a), Some(b)) => a.max(b),
+        (a, b) => a.or(b).unwrap_or(now),
+    };
+    engine::OpenCall {
+        call,
+        source: engine::RecoverySource::Journal,
+        steps,
+        decisions,
+        recordings: paths,
+        gap: engine::Gap {
+            from: from.min(now),
+            to: now,
+        },
+        ended_at: None,
+    }
 }
 
 /// The setting that keeps the period whose calls may be missing ([`web::gaps::SavedGap`]): a gap nothing

@@ -329,7 +329,10 @@ impl Seen {
 #[allow(dead_code)] // shared by several test binaries; the fault tests use this
 pub fn refused_as_fault(r: &RecordedRequest) -> bool {
     let code = r.response.get("error").and_then(Value::as_str).unwrap_or_default();
-    (r.status == 503 && code == "QUERY_LIMIT_EXCEEDED") || (r.status >= 500 && code == "INTERNAL_SERVER_ERROR")
+    let description = r.response.get("error_description").and_then(Value::as_str);
+    (r.status == 503 && code == "QUERY_LIMIT_EXCEEDED")
+        || (r.status >= 500 && code == "INTERNAL_SERVER_ERROR")
+        || description == Some(b24emu::METHOD_REFUSED)
 }
 
 /// The requests as readable lines, long values (recordings in base64) cut short.
