@@ -89,7 +89,10 @@ pub async fn run(path: &Path) -> usize {
     check_web(&config, &mut report);
     if config.crm.kind == crate::config::CrmKind::Amocrm {
         match (&config.amocrm, store) {
-            (Some(settings), Some(store)) => check_amocrm(settings, &store, &mut report).await,
+            (Some(settings), Some(store)) => {
+                check_amocrm(settings, &store, &mut report).await;
+                check_amocrm_click(&config, &mut report).await;
+            }
             (Some(_), None) => report.problem("amocrm", "not tried: the store (which keeps tokens) does not open"),
             (None, _) => report.problem("amocrm", "crm.kind = \"amocrm\" but no [amocrm] section"),
         }
@@ -469,6 +472,43 @@ fn bitrix24_fix(error: &bitrix24::Error) -> &'static str {
         E::Redirected { .. } => "the portal was renamed: put its new address in [bitrix24]",
         E::InvalidUrl { .. } | E::InsecureUrl { .. } => "fix the URL in [bitrix24] (https://PORTAL/rest/USER/SECRET/)",
         _ => "check the [bitrix24] section",
+    }
+}
+
+/// Click-to-call from the amoCRM widget: where it posts, and whether the listener answers there (refusing a
+/// request without the token).
+async fn check_amocrm_click(config: &Config, report: &mut Report) {
+    let (Some(_), Some(listener)) = (&config.click_to_call, &config.listener) else {
+        report.note("click-to-call", "off (no [click_to_call] and [listener] sections)");
+        return;
+    };
+    let base = listener
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", listener.bind));
+    let url = format!(
+        "{}{}",
+        base.trim_end_matches('/'),
+        crate::service::listener::AMOCRM_CLICK_PATH
+    );
+    report.ok(
+        "click-to-call",
+        format!("the amoCRM widget posts clicks to {url} (enter it and the token in the widget's settings)"),
+    );
+    let answer = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
+        Ok(http) => http.post(&url).body("").send().await.map(|r| r.status().as_u16()),
+        Err(e) => return report.problem("click-to-call", format!("no HTTP client: {e}")),
+    };
+    match answer {
+        Ok(401) => report.ok(
+            "click-to-call",
+            format!("{url} answers (and refuses a request without the token: 401)"),
+        ),
+        Ok(status) => report.problem("click-to-call", format!("{url} answered {status}")),
+        Err(e) => report.problem(
+            "click-to-call",
+            format!("{url} is not reachable ({e}); is `ringlink run` up and the address public?"),
+        ),
     }
 }
 

@@ -84,6 +84,21 @@ async fn a_widget_click_rings_the_employee_then_the_client_and_is_one_outbound_c
         .talk(Duration::from_secs(4))
         .await
         .expect("client");
+    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_ringlink"))
+        .arg("check")
+        .arg("--config")
+        .arg(office.config_path())
+        .output()
+        .await
+        .expect("ringlink check");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        report.contains(&format!(
+            "the amoCRM widget posts clicks to http://127.0.0.1:{port}/amocrm/click"
+        )),
+        "{report}"
+    );
+    assert!(report.contains("refuses a request without the token: 401"), "{report}");
     let (status, answer) = post_json(
         port,
         json!({"token": TOKEN, "user_id": U101, "phone": CLIENT, "click_id": "k1"}),
