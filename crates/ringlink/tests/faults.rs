@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use b24emu::{CardAction, Fault, RandomFaults, RecordedRequest};
 use chrono::{DateTime, Utc};
-use e2e::checks::{refused_as_fault, Seen};
+use e2e::checks::{refused_as_fault, Resent, Seen};
 use e2e::harness::{call_id, methods, text, E2e, Setup, CLIENT_BASE, WAIT};
 use e2e::relay::Relay;
 use testbed::postgres::Postgres;
@@ -494,6 +494,42 @@ async fn a_cold_start_during_an_outage_registers_calls_for_the_employee_once_bit
     e2e.stop().await;
 }
 
+/// A request as the emulator records it, for the checks' own test.
+fn recorded(seq: u64, method: &str, params: serde_json::Value, response: serde_json::Value) -> RecordedRequest {
+    RecordedRequest {
+        seq,
+        at: Utc::now(),
+        method: method.to_owned(),
+        params,
+        auth: b24emu::AuthMode::OAuth { user_id: 1 },
+        status: 200,
+        response,
+        batch_parent: None,
+    }
+}
+
+/// A finish in flight at a kill and sent again after the restart (the portal refuses it: the call is finished)
+/// is one finish; a second finish that differs from the first is kept, for the checks to fail on.
+#[test]
+fn a_finish_sent_again_unchanged_is_left_out_and_a_different_one_is_kept() {
+    let finish = |duration: u32| serde_json::json!({"CALL_ID": "externalCall.1", "USER_ID": 1, "DURATION": duration});
+    let refused = serde_json::json!({"error": "", "error_description": "Call is not found or already finished"});
+    let requests = vec![
+        recorded(
+            1,
+            TELEPHONY_REGISTER,
+            serde_json::json!({"EXTERNAL_CALL_ID": "e1"}),
+            serde_json::json!({"result": {"CALL_ID": "externalCall.1"}}),
+        ),
+        recorded(2, TELEPHONY_FINISH, finish(10), serde_json::json!({"result": {}})),
+        recorded(3, TELEPHONY_FINISH, finish(10), refused.clone()),
+        recorded(4, TELEPHONY_FINISH, finish(11), refused),
+    ];
+    let once = Resent::left_out(requests);
+    assert_eq!(once.count, 1);
+    assert_eq!(once.kept.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 4]);
+}
+
 /// What a soak does.
 struct Soak {
     calls: usize,
@@ -525,6 +561,26 @@ fn kill_instants(seed: u64, kills: usize, run: Duration) -> Vec<Duration> {
         .collect()
 }
 
+/// Copies ringlink's log (every run of it) to `target/soak-logs/<seed>.log` when the soak fails.
+struct KeepLogOnFailure {
+    log: std::path::PathBuf,
+    seed: u64,
+}
+
+impl Drop for KeepLogOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/soak-logs");
+        let kept = dir.join(format!("{}.log", self.seed));
+        match std::fs::create_dir_all(&dir).and_then(|()| std::fs::copy(&self.log, &kept)) {
+            Ok(_) => eprintln!("soak: ringlink's log kept in {}", kept.display()),
+            Err(error) => eprintln!("soak: could not keep ringlink's log {}: {error}", self.log.display()),
+        }
+    }
+}
+
 /// The soak: `calls` answered calls at a steady rate into the ringall queue of 101/102/103, a portal that
 /// refuses 15 % of requests (503 `QUERY_LIMIT_EXCEEDED`, 500, 502) and delays 5 % by 3 s, and ringlink killed
 /// (`kill -9`) `kills` times at random instants of the run, each time started again `down` later (a kill due
@@ -551,6 +607,11 @@ async fn soak(plan: Soak) {
     })
     .await;
     queue_of_three(&e2e.bed).await;
+    // Dropped before `e2e` (which deletes its directory): a failed soak leaves ringlink's log behind.
+    let _log = KeepLogOnFailure {
+        log: e2e.log_path(),
+        seed,
+    };
     // The kills fall somewhere in the middle 80 % of the run, from the same seed.
     let run = plan.every * u32::try_from(plan.calls).unwrap_or(u32::MAX) + plan.talk;
     let kill_at = kill_instants(seed, plan.kills, run);
@@ -559,8 +620,31 @@ async fn soak(plan: Soak) {
     let mut restarts = 0;
     let mut callers = Vec::new();
     let mut next_call = started;
+    let mut step_downs = 0;
     while callers.len() < plan.calls || restarts < plan.kills {
         let now = tokio::time::Instant::now();
+        if killed_at.is_none() {
+            if let Some(status) = e2e.ringlink_exited() {
+                // A leader that could not renew its lease in time steps down by ending the process, for its
+                // service manager to start it again (as the standby, which takes the free lease): do as systemd
+                // does. Any other exit is a failure.
+                let log = e2e.log();
+                assert!(
+                    log.matches("stepping down").count() > step_downs,
+                    "ringlink exited by itself ({status}) at {:?} into the run; log:\n{log}",
+                    now - started
+                );
+                println!(
+                    "soak: ringlink stepped down ({status}) at {:?} into the run; started again",
+                    now - started
+                );
+                step_downs += 1;
+                let following = log.matches("live calls resynchronised").count();
+                e2e.spawn_ringlink();
+                e2e.wait_log_after("live calls resynchronised", following, WAIT).await;
+                continue;
+            }
+        }
         if killed_at.is_none() && restarts < plan.kills && now >= started + kill_at[restarts] {
             println!("soak: kill -9 at {:?} into the run", now - started);
             e2e.kill_ringlink();
@@ -643,6 +727,7 @@ async fn soak(plan: Soak) {
         http_requests as f64 / plan.calls as f64,
         carried_out.len(),
     );
+    println!("soak: the leader stepped down {step_downs} time(s) and was started again");
     println!(
         "soak: registered {} of {} calls (distinct clients {}), finished {}, unfinished {}, recorded {}, \
          cards left open {}",

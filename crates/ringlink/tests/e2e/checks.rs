@@ -152,34 +152,15 @@ impl Seen {
     ///
     /// A request in flight when ringlink is killed is sent again after the restart (sending is at least once): a
     /// register again with its EXTERNAL_CALL_ID, which Bitrix24 answers with the same CALL_ID (the same call),
-    /// and an upload of the same file for the same CALL_ID (Bitrix24 cannot be asked whether the first one
-    /// arrived). Those repeats are left out too, and counted in [`Seen::resent`].
+    /// an upload of the same file for the same CALL_ID (Bitrix24 cannot be asked whether the first one
+    /// arrived), and a finish with the same parameters for a CALL_ID already finished (Bitrix24 refuses it as
+    /// not found, which ringlink takes as done). Those repeats are left out too, and counted in
+    /// [`Seen::resent`]; a second finish that differs from the first still fails the check.
     #[allow(dead_code)] // shared by several test binaries; the fault tests use this
     pub fn check_despite_faults(e2e: &E2e) -> Seen {
-        let mut uploaded = BTreeSet::new();
-        let mut registered: HashMap<String, String> = HashMap::new();
-        let mut resent_registers: HashMap<String, u32> = HashMap::new();
-        let mut resent = 0;
-        let mut carried_out = Vec::new();
-        for r in e2e.telephony().into_iter().filter(|r| !refused_as_fault(r)) {
-            if r.is_ok() && short(&r) == "attachrecord" && !uploaded.insert((text(&r, "CALL_ID"), text(&r, "FILENAME")))
-            {
-                resent += 1;
-                continue;
-            }
-            if r.is_ok() && short(&r) == "register" {
-                let external = text(&r, "EXTERNAL_CALL_ID");
-                if registered.get(&external) == Some(&call_id(&r)) {
-                    *resent_registers.entry(call_id(&r)).or_default() += 1;
-                    resent += 1;
-                    continue;
-                }
-                registered.insert(external, call_id(&r));
-            }
-            carried_out.push(r);
-        }
-        let mut seen = Self::check_requests(e2e, carried_out, &resent_registers);
-        seen.resent = resent;
+        let once = Resent::left_out(e2e.telephony().into_iter().filter(|r| !refused_as_fault(r)));
+        let mut seen = Self::check_requests(e2e, once.kept, &once.registers);
+        seen.resent = once.count;
         seen
     }
 
@@ -322,6 +303,64 @@ impl Seen {
             reg.call_id,
             self.described
         );
+    }
+}
+
+/// Requests carried out by the portal with the ones ringlink sent again after a restart left out (see
+/// [`Seen::check_despite_faults`]).
+#[allow(dead_code)] // shared by several test binaries; the fault tests use this
+pub struct Resent {
+    /// What remains, in order: each must be carried out once.
+    pub kept: Vec<RecordedRequest>,
+    /// CALL_ID → registers sent again for it.
+    pub registers: HashMap<String, u32>,
+    /// Requests left out.
+    pub count: usize,
+}
+
+#[allow(dead_code)] // shared by several test binaries; the fault tests use this
+impl Resent {
+    pub fn left_out(requests: impl IntoIterator<Item = RecordedRequest>) -> Resent {
+        let mut uploaded = BTreeSet::new();
+        let mut registered: HashMap<String, String> = HashMap::new();
+        let mut finished: HashMap<String, Value> = HashMap::new();
+        let mut once = Resent {
+            kept: Vec::new(),
+            registers: HashMap::new(),
+            count: 0,
+        };
+        for r in requests {
+            let again = match short(&r) {
+                // The same parameters for a CALL_ID already finished: the portal refuses it (ringlink takes
+                // that as done) or, were it to accept it, records the same finish.
+                "finish" => {
+                    let id = text(&r, "CALL_ID");
+                    let again = finished.get(&id) == Some(&r.params);
+                    if r.is_ok() && !again {
+                        finished.entry(id).or_insert_with(|| r.params.clone());
+                    }
+                    again
+                }
+                "attachrecord" => r.is_ok() && !uploaded.insert((text(&r, "CALL_ID"), text(&r, "FILENAME"))),
+                "register" if r.is_ok() => {
+                    let external = text(&r, "EXTERNAL_CALL_ID");
+                    let again = registered.get(&external) == Some(&call_id(&r));
+                    if again {
+                        *once.registers.entry(call_id(&r)).or_default() += 1;
+                    } else {
+                        registered.insert(external, call_id(&r));
+                    }
+                    again
+                }
+                _ => false,
+            };
+            if again {
+                once.count += 1;
+            } else {
+                once.kept.push(r);
+            }
+        }
+        once
     }
 }
 

@@ -223,6 +223,12 @@ settle_secs = 0.5
         self.ringlink.kill();
     }
 
+    /// The exit status if ringlink ended by itself since it was started.
+    #[allow(dead_code)] // shared by several test binaries; the soak uses this
+    pub fn ringlink_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.ringlink.exited()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }

@@ -70,6 +70,14 @@ impl Ringlink {
         }
     }
 
+    /// The exit status if the process ended by itself (it is then forgotten).
+    #[allow(dead_code)] // shared by several test binaries; the soak uses this
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.0.as_mut()?.try_wait().ok()??;
+        self.0 = None;
+        Some(status)
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {
             let _ = child.kill();
