@@ -130,6 +130,11 @@ impl Engine {
         self.calls.contains_key(call)
     }
 
+    /// Ended calls remembered so that late events about them are ignored (at most 10,000).
+    pub fn remembered_ended(&self) -> usize {
+        self.ended.len()
+    }
+
     /// Whether `event` would make the engine decide whether its call is registered at all (the first leg of a
     /// call, or an incoming call that ended before any phone rang). A shell that runs the `need_registration`
     /// hook asks it before [`Engine::handle`], holds the call's events until the hook has answered, and hands

@@ -10,7 +10,7 @@ use serde_json::json;
 use serde_json::Value;
 use store::{EntryKind, NewJournalEntry, NewStep};
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use tracker::{CallEvent, Tracker};
 
 use super::recovery;
@@ -68,6 +68,9 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
         )
         .await;
     let mut said_untimed = false;
+    let mut said_state = State::default();
+    // Whether memory was freed (calls ended) since the allocator last gave its free pages back.
+    let mut freed = false;
     let mut following_at = super::now();
     let mut connected = true;
     recovery::save_following_at(&pipeline.shared, following_at).await;
@@ -84,11 +87,21 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
                 let events = tracker.tick(super::now());
                 pipeline.process(&tracker, events).await;
                 pipeline.release_waiting().await;
+                if std::mem::take(&mut freed) {
+                    release_free_memory();
+                }
             }
             _ = heartbeat.tick() => {
                 if connected {
                     following_at = super::now();
                     recovery::save_following_at(&pipeline.shared, following_at).await;
+                }
+                // A burst of calls leaves the allocator holding their memory after they end; once the sizes stop
+                // changing (or at the next tick under steady traffic) it goes back to the system.
+                if pipeline.log_state(&tracker, &mut said_state) {
+                    freed = true;
+                } else if std::mem::take(&mut freed) {
+                    release_free_memory();
                 }
             }
             _ = directory_loaded.notified() => pipeline.release_waiting().await,
@@ -175,6 +188,30 @@ struct Unwritten {
     plans: usize,
     /// When the first of them was made.
     since: Option<std::time::Instant>,
+}
+
+/// The sizes of what the pipeline, tracker and engine keep in memory, logged when they change: live calls are
+/// held while they last, ended ones only as remembered keys, so after a busy hour these go back down.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct State {
+    tracker_calls: usize,
+    tracker_channels: usize,
+    tracker_remembered: usize,
+    engine_calls: usize,
+    engine_remembered: usize,
+    held: usize,
+    waiting: usize,
+}
+
+/// Gives the allocator's free pages back to the system. glibc keeps memory freed by ended calls in its arenas
+/// (one per thread that allocated, the store's blocking threads included), so without this the resident size
+/// after a burst stays near the burst's peak, and grows with each burst that lands in other arenas.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Events of a call that wait for the users directory.
@@ -600,6 +637,38 @@ impl Pipeline {
             }
             let _ = answers.send((call, called));
         });
+    }
+
+    /// Logs (at debug) the sizes of what is kept in memory when they changed since `said`; whether they did.
+    fn log_state(&self, tracker: &Tracker, said: &mut State) -> bool {
+        let (engine_calls, engine_remembered) = {
+            let engine = self.shared.engine();
+            (engine.live_calls(), engine.remembered_ended())
+        };
+        let state = State {
+            tracker_calls: tracker.live_calls(),
+            tracker_channels: tracker.live_channels(),
+            tracker_remembered: tracker.remembered_keys(),
+            engine_calls,
+            engine_remembered,
+            held: self.held.len(),
+            waiting: self.waiting.len(),
+        };
+        if state != *said {
+            *said = state;
+            debug!(
+                tracker_calls = state.tracker_calls,
+                tracker_channels = state.tracker_channels,
+                tracker_remembered = state.tracker_remembered,
+                engine_calls = state.engine_calls,
+                engine_remembered = state.engine_remembered,
+                held = state.held,
+                waiting = state.waiting,
+                "service state"
+            );
+            return true;
+        }
+        false
     }
 
     /// The `need_registration` hook of `call` answered: the engine gets the verdict, and the call's held events

@@ -507,4 +507,10 @@ impl Tracker {
     pub fn live_channels(&self) -> usize {
         self.channels.len()
     }
+
+    /// Keys remembered so that late events are ignored: hung-up channels and ended calls, each forgotten after
+    /// `forget_after_secs`.
+    pub fn remembered_keys(&self) -> usize {
+        self.dead_channels.map.len() + self.ended_calls.map.len()
+    }
 }
