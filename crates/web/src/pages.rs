@@ -198,7 +198,7 @@ pub fn status(frame: &Frame<'_>, s: &Status) -> Markup {
                 @if let Some(e) = &s.ami.last_error { p.muted { (l.t("last_error")) ": " (e) } }
             }
             section.card {
-                h2 { (l.t("crm")) }
+                h2 { (s.crm.name.as_deref().unwrap_or(l.t("crm"))) }
                 p {
                     @match (s.crm.configured, s.crm.reachable) {
                         (false, _) => span.warning { (l.t("not_configured")) },

@@ -50,6 +50,8 @@ pub struct AmiStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct CrmStatus {
     pub configured: bool,
+    /// "Bitrix24" or "amoCRM"; `null` when none is configured.
+    pub name: Option<String>,
     /// `true` when the last request got an answer, `false` when it failed on the way, `null` before any request.
     pub reachable: Option<bool>,
     pub last_ok_at: Option<String>,
@@ -148,10 +150,11 @@ pub fn status(store: &dyn Store, telemetry: &Telemetry, thresholds: Thresholds) 
         ));
     }
     if !live.crm_configured {
-        warnings.push("Bitrix24 is not configured: calls are journaled but not registered".to_owned());
+        warnings.push("no CRM is configured: calls are journaled but not registered".to_owned());
     } else if reachable == Some(false) {
         errors.push(format!(
-            "Bitrix24 is not reachable: {}",
+            "{} is not reachable: {}",
+            live.crm_name,
             live.crm_last_error.as_deref().unwrap_or("unknown error")
         ));
     }
@@ -172,7 +175,10 @@ pub fn status(store: &dyn Store, telemetry: &Telemetry, thresholds: Thresholds) 
         }
     }
     if let Some(backoff) = budget.and_then(|b| b.backoff_secs) {
-        warnings.push(format!("Bitrix24 rate limit hit: backing off for {backoff:.0} s"));
+        warnings.push(format!(
+            "{} rate limit hit: backing off for {backoff:.0} s",
+            live.crm_name
+        ));
     }
     for hook in hooks.iter().filter(|h| h.failures > 0) {
         warnings.push(format!("hook {} failed {} time(s)", hook.name, hook.failures));
@@ -205,6 +211,7 @@ pub fn status(store: &dyn Store, telemetry: &Telemetry, thresholds: Thresholds) 
         },
         crm: CrmStatus {
             configured: live.crm_configured,
+            name: live.crm_configured.then(|| live.crm_name.clone()),
             reachable,
             last_ok_at: live.crm_last_ok_at.map(rfc3339),
             last_error: live.crm_last_error,

@@ -49,6 +49,8 @@ pub struct Live {
     pub ami_since: Option<Timestamp>,
     pub ami_last_error: Option<String>,
     pub crm_configured: bool,
+    /// The CRM's name in `/status` reasons ("Bitrix24", "amoCRM"); empty until one is configured.
+    pub crm_name: String,
     pub crm_last_ok_at: Option<Timestamp>,
     pub crm_last_error: Option<String>,
     pub crm_last_error_at: Option<Timestamp>,
@@ -166,9 +168,15 @@ impl Telemetry {
         self.count("ringlink_ami_events_dropped_total", &[], count);
     }
 
-    /// Bitrix24 is configured: `/status` then reports on its reachability.
-    pub fn crm_configured(&self, budget: impl Fn() -> CrmBudget + Send + Sync + 'static) {
-        lock(&self.live).crm_configured = true;
+    /// A CRM is configured: `/status` then reports on its reachability under its name.
+    pub fn crm_configured(&self, name: &str) {
+        let mut live = lock(&self.live);
+        live.crm_configured = true;
+        name.clone_into(&mut live.crm_name);
+    }
+
+    /// Where `/status` reads the CRM's request budget from (Bitrix24's leaky bucket).
+    pub fn crm_budget_source(&self, budget: impl Fn() -> CrmBudget + Send + Sync + 'static) {
         *lock(&self.budget) = Some(Arc::new(budget));
     }
 

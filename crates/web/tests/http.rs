@@ -1116,3 +1116,38 @@ async fn a_period_that_may_miss_calls_warns_until_acknowledged_or_older_than_the
     assert_eq!(missing["warning"], json!(false), "{status}");
     assert_eq!(missing["message"], json!(old.message), "{status}");
 }
+
+/// `/status` names the CRM ringlink records calls in: with none a warning, with amoCRM its own name (not
+/// Bitrix24's) in the reachability error, the JSON and the Status page.
+#[tokio::test]
+async fn status_names_the_configured_crm() {
+    let ui = start(local_only()).await;
+    ui.telemetry.ami_connected();
+    let status: serde_json::Value = ui.get("/status", None).await.json().await.expect("json");
+    assert_eq!(status["app_status"], json!("Warning"), "{status}");
+    assert_eq!(status["crm"]["name"], json!(null));
+    assert!(
+        status["reasons"].to_string().contains("no CRM is configured"),
+        "{status}"
+    );
+
+    ui.telemetry.crm_configured("amoCRM");
+    ui.telemetry.crm_request(
+        "POST /api/v4/calls",
+        std::time::Duration::from_millis(40),
+        Some("the account blocked this IP address"),
+    );
+    let status: serde_json::Value = ui.get("/status", None).await.json().await.expect("json");
+    assert_eq!(status["app_status"], json!("Error"), "{status}");
+    assert_eq!(status["crm"]["name"], json!("amoCRM"));
+    assert_eq!(status["crm"]["reachable"], json!(false));
+    let reasons = status["reasons"].to_string();
+    assert!(
+        reasons.contains("amoCRM is not reachable: the account blocked this IP address"),
+        "{reasons}"
+    );
+    assert!(!reasons.contains("Bitrix24"), "{reasons}");
+    let session = ui.first_run().await;
+    let page = ui.get("/", Some(&session)).await.text().await.expect("html");
+    assert!(page.contains("<h2>amoCRM</h2>"), "{page}");
+}

@@ -319,7 +319,8 @@ pub async fn run_until(
     };
     if let Some(client) = &client {
         let client = client.clone();
-        telemetry.crm_configured(move || crm_budget(&client));
+        telemetry.crm_configured("Bitrix24");
+        telemetry.crm_budget_source(move || crm_budget(&client));
     }
     tokio::pin!(stop);
     // A standby serves its admin UI (which says so) and nothing else until it leads.
@@ -378,6 +379,7 @@ pub async fn run_until(
     let amocrm = match (config.crm.kind, &config.amocrm) {
         (CrmKind::Amocrm, Some(settings)) => {
             engine.set_crm(engine::Crm::AmoCrm(settings.translation()));
+            telemetry.crm_configured("amoCRM");
             info!(account = %settings.base().unwrap_or_default(), oauth = settings.is_oauth(), "calls are recorded in amoCRM");
             Some((settings.clone(), amocrm::client(settings, &store)?))
         }
