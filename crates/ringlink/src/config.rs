@@ -117,6 +117,11 @@ pub struct StoreSettings {
     /// The SQLite database (outbox, call journal, users cache, tokens), unless `url` is set.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// SQLite: when a commit is durable. `full` (default): fsynced before it returns, so an acknowledged step
+    /// survives a power loss. `normal`: with the write-ahead log, commits survive a crash of ringlink (the OS
+    /// holds them) but the last ones may be lost if the machine loses power; fewer disk syncs, cards sooner.
+    #[serde(default)]
+    pub synchronous: SqliteSync,
     /// A PostgreSQL database instead of the SQLite file: `postgres://user:password@host:5432/database`.
     #[serde(default)]
     pub url: Option<String>,
@@ -135,10 +140,20 @@ pub struct StoreSettings {
     pub renew_secs: f64,
 }
 
+/// `[store] synchronous`: SQLite's durability of a commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    #[default]
+    Full,
+    Normal,
+}
+
 impl Default for StoreSettings {
     fn default() -> Self {
         Self {
             path: default_store_path(),
+            synchronous: SqliteSync::default(),
             url: None,
             tenant: None,
             pool_size: default_pool_size(),
@@ -164,7 +179,14 @@ impl StoreSettings {
         use anyhow::Context;
         match &self.url {
             None => {
-                let store = store::SqliteStore::open(&self.path)
+                let options = store::SqliteOptions {
+                    synchronous: match self.synchronous {
+                        SqliteSync::Full => store::Synchronous::Full,
+                        SqliteSync::Normal => store::Synchronous::Normal,
+                    },
+                    ..store::SqliteOptions::default()
+                };
+                let store = store::SqliteStore::open_with(&self.path, options)
                     .with_context(|| format!("cannot open the store {}", self.path.display()))?;
                 Ok(Arc::new(store))
             }

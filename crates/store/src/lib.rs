@@ -150,6 +150,19 @@ pub trait Store: Send + Sync {
         now: Timestamp,
     ) -> Result<Vec<Lease>>;
 
+    /// [`Store::mark_many_journaled`] and then [`Store::claim_due_with_followers`] for the next round, in one
+    /// transaction: a busy worker's round costs one disk sync instead of two (its outcomes, and its successor's
+    /// claim, are written together). Returns the leases no longer current and the next round's claim.
+    fn mark_many_journaled_and_claim(
+        &self,
+        marks: &[(Lease, Outcome)],
+        journal: &[NewJournalEntry],
+        now: Timestamp,
+        limit: usize,
+        lease: Duration,
+        pairs: &[(&str, &str)],
+    ) -> Result<(Vec<Lease>, ClaimOutcome)>;
+
     /// Drops a step nobody holds (pending, or in flight with its lease run out), e.g. a card step made pointless
     /// by the leg ending. Returns false if the key is unknown or the step is claimed or already terminal.
     fn drop_pending(&self, idempotency_key: &str, reason: &str, now: Timestamp) -> Result<bool>;
@@ -274,4 +287,13 @@ pub trait Store: Send + Sync {
     /// connections of their own (WAL lets them read while the writer writes); PostgreSQL's pool already gives
     /// each caller its own connection.
     fn for_reports(&self) -> std::sync::Arc<dyn Store>;
+}
+
+/// The kinds that may follow a step of `kind` in the same claim, by `pairs` (leader kind, follower kind).
+pub(crate) fn follower_kinds<'a>(pairs: &[(&str, &'a str)], kind: &str) -> Vec<&'a str> {
+    pairs
+        .iter()
+        .filter(|(first, _)| *first == kind)
+        .map(|(_, then)| *then)
+        .collect()
 }

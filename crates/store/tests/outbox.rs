@@ -716,6 +716,46 @@ fn a_rounds_outcomes_and_their_journal_are_written_together(backend: Backend) {
     }
 }
 
+fn a_round_is_recorded_and_the_next_claimed_in_one_go(backend: Backend) {
+    let store = backend.open();
+    let chain = [step("a", "register"), step("a", "show"), step("b", "register")];
+    store.enqueue(&chain, at(0)).unwrap();
+    let first = store.claim_due(at(0), 1, LEASE).unwrap().claimed;
+    assert_eq!(keys(&first), ["a/register"]);
+    let marks = [(first[0].lease(), store::Outcome::Done(json!({"CALL_ID": "A"})))];
+    let journal = [store::NewJournalEntry::new(
+        "a",
+        at(1),
+        store::EntryKind::CrmResponse,
+        "register done",
+    )];
+    let pairs = [("register", "show")];
+    let (lost, next) = store
+        .mark_many_journaled_and_claim(&marks, &journal, at(1), 10, LEASE, &pairs)
+        .unwrap();
+    assert!(lost.is_empty());
+    assert_eq!(
+        store.result_by_key("a/register").unwrap(),
+        Some(json!({"CALL_ID": "A"}))
+    );
+    assert_eq!(store.call_timeline("a").unwrap().len(), 1);
+    // The show became due when its register was recorded: the next round has it, and the other call's register.
+    let mut next_keys = keys(&next.claimed);
+    next_keys.sort_unstable();
+    assert_eq!(next_keys, ["a/show", "b/register"]);
+    for key in ["a/show", "b/register"] {
+        assert_eq!(
+            store.step_by_key(key).unwrap().unwrap().state,
+            StepState::InFlight,
+            "{key}"
+        );
+    }
+    assert!(
+        store.claim_due(at(2), 10, LEASE).unwrap().claimed.is_empty(),
+        "claimed once"
+    );
+}
+
 fn calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first(backend: Backend) {
     let store = backend.open();
     let kinds = |call: &str, names: &[&str]| -> Vec<NewStep> {
@@ -787,6 +827,7 @@ on_both_backends!(
     a_finish_is_claimed_with_the_recording_right_after_it_and_nothing_else,
     a_register_is_claimed_with_the_shows_that_follow_it_in_a_chain,
     a_rounds_outcomes_and_their_journal_are_written_together,
+    a_round_is_recorded_and_the_next_claimed_in_one_go,
     calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first,
     claims_of_a_crashed_run_are_released_at_once,
 );

@@ -323,6 +323,22 @@ impl Store for PgStore {
         transaction!(self, Mode::Write, |tx| outbox::finish_many(tx, marks, journal, now))
     }
 
+    fn mark_many_journaled_and_claim(
+        &self,
+        marks: &[(Lease, Outcome)],
+        journal: &[NewJournalEntry],
+        now: Timestamp,
+        limit: usize,
+        lease: Duration,
+        pairs: &[(&str, &str)],
+    ) -> Result<(Vec<Lease>, ClaimOutcome)> {
+        transaction!(self, Mode::Write, |tx| async move {
+            let lost = outbox::finish_many(tx, marks, journal, now).await?;
+            let next = outbox::claim_due(tx, now, limit, lease, pairs).await?;
+            Ok::<_, StoreError>((lost, next))
+        })
+    }
+
     fn drop_pending(&self, idempotency_key: &str, reason: &str, now: Timestamp) -> Result<bool> {
         transaction!(self, Mode::Write, |tx| outbox::drop_pending(
             tx,

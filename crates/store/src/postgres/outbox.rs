@@ -248,11 +248,7 @@ pub async fn claim_due(
     for leader in &claimed {
         let mut last = leader.clone();
         loop {
-            let kinds: Vec<&str> = pairs
-                .iter()
-                .filter(|(first, _)| *first == last.kind)
-                .map(|(_, then)| *then)
-                .collect();
+            let kinds = crate::follower_kinds(pairs, &last.kind);
             if kinds.is_empty() {
                 break;
             }

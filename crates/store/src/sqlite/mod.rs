@@ -255,28 +255,7 @@ impl Store for SqliteStore {
         lease: Duration,
         pairs: &[(&str, &str)],
     ) -> Result<ClaimOutcome> {
-        self.write(|tx| {
-            let mut outcome = outbox::claim_due(tx, now, limit, lease)?;
-            for leader in &outcome.claimed {
-                let mut last = leader.clone();
-                loop {
-                    let kinds: Vec<&str> = pairs
-                        .iter()
-                        .filter(|(first, _)| *first == last.kind)
-                        .map(|(_, then)| *then)
-                        .collect();
-                    if kinds.is_empty() {
-                        break;
-                    }
-                    let Some(next) = outbox::claim_follower(tx, &last, &kinds, now, lease)? else {
-                        break;
-                    };
-                    outcome.followers.push(next.clone());
-                    last = next;
-                }
-            }
-            Ok(outcome)
-        })
+        self.write(|tx| outbox::claim_due_with_followers(tx, now, limit, lease, pairs))
     }
 
     fn mark_done(&self, lease: Lease, result: &Value, now: Timestamp) -> Result<()> {
@@ -309,6 +288,23 @@ impl Store for SqliteStore {
             let lost = outbox::finish_many(tx, marks, now)?;
             journal::append(tx, journal)?;
             Ok(lost)
+        })
+    }
+
+    fn mark_many_journaled_and_claim(
+        &self,
+        marks: &[(Lease, Outcome)],
+        journal: &[NewJournalEntry],
+        now: Timestamp,
+        limit: usize,
+        lease: Duration,
+        pairs: &[(&str, &str)],
+    ) -> Result<(Vec<Lease>, ClaimOutcome)> {
+        self.write(|tx| {
+            let lost = outbox::finish_many(tx, marks, now)?;
+            journal::append(tx, journal)?;
+            let next = outbox::claim_due_with_followers(tx, now, limit, lease, pairs)?;
+            Ok((lost, next))
         })
     }
 

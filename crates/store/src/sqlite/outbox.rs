@@ -225,6 +225,33 @@ pub fn claim_follower(
     by_id(tx, next.id)
 }
 
+/// [`claim_due`], and for each claimed step the steps right after it in its call that `pairs` say may follow it
+/// (see [`crate::Store::claim_due_with_followers`]).
+pub fn claim_due_with_followers(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    limit: usize,
+    lease: Duration,
+    pairs: &[(&str, &str)],
+) -> Result<ClaimOutcome> {
+    let mut outcome = claim_due(tx, now, limit, lease)?;
+    for leader in &outcome.claimed {
+        let mut last = leader.clone();
+        loop {
+            let kinds = crate::follower_kinds(pairs, &last.kind);
+            if kinds.is_empty() {
+                break;
+            }
+            let Some(next) = claim_follower(tx, &last, &kinds, now, lease)? else {
+                break;
+            };
+            outcome.followers.push(next.clone());
+            last = next;
+        }
+    }
+    Ok(outcome)
+}
+
 /// How an attempt ended.
 pub enum Finish<'a> {
     Done(&'a Value),

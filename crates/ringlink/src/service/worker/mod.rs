@@ -5,7 +5,8 @@
 //! one ring round, the recording after a finish), decides for each whether it is still worth sending (cards
 //! are about now; registrations and finishes are about the record), resolves references to earlier steps'
 //! results (to a step in the same `batch`: a `$result[…]` reference), and sends the rest in one `batch`.
-//! The round's outcomes and journal entries are written in one transaction. A finish waits for its recording
+//! The round's outcomes and journal entries are written in one transaction, which claims the next round's steps
+//! too: one disk sync per round while there is work. A finish waits for its recording
 //! to be complete so that both go together; recordings too big for that are uploaded alone, after the cards.
 
 use std::collections::HashMap;
@@ -57,6 +58,7 @@ pub async fn run(
         shared,
         client,
         recordings,
+        next: Default::default(),
     };
     let work = worker.shared.work.clone();
     rounds(&work, &mut stop, "outbox round failed", || worker.round()).await;
@@ -92,6 +94,8 @@ struct Worker {
     shared: Shared,
     client: bitrix24::Client,
     recordings: RecordingSettings,
+    /// The next round's steps, claimed in the transaction that recorded the last round's outcomes.
+    next: std::sync::Mutex<Option<store::ClaimOutcome>>,
 }
 
 /// What to do with a claimed step.
@@ -241,10 +245,20 @@ impl Worker {
     async fn round(&self) -> anyhow::Result<usize> {
         let started = Instant::now();
         let now = Timestamp::now();
-        let claimed = self
-            .shared
-            .store(move |s| s.claim_due_with_followers(now, ROUND, LEASE, FOLLOWERS))
-            .await?;
+        let early = self
+            .next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .filter(|claim| !claim.claimed.is_empty());
+        let claimed = match early {
+            Some(claimed) => claimed,
+            None => {
+                self.shared
+                    .store(move |s| s.claim_due_with_followers(now, ROUND, LEASE, FOLLOWERS))
+                    .await?
+            }
+        };
         if claimed.claimed.is_empty() {
             return Ok(0);
         }
@@ -449,7 +463,8 @@ impl Worker {
     }
 
     /// Writes the round's outcomes and the journal entries about them in one store transaction (one disk sync
-    /// per round, not one per step), then starts what follows a registration or a finish.
+    /// per round, not one per step), which also claims the next round's steps (kept for it in `next`); then
+    /// starts what follows a registration or a finish.
     async fn record_all(
         &self,
         outcomes: Vec<(Step, Outcome, Option<Value>)>,
@@ -482,10 +497,11 @@ impl Worker {
             ));
             marks.push((step.lease(), outcome.into_store(now)));
         }
-        let lost = self
+        let (lost, next) = self
             .shared
-            .store(move |s| s.mark_many_journaled(&marks, &journal, now))
+            .store(move |s| s.mark_many_journaled_and_claim(&marks, &journal, now, ROUND, LEASE, FOLLOWERS))
             .await?;
+        *self.next.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
         for lease in &lost {
             warn!(
                 step = lease.step.0,
@@ -957,6 +973,7 @@ mod tests {
             },
             client,
             recordings: RecordingSettings::default(),
+            next: Default::default(),
         };
         assert!(worker.send(Vec::new()).await.is_empty());
         assert!(emu.requests().is_empty(), "{:?}", emu.requests());
