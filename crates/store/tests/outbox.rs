@@ -487,6 +487,89 @@ fn reprocess_resets_failed_and_dropped_steps(backend: Backend) {
     assert_eq!(store.reprocess(&ReprocessScope::Call("a".into()), at(102)).unwrap(), 0);
 }
 
+/// The counts `/status` reads, kept by the store as steps change, agree with the steps themselves after every
+/// kind of change: added (a key already stored adds nothing), claimed, done, retried, failed, dropped (by hand
+/// and on expiry), set to be sent again, released and pruned.
+fn counts_kept_by_the_store_follow_every_change_of_state(backend: Backend) {
+    let store = backend.open();
+    let calls = ["a", "b", "c"];
+    let check = |when: &str| {
+        let mut expected = store::StepCounts::default();
+        let mut oldest: Option<Timestamp> = None;
+        for call in calls {
+            for step in store.steps_of_call(call).unwrap() {
+                match step.state {
+                    StepState::Pending => expected.pending += 1,
+                    StepState::InFlight => expected.in_flight += 1,
+                    StepState::Done => expected.done += 1,
+                    StepState::Dropped => expected.dropped += 1,
+                    StepState::Failed => expected.failed += 1,
+                }
+                if matches!(step.state, StepState::Pending | StepState::InFlight) {
+                    oldest = Some(oldest.map_or(step.created_at, |o| o.min(step.created_at)));
+                }
+            }
+        }
+        expected.oldest_open_created_at = oldest;
+        assert_eq!(store.step_counts().unwrap(), expected, "after {when}");
+    };
+    check("nothing");
+    store
+        .enqueue(
+            &[
+                step("a", "register"),
+                step("a", "show").expires_at(at(5)),
+                step("a", "finish"),
+            ],
+            at(0),
+        )
+        .unwrap();
+    store
+        .enqueue(
+            &[step("b", "register"), step("a", "register"), step("c", "register")],
+            at(1),
+        )
+        .unwrap();
+    check("enqueue");
+    let claimed = store.claim_due(at(2), 10, LEASE).unwrap().claimed;
+    check("claim");
+    let mut claimed = claimed.into_iter();
+    let (first, second, third) = (
+        claimed.next().unwrap(),
+        claimed.next().unwrap(),
+        claimed.next().unwrap(),
+    );
+    store.mark_done(first.lease(), &json!({"CALL_ID": "1"}), at(3)).unwrap();
+    store.mark_failed(second.lease(), "refused", at(3)).unwrap();
+    store.mark_retry(third.lease(), "busy", at(4), at(3)).unwrap();
+    check("done, failed and retried");
+    store.drop_pending("a/show", "withdrawn", at(3)).unwrap();
+    check("drop_pending");
+    store.drop_expired(at(10)).unwrap();
+    check("expiry");
+    store.reprocess(&ReprocessScope::Call("b".into()), at(11)).unwrap();
+    store.reprocess(&ReprocessScope::Call("c".into()), at(11)).unwrap();
+    check("reprocess");
+    store.claim_due(at(12), 10, LEASE).unwrap();
+    check("second claim");
+    store.release_claims(at(13)).unwrap();
+    check("release");
+    for step in store.claim_due(at(14), 10, LEASE).unwrap().claimed {
+        store.mark_done(step.lease(), &json!({}), at(15)).unwrap();
+    }
+    for step in store.claim_due(at(16), 10, LEASE).unwrap().claimed {
+        store.mark_done(step.lease(), &json!({}), at(17)).unwrap();
+    }
+    check("all sent");
+    store.prune_steps(at(1_000)).unwrap();
+    check("prune");
+    assert_eq!(
+        store.step_counts().unwrap().total(),
+        0,
+        "every call was finished and old"
+    );
+}
+
 fn prune_removes_only_calls_that_are_finished_and_old(backend: Backend) {
     let store = backend.open();
     store
@@ -819,6 +902,7 @@ on_both_backends!(
     drop_pending_withdraws_only_unheld_steps,
     results_are_readable_by_key_for_later_steps,
     counts_by_state,
+    counts_kept_by_the_store_follow_every_change_of_state,
     reprocess_resets_failed_and_dropped_steps,
     prune_removes_only_calls_that_are_finished_and_old,
     steps_survive_closing_and_reopening_the_file,

@@ -155,6 +155,9 @@ fn a_store_of_the_previous_release_is_migrated_and_keeps_its_data() {
     assert_eq!(due[0].payload, json!({"DURATION": 42, "STATUS_CODE": "200"}));
     let failed = store.step_by_key("call-2/register").unwrap().unwrap();
     assert_eq!(failed.last_error.as_deref(), Some("USER_NOT_FOUND"));
+    // The counts the store keeps start from the steps already there.
+    let counts = store.step_counts().unwrap();
+    assert_eq!((counts.pending, counts.done, counts.failed), (1, 1, 1), "{counts:?}");
     // New steps of an old call go after its old ones; ids are not reused.
     let added = store
         .enqueue(

@@ -1,7 +1,8 @@
 //! Render time of the journal page (each of its filters), a call's timeline, `/status` and `/metrics` over HTTP
 //! with 100,000 calls in the store (p50/p99 of sequential requests), of the journal `journal/mod.rs` makes.
 //!
-//! `cargo bench -p web --bench pages` (CALLS=… to change the store's size).
+//! `cargo bench -p web --bench pages` (CALLS=… to change the store's size; PAGES=status,metrics to measure
+//! only the pages whose name contains one of those words).
 
 mod journal;
 
@@ -60,6 +61,13 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
+    let pages: Vec<String> = std::env::var("PAGES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
     let dir = tempfile::tempdir().expect("dir");
     let store = SqliteStore::open(dir.path().join("bench.db")).expect("store");
     let filled = Instant::now();
@@ -136,6 +144,9 @@ async fn main() {
         ("/status", "/status".to_owned(), 200),
         ("/metrics", "/metrics".to_owned(), 200),
     ] {
+        if !pages.is_empty() && !pages.iter().any(|p| name.contains(p.as_str())) {
+            continue;
+        }
         let (p50, p99) = measure(&http, &format!("{base}{path}"), Some(&cookie), n).await;
         println!(
             "{name:36} p50 {:>9.2} ms   p99 {:>9.2} ms   ({n} requests)",

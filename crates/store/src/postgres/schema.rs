@@ -157,6 +157,49 @@ const MIGRATIONS: &[&str] = &[
         END IF;
     END $$;
     ",
+    // 5: the outbox's counts by tenant and state (as SQLite's migration 5), kept by statement triggers: a
+    // statement that claims or settles many steps changes each count once; an update that moves no step to
+    // another state writes nothing.
+    "
+    CREATE TABLE step_counts (
+        tenant TEXT   NOT NULL,
+        state  TEXT   NOT NULL,
+        n      BIGINT NOT NULL,
+        PRIMARY KEY (tenant, state)
+    );
+    INSERT INTO step_counts (tenant, state, n) SELECT tenant, state, COUNT(*) FROM steps GROUP BY tenant, state;
+    CREATE FUNCTION ringlink_steps_added() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+        INSERT INTO step_counts AS c (tenant, state, n)
+            SELECT tenant, state, COUNT(*) FROM added GROUP BY tenant, state
+            ON CONFLICT (tenant, state) DO UPDATE SET n = c.n + EXCLUDED.n;
+        RETURN NULL;
+    END $f$;
+    CREATE FUNCTION ringlink_steps_moved() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+        INSERT INTO step_counts AS c (tenant, state, n)
+            SELECT tenant, state, SUM(d) FROM (
+                SELECT tenant, state, -1 AS d FROM before_update
+                UNION ALL SELECT tenant, state, 1 FROM after_update
+            ) AS moves GROUP BY tenant, state HAVING SUM(d) <> 0
+            ON CONFLICT (tenant, state) DO UPDATE SET n = c.n + EXCLUDED.n;
+        RETURN NULL;
+    END $f$;
+    CREATE FUNCTION ringlink_steps_removed() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+        INSERT INTO step_counts AS c (tenant, state, n)
+            SELECT tenant, state, -COUNT(*) FROM removed GROUP BY tenant, state
+            ON CONFLICT (tenant, state) DO UPDATE SET n = c.n + EXCLUDED.n;
+        RETURN NULL;
+    END $f$;
+    CREATE TRIGGER step_counts_added AFTER INSERT ON steps REFERENCING NEW TABLE AS added
+        FOR EACH STATEMENT EXECUTE FUNCTION ringlink_steps_added();
+    CREATE TRIGGER step_counts_moved AFTER UPDATE ON steps REFERENCING OLD TABLE AS before_update
+        NEW TABLE AS after_update FOR EACH STATEMENT EXECUTE FUNCTION ringlink_steps_moved();
+    CREATE TRIGGER step_counts_removed AFTER DELETE ON steps REFERENCING OLD TABLE AS removed
+        FOR EACH STATEMENT EXECUTE FUNCTION ringlink_steps_removed();
+    CREATE INDEX steps_open_by_created ON steps (tenant, created_at) WHERE state IN ('pending', 'in_flight');
+    ",
 ];
 
 /// The schema version this build writes.

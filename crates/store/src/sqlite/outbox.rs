@@ -340,7 +340,8 @@ pub fn drop_expired(tx: &Transaction<'_>, now: Timestamp) -> Result<Vec<Step>> {
 
 pub fn counts(tx: &Transaction<'_>) -> Result<StepCounts> {
     let mut counts = StepCounts::default();
-    let mut statement = tx.prepare_cached("SELECT state, COUNT(*) FROM steps GROUP BY state")?;
+    // Kept by triggers as steps change (migration 5).
+    let mut statement = tx.prepare_cached("SELECT state, n FROM step_counts")?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
         let state: String = row.get(0)?;

@@ -133,6 +133,30 @@ const MIGRATIONS: &[&str] = &[
         VALUES ('delete', old.id, old.message, old.data);
     END;
     ",
+    // 5: the outbox's counts by state, kept by triggers as steps are added, change state and are pruned, so
+    // `/status` and `/metrics` read five rows instead of counting every step; the oldest open step from an
+    // index of the open steps by creation.
+    "
+    CREATE TABLE step_counts (
+        state TEXT    PRIMARY KEY,
+        n     INTEGER NOT NULL
+    );
+    INSERT INTO step_counts (state, n)
+        SELECT state, 0 FROM (SELECT 'pending' AS state UNION ALL SELECT 'in_flight' UNION ALL SELECT 'done'
+                              UNION ALL SELECT 'dropped' UNION ALL SELECT 'failed');
+    UPDATE step_counts SET n = (SELECT COUNT(*) FROM steps WHERE steps.state = step_counts.state);
+    CREATE TRIGGER step_counts_added AFTER INSERT ON steps BEGIN
+        UPDATE step_counts SET n = n + 1 WHERE state = new.state;
+    END;
+    CREATE TRIGGER step_counts_moved AFTER UPDATE OF state ON steps WHEN old.state <> new.state BEGIN
+        UPDATE step_counts SET n = n - 1 WHERE state = old.state;
+        UPDATE step_counts SET n = n + 1 WHERE state = new.state;
+    END;
+    CREATE TRIGGER step_counts_removed AFTER DELETE ON steps BEGIN
+        UPDATE step_counts SET n = n - 1 WHERE state = old.state;
+    END;
+    CREATE INDEX steps_open_by_created ON steps (created_at) WHERE state IN ('pending', 'in_flight');
+    ",
 ];
 
 /// The schema version this build writes.
