@@ -112,7 +112,7 @@ pub async fn find_calls(tx: &mut Tx<'_>, filter: &CallFilter, limit: usize) -> R
         let p = arg(Box::new(pattern));
         sql.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM journal j WHERE j.tenant = c.tenant AND j.call_key = c.call_key
-                 AND (j.message LIKE {p} ESCAPE '\\' OR j.data LIKE {p} ESCAPE '\\'))"
+                 AND (j.message ILIKE {p} ESCAPE '\\' OR j.data ILIKE {p} ESCAPE '\\'))"
         ));
     }
     const ANSWERED: &str = "EXISTS (SELECT 1 FROM journal j WHERE j.tenant = c.tenant AND j.call_key = c.call_key
