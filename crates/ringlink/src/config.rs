@@ -422,6 +422,14 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The CRM the engine translates its intents for: amoCRM when `[crm] kind` names it and `[amocrm]` is set.
+    pub fn engine_crm(&self) -> engine::Crm {
+        match (self.crm.kind, &self.amocrm) {
+            (CrmKind::Amocrm, Some(amocrm)) => engine::Crm::AmoCrm(amocrm.translation()),
+            _ => engine::Crm::Bitrix24,
+        }
+    }
+
     /// Reads `path`, applies `RINGLINK__…` overrides from `env`, and checks the values.
     pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {

@@ -313,6 +313,7 @@ fn reprocess(config: &Config, from: &str, to: Option<&str>, dry_run: bool) -> an
             cel,
             tracker: &config.tracker,
             engine: &config.engine,
+            crm: config.engine_crm(),
             recordings: &config.recordings,
             users,
             live: Default::default(),

@@ -325,6 +325,8 @@ pub struct RecoveryInput<'a> {
     pub cel: &'a CelSettings,
     pub tracker: &'a TrackerConfig,
     pub engine: &'a engine::EngineSettings,
+    /// The CRM the live engine translates for: a recovered call goes where the live one would.
+    pub crm: engine::Crm,
     pub recordings: &'a RecordingSettings,
     /// The employees directory (the live engine's, or the store's cache).
     pub users: Vec<engine::DirectoryUser>,
@@ -346,6 +348,7 @@ pub fn recover(store: &dyn store::Store, input: RecoveryInput<'_>) -> anyhow::Re
     let recordings = find_recordings(&rows, input.cel, offset, input.recordings);
     let (rebuilt, stats) = rebuild(&rows, &recordings, input.tracker)?;
     let mut engine = recovery_engine(input.engine, input.users, input.now)?;
+    engine.set_crm(input.crm);
     let unmatched: HashSet<String> = store
         .calls_with_unmatched(engine::StepKind::Register.name(), engine::StepKind::Finish.name())?
         .into_iter()

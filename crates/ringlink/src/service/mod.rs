@@ -378,7 +378,7 @@ pub async fn run_until(
     }
     let amocrm = match (config.crm.kind, &config.amocrm) {
         (CrmKind::Amocrm, Some(settings)) => {
-            engine.set_crm(engine::Crm::AmoCrm(settings.translation()));
+            engine.set_crm(config.engine_crm());
             telemetry.crm_configured("amoCRM");
             info!(account = %settings.base().unwrap_or_default(), oauth = settings.is_oauth(), "calls are recorded in amoCRM");
             Some((settings.clone(), amocrm::client(settings, &store)?))

@@ -340,6 +340,7 @@ impl Pipeline {
                 cel: &cel,
                 tracker: &config.tracker,
                 engine: &config.engine,
+                crm: config.engine_crm(),
                 recordings: &config.recordings,
                 users,
                 live,

@@ -176,7 +176,10 @@ async fn from_cel(
     )
     .min(now);
     let users: Vec<engine::DirectoryUser> = shared.store(|s| s.users()).await?.iter().map(directory_user).collect();
-    let settings = shared.engine().settings().clone();
+    let (settings, crm) = {
+        let live = shared.engine();
+        (live.settings().clone(), live.crm().clone())
+    };
     let (tracker_config, recordings) = (config.tracker.clone(), config.recordings.clone());
     let store = shared.store.clone();
     let only = call.to_owned();
@@ -185,6 +188,7 @@ async fn from_cel(
             cel: &cel,
             tracker: &tracker_config,
             engine: &settings,
+            crm,
             recordings: &recordings,
             users,
             live: Default::default(),
