@@ -362,6 +362,7 @@ pub async fn run_until(
         info!(steps = released, "steps a previous run was sending are due again");
     }
     let mut engine = engine::Engine::new(config.engine.clone())?;
+    engine.set_crm(config.engine_crm());
     // The cached directory lets calls be registered right away, even while Bitrix24 is unreachable. A fresh
     // install has none: calls that need it wait for the first successful refresh.
     let cached = store.users()?;
@@ -378,7 +379,6 @@ pub async fn run_until(
     }
     let amocrm = match (config.crm.kind, &config.amocrm) {
         (CrmKind::Amocrm, Some(settings)) => {
-            engine.set_crm(config.engine_crm());
             telemetry.crm_configured("amoCRM");
             info!(account = %settings.base().unwrap_or_default(), oauth = settings.is_oauth(), "calls are recorded in amoCRM");
             Some((settings.clone(), amocrm::client(settings, &store)?))
