@@ -334,18 +334,7 @@ fn an_amocrm_widget_click_is_one_outbound_call_of_the_user_who_clicked() {
     let mut engine = amo_engine(settings());
     let key = engine.expect_click_to_call(click.clone());
     let call = CallSpec::outgoing(&key, "101");
-    let plan = run(
-        &mut engine,
-        &call,
-        &[
-            call.ringing("c1", 0, "101"),
-            call.dialing("c1", 3, "101"),
-            call.recording("c1", 3, REC),
-            call.answered("c1", 6, "101"),
-            call.hung_up("c1", 16, 10),
-            call.ended(16, status::TALKED, false, REC),
-        ],
-    );
+    let plan = run(&mut engine, &call, &call.answered_click(REC));
     assert_eq!(
         describe(&plan),
         [

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use engine::{click_call_key, ClickRefusal, ClickToCall, Rule};
 use serde_json::json;
-use tracker::{status, CallEvent, StopReason};
+use tracker::{status, StopReason};
 
 const CALL_ID: &str = "externalCall.0123456789abcdef0123456789abcdef.1700000000";
 const REC: &str = "/var/spool/asterisk/monitor/out-1700000000.1.wav";
@@ -31,15 +31,7 @@ fn setup() -> (engine::Engine, CallSpec) {
 #[test]
 fn answered_click_finishes_the_clicked_call_with_its_talk_time_and_recording() {
     let (mut engine, call) = setup();
-    let events: Vec<CallEvent> = vec![
-        call.ringing("c1", 0, "101"),
-        call.dialing("c1", 3, "101"),
-        call.recording("c1", 3, REC),
-        call.answered("c1", 6, "101"),
-        call.hung_up("c1", 16, 10),
-        call.ended(16, status::TALKED, false, REC),
-    ];
-    let plan = run(&mut engine, &call, &events);
+    let plan = run(&mut engine, &call, &call.answered_click(REC));
     assert_eq!(
         describe_all(&plan),
         ["finish 0 user=1 duration=10 status=200", &format!("record 0 {REC}")],

@@ -7,8 +7,8 @@ use engine::{DirectoryUser, Engine, EngineSettings, Plan, Rule, Step, StepKind, 
 use numbers::Number;
 use serde_json::{Map, Value};
 use tracker::{
-    CallEndReason, CallEvent, CallFull, CallState, ChannelData, ConversationEndReason, Direction, Leg, LegOrigin,
-    StopReason, Timestamp, NEVER,
+    status, CallEndReason, CallEvent, CallFull, CallState, ChannelData, ConversationEndReason, Direction, Leg,
+    LegOrigin, StopReason, Timestamp, NEVER,
 };
 
 pub const CLIENT: &str = "+79001234567";
@@ -228,6 +228,21 @@ impl CallSpec {
             reason: CallEndReason::Hangup,
             call_full: Box::new(self.full(result, is_ivr, record, true)),
         }
+    }
+}
+
+impl CallSpec {
+    /// A click-to-call's call from 101, answered: the employee's phone rings and dials, the client answers at
+    /// 6 s and hangs up after 10 s of talk, recorded to `record`.
+    pub fn answered_click(&self, record: &str) -> Vec<CallEvent> {
+        vec![
+            self.ringing("c1", 0, "101"),
+            self.dialing("c1", 3, "101"),
+            self.recording("c1", 3, record),
+            self.answered("c1", 6, "101"),
+            self.hung_up("c1", 16, 10),
+            self.ended(16, status::TALKED, false, record),
+        ]
     }
 }
 
