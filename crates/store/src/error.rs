@@ -36,6 +36,14 @@ pub enum StoreError {
     )]
     Fenced { generation: i64, current: i64 },
 
+    /// A read given a time limit (a journal search's [`crate::CallFilter::time_limit`]) was stopped when it ran
+    /// out. Nothing was changed.
+    #[error("{what} was stopped after {} ms, its time limit", .after.as_millis())]
+    TimedOut {
+        what: &'static str,
+        after: std::time::Duration,
+    },
+
     /// A value handed to the store cannot be stored as given.
     #[error("cannot store {what}: {detail}")]
     Invalid { what: &'static str, detail: String },

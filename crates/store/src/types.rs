@@ -428,6 +428,9 @@ pub struct CallFilter {
     pub has_errors: bool,
     /// Paging: only calls listed after this one (its `last_at` and key) in the latest-first order.
     pub before: Option<(Timestamp, String)>,
+    /// Stop the search after this long: the store then answers [`crate::StoreError::TimedOut`] (SQLite's progress
+    /// handler, PostgreSQL's `statement_timeout`). None: no limit.
+    pub time_limit: Option<Duration>,
 }
 
 /// How a call ended, as the journal tells it.

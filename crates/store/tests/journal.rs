@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use backends::Backend;
 use serde_json::json;
-use store::{CallFilter, CallResult, EntryKind, NewJournalEntry, NewStep, Store, Timestamp};
+use store::{CallFilter, CallResult, EntryKind, NewJournalEntry, NewStep, Store, StoreError, Timestamp};
 
 fn at(secs: i64) -> Timestamp {
     Timestamp::from_secs(1_700_000_000 + secs)
@@ -353,7 +353,34 @@ fn a_text_in_thousands_of_entries_finds_the_latest_calls_holding_it(backend: Bac
     assert!(none.is_empty(), "call keys are not searched: {none:?}");
 }
 
+fn a_search_past_its_time_limit_is_stopped_and_says_so(backend: Backend) {
+    let store = backend.open();
+    // 5,000 calls of 3 entries: a text of 2 characters that no entry holds is looked for in every entry.
+    let entries: Vec<NewJournalEntry> = (0..15_000)
+        .map(|n| entry(&format!("call-{:05}", n / 3), n, EntryKind::Ami, "leg_ringing"))
+        .collect();
+    store.append_journal(&entries).unwrap();
+    let reports = store.for_reports();
+    let limited = |limit| CallFilter {
+        time_limit: Some(limit),
+        ..texts(&["zq"])
+    };
+    match reports.find_calls(&limited(Duration::from_nanos(1)), 50) {
+        Err(StoreError::TimedOut { after, .. }) => assert_eq!(after, Duration::from_nanos(1)),
+        other => panic!("the search should have been stopped by its limit: {other:?}"),
+    }
+    // The limit was that search's own: the next ones on the same connections run to the end.
+    assert!(reports.find_calls(&texts(&["zq"]), 50).unwrap().is_empty());
+    assert!(reports
+        .find_calls(&limited(Duration::from_secs(600)), 50)
+        .unwrap()
+        .is_empty());
+    assert_eq!(found(&*reports, texts(&["ringing"])).len(), 50);
+    assert_eq!(found(&*store, texts(&["ringing"])).len(), 50);
+}
+
 on_both_backends!(
+    a_search_past_its_time_limit_is_stopped_and_says_so,
     a_text_in_thousands_of_entries_finds_the_latest_calls_holding_it,
     the_journal_filters_each_pick_the_calls_they_name,
     the_text_filters_find_a_substring_of_an_entry,

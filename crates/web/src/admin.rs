@@ -298,9 +298,11 @@ pub(crate) async fn users_page(
 ) -> Response {
     let l = Lang::of(&headers);
     let store = web.0.store.clone();
-    let read =
-        tokio::task::spawn_blocking(move || -> store::Result<_> { Ok((store.users()?, store.users_refreshed_at()?)) })
-            .await;
+    let read = web
+        .0
+        .reports
+        .read(move || -> store::Result<_> { Ok((store.users()?, store.users_refreshed_at()?)) })
+        .await;
     let (mut users, refreshed) = match read {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => return internal(e.to_string()),

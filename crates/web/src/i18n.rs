@@ -160,6 +160,18 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("steps_open", "Open steps", "Шагов в очереди"),
     ("steps_failed", "Failed steps", "Неудачных шагов"),
     ("no_calls", "No calls match.", "Нет подходящих звонков."),
+    (
+        "search_busy",
+        "Another journal search is running. Try again in a few seconds.",
+        "Сейчас выполняется другой поиск по журналу. Повторите через несколько секунд.",
+    ),
+    (
+        "search_stopped",
+        "The search took longer than its time limit and was stopped. Narrow it: a longer text (3 characters or \
+         more), a date range or another filter",
+        "Поиск занял больше отведённого времени и был остановлен. Сузьте его: текст подлиннее (от 3 символов), \
+         период или другой фильтр",
+    ),
     ("older", "Older calls", "Более ранние звонки"),
     ("timeline", "Timeline", "Хронология"),
     ("time", "Time", "Время"),

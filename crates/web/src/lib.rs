@@ -12,6 +12,9 @@
 //!   stylesheet is compiled into the binary. Russian or English, from the browser's `Accept-Language` or the
 //!   switch in the header.
 //!
+//! The UI never slows calls: its store reads run on two threads of its own at the lowest CPU priority, on the
+//! store's report connections; one journal search runs at a time, each with a time limit (`reports`).
+//!
 //! The crate shows what the store and the [`Telemetry`] say; the service reports to the telemetry and hands
 //! over the two [`tokio::sync::Notify`]s that wake its worker and users refresher, and the [`Reprocess`] port
 //! behind each timeline's "Re-process this call" (see [`reprocess`]).
@@ -38,6 +41,7 @@ pub mod install;
 mod logs;
 mod pages;
 mod records;
+mod reports;
 pub mod reprocess;
 mod server;
 pub mod settings;

@@ -308,9 +308,12 @@ impl CallsQuery {
 
 pub const PAGE_SIZE: usize = 50;
 
-pub fn calls(frame: &Frame<'_>, query: &CallsQuery, calls: &[CallSummary]) -> Markup {
+/// The journal page: the filter form, then the calls found, or why none are shown (the search was stopped, the
+/// UI is busy).
+pub fn calls(frame: &Frame<'_>, query: &CallsQuery, found: Result<&[CallSummary], &str>) -> Markup {
     let l = frame.lang;
     let off = frame.offset_secs;
+    let calls = found.unwrap_or_default();
     layout(
         frame,
         l.t("calls_title"),
@@ -330,7 +333,9 @@ pub fn calls(frame: &Frame<'_>, query: &CallsQuery, calls: &[CallSummary]) -> Ma
                 label.check { input type="checkbox" name="errors" value="1" checked[query.errors.is_some()]; (l.t("has_errors")) }
                 button type="submit" id="filter" { (l.t("filter")) }
             }
-            @if calls.is_empty() {
+            @if let Err(why) = found {
+                p.error #search-notice { (why) }
+            } @else if calls.is_empty() {
                 p.muted { (l.t("no_calls")) }
             } @else {
                 table.calls {

@@ -23,6 +23,7 @@ use crate::i18n::Lang;
 use crate::logs::LogBuffer;
 use crate::pages::{self, CallsQuery, Frame, PAGE_SIZE};
 use crate::records::{self, PathResolver, RecordLinks, Refused};
+use crate::reports::Reports;
 use crate::reprocess::{self, SharedReprocess};
 use crate::settings::SettingsFile;
 use crate::status::{self, Thresholds};
@@ -40,7 +41,7 @@ pub(crate) struct Inner {
     pub(crate) wake: Wake,
     status_allow: AllowList,
     metrics_allow: AllowList,
-    sessions: Sessions,
+    pub(crate) sessions: Sessions,
     /// While no password is set: the code that the first-run page asks for (printed in the log).
     setup_code: Mutex<Option<String>>,
     thresholds: Thresholds,
@@ -62,6 +63,8 @@ pub(crate) struct Inner {
     reprocess: Option<SharedReprocess>,
     /// The last re-process result per session and call, shown once.
     reprocessed: reprocess::Results,
+    /// Where the UI's store reads run (low-priority threads, one journal search at a time).
+    pub(crate) reports: Reports,
 }
 
 impl Web {
@@ -100,6 +103,7 @@ impl Web {
             drafts: Drafts::default(),
             reprocess: None,
             reprocessed: reprocess::Results::default(),
+            reports: Reports::start(),
         })))
     }
 
@@ -147,6 +151,14 @@ impl Web {
     pub fn reprocess(mut self, port: SharedReprocess) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.reprocess = Some(port);
+        }
+        self
+    }
+
+    /// How long a journal search may run before it is stopped (default [`crate::reports::SEARCH_LIMIT`]).
+    pub fn search_limit(mut self, limit: std::time::Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.reports.search_limit = limit;
         }
         self
     }
@@ -291,8 +303,10 @@ async fn status_json(
 }
 
 pub(crate) async fn read_status(web: &Web) -> Result<status::Status, String> {
-    let web = web.clone();
-    tokio::task::spawn_blocking(move || status::status(web.0.store.as_ref(), &web.0.telemetry, web.0.thresholds))
+    let state = web.clone();
+    web.0
+        .reports
+        .read(move || status::status(state.0.store.as_ref(), &state.0.telemetry, state.0.thresholds))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
@@ -307,8 +321,12 @@ async fn metrics_text(
     if let Some(refused) = monitor_gate(&web, Monitor::Metrics, peer.ip(), &headers, &uri) {
         return refused;
     }
-    let web = web.clone();
-    let text = tokio::task::spawn_blocking(move || status::metrics(web.0.store.as_ref(), &web.0.telemetry)).await;
+    let state = web.clone();
+    let text = web
+        .0
+        .reports
+        .read(move || status::metrics(state.0.store.as_ref(), &state.0.telemetry))
+        .await;
     match text {
         Ok(Ok(text)) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
@@ -682,6 +700,7 @@ fn call_filter(query: &CallsQuery, offset_secs: i32) -> CallFilter {
         },
         has_errors: query.errors.is_some(),
         before,
+        time_limit: None,
     }
 }
 
@@ -693,16 +712,45 @@ async fn calls_page(
     Query(query): Query<CallsQuery>,
 ) -> Response {
     let lang = Lang::of(&headers);
-    let filter = call_filter(&query, web.0.offset_secs);
-    let store = web.0.store.clone();
-    let calls = tokio::task::spawn_blocking(move || store.find_calls(&filter, PAGE_SIZE)).await;
-    let calls = match calls {
-        Ok(Ok(calls)) => calls,
-        Ok(Err(e)) => return internal(e.to_string()),
-        Err(e) => return internal(e.to_string()),
-    };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/calls");
-    html_page(pages::calls(&frame(&web, lang, &session, path), &query, &calls))
+    let frame = frame(&web, lang, &session, path);
+    let filter = CallFilter {
+        time_limit: Some(web.0.reports.search_limit),
+        ..call_filter(&query, web.0.offset_secs)
+    };
+    // A search (any filter set; the plain list and its pages are quick) waits for the one running.
+    let plain = CallFilter {
+        before: filter.before.clone(),
+        time_limit: filter.time_limit,
+        ..CallFilter::default()
+    };
+    let _turn = if filter == plain {
+        None
+    } else {
+        match web.0.reports.search_turn().await {
+            Some(turn) => Some(turn),
+            None => {
+                let page = html_page(pages::calls(&frame, &query, Err(lang.t("search_busy"))));
+                let wait = crate::reports::SEARCH_WAIT.as_secs().to_string();
+                return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, wait)], page).into_response();
+            }
+        }
+    };
+    let store = web.0.store.clone();
+    let calls = web.0.reports.read(move || store.find_calls(&filter, PAGE_SIZE)).await;
+    match calls {
+        Ok(Ok(calls)) => html_page(pages::calls(&frame, &query, Ok(calls.as_slice()))),
+        Ok(Err(store::StoreError::TimedOut { after, .. })) => {
+            info!(
+                after_ms = after.as_millis(),
+                "web: a journal search was stopped at its time limit"
+            );
+            let stopped = format!("{} ({} s)", lang.t("search_stopped"), after.as_secs_f64());
+            html_page(pages::calls(&frame, &query, Err(stopped.as_str())))
+        }
+        Ok(Err(e)) => internal(e.to_string()),
+        Err(e) => internal(e.to_string()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -722,10 +770,11 @@ async fn call_page(
     let lang = Lang::of(&headers);
     let store = web.0.store.clone();
     let call = key.clone();
-    let read = tokio::task::spawn_blocking(move || -> store::Result<_> {
-        Ok((store.call_timeline(&call)?, store.steps_of_call(&call)?))
-    })
-    .await;
+    let read = web
+        .0
+        .reports
+        .read(move || -> store::Result<_> { Ok((store.call_timeline(&call)?, store.steps_of_call(&call)?)) })
+        .await;
     let (entries, steps) = match read {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => return internal(e.to_string()),

@@ -753,7 +753,7 @@ pub(crate) async fn call_page(
         ..CallFilter::default()
     };
     let store = web.0.store.clone();
-    let calls = match tokio::task::spawn_blocking(move || store.find_calls(&filter, 10)).await {
+    let calls = match web.0.reports.read(move || store.find_calls(&filter, 10)).await {
         Ok(Ok(calls)) => calls,
         Ok(Err(e)) => return internal(e.to_string()),
         Err(e) => return internal(e.to_string()),

@@ -4,7 +4,7 @@ use tokio_postgres::types::ToSql;
 
 use super::Tx;
 use crate::codec::{count, from_json, sql_limit, to_json};
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::types::*;
 
 pub async fn append(tx: &mut Tx<'_>, entries: &[NewJournalEntry]) -> Result<()> {
@@ -128,7 +128,25 @@ pub async fn find_calls(tx: &mut Tx<'_>, filter: &CallFilter, limit: usize) -> R
     let p = arg(Box::new(sql_limit(limit)));
     sql.push_str(&format!(" ORDER BY c.last_at DESC, c.call_key LIMIT {p}"));
     let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|arg| arg.as_ref() as &(dyn ToSql + Sync)).collect();
-    let rows = tx.query_dynamic(&sql, &params).await?;
+    if let Some(after) = filter.time_limit {
+        // For the rest of this transaction; 0 would mean no limit.
+        let ms = after.as_millis().max(1).to_string();
+        tx.query("SELECT set_config('statement_timeout', $1, true)", &[&ms])
+            .await?;
+    }
+    // A statement built at run time (not kept prepared).
+    let rows = match tx.tx.query(sql.as_str(), &params).await {
+        Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
+            return Err(match filter.time_limit {
+                Some(after) => StoreError::TimedOut {
+                    what: "the journal search",
+                    after,
+                },
+                None => error.into(),
+            })
+        }
+        rows => rows?,
+    };
     let mut calls = Vec::with_capacity(rows.len());
     for row in rows {
         let last_kind: String = row.try_get(5)?;

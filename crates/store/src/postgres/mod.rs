@@ -115,11 +115,6 @@ impl Tx<'_> {
         let statement = self.statement(sql).await?;
         Ok(self.tx.execute(&statement, params).await?)
     }
-
-    /// A statement built at run time (not kept prepared).
-    async fn query_dynamic(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        Ok(self.tx.query(sql, params).await?)
-    }
 }
 
 /// Runs `$body` (a future using `$tx: &mut Tx`) in a transaction of `$store` and commits it; a deadlock or a

@@ -1,9 +1,11 @@
 //! The call journal: what happened to each call and why.
 
+use std::time::{Duration, Instant};
+
 use rusqlite::{params, Transaction};
 
 use crate::codec::{count, from_json, sql_limit, to_json};
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::types::*;
 
 pub fn append(tx: &Transaction<'_>, entries: &[NewJournalEntry]) -> Result<()> {
@@ -139,10 +141,18 @@ pub fn find_calls(tx: &Transaction<'_>, filter: &CallFilter, limit: usize) -> Re
     }
     let p = arg(&mut args, sql_limit(limit).into());
     sql.push_str(&format!(" ORDER BY c.last_at DESC, c.call_key LIMIT {p}"));
+    let _limit = filter.time_limit.map(|after| TimeLimit::set(tx, after));
+    let timed_out = |error: rusqlite::Error| match (error.sqlite_error_code(), filter.time_limit) {
+        (Some(rusqlite::ErrorCode::OperationInterrupted), Some(after)) => StoreError::TimedOut {
+            what: "the journal search",
+            after,
+        },
+        _ => error.into(),
+    };
     let mut statement = tx.prepare_cached(&sql)?;
-    let mut rows = statement.query(rusqlite::params_from_iter(args))?;
+    let mut rows = statement.query(rusqlite::params_from_iter(args)).map_err(timed_out)?;
     let mut calls = Vec::new();
-    while let Some(row) = rows.next()? {
+    while let Some(row) = rows.next().map_err(timed_out)? {
         let last_kind: String = row.get(5)?;
         calls.push(CallSummary {
             call_key: row.get(0)?,
@@ -157,6 +167,24 @@ pub fn find_calls(tx: &Transaction<'_>, filter: &CallFilter, limit: usize) -> Re
         });
     }
     Ok(calls)
+}
+
+/// Interrupts the connection's statements once `after` has passed, until dropped (SQLite's progress handler,
+/// asked every few thousand virtual machine instructions: a fraction of a millisecond).
+struct TimeLimit<'c>(&'c rusqlite::Connection);
+
+impl<'c> TimeLimit<'c> {
+    fn set(conn: &'c rusqlite::Connection, after: Duration) -> Self {
+        let deadline = Instant::now() + after;
+        conn.progress_handler(4_000, Some(move || Instant::now() >= deadline));
+        TimeLimit(conn)
+    }
+}
+
+impl Drop for TimeLimit<'_> {
+    fn drop(&mut self) {
+        self.0.progress_handler(0, None::<fn() -> bool>);
+    }
 }
 
 /// Past this many entries holding a text, its calls are found by walking the latest ones instead.

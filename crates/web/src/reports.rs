@@ -1,0 +1,264 @@
+//! Where the UI's store reads run, so that the admin UI never slows calls.
+//!
+//! - On threads of their own at the lowest CPU priority (nice 19 on Linux): when the machine is busy, the call
+//!   pipeline (card pops, the outbox worker) and the PBX get the CPU first and a journal search takes what is left.
+//!   The reads go to the store's report connections ([`store::Store::for_reports`]), so they never hold the lock
+//!   the pipeline writes under either.
+//! - One journal search at a time: another waits [`SEARCH_WAIT`] for its turn, then is told the UI is busy.
+//! - Each search has a time limit ([`SEARCH_LIMIT`] by default): the store stops it and the page says so.
+//!
+//! Only reads run here, never a write: a write holds the store's one writer lock, which the pipeline waits for,
+//! and a low priority would make the pipeline wait longer (the UI's writes stay on tokio's blocking pool).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
+use tracing::warn;
+
+/// How long a journal search may run before the store stops it.
+pub const SEARCH_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long a journal search waits for the one running before the page says the UI is busy.
+pub const SEARCH_WAIT: Duration = Duration::from_secs(3);
+
+/// Threads reading for the UI: as many as the store has report connections (SQLite has two).
+const THREADS: usize = 2;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The UI's reading threads and its turn for journal searches.
+pub(crate) struct Reports {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    searches: Semaphore,
+    /// How long one search may run.
+    pub(crate) search_limit: Duration,
+}
+
+/// The reading thread ended before it answered (the read panicked).
+#[derive(Debug)]
+pub(crate) struct Lost;
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the read stopped before it answered (see the log)")
+    }
+}
+
+impl Reports {
+    /// Starts the reading threads; they end when this is dropped.
+    pub(crate) fn start() -> Reports {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..THREADS {
+            let queue = queue.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("ringlink-ui-read-{n}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        // One thread waits for the next job at a time; the lock is released before the job runs.
+                        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        let Ok(job) = job else { break };
+                        // A panic loses that read only (its page says so), not the thread.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                    }
+                });
+            if let Err(e) = started {
+                warn!(error = %e, "web: cannot start a reading thread; the UI reads on the others");
+            }
+        }
+        Reports {
+            jobs: Mutex::new(jobs),
+            searches: Semaphore::new(1),
+            search_limit: SEARCH_LIMIT,
+        }
+    }
+
+    /// Runs `read` on a reading thread and gives its answer.
+    pub(crate) async fn read<T: Send + 'static>(&self, read: impl FnOnce() -> T + Send + 'static) -> Result<T, Lost> {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = answer.send(read());
+        });
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(job)
+            .map_err(|_| Lost)?;
+        answered.await.map_err(|_| Lost)
+    }
+
+    /// The turn for a journal search, once the one running (if any) is over; none if that takes longer than
+    /// [`SEARCH_WAIT`]. The turn ends when the permit is dropped.
+    pub(crate) async fn search_turn(&self) -> Option<SemaphorePermit<'_>> {
+        tokio::time::timeout(SEARCH_WAIT, self.searches.acquire())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+/// The calling thread gets the lowest CPU priority (Linux: each thread has its own nice value).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no arguments and cannot fail; setpriority on this thread's own id only changes
+        // its nice value (raising it needs no privilege).
+        let lowered = unsafe {
+            let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, thread, 19)
+        };
+        if lowered != 0 {
+            warn!(
+                error = %std::io::Error::last_os_error(),
+                "web: cannot lower the priority of a reading thread; the UI's reads compete with calls for the CPU"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn reads_run_at_the_lowest_priority_and_the_caller_keeps_its_own() {
+        let reports = Reports::start();
+        let nice = || {
+            // SAFETY: as in lower_priority; getpriority only reads. errno is cleared first: -1 is a valid answer.
+            unsafe {
+                *libc::__errno_location() = 0;
+                libc::getpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as libc::id_t)
+            }
+        };
+        let before = nice();
+        for _ in 0..2 * THREADS {
+            assert_eq!(reports.read(nice).await.unwrap(), 19);
+        }
+        assert_eq!(nice(), before);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_panics_loses_its_answer_but_not_the_thread() {
+        let reports = Reports::start();
+        for _ in 0..THREADS {
+            assert!(reports.read(|| panic!("a bad row")).await.is_err());
+        }
+        assert_eq!(reports.read(|| 42).await.unwrap(), 42);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_search_waits_for_the_first_then_is_told_busy() {
+        let reports = Reports::start();
+        let first = reports.search_turn().await.expect("the first search's turn");
+        let waited = tokio::time::Instant::now();
+        assert!(reports.search_turn().await.is_none());
+        assert!(waited.elapsed() >= SEARCH_WAIT);
+        // A search that comes while one runs gets its turn when that one ends.
+        let second = async { reports.search_turn().await.is_some() };
+        let first_ends = async {
+            tokio::time::sleep(SEARCH_WAIT / 2).await;
+            drop(first);
+        };
+        let (second, ()) = tokio::join!(second, first_ends);
+        assert!(second);
+    }
+
+    /// The UI served on loopback over a store in a file, and a session's cookie.
+    struct Served {
+        base: String,
+        cookie: String,
+        web: crate::Web,
+        store: store::SqliteStore,
+        http: reqwest::Client,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Served {
+        async fn start(configure: impl FnOnce(crate::Web) -> crate::Web) -> Served {
+            let dir = tempfile::tempdir().unwrap();
+            let store = store::SqliteStore::open(dir.path().join("ringlink.db")).unwrap();
+            let telemetry = Arc::new(crate::Telemetry::new("9.9.9"));
+            let settings = crate::WebSettings {
+                listen: "127.0.0.1:0".into(),
+                ..crate::WebSettings::default()
+            };
+            let web = crate::Web::new(settings, Arc::new(store.clone()), telemetry, crate::Wake::default()).unwrap();
+            let web = configure(web);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(crate::serve(listener, web.clone(), std::future::pending()));
+            let session = web.0.sessions.create(Duration::from_secs(600));
+            Served {
+                base,
+                cookie: format!("{}={session}", crate::auth::SESSION_COOKIE),
+                web,
+                store,
+                http: reqwest::Client::new(),
+                _dir: dir,
+            }
+        }
+
+        async fn get(&self, path: &str) -> (reqwest::StatusCode, reqwest::header::HeaderMap, String) {
+            let response = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .header("cookie", &self.cookie)
+                .send()
+                .await
+                .unwrap();
+            let (status, headers) = (response.status(), response.headers().clone());
+            (status, headers, response.text().await.unwrap())
+        }
+
+        /// 5,000 calls of 3 entries each.
+        fn journal(&self) {
+            use store::{EntryKind, NewJournalEntry, Store, Timestamp};
+            let entries: Vec<NewJournalEntry> = (0..15_000)
+                .map(|n| {
+                    let at = Timestamp::from_secs(1_700_000_000 + n);
+                    NewJournalEntry::new(format!("call-{:05}", n / 3), at, EntryKind::Ami, "leg_ringing")
+                })
+                .collect();
+            self.store.append_journal(&entries).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_search_while_another_runs_is_told_busy_and_the_plain_list_is_not() {
+        let ui = Served::start(|web| web).await;
+        ui.journal();
+        let running = ui.web.0.reports.search_turn().await.expect("a turn");
+        let (status, headers, page) = ui.get("/calls?employee=zq").await;
+        assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{page}");
+        assert!(headers.get("retry-after").is_some());
+        assert!(page.contains("Another journal search is running"), "{page}");
+        assert!(page.contains(r#"value="zq""#), "the form keeps the search: {page}");
+        // The plain list (and its pages) does not wait for searches.
+        let (status, _, page) = ui.get("/calls").await;
+        assert_eq!(status, reqwest::StatusCode::OK);
+        assert!(page.contains("call-04999"), "{page}");
+        drop(running);
+        let (status, _, page) = ui.get("/calls?employee=zq").await;
+        assert_eq!(status, reqwest::StatusCode::OK);
+        assert!(page.contains("No calls match"), "{page}");
+    }
+
+    #[tokio::test]
+    async fn a_search_stopped_by_its_time_limit_says_so_on_the_page() {
+        let ui = Served::start(|web| web.search_limit(Duration::from_nanos(1))).await;
+        ui.journal();
+        // No entry holds it: the search would read all 15,000.
+        let (status, _, page) = ui.get("/calls?employee=zq").await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+        assert!(page.contains("was stopped"), "{page}");
+        assert!(!page.contains("No calls match"), "{page}");
+        assert!(page.contains(r#"value="zq""#), "the form keeps the search: {page}");
+        // The next search has its turn: the stopped one gave it back.
+        assert_eq!(ui.get("/calls?employee=zq").await.0, reqwest::StatusCode::OK);
+    }
+}
