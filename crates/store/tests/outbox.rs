@@ -630,6 +630,65 @@ fn a_reopened_sqlite_file_passes_the_integrity_check() {
     assert!(store.integrity_check().unwrap().is_empty());
 }
 
+#[test]
+fn a_postgres_claim_analyses_an_outbox_that_outgrew_its_statistics() {
+    // Autovacuum off: only the store analyses the table here.
+    let options = testbed::postgres::PostgresOptions {
+        fsync: false,
+        settings: vec![("autovacuum".into(), "off".into())],
+        ..Default::default()
+    };
+    let server = testbed::postgres::Postgres::start_with(&options).unwrap_or_else(|error| panic!("{error}"));
+    let url = server.create_database("ringlink").unwrap();
+    let store = store::PgStore::open(&url, store::PgOptions::new("office")).unwrap();
+    // What the planner believes of the open steps: the rows the last ANALYZE counted in their index.
+    let counted = || -> i64 {
+        let sql = "SELECT reltuples::bigint FROM pg_class WHERE relname = 'steps_open_by_call'";
+        server.psql("ringlink", sql).unwrap().trim().parse().unwrap()
+    };
+    let calls = |numbers: std::ops::Range<u32>| -> Vec<NewStep> {
+        numbers
+            .flat_map(|call| ["register", "show", "hide", "finish"].map(|kind| step(&format!("c{call:04}"), kind)))
+            .collect()
+    };
+    let claimed_keys = |now| -> Vec<String> {
+        let claimed = store.claim_due(now, 50, LEASE).unwrap().claimed;
+        claimed.into_iter().map(|step| step.idempotency_key).collect()
+    };
+    let registers =
+        |numbers: std::ops::Range<u32>| -> Vec<String> { numbers.map(|call| format!("c{call:04}/register")).collect() };
+
+    // 400 open steps in an outbox whose indexes were made empty: too few to be worth an ANALYZE.
+    store.enqueue(&calls(0..100), at(0)).unwrap();
+    assert_eq!(claimed_keys(at(1)), registers(0..50));
+    assert_eq!(counted(), 0, "400 open steps left to autovacuum");
+
+    // 1,600: the claim analyses the table first (a small table is counted exactly), and still claims in order.
+    store.enqueue(&calls(100..400), at(2)).unwrap();
+    assert_eq!(claimed_keys(at(3)), registers(50..100));
+    assert_eq!(counted(), 1600, "the open steps as the claim found them");
+
+    // Settled steps open the next of their calls; fewer open steps than counted need no new statistics.
+    let done: Vec<_> = store
+        .steps_of_call("c0000")
+        .unwrap()
+        .into_iter()
+        .filter(|step| step.state == StepState::InFlight)
+        .map(|step| (step.lease(), store::Outcome::Done(json!(null))))
+        .collect();
+    assert!(store.mark_many(&done, at(4)).unwrap().is_empty());
+    assert_eq!(claimed_keys(at(4)).first().map(String::as_str), Some("c0000/show"));
+    assert_eq!(counted(), 1600);
+
+    // Another tenant's backlog in the same database: the table as a whole was analysed, but not with its steps.
+    let branch = store::PgStore::open(&url, store::PgOptions::new("branch")).unwrap();
+    branch.enqueue(&calls(0..400), at(5)).unwrap();
+    let claimed = branch.claim_due(at(6), 50, LEASE).unwrap().claimed;
+    let claimed: Vec<String> = claimed.into_iter().map(|step| step.idempotency_key).collect();
+    assert_eq!(claimed, registers(0..50));
+    assert_eq!(counted(), 1599 + 1600, "both tenants' open steps");
+}
+
 fn concurrent_workers_never_claim_the_same_step(backend: Backend) {
     let store = backend.open();
     let steps: Vec<NewStep> = (0..200)

@@ -62,7 +62,12 @@ struct Inner {
     tenant: String,
     /// Set once this instance takes part in the leader election: its writes then need the lease.
     fence: std::sync::Mutex<Option<lease::Fence>>,
+    /// When this store last analysed the outbox for its claims.
+    analysed: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// The shortest time between two `ANALYZE`s a store runs for its claims.
+const ANALYSE_INTERVAL: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -208,6 +213,7 @@ impl PgStore {
                 pool: pool::Pool::new(config, tls, options.pool_size)?,
                 tenant: options.tenant,
                 fence: std::sync::Mutex::new(None),
+                analysed: std::sync::Mutex::new(None),
             }),
         };
         store.migrate()?;
@@ -236,6 +242,27 @@ impl PgStore {
     fn lock_fence(&self) -> std::sync::MutexGuard<'_, Option<lease::Fence>> {
         self.inner
             .fence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Before a claim: analyses the outbox when its open steps outgrew the planner's statistics (unfenced, as it
+    /// changes no row, only what the planner knows), at most once in [`ANALYSE_INTERVAL`] — estimates that
+    /// stay low even after an `ANALYZE` must not make every claim analyse the table again.
+    fn refresh_statistics(&self) -> Result<()> {
+        let recent = |at: &Option<std::time::Instant>| at.is_some_and(|at| at.elapsed() < ANALYSE_INTERVAL);
+        if recent(&self.lock_analysed()) {
+            return Ok(());
+        }
+        if transaction!(self, Mode::Lead, |tx| outbox::refresh_statistics(tx))? {
+            *self.lock_analysed() = Some(std::time::Instant::now());
+        }
+        Ok(())
+    }
+
+    fn lock_analysed(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        self.inner
+            .analysed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -272,6 +299,7 @@ impl Store for PgStore {
     }
 
     fn claim_due(&self, now: Timestamp, limit: usize, lease: Duration) -> Result<ClaimOutcome> {
+        self.refresh_statistics()?;
         transaction!(self, Mode::Write, |tx| outbox::claim_due(tx, now, limit, lease, &[]))
     }
 
@@ -282,6 +310,7 @@ impl Store for PgStore {
         lease: Duration,
         pairs: &[(&str, &str)],
     ) -> Result<ClaimOutcome> {
+        self.refresh_statistics()?;
         transaction!(self, Mode::Write, |tx| outbox::claim_due(tx, now, limit, lease, pairs))
     }
 
@@ -327,6 +356,7 @@ impl Store for PgStore {
         lease: Duration,
         pairs: &[(&str, &str)],
     ) -> Result<(Vec<Lease>, ClaimOutcome)> {
+        self.refresh_statistics()?;
         transaction!(self, Mode::Write, |tx| async move {
             let lost = outbox::finish_many(tx, marks, journal, now).await?;
             let next = outbox::claim_due(tx, now, limit, lease, pairs).await?;

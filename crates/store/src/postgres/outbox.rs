@@ -266,6 +266,64 @@ pub async fn claim_due(
     })
 }
 
+/// Open steps of a tenant beyond twice what the planner estimates, plus this many, make the statistics stale.
+const STALE_OPEN_STEPS: f64 = 500.0;
+
+/// Analyses `steps` when the tenant's open steps outgrew what the planner's statistics say of them; returns
+/// whether it did. The claim is planned from them: statistics of a nearly empty outbox (a new database, whose
+/// indexes were made empty; one analysed when nothing was open; a tenant new to the database) estimate a few open
+/// steps, and over thousands the plan's check for an earlier open step of the call compares every open step with
+/// every other — a round of seconds. Autovacuum analyses the table only once a tenth of it changed, and up to a
+/// minute later: a backlog enqueued at once (after an outage) is claimed before that. The count is the store's
+/// own (`step_counts`), the estimate the planner's for the same rows. Only the table's owner may analyse it (a
+/// store that may not leaves it to autovacuum); `SKIP_LOCKED`: a claim never waits for an `ANALYZE` or `VACUUM`
+/// already running. Run in a transaction of its own before the claim's: what it analysed stays whatever becomes
+/// of the claim, and none of the claim's locks is held meanwhile.
+pub async fn refresh_statistics(tx: &mut Tx<'_>) -> Result<bool> {
+    let tenant = tx.tenant;
+    let Some(row) = tx
+        .query_opt(
+            "SELECT (SELECT COALESCE(SUM(n), 0) FROM step_counts
+                     WHERE tenant = $1 AND state IN ('pending', 'in_flight'))::float8,
+                    pg_has_role(t.relowner, 'USAGE')
+             FROM pg_class t WHERE t.oid = to_regclass('steps')",
+            &[&tenant],
+        )
+        .await?
+    else {
+        return Ok(false);
+    };
+    let open: f64 = row.try_get(0)?;
+    let owner: bool = row.try_get(1)?;
+    if !owner || open <= STALE_OPEN_STEPS {
+        return Ok(false);
+    }
+    let plan = tx
+        .query(
+            "EXPLAIN SELECT 1 FROM steps WHERE tenant = $1 AND state IN ('pending', 'in_flight')",
+            &[&tenant],
+        )
+        .await?;
+    let estimated = plan
+        .first()
+        .and_then(|row| row.try_get::<_, String>(0).ok())
+        .and_then(|line| estimated_rows(&line));
+    match estimated {
+        Some(estimated) if open > 2.0 * estimated + STALE_OPEN_STEPS => {
+            tx.tx.batch_execute("ANALYZE (SKIP_LOCKED) steps").await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// The `rows=` of the top line of a plan (`Seq Scan on steps  (cost=0.00..1.05 rows=5 width=4)`).
+fn estimated_rows(line: &str) -> Option<f64> {
+    let after = &line[line.find(" rows=")? + " rows=".len()..];
+    let digits = after.split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok()
+}
+
 /// Claims the step right after `leader` in its call when it is of one of `kinds`, pending and due; `leader` is
 /// in flight (and locked by this transaction), so the follower could not be claimed on its own.
 async fn claim_follower(
