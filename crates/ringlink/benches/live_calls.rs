@@ -13,7 +13,8 @@
 //! a show) arriving at the emulator, p50/p99/max. Target: p99 ≤ 50 ms.
 //!
 //! `cargo bench -p ringlink --bench live_calls` (both parts; `-- memory` or `-- cards` for one). N = 1,000 and
-//! 4 rounds; `RINGLINK_BENCH_LIVE_CALLS` and `RINGLINK_BENCH_ROUNDS` change them. Targets: ≤ 30 MB idle after
+//! 4 rounds; `RINGLINK_BENCH_LIVE_CALLS` and `RINGLINK_BENCH_ROUNDS` change them; `RINGLINK_BENCH_LOG=<file>` keeps
+//! ringlink's log (its debug `outbox round` lines time each round's claim, decide, send and record). Targets: ≤ 30 MB idle after
 //! start, ≤ 100 MB with 1,000 live calls, no growth from one round to the next.
 
 #![allow(dead_code)]
@@ -552,5 +553,12 @@ async fn main() {
         card_pop(&emu, &sender, calls, &monitor).await;
     }
     drop(ringlink);
+    // `RINGLINK_BENCH_LOG=<file>`: ringlink's log (debug: each outbox round's claim/decide/send/record times) is
+    // kept there; the bench's directory goes when it ends.
+    if let Ok(keep) = std::env::var("RINGLINK_BENCH_LOG") {
+        if let Err(e) = std::fs::copy(&log, &keep) {
+            eprintln!("cannot keep ringlink's log in {keep}: {e}");
+        }
+    }
     emu.shutdown().await;
 }

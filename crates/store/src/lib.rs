@@ -176,6 +176,10 @@ pub trait Store: Send + Sync {
     /// The result of a done step (`None` if the step is unknown or not done yet).
     fn result_by_key(&self, idempotency_key: &str) -> Result<Option<Value>>;
 
+    /// The stored steps with these idempotency keys (unknown keys left out), read from one snapshot: everything
+    /// a round of the outbox worker looks up before deciding, in one read instead of one per step.
+    fn steps_by_keys(&self, idempotency_keys: &[String]) -> Result<Vec<Step>>;
+
     /// All steps of a call, in order.
     fn steps_of_call(&self, call_key: &str) -> Result<Vec<Step>>;
 

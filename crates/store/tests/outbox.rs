@@ -412,6 +412,28 @@ fn results_are_readable_by_key_for_later_steps(backend: Backend) {
     assert_eq!(store.result_by_key("a/finish").unwrap(), Some(json!(null)));
 }
 
+fn the_steps_a_round_looks_up_are_read_together_unknown_keys_left_out(backend: Backend) {
+    let store = backend.open();
+    store
+        .enqueue(
+            &[step("a", "register"), step("a", "show"), step("b", "register")],
+            at(0),
+        )
+        .unwrap();
+    let register = claim_one(&*store, at(0));
+    store
+        .mark_done(register.lease(), &json!({"CALL_ID": "externalCall.1"}), at(1))
+        .unwrap();
+    let wanted = ["a/register", "unknown", "b/register"].map(String::from);
+    let mut found = store.steps_by_keys(&wanted).unwrap();
+    found.sort_by(|x, y| x.idempotency_key.cmp(&y.idempotency_key));
+    assert_eq!(keys(&found), ["a/register", "b/register"]);
+    assert_eq!(found[0].state, StepState::Done);
+    assert_eq!(found[0].result, Some(json!({"CALL_ID": "externalCall.1"})));
+    assert_eq!(found[1].state, StepState::Pending);
+    assert!(store.steps_by_keys(&[]).unwrap().is_empty());
+}
+
 fn counts_by_state(backend: Backend) {
     let store = backend.open();
     assert_eq!(store.step_counts().unwrap(), store::StepCounts::default());
@@ -960,6 +982,7 @@ on_both_backends!(
     expiry_spares_a_step_being_sent,
     drop_pending_withdraws_only_unheld_steps,
     results_are_readable_by_key_for_later_steps,
+    the_steps_a_round_looks_up_are_read_together_unknown_keys_left_out,
     counts_by_state,
     counts_kept_by_the_store_follow_every_change_of_state,
     reprocess_resets_failed_and_dropped_steps,

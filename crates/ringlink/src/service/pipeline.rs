@@ -854,10 +854,15 @@ impl Pipeline {
         }
         let has_steps = !steps.is_empty();
         let n_steps = steps.len();
+        let started = std::time::Instant::now();
         let result = self
             .shared
             .store(move |s| s.enqueue_journaled(&steps, &journal, store::Timestamp::now()))
             .await;
+        if has_steps {
+            let store_ms = started.elapsed().as_secs_f64() * 1000.0;
+            debug!(plans, steps = n_steps, store_ms, "plans stored");
+        }
         match result {
             Ok(()) if has_steps => self.shared.work.notify_one(),
             Ok(()) => {}

@@ -381,6 +381,10 @@ impl Store for PgStore {
         transaction!(self, Mode::Read, |tx| outbox::by_key(tx, idempotency_key))
     }
 
+    fn steps_by_keys(&self, idempotency_keys: &[String]) -> Result<Vec<Step>> {
+        transaction!(self, Mode::Read, |tx| outbox::by_keys(tx, idempotency_keys))
+    }
+
     fn result_by_key(&self, idempotency_key: &str) -> Result<Option<Value>> {
         let step = self.step_by_key(idempotency_key)?;
         Ok(step

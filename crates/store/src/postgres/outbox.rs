@@ -74,6 +74,15 @@ pub async fn by_key(tx: &mut Tx<'_>, idempotency_key: &str) -> Result<Option<Ste
     Ok(steps_from_rows(&rows)?.pop())
 }
 
+pub async fn by_keys(tx: &mut Tx<'_>, idempotency_keys: &[String]) -> Result<Vec<Step>> {
+    if idempotency_keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT {COLUMNS} FROM steps s WHERE s.tenant = $1 AND s.idempotency_key = ANY($2)");
+    let tenant = tx.tenant;
+    steps_from_rows(&tx.query(&sql, &[&tenant, &idempotency_keys]).await?)
+}
+
 pub async fn of_call(tx: &mut Tx<'_>, call_key: &str) -> Result<Vec<Step>> {
     let sql = format!("SELECT {COLUMNS} FROM steps s WHERE s.tenant = $1 AND s.call_key = $2 ORDER BY s.seq");
     let tenant = tx.tenant;

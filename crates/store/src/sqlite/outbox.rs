@@ -70,6 +70,14 @@ pub fn by_key(tx: &Transaction<'_>, idempotency_key: &str) -> Result<Option<Step
     Ok(query_steps(tx, &sql, [idempotency_key])?.pop())
 }
 
+pub fn by_keys(tx: &Transaction<'_>, idempotency_keys: &[String]) -> Result<Vec<Step>> {
+    let mut found = Vec::with_capacity(idempotency_keys.len());
+    for key in idempotency_keys {
+        found.extend(by_key(tx, key)?);
+    }
+    Ok(found)
+}
+
 fn by_id(tx: &Transaction<'_>, id: StepId) -> Result<Option<Step>> {
     let sql = format!("SELECT {COLUMNS} FROM steps WHERE id = ?1");
     Ok(query_steps(tx, &sql, [id.0])?.pop())

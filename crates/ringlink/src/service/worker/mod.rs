@@ -12,19 +12,19 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use engine::{StepKind, Timing};
+use engine::StepKind;
 use serde_json::{json, Value};
-use store::{EntryKind, NewJournalEntry, Step, StepState, Timestamp};
+use store::{EntryKind, NewJournalEntry, Step, Timestamp};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
-use super::crm_binding;
-use super::customize::{self, Customized};
 use super::Shared;
 
+mod decide;
 mod follow_up;
 mod recording;
 use crate::config::RecordingSettings;
+use decide::{Action, Known};
 
 /// Steps claimed per round: one Bitrix24 batch.
 const ROUND: usize = bitrix24::MAX_BATCH_COMMANDS;
@@ -59,6 +59,7 @@ pub async fn run(
         client,
         recordings,
         next: Default::default(),
+        reads: Default::default(),
     };
     let work = worker.shared.work.clone();
     rounds(&work, &mut stop, "outbox round failed", || worker.round()).await;
@@ -96,29 +97,8 @@ struct Worker {
     recordings: RecordingSettings,
     /// The next round's steps, claimed in the transaction that recorded the last round's outcomes.
     next: std::sync::Mutex<Option<store::ClaimOutcome>>,
-}
-
-/// What to do with a claimed step.
-enum Action {
-    Send {
-        method: String,
-        params: Value,
-        card_shown: Option<bool>,
-        /// `process_final_params` answered `action: delete`: the call's CRM activity goes once finished.
-        delete_activity: bool,
-        /// The step earlier in the same `batch` whose result the params refer to.
-        depends: Option<String>,
-    },
-    Record {
-        call_id: String,
-        path: String,
-    },
-    Drop(String),
-    /// Not yet possible (a referenced result is missing); try again later.
-    Wait(String),
-    /// Not in this `batch`: goes on its own once the steps before it are done.
-    Later(String),
-    Fail(String),
+    /// The store reads made while deciding this round, and the time waited for them (µs).
+    reads: (std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicU64),
 }
 
 /// The outcome of one step, to be written back.
@@ -192,38 +172,6 @@ impl Request {
     }
 }
 
-/// Params with each plain reference to a step earlier in the same `batch` made a `$result[key][FIELD]`
-/// reference the portal fills in; and the step referred to (the last one, when several are).
-fn batch_references(params: &Value, in_batch: &HashMap<String, String>) -> (Value, Option<String>) {
-    fn walk(v: &Value, in_batch: &HashMap<String, String>, depends: &mut Option<String>) -> Value {
-        match v {
-            Value::Object(map) if map.len() == 1 && map.contains_key("$ref") => {
-                let target = &map["$ref"];
-                let step = target.get("step").and_then(Value::as_str);
-                let field = target.get("field").and_then(Value::as_str);
-                match (step.and_then(|s| in_batch.get(s).map(|k| (s, k))), field) {
-                    (Some((step, key)), Some(field)) => {
-                        *depends = Some(step.to_owned());
-                        let path: Vec<&str> = field.split('.').filter(|p| !p.is_empty()).collect();
-                        Value::String(bitrix24::Batch::reference(key, &path))
-                    }
-                    _ => v.clone(),
-                }
-            }
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, item)| (k.clone(), walk(item, in_batch, depends)))
-                    .collect(),
-            ),
-            Value::Array(items) => Value::Array(items.iter().map(|item| walk(item, in_batch, depends)).collect()),
-            other => other.clone(),
-        }
-    }
-    let mut depends = None;
-    let out = walk(params, in_batch, &mut depends);
-    (out, depends)
-}
-
 /// A follower not sent with its leader goes on its own once the leader is done.
 fn waits_for_leader() -> Outcome {
     Outcome::Later {
@@ -242,6 +190,20 @@ fn journaled_params(params: &Value) -> Value {
 }
 
 impl Worker {
+    /// A store read made while deciding, counted and timed for the round's log line.
+    async fn read<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn store::Store) -> store::Result<T> + Send + 'static,
+    {
+        let started = Instant::now();
+        let result = self.shared.store(f).await;
+        let waited = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.reads.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reads.1.fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
     async fn round(&self) -> anyhow::Result<usize> {
         let started = Instant::now();
         let now = Timestamp::now();
@@ -273,13 +235,16 @@ impl Worker {
         let mut uploads = Vec::new();
         let mut deletes = Vec::new();
         let alone = HashMap::new();
+        let known = self
+            .known(claimed.claimed.iter().chain(followers.values().flatten()))
+            .await;
         for step in claimed.claimed {
             let mut chain = followers
                 .remove(&step.call_key)
                 .unwrap_or_default()
                 .into_iter()
                 .peekable();
-            match self.decide(&step, &alone).await {
+            match self.decide(&step, &alone, &known).await {
                 Action::Send {
                     method,
                     params,
@@ -296,9 +261,13 @@ impl Worker {
                         false => None,
                     };
                     match record {
-                        Some(follower) => self.with_follower(leader, follower, &mut batch, &mut outcomes).await,
+                        Some(follower) => {
+                            self.with_follower(leader, follower, &known, &mut batch, &mut outcomes)
+                                .await
+                        }
                         None => {
-                            self.with_chain(leader, &mut chain, &mut batch, &mut outcomes, &mut deletes)
+                            let (batch, outcomes) = (&mut batch, &mut outcomes);
+                            self.with_chain(leader, &mut chain, &known, batch, outcomes, &mut deletes)
                                 .await
                         }
                     }
@@ -318,6 +287,8 @@ impl Worker {
         }
         let (n, sent) = (batch.len() + outcomes.len() + uploads.len(), batch.len());
         let decide_ms = ms(decided.elapsed());
+        let reads = self.reads.0.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let read_ms = self.reads.1.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0;
         let sending = Instant::now();
         outcomes.extend(self.send(batch).await);
         let send_ms = ms(sending.elapsed());
@@ -333,6 +304,8 @@ impl Worker {
             sent,
             claim_ms,
             decide_ms,
+            reads,
+            read_ms,
             send_ms,
             upload_ms = ms(recording.duration_since(sending)) - send_ms,
             record_ms = ms(recording.elapsed()),
@@ -349,6 +322,7 @@ impl Worker {
         &self,
         leader: Request,
         chain: &mut impl Iterator<Item = Step>,
+        known: &Known,
         batch: &mut Vec<Request>,
         outcomes: &mut Vec<(Step, Outcome, Option<Value>)>,
         deletes: &mut Vec<String>,
@@ -356,7 +330,7 @@ impl Worker {
         let mut in_batch = HashMap::from([(leader.step.idempotency_key.clone(), leader.key.clone())]);
         batch.push(leader);
         for follower in chain.by_ref() {
-            match self.decide(&follower, &in_batch).await {
+            match self.decide(&follower, &in_batch, known).await {
                 Action::Send {
                     method,
                     params,
@@ -390,10 +364,11 @@ impl Worker {
         &self,
         leader: Request,
         follower: Step,
+        known: &Known,
         batch: &mut Vec<Request>,
         outcomes: &mut Vec<(Step, Outcome, Option<Value>)>,
     ) {
-        let (call_id, path) = match self.decide(&follower, &HashMap::new()).await {
+        let (call_id, path) = match self.decide(&follower, &HashMap::new(), known).await {
             Action::Record { call_id, path } => (call_id, path),
             other => {
                 batch.push(leader);
@@ -529,144 +504,6 @@ impl Worker {
         Ok(())
     }
 
-    /// Applies the step's timing rule and resolves its references.
-    /// `in_batch`: steps going earlier in the same `batch` (idempotency key → command key); references to
-    /// them become `$result[…]` references the portal fills in.
-    async fn decide(&self, step: &Step, in_batch: &HashMap<String, String>) -> Action {
-        let planned: engine::Step = match serde_json::from_value(step.payload.clone()) {
-            Ok(p) => p,
-            Err(e) => return Action::Fail(format!("unreadable step payload: {e}")),
-        };
-        let mut params = planned.params.clone();
-        let mut card_shown = None;
-        match &planned.timing {
-            Timing::Durable => {}
-            Timing::WhileRinging { conversation } => {
-                if !self.shared.engine().is_ringing(&planned.call, conversation) {
-                    return Action::Drop("the phone stopped ringing before the card could be shown".into());
-                }
-            }
-            Timing::DurableCardWhileRinging { conversation } => {
-                // Offline recovery (the leg no longer rings): register without a card, keeping the original
-                // start time; applied after the hooks, so that a resend decides it anew.
-                card_shown = Some(self.shared.engine().is_ringing(&planned.call, conversation));
-            }
-            Timing::UndoCard { shown_by, finish } => {
-                let (shown, finish_state) = {
-                    let (shown_by, finish) = (shown_by.clone(), finish.clone());
-                    match self
-                        .shared
-                        .store(move |s| Ok((s.step_by_key(&shown_by)?, s.step_by_key(&finish)?)))
-                        .await
-                    {
-                        Ok(pair) => pair,
-                        Err(e) => return Action::Wait(format!("store: {e}")),
-                    }
-                };
-                let card_was_shown = shown.as_ref().is_some_and(|s| {
-                    s.state == StepState::Done
-                        && s.result.as_ref().and_then(|r| r.get(CARD_SHOWN)) != Some(&Value::Bool(false))
-                });
-                if !card_was_shown {
-                    return Action::Drop("the card was never shown".into());
-                }
-                if finish_state.is_some_and(|f| f.state == StepState::Done) {
-                    return Action::Drop("finish already took the card away".into());
-                }
-            }
-        }
-        let mut depends = None;
-        if !in_batch.is_empty() {
-            (params, depends) = batch_references(&params, in_batch);
-            if engine::references(&params).iter().any(|key| in_batch.contains_key(key)) {
-                return Action::Later("needs a result that cannot be referred to inside a batch".into());
-            }
-        }
-        let refs = engine::references(&params);
-        if !refs.is_empty() {
-            let results = match self
-                .shared
-                .store(move |s| {
-                    let mut found = HashMap::new();
-                    for key in refs {
-                        if let Some(v) = s.result_by_key(&key)? {
-                            found.insert(key, v);
-                        }
-                    }
-                    Ok(found)
-                })
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => return Action::Wait(format!("store: {e}")),
-            };
-            params = match engine::resolve(&params, |key| results.get(key)) {
-                Ok(p) => p,
-                // An earlier step this one needs ended without a result: it can never be sent. When that step
-                // was left out on purpose (a customization cancelled it), so is this one.
-                Err(e) => {
-                    return match self.dropped_dependency(&planned.params).await {
-                        Some(reason) => Action::Drop(reason),
-                        None => Action::Fail(format!("cannot complete the request: {e}")),
-                    }
-                }
-            };
-        }
-        let mut record_path = planned.record_path.clone();
-        let mut delete_activity = false;
-        let mut search_filter = None;
-        match customize::customize(&self.shared, &self.shared.hooks, &step.payload, &planned, &params).await {
-            Ok(Customized::Unchanged) => {}
-            Ok(Customized::Cancelled(reason)) => return Action::Drop(reason),
-            Ok(Customized::Params {
-                params: customized,
-                action,
-                record_path: path,
-                filter,
-            }) => {
-                params = customized;
-                record_path = path.or(record_path);
-                delete_activity = planned.kind == StepKind::Finish && action.as_deref() == Some("delete");
-                search_filter = filter;
-            }
-            Err(e) => return Action::Wait(format!("store: {e}")),
-        }
-        if planned.kind == StepKind::Register {
-            let bound = crm_binding::bind(
-                &self.shared,
-                &self.client,
-                &planned,
-                &step.payload,
-                &mut params,
-                search_filter,
-            );
-            if let Err(e) = bound.await {
-                return Action::Wait(format!("CRM search: {e}"));
-            }
-        }
-        if card_shown == Some(false) {
-            params = engine::without_card(&params);
-        }
-        if planned.kind == StepKind::AttachRecord {
-            let call_id = params
-                .get("CALL_ID")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let Some(path) = record_path else {
-                return Action::Fail("no recording path".into());
-            };
-            return Action::Record { call_id, path };
-        }
-        Action::Send {
-            method: planned.method.clone(),
-            params,
-            card_shown,
-            delete_activity,
-            depends,
-        }
-    }
-
     /// Sends the requests: one alone, several in one `batch` (one request against the portal's limit). A
     /// follower whose leader was not done waits for it (the portal ran it, and it failed for want of the
     /// leader, or did not run it).
@@ -733,30 +570,6 @@ impl Worker {
             out.push((r.step, outcome, Some(request)));
         }
         out
-    }
-
-    /// Why a step this one refers to was not sent, when it was dropped (not failed).
-    async fn dropped_dependency(&self, params: &Value) -> Option<String> {
-        let refs = engine::references(params);
-        let steps = self
-            .shared
-            .store(move |s| {
-                let mut found = Vec::new();
-                for key in refs {
-                    found.extend(s.step_by_key(&key)?);
-                }
-                Ok(found)
-            })
-            .await
-            .ok()?;
-        steps.into_iter().find(|s| s.state == StepState::Dropped).map(|s| {
-            format!(
-                "{} {} was not sent ({})",
-                s.kind,
-                s.idempotency_key,
-                s.last_error.unwrap_or_default()
-            )
-        })
     }
 
     /// Counts the attempt for `/metrics`; a card acknowledged also counts how long it took since its event was
@@ -974,6 +787,7 @@ mod tests {
             client,
             recordings: RecordingSettings::default(),
             next: Default::default(),
+            reads: Default::default(),
         };
         assert!(worker.send(Vec::new()).await.is_empty());
         assert!(emu.requests().is_empty(), "{:?}", emu.requests());
