@@ -322,6 +322,7 @@ fn reprocess(config: &Config, from: &str, to: Option<&str>, dry_run: bool) -> an
             now,
             dry_run,
             only: None,
+            verdict: None,
         },
     )?;
     let mut out = std::io::stdout().lock();

@@ -253,6 +253,14 @@ pub fn recovery_engine(
     Ok(engine)
 }
 
+/// A `need_registration` gate that gives `call` the answer the hook gave it while it was live (none without one).
+pub fn recorded_gate(call: &str, verdict: Option<bool>) -> Option<Box<dyn engine::RegistrationGate + Send + Sync>> {
+    let (call, verdict) = (call.to_owned(), verdict?);
+    Some(Box::new(move |asked: &str, _: Option<&tracker::CallFull>| {
+        (asked == call).then_some(verdict)
+    }))
+}
+
 /// The engine's plan for a rebuilt call, each event at its own time, after a decision saying where the call
 /// comes from (a gap in following the PBX, or an admin's re-process).
 pub fn plan(engine: &mut engine::Engine, call: &Rebuilt, gap: (Timestamp, Timestamp), asked: bool) -> engine::Plan {
@@ -338,6 +346,8 @@ pub struct RecoveryInput<'a> {
     pub dry_run: bool,
     /// Only this call, re-processed at an admin's request (its other calls of the period are left alone).
     pub only: Option<&'a str>,
+    /// The `need_registration` answer recorded for `only` while it was live: the engine gives it again.
+    pub verdict: Option<bool>,
 }
 
 /// Reads the CEL rows of the period, rebuilds the calls that ended and stores the steps of those not yet
@@ -349,6 +359,9 @@ pub fn recover(store: &dyn store::Store, input: RecoveryInput<'_>) -> anyhow::Re
     let (rebuilt, stats) = rebuild(&rows, &recordings, input.tracker)?;
     let mut engine = recovery_engine(input.engine, input.users, input.now)?;
     engine.set_crm(input.crm);
+    if let Some(gate) = input.only.and_then(|only| recorded_gate(only, input.verdict)) {
+        engine.set_gate(gate);
+    }
     let unmatched: HashSet<String> = store
         .calls_with_unmatched(engine::StepKind::Register.name(), engine::StepKind::Finish.name())?
         .into_iter()

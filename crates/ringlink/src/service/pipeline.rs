@@ -349,6 +349,7 @@ impl Pipeline {
                 now,
                 dry_run: false,
                 only: None,
+                verdict: None,
             };
             crate::cel::recover(store.as_ref(), input)
         })

@@ -9,6 +9,10 @@
 //!   once, so only the steps it lacks are added.
 //! - Steps that failed for good or were dropped are set to be sent again (a failed step was refused by the CRM,
 //!   so it never took effect).
+//! - The `need_registration` hook's answer for the call, as its journal recorded it when the call was live, holds:
+//!   a call the hook refused is not planned (the page says why), one it admitted is registered even where the
+//!   settings alone would not. A call with no recorded answer (the hook off or failing then) goes by the settings,
+//!   as the live engine did.
 //!
 //! A call whose every step is done changes nothing. One re-process runs at a time.
 
@@ -84,14 +88,23 @@ async fn reprocess(shared: &Shared, config: &Config, call: &str) -> anyhow::Resu
     let (steps, journal) = shared
         .store(move |s| Ok((s.steps_of_call(&key)?, s.call_timeline(&key)?)))
         .await?;
+    let verdict = recorded_verdict(&journal);
+    if verdict == Some(false) && steps.is_empty() {
+        out.note = Some(
+            "need_registration answered false for this call while it was live (see its timeline): it is not \
+             registered, and re-processing keeps that answer"
+                .into(),
+        );
+        return Ok(out);
+    }
     if steps.is_empty() || has_open_registration(&steps) {
         let (source, plan, note) = match &config.cel {
             Some(_) => {
-                let (plan, note) = from_cel(shared, config, call, &journal).await?;
+                let (plan, note) = from_cel(shared, config, call, &journal, verdict).await?;
                 (Source::Cel, plan, note)
             }
             None => {
-                let (plan, note) = from_journal(shared, config, call, &steps, &journal).await?;
+                let (plan, note) = from_journal(shared, config, call, &steps, &journal, verdict).await?;
                 (Source::Journal, plan, note)
             }
         };
@@ -131,9 +144,23 @@ async fn reprocess(shared: &Shared, config: &Config, call: &str) -> anyhow::Resu
     Ok(out)
 }
 
+/// The `need_registration` hook's answer for the call while it was live: the engine journals it as a decision
+/// (none when the hook was off, failed, or was never asked).
+fn recorded_verdict(journal: &[JournalEntry]) -> Option<bool> {
+    let rule = serde_json::to_value(engine::Rule::NeedRegistrationHook).ok()?;
+    journal
+        .iter()
+        .rev()
+        .filter(|e| e.kind == EntryKind::Decision)
+        .filter_map(|e| e.data.as_ref())
+        .find(|data| data.get("rule") == Some(&rule))
+        .and_then(|data| data.pointer("/data/hook")?.as_bool())
+}
+
 /// An engine like the live one (its settings as the settings page left them, its CRM, the store's users
-/// directory) that shows no card: the call rings nobody any more.
-async fn recovery_engine(shared: &Shared) -> anyhow::Result<engine::Engine> {
+/// directory) that shows no card: the call rings nobody any more. With `verdict`, it gives that
+/// `need_registration` answer for `call`.
+async fn recovery_engine(shared: &Shared, call: &str, verdict: Option<bool>) -> anyhow::Result<engine::Engine> {
     let users: Vec<engine::DirectoryUser> = shared.store(|s| s.users()).await?.iter().map(directory_user).collect();
     let (settings, crm) = {
         let live = shared.engine();
@@ -141,6 +168,9 @@ async fn recovery_engine(shared: &Shared) -> anyhow::Result<engine::Engine> {
     };
     let mut engine = crate::cel::recovery_engine(&settings, users, super::now())?;
     engine.set_crm(crm);
+    if let Some(gate) = crate::cel::recorded_gate(call, verdict) {
+        engine.set_gate(gate);
+    }
     Ok(engine)
 }
 
@@ -151,6 +181,7 @@ async fn from_cel(
     config: &Config,
     call: &str,
     journal: &[JournalEntry],
+    verdict: Option<bool>,
 ) -> anyhow::Result<(Vec<String>, Option<String>)> {
     let Some(cel) = config.cel.clone() else {
         return Ok((Vec::new(), None));
@@ -197,6 +228,7 @@ async fn from_cel(
             now,
             dry_run: false,
             only: Some(&only),
+            verdict,
         };
         crate::cel::recover(store.as_ref(), input)
     })
@@ -225,8 +257,9 @@ async fn from_journal(
     call: &str,
     steps: &[Step],
     journal: &[JournalEntry],
+    verdict: Option<bool>,
 ) -> anyhow::Result<(Vec<String>, Option<String>)> {
-    let mut engine = recovery_engine(shared).await?;
+    let mut engine = recovery_engine(shared, call, verdict).await?;
     let plan = if steps.is_empty() {
         let Some(events) = journaled_events(journal) else {
             let note =
@@ -324,6 +357,9 @@ name = "Main line"
 prefixes = ["+7495", "8495", "+7", "7", "8"]
 "#;
 
+    /// The test bed's trunk black-listed: the settings alone register none of its calls.
+    const BLACK_LISTED: &str = "\n[engine.black_list]\ntrunks = [\"73432723033\"]\n";
+
     fn users() -> Vec<store::User> {
         (1..=3)
             .map(|id| store::User {
@@ -382,6 +418,27 @@ prefixes = ["+7495", "8495", "+7", "7", "8"]
         events
     }
 
+    /// The events as the live service journals them.
+    fn journal_of(events: &[(CallEvent, Option<CallFull>)]) -> Vec<NewJournalEntry> {
+        events
+            .iter()
+            .map(|(event, _)| {
+                NewJournalEntry::new(event.call(), store_time(event.time()), EntryKind::Ami, event.name())
+                    .data(serde_json::to_value(event).expect("event"))
+            })
+            .collect()
+    }
+
+    /// A service over a store in a file (with the office's users) for this configuration.
+    fn service(config: &str) -> (Config, tempfile::TempDir, Arc<dyn Store>, Shared) {
+        let config = Config::parse(config, Path::new("test.toml"), std::iter::empty()).expect("config");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(store::SqliteStore::open(dir.path().join("s.db")).expect("store"));
+        store.replace_users(&users(), store::Timestamp::now()).expect("users");
+        let shared = shared(store.clone(), &config);
+        (config, dir, store, shared)
+    }
+
     fn keys_of(steps: &[Step], kinds: &[&str]) -> Vec<String> {
         let mut keys: Vec<String> = steps
             .iter()
@@ -397,11 +454,7 @@ prefixes = ["+7495", "8495", "+7", "7", "8"]
     /// nothing; a call the engine still follows is left alone.
     #[tokio::test]
     async fn a_call_never_registered_is_planned_from_its_journal_once() {
-        let config = Config::parse(CONFIG, Path::new("test.toml"), std::iter::empty()).expect("config");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn Store> = Arc::new(store::SqliteStore::open(dir.path().join("s.db")).expect("store"));
-        store.replace_users(&users(), store::Timestamp::now()).expect("users");
-        let shared = shared(store.clone(), &config);
+        let (config, _dir, store, shared) = service(CONFIG);
         let events = s1(&config);
         let call = events.first().expect("S1 has events").0.call().to_owned();
 
@@ -410,16 +463,11 @@ prefixes = ["+7495", "8495", "+7", "7", "8"]
         live.users_mut()
             .replace(users().iter().map(directory_user), super::super::now());
         let mut planned = Vec::new();
-        let mut journal = Vec::new();
         for (event, snapshot) in &events {
             let plan = live.handle(event, snapshot.as_ref(), event.time());
             planned.extend(plan.steps.iter().map(|s| super::super::pipeline::new_step(s, None)));
-            journal.push(
-                NewJournalEntry::new(event.call(), store_time(event.time()), EntryKind::Ami, event.name())
-                    .data(serde_json::to_value(event).expect("event")),
-            );
         }
-        store.append_journal(&journal).expect("journal");
+        store.append_journal(&journal_of(&events)).expect("journal");
         let reference = tempfile::tempdir().expect("tempdir");
         let live_store = store::SqliteStore::open(reference.path().join("live.db")).expect("store");
         live_store
@@ -458,6 +506,77 @@ prefixes = ["+7495", "8495", "+7", "7", "8"]
         let _ = shared.engine().handle(first, snapshot.as_ref(), first.time());
         let live_call = reprocess(&shared, &config, &call).await.expect("re-process");
         assert!(live_call.live && live_call.changed_nothing(), "{live_call:?}");
+    }
+
+    /// S1's events journaled as the live service journals them, with the `need_registration` decision the
+    /// engine journaled for `verdict`; the call's key.
+    fn journal_s1_with_verdict(store: &dyn Store, config: &Config, verdict: bool) -> String {
+        let events = s1(config);
+        let call = events.first().expect("S1 has events").0.call().to_owned();
+        let mut journal = journal_of(&events);
+        let decision = engine::Decision {
+            call: call.clone(),
+            time: events[0].0.time(),
+            rule: engine::Rule::NeedRegistrationHook,
+            reason: format!("need_registration answered {verdict}; the settings alone would register"),
+            data: json!({"hook": verdict, "settings": true}),
+        };
+        journal.extend(super::super::pipeline::decision_entries(&[decision]));
+        store.append_journal(&journal).expect("journal");
+        call
+    }
+
+    /// A call the `need_registration` hook refused while it was live stays unregistered when re-processed, and
+    /// the result says why.
+    #[tokio::test]
+    async fn a_call_the_hook_refused_is_not_registered_by_a_reprocess() {
+        let (config, _dir, store, shared) = service(CONFIG);
+        let call = journal_s1_with_verdict(store.as_ref(), &config, false);
+
+        let done = reprocess(&shared, &config, &call).await.expect("re-process");
+        assert!(done.added.is_empty(), "{done:?}");
+        assert!(
+            done.note
+                .as_deref()
+                .is_some_and(|n| n.contains("need_registration answered false")),
+            "{done:?}"
+        );
+        assert!(store.steps_of_call(&call).expect("steps").is_empty());
+    }
+
+    /// A call the hook admitted where the settings alone would not (its trunk black-listed since) is registered
+    /// by a re-process, as it would have been live.
+    #[tokio::test]
+    async fn a_call_the_hook_admitted_is_registered_by_a_reprocess_despite_the_settings() {
+        let (config, _dir, store, shared) = service(&format!("{CONFIG}{BLACK_LISTED}"));
+        let admitted = journal_s1_with_verdict(store.as_ref(), &config, true);
+
+        let done = reprocess(&shared, &config, &admitted).await.expect("re-process");
+        assert!(
+            done.added.contains(&"register".into()) && done.added.contains(&"finish".into()),
+            "{done:?}"
+        );
+        let timeline = store.call_timeline(&admitted).expect("timeline");
+        assert!(
+            timeline
+                .iter()
+                .any(|e| e.message.contains("need_registration answered true") && e.message.contains("black_list")),
+            "the engine journals the answer it followed over the settings"
+        );
+    }
+
+    /// Without a recorded answer the settings decide, as they did live: the black-listed trunk's call is not
+    /// registered.
+    #[tokio::test]
+    async fn without_a_recorded_answer_the_settings_decide() {
+        let (config, _dir, store, shared) = service(&format!("{CONFIG}{BLACK_LISTED}"));
+        let events = s1(&config);
+        let call = events.first().expect("S1 has events").0.call().to_owned();
+        store.append_journal(&journal_of(&events)).expect("journal");
+
+        let done = reprocess(&shared, &config, &call).await.expect("re-process");
+        assert!(done.added.is_empty(), "{done:?}");
+        assert!(store.steps_of_call(&call).expect("steps").is_empty());
     }
 
     /// A call whose finish Bitrix24 refused for good gets it sent again; one whose every step is done is left
