@@ -12,6 +12,9 @@
 //! for each, the time from sending its `DialBegin` to the request popping its card (a register with `SHOW=1` or
 //! a show) arriving at the emulator, p50/p99/max. Target: p99 ≤ 50 ms.
 //!
+//! The store is SQLite, or with `RINGLINK_BENCH_STORE=postgresql` a throwaway PostgreSQL server of the test bed
+//! (`testbed::postgres`, `fsync` on as in production, ringlink leading its tenant), to compare the two.
+//!
 //! `cargo bench -p ringlink --bench live_calls` (both parts; `-- memory` or `-- cards` for one). N = 1,000 and
 //! 4 rounds; `RINGLINK_BENCH_LIVE_CALLS` and `RINGLINK_BENCH_ROUNDS` change them; `RINGLINK_BENCH_LOG=<file>` keeps
 //! ringlink's log (its debug `outbox round` lines time each round's claim, decide, send and record). Targets: ≤ 30 MB idle after
@@ -382,7 +385,29 @@ fn count(emu: &Emulator, method: &str) -> usize {
     emu.requests_for(method).iter().filter(|r| r.is_ok()).count()
 }
 
-fn config(dir: &Path, ami: &str, emu: &Emulator) -> String {
+/// Where ringlink keeps its state: the bench's SQLite file, or the database at a PostgreSQL URL.
+enum BenchStore {
+    Sqlite,
+    Postgres(String),
+}
+
+impl BenchStore {
+    fn section(&self, dir: &Path) -> String {
+        match self {
+            BenchStore::Sqlite => format!("path = \"{}\"", dir.join("ringlink.db").display()),
+            BenchStore::Postgres(url) => format!("url = \"{url}\"\ntenant = \"bench\""),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            BenchStore::Sqlite => "SQLite",
+            BenchStore::Postgres(_) => "PostgreSQL",
+        }
+    }
+}
+
+fn config(dir: &Path, ami: &str, emu: &Emulator, store: &BenchStore) -> String {
     format!(
         r#"{ami}
 [bitrix24]
@@ -390,7 +415,7 @@ webhook_url = "{webhook}"
 plan = "enterprise"
 
 [store]
-path = "{store}"
+{store}
 
 [web]
 listen = "127.0.0.1:0"
@@ -402,7 +427,7 @@ rewrite = [["{pbx_monitor}", "{monitor}/"]]
 "#,
         ami = process::ami_section(ami, "ringlink", "bench"),
         webhook = emu.webhook_url(),
-        store = dir.join("ringlink.db").display(),
+        store = store.section(dir),
         pbx_monitor = PBX_MONITOR,
         monitor = dir.join("monitor").display(),
         tracker = process::testbed_tracker_config(),
@@ -520,9 +545,19 @@ async fn main() {
     emu_config.limits.bucket_drain_per_sec = 5.0;
     let emu = Emulator::start(emu_config).await.expect("emulator");
     let (ami, feed) = scripted_ami().await;
+    // On the main thread, which outlives ringlink: the server stops when the thread that started it ends.
+    let (postgres, store) = match std::env::var("RINGLINK_BENCH_STORE").as_deref() {
+        Ok("postgresql") => {
+            let server = testbed::postgres::Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+            let url = server.create_database("ringlink").expect("create the database");
+            (Some(server), BenchStore::Postgres(url))
+        }
+        Ok("sqlite") | Err(_) => (None, BenchStore::Sqlite),
+        Ok(other) => panic!("RINGLINK_BENCH_STORE={other}: sqlite or postgresql"),
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let (config_path, log) = (dir.path().join("ringlink.toml"), dir.path().join("ringlink.log"));
-    std::fs::write(&config_path, config(dir.path(), &ami, &emu)).expect("write config");
+    std::fs::write(&config_path, config(dir.path(), &ami, &emu, &store)).expect("write config");
     let monitor = dir.path().join("monitor");
     std::fs::create_dir_all(&monitor).expect("recordings directory");
     // Killed when dropped, a failed run included.
@@ -538,9 +573,10 @@ async fn main() {
         .expect("ringlink logged in");
 
     let build = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let build = format!("{build} binary, {} store", store.name());
     if parts.iter().any(|p| p == "memory") {
         println!(
-            "== ringlink's memory with {n} live calls (every tracker scenario in turn), {rounds} rounds, {build} binary =="
+            "== ringlink's memory with {n} live calls (every tracker scenario in turn), {rounds} rounds, {build} =="
         );
         memory_rounds(&emu, &sender, pid, &log, &monitor, n, rounds).await;
     }
@@ -549,7 +585,7 @@ async fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(100);
-        println!("== card pop with many calls ringing at once (every tracker scenario in turn), {build} binary ==");
+        println!("== card pop with many calls ringing at once (every tracker scenario in turn), {build} ==");
         card_pop(&emu, &sender, calls, &monitor).await;
     }
     drop(ringlink);
@@ -560,5 +596,6 @@ async fn main() {
             eprintln!("cannot keep ringlink's log in {keep}: {e}");
         }
     }
+    drop(postgres);
     emu.shutdown().await;
 }
