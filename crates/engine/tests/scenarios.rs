@@ -307,6 +307,58 @@ fn s4_queue_one_by_one() {
     assert!(!engine.is_ringing(&call.key, "c2"));
 }
 
+/// What may still go in one request with a hide: the owner lookup of a call that can still end missed, the hide
+/// of another card still up; nothing once the call was answered and no other card is up.
+#[test]
+fn a_hide_may_be_joined_while_the_call_can_still_end_missed_or_another_card_is_up() {
+    let call = CallSpec::incoming("1700000000.4");
+    let live = call.live();
+    let feed = |engine: &mut Engine, events: &[CallEvent]| {
+        for event in events {
+            engine.handle(event, Some(&live), event.time());
+        }
+    };
+    // S4's first ring round ended: the caller may hang up now, and the missed call's lookup follow the hide.
+    let mut looks_up = engine(settings());
+    feed(
+        &mut looks_up,
+        &[
+            call.queue_ringing("c1", 2, "101"),
+            call.stopped("c1", 7, StopReason::Timeout),
+        ],
+    );
+    assert!(looks_up.may_join_hide(&call.key));
+    // Answered: no missed call, no other card up.
+    feed(
+        &mut looks_up,
+        &[call.queue_ringing("c2", 8, "102"), call.answered("c2", 10, "102")],
+    );
+    assert!(!looks_up.may_join_hide(&call.key));
+    // Ended: its last steps are planned, with the lookup the settings ask for.
+    feed(&mut looks_up, &[call.ended(20, status::TALKED, false, "")]);
+    assert!(looks_up.may_join_hide(&call.key));
+
+    let mut s = settings();
+    s.missed.responsible = vec![ResponsibleMode::LastRung, ResponsibleMode::DefaultUser];
+    let mut no_lookup = engine(s);
+    feed(
+        &mut no_lookup,
+        &[
+            call.queue_ringing("c1", 2, "101"),
+            call.queue_ringing("c2", 2, "102"),
+            call.stopped("c1", 5, StopReason::Busy),
+        ],
+    );
+    assert!(no_lookup.may_join_hide(&call.key), "U2's card is still up");
+    feed(&mut no_lookup, &[call.stopped("c2", 7, StopReason::Timeout)]);
+    assert!(
+        !no_lookup.may_join_hide(&call.key),
+        "no card up, and no lookup for a missed call"
+    );
+    feed(&mut no_lookup, &[call.ended(9, status::MISSED, false, "")]);
+    assert!(!no_lookup.may_join_hide(&call.key));
+}
+
 #[test]
 fn s5_queue_abandoned() {
     let call = CallSpec::incoming("1700000000.5");

@@ -263,6 +263,22 @@ async fn s2_missed_call_task() {
             .unwrap_or_default()
     };
     assert_eq!(field("RESPONSIBLE_ID"), "1", "{}", seen.described);
+    // Three requests against the portal's limit: register, then the hide at the phone's DialEnd with the owner
+    // lookup planned at the hang-up right after it, then the finish with the task.
+    let lookups = e2e.emu.requests_for("telephony.externalcall.searchcrmentities");
+    assert_eq!(lookups.len(), 1, "one owner lookup:\n{}", seen.described);
+    assert_eq!(reg.hides.len(), 1, "U1's card hidden:\n{}", seen.described);
+    let batch = |r: &b24emu::RecordedRequest| r.batch_parent;
+    assert!(
+        batch(&reg.hides[0]).is_some() && batch(&reg.hides[0]) == batch(&lookups[0]),
+        "the hide and the owner lookup go in one batch:\n{}",
+        seen.described
+    );
+    assert!(
+        batch(task).is_some() && batch(task) == batch(reg.finish()),
+        "the finish and the task go in one batch:\n{}",
+        seen.described
+    );
     let lead = reg.entity();
     let lead_id = lead.strip_prefix("LEAD ").expect("the call created a lead");
     assert_eq!(

@@ -165,6 +165,26 @@ impl Engine {
             .is_some_and(|l| l.ringing)
     }
 
+    /// Whether `call` may still plan, any moment now, a step that goes in one request with its hide of a card:
+    /// another card of the call is up (its hide), or nobody answered yet and a missed call looks up the
+    /// client's entity owner (the lookup planned when the call ends). A call the engine no longer follows has
+    /// ended: its last steps are planned, and may include the lookup when the settings ask for one.
+    pub fn may_join_hide(&self, call: &str) -> bool {
+        let looks_up_owner = |settings: &Compiled| {
+            settings
+                .raw
+                .missed
+                .responsible
+                .contains(&crate::settings::ResponsibleMode::EntityOwner)
+        };
+        match self.calls.get(call) {
+            None => looks_up_owner(&self.settings),
+            Some(state) => state.registrations.iter().any(|reg| {
+                !reg.cards.is_empty() || (matches!(reg.phase, Phase::Ringing) && looks_up_owner(&state.settings))
+            }),
+        }
+    }
+
     /// Plans what `event` means for the CRM. `call_full` is the call as the tracker knows it now
     /// (`Tracker::call_full(event.call())`); it gives the direction, the client's and the trunk's numbers, and
     /// the start time. Without it the engine infers them from the event (less precisely). For `CallEnded` the

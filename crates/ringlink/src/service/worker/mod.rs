@@ -8,6 +8,9 @@
 //! The round's outcomes and journal entries are written in one transaction, which claims the next round's steps
 //! too: one disk sync per round while there is work. A finish waits for its recording
 //! to be complete so that both go together; recordings too big for that are uploaded alone, after the cards.
+//! A hide claimed alone waits a moment (at most [`HIDE_WAITS_FOR_COMPANY`] after it was planned) while its call
+//! may still plan a step that goes with it — the owner lookup planned when a missed call hangs up, right after
+//! its phone's `DialEnd` — so that both take one request; shows and registers never wait.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -41,6 +44,12 @@ const FOLLOWERS: &[(&str, &str)] = &[
 /// How long after it was planned a finish waits for its recording to be complete, so that both go in one
 /// request; past that it goes alone.
 const FINISH_WAITS_FOR_RECORDING: Duration = Duration::from_secs(10);
+/// How long after it was planned a hide claimed without a step that can go with it (the owner lookup of a
+/// call ending missed, the hide of the call's other card) waits for one, while the engine says its call may
+/// still plan one: the hide at a phone's `DialEnd` and the lookup at the hang-up right after it then go in one
+/// request. Past that, or when nothing of its call can follow, it goes alone at once. Bounded well under a
+/// queue's `retry` (at least 1 s), so it never holds back the next phone's show.
+const HIDE_WAITS_FOR_COMPANY: Duration = Duration::from_millis(200);
 /// A claimed step comes back to the queue if the worker dies holding it this long.
 const LEASE: Duration = Duration::from_secs(120);
 /// Polling interval when nothing wakes the worker (retries coming due).
@@ -238,12 +247,12 @@ impl Worker {
         let known = self
             .known(claimed.claimed.iter().chain(followers.values().flatten()))
             .await;
+        let mut wake: Option<Duration> = None;
         for step in claimed.claimed {
-            let mut chain = followers
-                .remove(&step.call_key)
-                .unwrap_or_default()
-                .into_iter()
-                .peekable();
+            let chain = followers.remove(&step.call_key).unwrap_or_default();
+            // A hide, or hides, that something of the call may still join: the last claimed is a hide.
+            let open = chain.last().unwrap_or(&step).kind == StepKind::Hide.name();
+            let mut chain = chain.into_iter().peekable();
             match self.decide(&step, &alone, &known).await {
                 Action::Send {
                     method,
@@ -252,6 +261,15 @@ impl Worker {
                     delete_activity,
                     ..
                 } => {
+                    if let Some(after) = open.then(|| self.hide_waits(&step)).flatten() {
+                        let reason = "its call may plan a step that goes in the same request any moment now";
+                        for step in std::iter::once(step).chain(chain.by_ref()) {
+                            let reason = reason.into();
+                            outcomes.push((step, Outcome::Later { reason, after }, None));
+                        }
+                        wake = Some(wake.map_or(after, |w| w.min(after)));
+                        continue;
+                    }
                     if delete_activity {
                         deletes.push(step.idempotency_key.clone());
                     }
@@ -299,6 +317,14 @@ impl Worker {
         }
         let recording = Instant::now();
         self.record_all(outcomes, &deletes).await?;
+        if let Some(after) = wake {
+            // Nothing else wakes the worker when a waiting hide comes due.
+            let work = self.shared.work.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                work.notify_one();
+            });
+        }
         debug!(
             steps = n,
             sent,
@@ -312,6 +338,14 @@ impl Worker {
             "outbox round"
         );
         Ok(n)
+    }
+
+    /// How long a hide claimed without company waits for it ([`HIDE_WAITS_FOR_COMPANY`]); `None`: it goes now.
+    fn hide_waits(&self, hide: &Step) -> Option<Duration> {
+        let age = Timestamp::now().as_micros().saturating_sub(hide.created_at.as_micros());
+        let left = HIDE_WAITS_FOR_COMPANY.checked_sub(Duration::from_micros(age.max(0).unsigned_abs()))?;
+        let call = serde_json::from_value::<engine::Step>(hide.payload.clone()).ok()?.call;
+        (!left.is_zero() && self.shared.engine().may_join_hide(&call)).then_some(left)
     }
 
     /// A step claimed with the steps right after it in its call (a register and its shows, the hides of one ring
