@@ -3,7 +3,7 @@
 //!
 //! - card-pop overhead: from Asterisk's `DialBegin` (its `Timestamp` header; same host clock) to the
 //!   register/show that pops the card reaching the emulator, p50/p99, one call at a time and ~100 at once;
-//! - Bitrix24 requests per call for S1, S3, S4 and S2 with the missed-call task;
+//! - Bitrix24 requests per call for S1, S3, S4 and S2 with the missed-call task, and when each went with what;
 //! - burst capacity: simultaneous incoming calls all registered, finished and recorded, the time the backlog
 //!   takes to drain, ringlink's peak RSS (VmHWM) and CPU during the burst.
 //!
@@ -11,7 +11,8 @@
 //!   persistent.
 //!
 //! - sustained rate: new calls at a steady rate for minutes (30 % into the ringall queue): loss, duplicates,
-//!   card pop, the outbox backlog, RSS over the run, CPU.
+//!   card pop, the outbox backlog, RSS over the run, CPU; the rate asked and the rate placed (calls placed over
+//!   the time placing them took: on a loaded machine placing falls behind the schedule).
 //!
 //! Where card-pop time goes: ringlink logs each outbox round (claim, decide, send, uploads, record times) at
 //! debug level; the latency part sums them up.
@@ -264,6 +265,23 @@ async fn requests_per_call() {
         }
         let commands: usize = methods.values().sum();
         println!("{label}: {http} HTTP requests against the limit {top:?}; {commands} methods: {methods:?}");
+        // When each request went (from the first) and what it carried: a card change at its own moment needs a
+        // request of its own unless it is held back.
+        let first = requests.first().map(|r| r.at);
+        let moments: Vec<String> = requests
+            .iter()
+            .filter(|r| r.batch_parent.is_none())
+            .map(|r| {
+                let at = first.map_or(0, |f| (r.at - f).num_milliseconds()) as f64 / 1000.0;
+                let carried: Vec<&str> = requests
+                    .iter()
+                    .filter(|c| c.batch_parent == Some(r.seq) || (c.seq == r.seq && r.method != "batch"))
+                    .map(|c| c.method.rsplit('.').next().unwrap_or(&c.method))
+                    .collect();
+                format!("{at:.2} s [{}]", carried.join(" + "))
+            })
+            .collect();
+        println!("  {}", moments.join(", "));
     }
     e2e.stop().await;
 }
@@ -492,9 +510,12 @@ async fn sustained() {
         .unwrap_or(0);
     let peak_cpu = samples.iter().map(|s| s.3).fold(0.0, f64::max);
     println!(
-        "{total} calls placed in {:.0} s ({ringall} to the ringall queue): registered {registered}, finished {finished}, \
-         recordings {recorded} of {owed} answered, {} duplicate EXTERNAL_CALL_IDs → {}",
+        "{} of {total} calls placed in {:.0} s ({:.2} calls/s placed, {rate} asked; {ringall} to the ringall queue): \
+         registered {registered}, finished {finished}, recordings {recorded} of {owed} answered, \
+         {} duplicate EXTERNAL_CALL_IDs → {}",
+        calls.len(),
         placing.as_secs_f64(),
+        calls.len() as f64 / placing.as_secs_f64(),
         ids.len() - unique.len(),
         if registered >= total && finished >= total && recorded >= owed && ids.len() == unique.len() {
             "no loss, no duplicates"
