@@ -54,9 +54,9 @@ pub use leadership::Leadership;
 pub use postgres::{PgOptions, PgStore, PG_SCHEMA_VERSION};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SCHEMA_VERSION};
 pub use types::{
-    CallFilter, CallResult, CallSummary, ClaimOutcome, Enqueued, EntryKind, JournalEntry, Lease, NewJournalEntry,
-    NewStep, Outcome, PortalTokens, ReprocessScope, Step, StepCounts, StepId, StepState, Timestamp, User, UserPhone,
-    EXTENSION_FIELD,
+    CallFilter, CallResult, CallSummary, ClaimNew, ClaimOutcome, Enqueued, EntryKind, JournalEntry, Lease,
+    NewJournalEntry, NewStep, Outcome, PortalTokens, ReprocessScope, Step, StepCounts, StepId, StepState, Timestamp,
+    User, UserPhone, EXTENSION_FIELD,
 };
 
 /// The storage interface. Every method is one atomic transaction: after it returns `Ok`, its effect survives a
@@ -99,6 +99,20 @@ pub trait Store: Send + Sync {
         self.enqueue(steps, now)?;
         self.append_journal(journal)
     }
+
+    /// [`Store::enqueue_journaled`], and in the same transaction, claims each step it created whose kind is one
+    /// of `claim.kinds` and that is due, up to `claim.limit` of them, each with its followers by `claim.pairs`
+    /// (as [`Store::claim_due_with_followers`] does), for `claim.lease`. The caller hands the claim to its
+    /// worker in memory: a card goes to the CRM right after the one disk sync that stored it, with no claim of
+    /// the worker's own in between. A claimed step that is never sent (the process died) is due again once the
+    /// lease runs out, or at the next start ([`Store::release_claims`]); claimed once, it is sent once.
+    fn enqueue_journaled_and_claim(
+        &self,
+        steps: &[NewStep],
+        journal: &[NewJournalEntry],
+        now: Timestamp,
+        claim: &ClaimNew<'_>,
+    ) -> Result<ClaimOutcome>;
 
     /// The steps due at `now`, at most `limit`, highest priority then earliest first; at most one per call.
     /// Read-only: it does not claim them. A step in flight whose lease ran out counts as due again.

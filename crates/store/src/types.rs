@@ -254,6 +254,19 @@ pub enum Outcome {
     Dropped(String),
 }
 
+/// Which of the steps just enqueued [`crate::Store::enqueue_journaled_and_claim`] claims in the same transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimNew<'a> {
+    /// The kinds claimed, each new step of one of them that is due (e.g. the steps that pop a card).
+    pub kinds: &'a [&'a str],
+    /// At most this many, followers not counted.
+    pub limit: usize,
+    /// How long the claim holds: a step claimed and never sent is due again once it runs out.
+    pub lease: Duration,
+    /// The followers claimed after each, as [`crate::Store::claim_due_with_followers`] takes them.
+    pub pairs: &'a [(&'a str, &'a str)],
+}
+
 /// What [`crate::Store::claim_due`] did in its single transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClaimOutcome {

@@ -920,6 +920,89 @@ fn a_round_is_recorded_and_the_next_claimed_in_one_go(backend: Backend) {
     );
 }
 
+/// Steps of `call`, each `(name, kind)`.
+fn kinded(call: &str, steps: &[(&str, &str)]) -> Vec<NewStep> {
+    steps
+        .iter()
+        .map(|(name, kind)| {
+            let mut new = step(call, name);
+            new.kind = (*kind).into();
+            new
+        })
+        .collect()
+}
+
+const CARDS: store::ClaimNew<'static> = store::ClaimNew {
+    kinds: &["register", "show"],
+    limit: 10,
+    lease: LEASE,
+    pairs: &[("register", "show"), ("show", "show")],
+};
+
+fn new_card_steps_are_claimed_in_the_commit_that_stores_them(backend: Backend) {
+    let store = backend.open();
+    // b already has an open step: its show is not due.
+    store.enqueue(&kinded("b", &[("register", "register")]), at(0)).unwrap();
+    let mut steps = kinded(
+        "a",
+        &[("register", "register"), ("show1", "show"), ("finish", "finish")],
+    );
+    steps.extend(kinded("b", &[("show", "show")]));
+    steps.extend(kinded("c", &[("hide", "hide")]));
+    steps.extend(kinded("d", &[("show", "show"), ("show2", "show")]));
+    let journal = [store::NewJournalEntry::new(
+        "a",
+        at(1),
+        store::EntryKind::Ami,
+        "DialBegin",
+    )];
+    let claim = store
+        .enqueue_journaled_and_claim(&steps, &journal, at(1), &CARDS)
+        .unwrap();
+    assert_eq!(keys(&claim.claimed), ["a/register", "d/show"]);
+    assert_eq!(keys(&claim.followers), ["a/show1", "d/show2"]);
+    for step in claim.claimed.iter().chain(&claim.followers) {
+        assert_eq!(
+            (step.state, step.attempts),
+            (StepState::InFlight, 1),
+            "{}",
+            step.idempotency_key
+        );
+        assert_eq!(step.lease_until, Some(at(1).saturating_add(LEASE)));
+    }
+    assert_eq!(
+        store.call_timeline("a").unwrap().len(),
+        1,
+        "the journal is written with them"
+    );
+    // Claimed once: the worker's own claim takes what was left, not these.
+    let rest = keys(&store.claim_due(at(2), 10, LEASE).unwrap().claimed).join(" ");
+    assert_eq!(rest, "b/register c/hide");
+    // Stored again (a re-plan), nothing is claimed twice.
+    let again = store.enqueue_journaled_and_claim(&steps, &[], at(3), &CARDS).unwrap();
+    assert!(again.claimed.is_empty() && again.followers.is_empty(), "{again:?}");
+    // A claim never sent comes back when its lease runs out (the worker's own claim still holds).
+    let later = at(1).saturating_add(LEASE);
+    let back = store.claim_due(later, 10, LEASE).unwrap().claimed;
+    assert_eq!(keys(&back), ["a/register", "d/show"]);
+    assert!(back.iter().all(|step| step.attempts == 2));
+}
+
+fn the_claim_of_new_steps_takes_at_most_its_limit(backend: Backend) {
+    let store = backend.open();
+    let mut steps = Vec::new();
+    for call in ["a", "b", "c"] {
+        steps.extend(kinded(call, &[("register", "register")]));
+    }
+    let limited = store::ClaimNew { limit: 2, ..CARDS };
+    let claim = store.enqueue_journaled_and_claim(&steps, &[], at(0), &limited).unwrap();
+    assert_eq!(keys(&claim.claimed), ["a/register", "b/register"]);
+    assert_eq!(
+        keys(&store.claim_due(at(0), 10, LEASE).unwrap().claimed),
+        ["c/register"]
+    );
+}
+
 fn calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first(backend: Backend) {
     let store = backend.open();
     let kinds = |call: &str, names: &[&str]| -> Vec<NewStep> {
@@ -994,6 +1077,8 @@ on_both_backends!(
     a_register_is_claimed_with_the_shows_that_follow_it_in_a_chain,
     a_rounds_outcomes_and_their_journal_are_written_together,
     a_round_is_recorded_and_the_next_claimed_in_one_go,
+    new_card_steps_are_claimed_in_the_commit_that_stores_them,
+    the_claim_of_new_steps_takes_at_most_its_limit,
     calls_with_an_opening_step_and_no_closing_one_are_listed_oldest_first,
     claims_of_a_crashed_run_are_released_at_once,
 );

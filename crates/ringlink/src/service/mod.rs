@@ -73,6 +73,8 @@ pub struct Shared {
     pub record_links: web::RecordLinks,
     /// Auto-distribution, when configured (a registered call drops its number from the look-up cache).
     pub autodist: Arc<std::sync::OnceLock<Arc<autodist::AutoDistributor>>>,
+    /// Card steps the pipeline claimed for the Bitrix24 worker in the commit that stored them.
+    pub handoff: worker::Handoff,
 }
 
 impl Shared {
@@ -403,6 +405,7 @@ pub async fn run_until(
         telemetry,
         record_links: web::RecordLinks::from_store(store.as_ref())?,
         autodist: Default::default(),
+        handoff: worker::Handoff::new(client.is_some()),
     };
     let hooks = shared.hooks.clone();
     shared.telemetry.hooks_source(move || hooks_status(&hooks));

@@ -844,7 +844,9 @@ impl Pipeline {
     }
 
     /// Writes the plans made since the last flush in one store transaction (group commit: a burst of events
-    /// costs one disk sync) and wakes the worker if they hold steps. On failure the plans are logged and lost,
+    /// costs one disk sync) and wakes the worker if they hold steps. The same transaction claims the new card
+    /// steps for the Bitrix24 worker, handed to it in memory ([`super::worker::Handoff`]): a card goes out
+    /// right after this one commit. On failure the plans are logged and lost,
     /// as a single plan's failure was before: the store is the only thing that can fail here.
     async fn flush(&mut self) {
         let Unwritten {
@@ -856,17 +858,34 @@ impl Pipeline {
         let has_steps = !steps.is_empty();
         let n_steps = steps.len();
         let started = std::time::Instant::now();
+        let handoff = self.shared.handoff.clone();
         let result = self
             .shared
-            .store(move |s| s.enqueue_journaled(&steps, &journal, store::Timestamp::now()))
+            .store(move |s| {
+                let now = store::Timestamp::now();
+                if !(has_steps && handoff.enabled()) {
+                    return s.enqueue_journaled(&steps, &journal, now).map(|()| None);
+                }
+                s.enqueue_journaled_and_claim(&steps, &journal, now, &super::worker::CARDS)
+                    .map(Some)
+            })
             .await;
         if has_steps {
             let store_ms = started.elapsed().as_secs_f64() * 1000.0;
-            debug!(plans, steps = n_steps, store_ms, "plans stored");
+            let claimed = match &result {
+                Ok(Some(claim)) => claim.claimed.len() + claim.followers.len(),
+                _ => 0,
+            };
+            debug!(plans, steps = n_steps, claimed, store_ms, "plans stored");
         }
         match result {
-            Ok(()) if has_steps => self.shared.work.notify_one(),
-            Ok(()) => {}
+            Ok(claim) if has_steps => {
+                if let Some(claim) = claim {
+                    self.shared.handoff.hand(claim);
+                }
+                self.shared.work.notify_one()
+            }
+            Ok(_) => {}
             Err(e) => warn!(plans, steps = n_steps, error = %e, "could not store the plans of call events"),
         }
     }

@@ -395,6 +395,7 @@ prefixes = ["+7495", "8495", "+7", "7", "8"]
             telemetry: Arc::new(web::Telemetry::new("test")),
             record_links: web::RecordLinks::new(vec![0; 32]),
             autodist: Default::default(),
+            handoff: Default::default(),
         }
     }
 

@@ -290,6 +290,20 @@ impl Store for PgStore {
         })
     }
 
+    fn enqueue_journaled_and_claim(
+        &self,
+        steps: &[NewStep],
+        entries: &[NewJournalEntry],
+        now: Timestamp,
+        claim: &ClaimNew<'_>,
+    ) -> Result<ClaimOutcome> {
+        transaction!(self, Mode::Write, |tx| async move {
+            let enqueued = outbox::enqueue(tx, steps, now).await?;
+            journal::append(tx, entries).await?;
+            outbox::claim_new(tx, &enqueued, now, claim).await
+        })
+    }
+
     fn due_steps(&self, now: Timestamp, limit: usize) -> Result<Vec<Step>> {
         transaction!(self, Mode::Read, |tx| outbox::due(tx, now, limit))
     }

@@ -255,24 +255,64 @@ pub async fn claim_due(
     sort_due(&mut claimed);
     let mut followers = Vec::new();
     for leader in &claimed {
-        let mut last = leader.clone();
-        loop {
-            let kinds = crate::follower_kinds(pairs, &last.kind);
-            if kinds.is_empty() {
-                break;
-            }
-            let Some(next) = claim_follower(tx, &last, &kinds, now, lease).await? else {
-                break;
-            };
-            followers.push(next.clone());
-            last = next;
-        }
+        claim_followers(tx, leader, now, lease, pairs, &mut followers).await?;
     }
     Ok(ClaimOutcome {
         claimed,
         expired,
         followers,
     })
+}
+
+/// Claims the steps right after `leader` in its call that `pairs` say may follow it, in call order, onto
+/// `followers`.
+async fn claim_followers(
+    tx: &mut Tx<'_>,
+    leader: &Step,
+    now: Timestamp,
+    lease: Duration,
+    pairs: &[(&str, &str)],
+    followers: &mut Vec<Step>,
+) -> Result<()> {
+    let mut last = leader.clone();
+    loop {
+        let kinds = crate::follower_kinds(pairs, &last.kind);
+        if kinds.is_empty() {
+            return Ok(());
+        }
+        let Some(next) = claim_follower(tx, &last, &kinds, now, lease).await? else {
+            return Ok(());
+        };
+        followers.push(next.clone());
+        last = next;
+    }
+}
+
+/// Claims the steps of `enqueued` that were created, are of one of `wanted.kinds` and are due, with their
+/// followers (see [`crate::Store::enqueue_journaled_and_claim`]). The rows were inserted by this transaction:
+/// nobody else can hold them.
+pub async fn claim_new(
+    tx: &mut Tx<'_>,
+    enqueued: &[Enqueued],
+    now: Timestamp,
+    wanted: &ClaimNew<'_>,
+) -> Result<ClaimOutcome> {
+    let mut outcome = ClaimOutcome::default();
+    let new = enqueued
+        .iter()
+        .filter(|e| e.created && wanted.kinds.contains(&e.step.kind.as_str()));
+    for enqueued in new {
+        if outcome.claimed.len() >= wanted.limit {
+            break;
+        }
+        // Not due (an earlier step of its call is open), or already claimed as a follower.
+        let Some(leader) = claim(tx, &[enqueued.step.id], now, wanted.lease).await?.pop() else {
+            continue;
+        };
+        claim_followers(tx, &leader, now, wanted.lease, wanted.pairs, &mut outcome.followers).await?;
+        outcome.claimed.push(leader);
+    }
+    Ok(outcome)
 }
 
 /// Open steps of a tenant beyond twice what the planner estimates, plus this many, make the statistics stale.

@@ -236,6 +236,20 @@ impl Store for SqliteStore {
         })
     }
 
+    fn enqueue_journaled_and_claim(
+        &self,
+        steps: &[NewStep],
+        journal: &[NewJournalEntry],
+        now: Timestamp,
+        claim: &ClaimNew<'_>,
+    ) -> Result<ClaimOutcome> {
+        self.write(|tx| {
+            let enqueued = outbox::enqueue(tx, steps, now)?;
+            journal::append(tx, journal)?;
+            outbox::claim_new(tx, &enqueued, now, claim)
+        })
+    }
+
     fn due_steps(&self, now: Timestamp, limit: usize) -> Result<Vec<Step>> {
         self.read(|tx| outbox::due(tx, now, limit))
     }

@@ -244,18 +244,57 @@ pub fn claim_due_with_followers(
 ) -> Result<ClaimOutcome> {
     let mut outcome = claim_due(tx, now, limit, lease)?;
     for leader in &outcome.claimed {
-        let mut last = leader.clone();
-        loop {
-            let kinds = crate::follower_kinds(pairs, &last.kind);
-            if kinds.is_empty() {
-                break;
-            }
-            let Some(next) = claim_follower(tx, &last, &kinds, now, lease)? else {
-                break;
-            };
-            outcome.followers.push(next.clone());
-            last = next;
+        claim_followers(tx, leader, now, lease, pairs, &mut outcome.followers)?;
+    }
+    Ok(outcome)
+}
+
+/// Claims the steps right after `leader` in its call that `pairs` say may follow it, in call order, onto
+/// `followers`.
+fn claim_followers(
+    tx: &Transaction<'_>,
+    leader: &Step,
+    now: Timestamp,
+    lease: Duration,
+    pairs: &[(&str, &str)],
+    followers: &mut Vec<Step>,
+) -> Result<()> {
+    let mut last = leader.clone();
+    loop {
+        let kinds = crate::follower_kinds(pairs, &last.kind);
+        if kinds.is_empty() {
+            return Ok(());
         }
+        let Some(next) = claim_follower(tx, &last, &kinds, now, lease)? else {
+            return Ok(());
+        };
+        followers.push(next.clone());
+        last = next;
+    }
+}
+
+/// Claims the steps of `enqueued` that were created, are of one of `claim.kinds` and are due, with their
+/// followers (see [`crate::Store::enqueue_journaled_and_claim`]).
+pub fn claim_new(
+    tx: &Transaction<'_>,
+    enqueued: &[Enqueued],
+    now: Timestamp,
+    claim: &ClaimNew<'_>,
+) -> Result<ClaimOutcome> {
+    let mut outcome = ClaimOutcome::default();
+    let new = enqueued
+        .iter()
+        .filter(|e| e.created && claim.kinds.contains(&e.step.kind.as_str()));
+    for enqueued in new {
+        if outcome.claimed.len() >= claim.limit {
+            break;
+        }
+        // Not due (an earlier step of its call is open), or already claimed as a follower.
+        let Some(leader) = claim_one(tx, enqueued.step.id, now, claim.lease)? else {
+            continue;
+        };
+        claim_followers(tx, &leader, now, claim.lease, claim.pairs, &mut outcome.followers)?;
+        outcome.claimed.push(leader);
     }
     Ok(outcome)
 }

@@ -25,9 +25,11 @@ use super::Shared;
 
 mod decide;
 mod follow_up;
+mod handoff;
 mod recording;
 use crate::config::RecordingSettings;
 use decide::{Action, Known};
+pub use handoff::{Handoff, CARDS};
 
 /// Steps claimed per round: one Bitrix24 batch.
 const ROUND: usize = bitrix24::MAX_BATCH_COMMANDS;
@@ -216,12 +218,9 @@ impl Worker {
     async fn round(&self) -> anyhow::Result<usize> {
         let started = Instant::now();
         let now = Timestamp::now();
-        let early = self
-            .next
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .filter(|claim| !claim.claimed.is_empty());
+        // Claimed already: the cards the pipeline claimed as it stored them, then what the last round claimed.
+        let own = self.next.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let early = self.shared.handoff.take(own, ROUND);
         let claimed = match early {
             Some(claimed) => claimed,
             None => {
@@ -817,6 +816,7 @@ mod tests {
                 telemetry: std::sync::Arc::new(web::Telemetry::new("test")),
                 record_links: web::RecordLinks::new(vec![0; 32]),
                 autodist: Default::default(),
+                handoff: Default::default(),
             },
             client,
             recordings: RecordingSettings::default(),
