@@ -40,7 +40,11 @@ pub struct TrackerConfig {
     /// AMI is silent during a long conversation, so this is a safety net; resynchronisation is the precise tool.
     pub call_idle_timeout_secs: u64,
     /// How long ended calls and hung-up channels are remembered, so that late or repeated events about them
-    /// are ignored instead of starting a ghost call.
+    /// are ignored instead of starting a ghost call (and at most [`crate::REMEMBERED_KEYS_CAP`] of each).
+    /// Asterisk sends those within moments of the hang-up: a uniqueid is never given twice, the CEL events that
+    /// trail the AMI `Hangup` come from the same PBX a moment later (Stasis topics are not mutually ordered), and
+    /// an ended call's linkedid only comes back on a channel that call left. Two minutes is ample; longer only
+    /// holds more memory.
     pub forget_after_secs: u64,
 }
 
@@ -52,7 +56,7 @@ impl Default for TrackerConfig {
             numbers: numbers::NumbersConfig::default(),
             utc_offset: "+00:00".into(),
             call_idle_timeout_secs: 4 * 3600,
-            forget_after_secs: 3600,
+            forget_after_secs: 120,
         }
     }
 }

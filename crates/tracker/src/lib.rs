@@ -41,7 +41,7 @@ pub use event::{
 };
 pub use model::{CallFull, CallState, ChannelData, Conversation, Direction};
 pub use time::{LocalClock, Timestamp, NEVER};
-pub use tracker::{Tracker, RESYNC_ANSWER_TIME, RESYNC_DIALED_NUMBER};
+pub use tracker::{RememberedKeys, Tracker, REMEMBERED_KEYS_CAP, RESYNC_ANSWER_TIME, RESYNC_DIALED_NUMBER};
 
 /// Why the tracker could not be built from its settings.
 #[derive(Debug, thiserror::Error)]

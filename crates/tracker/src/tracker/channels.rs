@@ -107,7 +107,9 @@ impl Tracker {
                 }
             }
         }
-        self.dead_channels.insert(uid, key, now);
+        // Aged by the tracker's clock, not the event's own time: a PBX clock behind ringlink's would otherwise
+        // have the next tick forget the key at once.
+        self.dead_channels.insert(uid, key, self.clock.max(now));
         if let Some(call) = self.calls.get_mut(key) {
             call.channels.retain(|c| c != uid);
         }
@@ -282,7 +284,7 @@ impl Tracker {
         let Some(call) = self.calls.remove(key) else {
             return;
         };
-        self.ended_calls.insert(key, key, now);
+        self.ended_calls.insert(key, key, self.clock.max(now));
         let call_full = build_call_full(&self.cfg, &self.channels, &call, Some(now));
         out.push(CallEvent::CallEnded {
             call: key.to_owned(),

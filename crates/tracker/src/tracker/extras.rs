@@ -67,7 +67,7 @@ impl Tracker {
         let Some(extra) = extra else {
             return;
         };
-        let Some(key) = self.dead_channels.call_of(uid).map(str::to_owned) else {
+        let Some(key) = self.dead_channels.call_of(uid) else {
             return;
         };
         if let Some(call) = self.calls.get_mut(&key) {

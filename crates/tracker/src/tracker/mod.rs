@@ -11,9 +11,10 @@ mod observe;
 mod park;
 mod parse;
 mod resync;
+mod tombstones;
 mod transfer;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ami::Message;
 use serde_json::{Map, Value};
@@ -30,6 +31,7 @@ use crate::{Error, TrackerConfig};
 use self::call_full::*;
 use self::parse::*;
 pub use self::resync::{RESYNC_ANSWER_TIME, RESYNC_DIALED_NUMBER};
+pub use self::tombstones::{RememberedKeys, REMEMBERED_KEYS_CAP};
 
 /// Header names of one channel block (AMI prefixes them: `DestUniqueid`, `TargetLinkedid`, …).
 struct Block {
@@ -233,49 +235,6 @@ impl Call {
     }
 }
 
-/// Remembered keys (hung-up channels, ended calls) so that late or repeated events are ignored.
-#[derive(Debug, Default)]
-struct Tombstones {
-    /// key → (when, call key it belonged to)
-    map: HashMap<String, (Timestamp, String)>,
-    order: VecDeque<(Timestamp, String)>,
-}
-
-/// Upper bound on remembered keys, whatever `forget_after_secs` says: memory stays bounded under any load.
-const TOMBSTONE_CAP: usize = 200_000;
-
-impl Tombstones {
-    fn insert(&mut self, key: &str, call: &str, now: Timestamp) {
-        if self.map.insert(key.to_owned(), (now, call.to_owned())).is_none() {
-            self.order.push_back((now, key.to_owned()));
-        }
-        while self.order.len() > TOMBSTONE_CAP {
-            if let Some((_, old)) = self.order.pop_front() {
-                self.map.remove(&old);
-            }
-        }
-    }
-    fn contains(&self, key: &str) -> bool {
-        self.map.contains_key(key)
-    }
-    fn call_of(&self, key: &str) -> Option<&str> {
-        self.map.get(key).map(|(_, c)| c.as_str())
-    }
-    fn purge_before(&mut self, limit: Timestamp) {
-        while let Some((at, _)) = self.order.front() {
-            if *at >= limit {
-                break;
-            }
-            if let Some((at, key)) = self.order.pop_front() {
-                // A key re-inserted later keeps its newer entry.
-                if self.map.get(&key).is_some_and(|(t, _)| *t == at) {
-                    self.map.remove(&key);
-                }
-            }
-        }
-    }
-}
-
 /// Who is behind a dialling channel (see [`Tracker::party_of`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Party {
@@ -311,8 +270,8 @@ pub struct Tracker {
     calls: HashMap<String, Call>,
     /// `Local/…-xxxxxxxx` base name → uniqueids of its `;1` and `;2` halves.
     local_pairs: HashMap<String, [Option<String>; 2]>,
-    dead_channels: Tombstones,
-    ended_calls: Tombstones,
+    dead_channels: RememberedKeys,
+    ended_calls: RememberedKeys,
     /// The latest instant seen (events' timestamps, `now` arguments); used for events without a timestamp.
     clock: Timestamp,
 }
@@ -325,8 +284,8 @@ impl Tracker {
             channels: HashMap::new(),
             calls: HashMap::new(),
             local_pairs: HashMap::new(),
-            dead_channels: Tombstones::default(),
-            ended_calls: Tombstones::default(),
+            dead_channels: RememberedKeys::new(REMEMBERED_KEYS_CAP),
+            ended_calls: RememberedKeys::new(REMEMBERED_KEYS_CAP),
             clock: Timestamp::default(),
         })
     }
@@ -469,13 +428,8 @@ impl Tracker {
         shrink(&mut self.channels);
         shrink(&mut self.calls);
         shrink(&mut self.local_pairs);
-        shrink(&mut self.dead_channels.map);
-        shrink(&mut self.ended_calls.map);
-        for t in [&mut self.dead_channels, &mut self.ended_calls] {
-            if t.order.capacity() > 4 * t.order.len() + 256 {
-                t.order.shrink_to(2 * t.order.len());
-            }
-        }
+        self.dead_channels.release_spare_capacity();
+        self.ended_calls.release_spare_capacity();
     }
 
     /// `call_full` of every live call, oldest first.
@@ -509,8 +463,8 @@ impl Tracker {
     }
 
     /// Keys remembered so that late events are ignored: hung-up channels and ended calls, each forgotten after
-    /// `forget_after_secs`.
+    /// `forget_after_secs`, and at most [`REMEMBERED_KEYS_CAP`] of each kind.
     pub fn remembered_keys(&self) -> usize {
-        self.dead_channels.map.len() + self.ended_calls.map.len()
+        self.dead_channels.len() + self.ended_calls.len()
     }
 }

@@ -3,6 +3,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod memory;
 mod other_pbxs;
 mod props;
 mod scripts;
