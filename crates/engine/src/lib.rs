@@ -57,7 +57,7 @@ pub use click::{
     click_call_key, dial_number, originate_params, validate as validate_click_settings, ClickError, ClickLine,
     ClickRefusal, ClickSettings, ClickToCall, OriginateParams,
 };
-pub use engine::{Engine, Gap, OpenCall, RecoverySource, RegistrationGate, StoredStep};
+pub use engine::{Engine, Gap, OpenCall, RecoverySource, RegistrationGate, StoredStep, ENDED_RETENTION_SECS};
 pub use intent::{
     CallFacts, CallRecord, Crm, FinishCall, Intent, MissedTask, Outcome, RegisterCall, Registered, Responsible,
     Translated,

@@ -72,7 +72,7 @@ impl Engine {
             add_to_chat: self.settings.raw.add_to_chat,
         });
         out.intent(finish_key, &finish, &[], Timing::Durable);
-        self.remember_ended(&key);
+        self.remember_ended(&key, now);
         out.plan
     }
 

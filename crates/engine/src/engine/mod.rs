@@ -1,10 +1,10 @@
 //! The per-call state machine that plans registrations, cards and finishes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::json;
-use tracker::{CallEvent, CallFull, Direction, Leg, LegOrigin, Timestamp};
+use tracker::{CallEvent, CallFull, Direction, Leg, LegOrigin, RememberedKeys, Timestamp};
 
 use crate::click::ClickToCall;
 use crate::intent::Crm;
@@ -29,8 +29,14 @@ where
     }
 }
 
-/// Ended call keys remembered so that a late event does not start the call over.
+/// Ended call keys remembered so that a late event does not start the call over: at most this many, each for
+/// [`ENDED_RETENTION_SECS`].
 const ENDED_MEMORY: usize = 10_000;
+
+/// How long an ended call's key is remembered. Late events reach the engine within moments of the end (the
+/// tracker ignores Asterisk's own for `forget_after_secs`, 120 s by default); a little longer here also keeps a
+/// ghost call the tracker might start after that from being planned again.
+pub const ENDED_RETENTION_SECS: u64 = 300;
 
 mod click;
 mod finish;
@@ -51,8 +57,7 @@ pub struct Engine {
     users: UsersDirectory,
     gate: Option<Box<dyn RegistrationGate + Send + Sync>>,
     calls: HashMap<String, CallState>,
-    ended: HashSet<String>,
-    ended_order: VecDeque<String>,
+    ended: RememberedKeys,
     /// Click-to-call requests by call key, set before the call's first event.
     clicks: HashMap<String, ClickToCall>,
     /// The CRM the intents are translated for.
@@ -78,8 +83,7 @@ impl Engine {
             users: UsersDirectory::new(),
             gate: None,
             calls: HashMap::new(),
-            ended: HashSet::new(),
-            ended_order: VecDeque::new(),
+            ended: RememberedKeys::new(ENDED_MEMORY),
             clicks: HashMap::new(),
             crm: Arc::new(Crm::Bitrix24),
         })
@@ -130,7 +134,8 @@ impl Engine {
         self.calls.contains_key(call)
     }
 
-    /// Ended calls remembered so that late events about them are ignored (at most 10,000).
+    /// Ended calls remembered so that late events about them are ignored (at most 10,000, each for
+    /// [`ENDED_RETENTION_SECS`] after its end).
     pub fn remembered_ended(&self) -> usize {
         self.ended.len()
     }
@@ -237,7 +242,7 @@ impl Engine {
         let ended = self.apply(&mut state, event, call_full, &mut out);
         self.settings = current;
         if ended {
-            self.remember_ended(key);
+            self.remember_ended(key, now);
             self.clicks.remove(key);
         } else {
             self.calls.insert(key.to_owned(), state);
@@ -294,15 +299,11 @@ impl Engine {
         false
     }
 
-    fn remember_ended(&mut self, key: &str) {
-        if self.ended.insert(key.to_owned()) {
-            self.ended_order.push_back(key.to_owned());
-        }
-        while self.ended_order.len() > ENDED_MEMORY {
-            if let Some(old) = self.ended_order.pop_front() {
-                self.ended.remove(&old);
-            }
-        }
+    /// Remembers that `key` ended at `now`, and forgets the keys that ended more than [`ENDED_RETENTION_SECS`]
+    /// before.
+    fn remember_ended(&mut self, key: &str, now: Timestamp) {
+        self.ended.purge_before(now.saturating_sub_secs(ENDED_RETENTION_SECS));
+        self.ended.insert(key, key, now);
     }
 
     // ----- users -------------------------------------------------------------------------------------------

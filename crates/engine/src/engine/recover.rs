@@ -172,7 +172,7 @@ impl Engine {
             }
         }
         if !out.plan.steps.is_empty() {
-            self.remember_ended(&open.call);
+            self.remember_ended(&open.call, open.gap.to);
         }
         out.plan
     }
