@@ -6,7 +6,9 @@
 //! are about now; registrations and finishes are about the record), resolves references to earlier steps'
 //! results (to a step in the same `batch`: a `$result[…]` reference), and sends the rest in one `batch`.
 //! The round's outcomes and journal entries are written in one transaction, which claims the next round's steps
-//! too: one disk sync per round while there is work. A finish waits for its recording
+//! too: one disk sync per round while there is work. New cards need no claim of the worker's own: the pipeline
+//! claims them in the commit that stores them and hands them over in memory ([`Handoff`]), and a round takes
+//! those first. A finish waits for its recording
 //! to be complete so that both go together; recordings too big for that are uploaded alone, after the cards.
 //! A hide claimed alone waits a moment (at most [`HIDE_WAITS_FOR_COMPANY`] after it was planned) while its call
 //! may still plan a step that goes with it — the owner lookup planned when a missed call hangs up, right after
