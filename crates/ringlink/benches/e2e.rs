@@ -380,7 +380,17 @@ async fn burst() {
 }
 
 /// One second of a sustained run: (seconds since the start, outbox backlog, VmRSS kB, CPU share of a core).
-type Sample = (f64, u64, u64, f64);
+/// And the keys ringlink remembers of ended calls (`ringlink_held_entries`: the tracker's, the engine's).
+type Sample = (f64, u64, u64, f64, (u64, u64));
+
+/// The sum of the `/metrics` samples whose line starts with `series`.
+fn gauge(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
 
 /// A sustained call-centre load: `RINGLINK_BENCH_RATE` new incoming calls per second (default 5) for
 /// `RINGLINK_BENCH_MINUTES` (default 10), 30 % of them into the ringall queue (101/102/103), the rest to 101;
@@ -430,19 +440,20 @@ async fn sustained() {
                     Ok(r) => r.text().await.unwrap_or_default(),
                     Err(_) => String::new(),
                 };
-                let backlog: u64 = text
-                    .lines()
-                    .filter(|l| {
-                        l.starts_with("ringlink_outbox_steps{state=\"pending\"}")
-                            || l.starts_with("ringlink_outbox_steps{state=\"in_flight\"}")
-                    })
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>() as u64;
+                let backlog = gauge(&text, "ringlink_outbox_steps{state=\"pending\"}")
+                    + gauge(&text, "ringlink_outbox_steps{state=\"in_flight\"}");
+                let remembered = (
+                    gauge(&text, "ringlink_held_entries{what=\"tracker_remembered\"}"),
+                    gauge(&text, "ringlink_held_entries{what=\"engine_remembered\"}"),
+                );
                 let t = started.elapsed().as_secs_f64();
-                samples
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((t, backlog, status_kb(pid, "VmRSS:"), load));
+                samples.lock().unwrap_or_else(|p| p.into_inner()).push((
+                    t,
+                    backlog,
+                    status_kb(pid, "VmRSS:"),
+                    load,
+                    remembered,
+                ));
             }
         })
     };
@@ -538,6 +549,23 @@ async fn sustained() {
         elapsed.as_secs_f64(),
         100.0 * cpu / elapsed.as_secs_f64(),
         100.0 * peak_cpu
+    );
+    // While calls were placed: the first second, each third, the last; then once the backlog drained.
+    let at = |share: f64| {
+        let s = samples
+            .iter()
+            .find(|s| s.0 >= share * placing.as_secs_f64())
+            .or(samples.last());
+        s.map_or("-".to_owned(), |s| format!("{} kB ({} + {} keys)", s.2, s.4 .0, s.4 .1))
+    };
+    println!(
+        "  VmRSS (keys remembered of ended calls: tracker + engine) while placing calls: start {}, 1/3 {}, 2/3 {}, \
+         end {}; after the drain {}",
+        at(0.0),
+        at(1.0 / 3.0),
+        at(2.0 / 3.0),
+        at(1.0),
+        at(f64::INFINITY)
     );
     e2e.stop().await;
 }

@@ -294,5 +294,15 @@ pub fn metrics(store: &dyn Store, telemetry: &Telemetry) -> store::Result<String
             budget.level,
         ));
     }
+    for (what, count) in telemetry.held_sizes() {
+        gauges.push(
+            Gauge::new(
+                "ringlink_held_entries",
+                "Entries held in memory: live calls and channels, keys remembered after calls ended, events waiting.",
+                count as f64,
+            )
+            .label("what", what),
+        );
+    }
     Ok(telemetry.render_metrics(&gauges))
 }

@@ -95,6 +95,8 @@ pub struct Telemetry {
     budget: Mutex<Option<BudgetSource>>,
     hooks: Mutex<Option<HooksSource>>,
     store: Mutex<StoreRole>,
+    /// Entries the service holds in memory, by what they are (see [`Telemetry::held`]).
+    held: Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl Telemetry {
@@ -108,7 +110,20 @@ impl Telemetry {
             budget: Mutex::new(None),
             hooks: Mutex::new(None),
             store: Mutex::new(StoreRole::default()),
+            held: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records how many entries the service holds in memory now, by what they are (`tracker_calls`,
+    /// `tracker_remembered`, …): `/metrics` shows them as `ringlink_held_entries{what}`, so that growth over a
+    /// long run can be told apart from the allocator's.
+    pub fn held(&self, sizes: &[(&'static str, u64)]) {
+        *lock(&self.held) = sizes.to_vec();
+    }
+
+    /// The sizes last recorded by [`Telemetry::held`].
+    pub fn held_sizes(&self) -> Vec<(&'static str, u64)> {
+        lock(&self.held).clone()
     }
 
     /// The store and this instance's role, as `/status` shows them.

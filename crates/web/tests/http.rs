@@ -521,6 +521,7 @@ async fn monitoring_by_allow_list_or_token_and_metrics_parse() {
     ui.telemetry.step("telephony.externalcall.register", "sent");
     ui.telemetry.call_ended("incoming", "200");
     ui.telemetry.card_popped(std::time::Duration::from_millis(120));
+    ui.telemetry.held(&[("tracker_calls", 3), ("tracker_remembered", 44)]);
     let text = ui
         .get("/metrics?token=metrics-token-0123456789", None)
         .await
@@ -557,6 +558,16 @@ async fn monitoring_by_allow_list_or_token_and_metrics_parse() {
         .iter()
         .find(|s| s.metric == "ringlink_calls_total")
         .expect("calls");
+    let remembered = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "ringlink_held_entries" && s.labels.get("what") == Some("tracker_remembered"))
+        .expect("remembered keys");
+    assert!(
+        matches!(remembered.value, prometheus_parse::Value::Gauge(v) if v == 44.0),
+        "{:?}",
+        remembered.value
+    );
     assert_eq!(calls.labels.get("direction"), Some("incoming"));
     assert!(
         matches!(calls.value, prometheus_parse::Value::Counter(v) if v == 1.0),

@@ -68,7 +68,11 @@ pub async fn run(shared: Shared, config: Config, mut stop: watch::Receiver<bool>
         )
         .await;
     let mut said_untimed = false;
-    let mut said_state = State::default();
+    // Unlike any real state, so that the first heartbeat reports the sizes (zeros included) to `/metrics`.
+    let mut said_state = State {
+        waiting: usize::MAX,
+        ..State::default()
+    };
     // Whether memory was freed (calls ended) since the allocator last gave its free pages back.
     let mut freed = false;
     let mut following_at = super::now();
@@ -641,7 +645,8 @@ impl Pipeline {
         });
     }
 
-    /// Logs (at debug) the sizes of what is kept in memory when they changed since `said`; whether they did.
+    /// Logs (at debug) the sizes of what is kept in memory when they changed since `said`, and reports them to
+    /// `/metrics`; whether they did.
     fn log_state(&self, tracker: &Tracker, said: &mut State) -> bool {
         let (engine_calls, engine_remembered) = {
             let engine = self.shared.engine();
@@ -658,6 +663,15 @@ impl Pipeline {
         };
         if state != *said {
             *said = state;
+            self.shared.telemetry.held(&[
+                ("tracker_calls", state.tracker_calls as u64),
+                ("tracker_channels", state.tracker_channels as u64),
+                ("tracker_remembered", state.tracker_remembered as u64),
+                ("engine_calls", state.engine_calls as u64),
+                ("engine_remembered", state.engine_remembered as u64),
+                ("held", state.held as u64),
+                ("waiting", state.waiting as u64),
+            ]);
             debug!(
                 tracker_calls = state.tracker_calls,
                 tracker_channels = state.tracker_channels,
