@@ -191,6 +191,24 @@ impl Limiter {
         }
     }
 
+    /// Waits until one request would fit in the bucket (and any back-off is over), without taking its place:
+    /// a caller that gathers what it sends waits here before gathering when the budget is short, so that what
+    /// it gathers is what is due when the request can go. Returns at once while requests are free.
+    pub async fn ready(&self) {
+        loop {
+            let wait = {
+                let mut state = self.lock_state();
+                let now = Instant::now();
+                self.drain(&mut state, now);
+                self.wait_for_one(&state, now)
+            };
+            if wait.is_zero() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// The portal answered `QUERY_LIMIT_EXCEEDED`: the bucket is full whatever we thought.
     /// Returns the pause imposed before the next request.
     pub fn on_rate_limited(&self) -> Duration {
@@ -379,6 +397,29 @@ mod tests {
         assert_eq!(limiter.budget().wait_for_next, Duration::from_millis(500));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(limiter.budget().available_now, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_waits_for_the_next_slot_without_taking_it() {
+        let limiter = Limiter::new(small());
+        let start = Instant::now();
+        limiter.ready().await;
+        assert_eq!(Instant::now(), start, "free requests: ready at once");
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        limiter.ready().await;
+        assert_eq!(Instant::now() - start, Duration::from_millis(500), "the next slot");
+        assert_eq!(limiter.budget().available_now, 1, "ready took no request");
+        limiter.acquire().await;
+        assert_eq!(
+            Instant::now() - start,
+            Duration::from_millis(500),
+            "the slot ready waited for"
+        );
+        limiter.on_rate_limited();
+        limiter.ready().await;
+        assert_eq!(Instant::now() - start, Duration::from_millis(1500), "and the back-off");
     }
 
     #[tokio::test(start_paused = true)]

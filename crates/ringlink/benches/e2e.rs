@@ -14,8 +14,8 @@
 //!   card pop, the outbox backlog, RSS over the run, CPU; the rate asked and the rate placed (calls placed over
 //!   the time placing them took: on a loaded machine placing falls behind the schedule).
 //!
-//! Where card-pop time goes: ringlink logs each outbox round (claim, decide, send, uploads, record times) at
-//! debug level; the latency part sums them up.
+//! Where card-pop time goes: ringlink logs each outbox round (request slot, claim, decide, send, uploads, record
+//! times) at debug level; the latency part sums them up.
 //!
 //! - card pop with the admin UI busy (`ui`): one call at a time, without the UI, then with the journal page, a
 //!   search by number and a search no index serves (a text of 2 characters) reloaded in a loop, over a journal
@@ -174,6 +174,7 @@ fn rounds(log: &str) {
     let names = [
         "steps",
         "sent",
+        "slot_ms",
         "claim_ms",
         "decide_ms",
         "send_ms",

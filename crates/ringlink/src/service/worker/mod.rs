@@ -13,6 +13,10 @@
 //! A hide claimed alone waits a moment (at most [`HIDE_WAITS_FOR_COMPANY`] after it was planned) while its call
 //! may still plan a step that goes with it — the owner lookup planned when a missed call hangs up, right after
 //! its phone's `DialEnd` — so that both take one request; shows and registers never wait.
+//! While requests are free a round claims and sends at once; when the budget is short, it waits for the next
+//! request slot before it takes the cards handed over and claims what else is due (the round before claims
+//! nothing early), so that its `batch` takes every step due when it can actually go: cards of many calls, hides
+//! and shows together, one request.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -218,18 +222,34 @@ impl Worker {
     }
 
     async fn round(&self) -> anyhow::Result<usize> {
-        let started = Instant::now();
-        let now = Timestamp::now();
+        let mut started = Instant::now();
+        // Short of budget, this round's request cannot go before the next slot: wait for it before taking what
+        // is claimed, then claim what else is due, so that the batch takes every step due when it goes (those
+        // stored meanwhile too).
+        let short = self.client.budget().available_now == 0;
+        self.client.limiter().ready().await;
+        let slot_ms = ms(started.elapsed());
+        started = Instant::now();
         // Claimed already: the cards the pipeline claimed as it stored them, then what the last round claimed.
         let own = self.next.lock().unwrap_or_else(|p| p.into_inner()).take();
         let early = self.shared.handoff.take(own, ROUND);
-        let claimed = match early {
-            Some(claimed) => claimed,
-            None => {
-                self.shared
-                    .store(move |s| s.claim_due_with_followers(now, ROUND, LEASE, FOLLOWERS))
-                    .await?
+        let room = early.as_ref().map_or(ROUND, |c| ROUND.saturating_sub(c.claimed.len()));
+        let more = if early.is_none() || (short && room > 0) {
+            let now = Timestamp::now();
+            let claim = move |s: &dyn store::Store| s.claim_due_with_followers(now, room, LEASE, FOLLOWERS);
+            Some(self.shared.store(claim).await?)
+        } else {
+            None
+        };
+        let claimed = match (early, more) {
+            (Some(mut claimed), Some(more)) => {
+                claimed.claimed.extend(more.claimed);
+                claimed.followers.extend(more.followers);
+                claimed.expired.extend(more.expired);
+                claimed
             }
+            (Some(claimed), None) => claimed,
+            (None, more) => more.unwrap_or_default(),
         };
         if claimed.claimed.is_empty() {
             return Ok(0);
@@ -329,6 +349,7 @@ impl Worker {
         debug!(
             steps = n,
             sent,
+            slot_ms,
             claim_ms,
             decide_ms,
             reads,
@@ -507,9 +528,14 @@ impl Worker {
             ));
             marks.push((step.lease(), outcome.into_store(now)));
         }
+        // Short of budget, the next round waits for its request slot before it claims (see `round`).
+        let limit = match self.client.budget().available_now {
+            0 => 0,
+            _ => ROUND,
+        };
         let (lost, next) = self
             .shared
-            .store(move |s| s.mark_many_journaled_and_claim(&marks, &journal, now, ROUND, LEASE, FOLLOWERS))
+            .store(move |s| s.mark_many_journaled_and_claim(&marks, &journal, now, limit, LEASE, FOLLOWERS))
             .await?;
         *self.next.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
         for lease in &lost {
@@ -792,8 +818,9 @@ fn batch_failed(e: &bitrix24::Error) -> Outcome {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_round_with_nothing_to_send_costs_no_request() {
+    /// A worker on a fresh SQLite store (in the directory returned), sending to a new emulator within the
+    /// limiter `limits`.
+    async fn worker(limits: bitrix24::LimiterConfig) -> (b24emu::Emulator, tempfile::TempDir, Worker) {
         let emu = b24emu::Emulator::start(b24emu::EmulatorConfig::default())
             .await
             .expect("emulator");
@@ -802,6 +829,7 @@ mod tests {
         let engine = engine::Engine::new(engine::EngineSettings::default()).expect("engine");
         let client = bitrix24::Client::webhook(&emu.webhook_url())
             .expect("client")
+            .limiter_config(limits)
             .build()
             .expect("client");
         let worker = Worker {
@@ -825,8 +853,63 @@ mod tests {
             next: Default::default(),
             reads: Default::default(),
         };
+        (emu, dir, worker)
+    }
+
+    #[tokio::test]
+    async fn a_round_with_nothing_to_send_costs_no_request() {
+        let (emu, _dir, worker) = worker(bitrix24::LimiterConfig::default()).await;
         assert!(worker.send(Vec::new()).await.is_empty());
         assert!(emu.requests().is_empty(), "{:?}", emu.requests());
+        emu.shutdown().await;
+    }
+
+    /// The owner lookup of a missed call, as the engine plans it (nothing to decide but to send it).
+    fn lookup(call: &str) -> store::NewStep {
+        let step = engine::Step {
+            call: call.into(),
+            key: format!("{call}/0/owner"),
+            kind: StepKind::LookupOwner,
+            method: StepKind::LookupOwner.method().into(),
+            params: json!({"PHONE_NUMBER": "+79001234567"}),
+            after: Vec::new(),
+            timing: engine::Timing::Durable,
+            record_path: None,
+        };
+        crate::service::pipeline::new_step(&step, None)
+    }
+
+    #[tokio::test]
+    async fn with_the_budget_spent_a_round_takes_what_is_stored_while_it_waits_for_its_slot() {
+        // One request in the bucket, one more each second.
+        let limits = bitrix24::LimiterConfig {
+            drain_per_sec: 1.0,
+            capacity: 1.0,
+            headroom: 0.0,
+            ..bitrix24::LimiterConfig::default()
+        };
+        let (emu, _dir, worker) = worker(limits).await;
+        let store = worker.shared.store.clone();
+        store.enqueue(&[lookup("a")], Timestamp::now()).expect("enqueue");
+        worker.client.limiter().acquire().await;
+        let later = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store.enqueue(&[lookup("b")], Timestamp::now()).expect("enqueue");
+        };
+        let (sent, ()) = tokio::join!(worker.round(), later);
+        assert_eq!(sent.expect("round"), 2, "both calls' steps in the round");
+        let requests = emu.requests();
+        let top: Vec<&str> = requests
+            .iter()
+            .filter(|r| r.batch_parent.is_none())
+            .map(|r| r.method.as_str())
+            .collect();
+        assert_eq!(top, ["batch"], "one request: {requests:?}");
+        let batched = requests
+            .iter()
+            .filter(|r| r.batch_parent.is_some() && r.method == "telephony.externalcall.searchcrmentities")
+            .count();
+        assert_eq!(batched, 2, "{requests:?}");
         emu.shutdown().await;
     }
 
