@@ -17,9 +17,10 @@
 //! Where card-pop time goes: ringlink logs each outbox round (request slot, claim, decide, send, uploads, record
 //! times) at debug level; the latency part sums them up.
 //!
-//! - card pop with the admin UI busy (`ui`): one call at a time, without the UI, then with the journal page, a
-//!   search by number and a search no index serves (a text of 2 characters) reloaded in a loop, over a journal
-//!   of 100,000 earlier calls (`RINGLINK_BENCH_UI_CALLS`): p50/p99 of each and their ratio.
+//! - card pop with the admin UI busy (`ui`): one call at a time, without the UI and with the journal page, a
+//!   search by number and a search no index serves (a text of 2 characters) reloaded in a loop, in alternating
+//!   blocks of 10 calls, 100 calls each (`RINGLINK_BENCH_UI_CARDS`), over a journal of 100,000 earlier calls
+//!   (`RINGLINK_BENCH_UI_CALLS`): p50/p99 of each and their ratio.
 //!
 //! `cargo bench -p ringlink --bench e2e` (all parts but `sustained`) or with arguments: `latency`, `hooks`,
 //! `requests`, `burst`, `sustained`, `ui`. `RINGLINK_BENCH_BURSTS=50,100,150` chooses the burst sizes,
@@ -659,21 +660,44 @@ async fn ui_load() {
         .expect("HTTP client");
     let session = admin_session(&http, &e2e).await;
 
-    const CALLS: usize = 20;
-    let mut figures = Vec::new();
-    for loaded in [false, true] {
+    // Calls a condition, placed in blocks that alternate between the two, so that a change in the machine's
+    // load during the run weighs on both alike.
+    let calls: usize = std::env::var("RINGLINK_BENCH_UI_CARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    const BLOCK: usize = 10;
+    let mut overheads = [Vec::new(), Vec::new()];
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut reloading_time = Duration::ZERO;
+    for block in 0..calls.div_ceil(BLOCK) * 2 {
+        let loaded = block % 2 == 1;
+        let n = BLOCK.min(calls - (block / 2) * BLOCK);
         e2e.emu.clear_requests();
         lock(&dials).clear();
-        let reloading = loaded.then(|| tokio::spawn(reload_journal(http.clone(), e2e.web_url(), session.clone())));
-        single_calls_to_101(&e2e.bed, CALLS, |_| caller(0)).await;
-        wait_done(&e2e, FINISH, CALLS, Duration::from_secs(60)).await;
+        let started = Instant::now();
+        let reloading = loaded.then(|| {
+            tokio::spawn(reload_journal(
+                http.clone(),
+                e2e.web_url(),
+                session.clone(),
+                served.clone(),
+            ))
+        });
+        single_calls_to_101(&e2e.bed, n, |_| caller(0)).await;
+        wait_done(&e2e, FINISH, n, Duration::from_secs(60)).await;
         if let Some(reloading) = reloading {
             reloading.abort();
             let _ = reloading.await;
+            reloading_time += started.elapsed();
         }
-        let (mut overheads, _) = card_overheads(&e2e.emu.requests(), &dials);
+        let (block_overheads, _) = card_overheads(&e2e.emu.requests(), &dials);
+        overheads[usize::from(loaded)].extend(block_overheads);
+    }
+    let mut figures = Vec::new();
+    for (loaded, mut overheads) in overheads.into_iter().enumerate() {
         overheads.sort_by(f64::total_cmp);
-        let label = if loaded {
+        let label = if loaded == 1 {
             "with the journal reloaded in a loop"
         } else {
             "without the UI"
@@ -684,6 +708,11 @@ async fn ui_load() {
         ));
         summary(label, overheads);
     }
+    let pages = served.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "  journal pages served: {pages} ({:.1}/s while reloading)",
+        pages as f64 / reloading_time.as_secs_f64().max(f64::EPSILON)
+    );
     let (quiet, busy) = (figures[0], figures[1]);
     println!(
         "  with / without the UI: p50 x{:.2}, p99 x{:.2}",
@@ -755,15 +784,12 @@ async fn admin_session(http: &reqwest::Client, e2e: &E2e) -> String {
 
 /// Reloads the journal page, a search by number and a search by 2 characters (no index: every entry is read)
 /// one after the other until aborted; says how many pages it got and how fast.
-async fn reload_journal(http: reqwest::Client, base: String, session: String) {
-    struct Count(usize, Instant);
-    impl Drop for Count {
-        fn drop(&mut self) {
-            let secs = self.1.elapsed().as_secs_f64();
-            println!("  journal pages served: {} ({:.1}/s)", self.0, self.0 as f64 / secs);
-        }
-    }
-    let mut count = Count(0, Instant::now());
+async fn reload_journal(
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    served: Arc<std::sync::atomic::AtomicUsize>,
+) {
     for path in ["/calls", "/calls?number=%2B79000004999", "/calls?employee=x1"]
         .iter()
         .cycle()
@@ -776,6 +802,6 @@ async fn reload_journal(http: reqwest::Client, base: String, session: String) {
             .expect("journal page");
         assert!(response.status().is_success(), "{path}: {}", response.status());
         let _ = response.bytes().await;
-        count.0 += 1;
+        served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

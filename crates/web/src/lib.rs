@@ -97,6 +97,14 @@ pub struct WebSettings {
     /// it ended, unless acknowledged sooner on the Status page; `/status` keeps showing it.
     #[serde(default = "default_gap_warning_hours")]
     pub gap_warning_hours: u64,
+    /// A journal search (a filter set on the Calls page) is stopped after this long and the page asks to narrow
+    /// it, so that one broad search over a large journal never keeps a core busy for minutes.
+    #[serde(default = "default_search_limit_secs")]
+    pub search_limit_secs: u64,
+    /// One journal search runs at a time; another waits this long for its turn, then the page says the UI is
+    /// busy (503 with `Retry-After`). 0: never wait.
+    #[serde(default = "default_search_wait_secs")]
+    pub search_wait_secs: u64,
     /// Mark the session cookie `Secure` (set when the UI is reached over HTTPS, e.g. behind a TLS proxy; always
     /// on with `tls_cert`).
     #[serde(default)]
@@ -120,6 +128,8 @@ impl Default for WebSettings {
             metrics_allow: default_allow(),
             session_hours: default_session_hours(),
             gap_warning_hours: default_gap_warning_hours(),
+            search_limit_secs: default_search_limit_secs(),
+            search_wait_secs: default_search_wait_secs(),
             secure_cookies: false,
             tls_cert: None,
             tls_key: None,
@@ -159,6 +169,14 @@ fn default_gap_warning_hours() -> u64 {
     24
 }
 
+fn default_search_limit_secs() -> u64 {
+    10
+}
+
+fn default_search_wait_secs() -> u64 {
+    3
+}
+
 impl WebSettings {
     /// Checks the values; the message names the key to fix.
     pub fn validate(&self) -> Result<(), String> {
@@ -181,6 +199,9 @@ impl WebSettings {
         if self.session_hours == 0 {
             return Err("web.session_hours must be at least 1".into());
         }
+        if self.search_limit_secs == 0 {
+            return Err("web.search_limit_secs must be at least 1 (seconds a journal search may run)".into());
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("web.tls_cert and web.tls_key go together: set both (PEM files) for HTTPS, or neither".into());
         }
@@ -199,6 +220,16 @@ impl WebSettings {
     /// How long a period whose calls may be missing stays a Warning (`gap_warning_hours`).
     pub fn gap_warning(&self) -> Duration {
         Duration::from_secs(self.gap_warning_hours.saturating_mul(3600))
+    }
+
+    /// How long a journal search may run (`search_limit_secs`).
+    pub fn search_limit(&self) -> Duration {
+        Duration::from_secs(self.search_limit_secs)
+    }
+
+    /// How long a journal search waits for the one running (`search_wait_secs`).
+    pub fn search_wait(&self) -> Duration {
+        Duration::from_secs(self.search_wait_secs)
     }
 
     fn session_ttl(&self) -> Duration {

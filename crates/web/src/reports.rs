@@ -4,8 +4,9 @@
 //!   pipeline (card pops, the outbox worker) and the PBX get the CPU first and a journal search takes what is left.
 //!   The reads go to the store's report connections ([`store::Store::for_reports`]), so they never hold the lock
 //!   the pipeline writes under either.
-//! - One journal search at a time: another waits [`SEARCH_WAIT`] for its turn, then is told the UI is busy.
-//! - Each search has a time limit ([`SEARCH_LIMIT`] by default): the store stops it and the page says so.
+//! - One journal search at a time: another waits for its turn (`web.search_wait_secs`), then is told the UI is
+//!   busy.
+//! - Each search has a time limit (`web.search_limit_secs`): the store stops it and the page says so.
 //!
 //! Only reads run here, never a write: a write holds the store's one writer lock, which the pipeline waits for,
 //! and a low priority would make the pipeline wait longer (the UI's writes stay on tokio's blocking pool).
@@ -18,12 +19,6 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 use tracing::warn;
 
-/// How long a journal search may run before the store stops it.
-pub const SEARCH_LIMIT: Duration = Duration::from_secs(10);
-
-/// How long a journal search waits for the one running before the page says the UI is busy.
-pub const SEARCH_WAIT: Duration = Duration::from_secs(3);
-
 /// Threads reading for the UI: as many as the store has report connections (SQLite has two).
 const THREADS: usize = 2;
 
@@ -35,6 +30,8 @@ pub(crate) struct Reports {
     searches: Semaphore,
     /// How long one search may run.
     pub(crate) search_limit: Duration,
+    /// How long a search waits for the one running.
+    pub(crate) search_wait: Duration,
 }
 
 /// The reading thread ended before it answered (the read panicked).
@@ -49,7 +46,7 @@ impl std::fmt::Display for Lost {
 
 impl Reports {
     /// Starts the reading threads; they end when this is dropped.
-    pub(crate) fn start() -> Reports {
+    pub(crate) fn start(search_limit: Duration, search_wait: Duration) -> Reports {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..THREADS {
@@ -73,7 +70,8 @@ impl Reports {
         Reports {
             jobs: Mutex::new(jobs),
             searches: Semaphore::new(1),
-            search_limit: SEARCH_LIMIT,
+            search_limit,
+            search_wait,
         }
     }
 
@@ -92,9 +90,9 @@ impl Reports {
     }
 
     /// The turn for a journal search, once the one running (if any) is over; none if that takes longer than
-    /// [`SEARCH_WAIT`]. The turn ends when the permit is dropped.
+    /// `search_wait`. The turn ends when the permit is dropped.
     pub(crate) async fn search_turn(&self) -> Option<SemaphorePermit<'_>> {
-        tokio::time::timeout(SEARCH_WAIT, self.searches.acquire())
+        tokio::time::timeout(self.search_wait, self.searches.acquire())
             .await
             .ok()?
             .ok()
@@ -124,10 +122,17 @@ fn lower_priority() {
 mod tests {
     use super::*;
 
+    /// The default wait (`web.search_wait_secs`).
+    const WAIT: Duration = Duration::from_secs(3);
+
+    fn reports() -> Reports {
+        Reports::start(Duration::from_secs(10), WAIT)
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn reads_run_at_the_lowest_priority_and_the_caller_keeps_its_own() {
-        let reports = Reports::start();
+        let reports = reports();
         let nice = || {
             // SAFETY: as in lower_priority; getpriority only reads. errno is cleared first: -1 is a valid answer.
             unsafe {
@@ -144,7 +149,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_that_panics_loses_its_answer_but_not_the_thread() {
-        let reports = Reports::start();
+        let reports = reports();
         for _ in 0..THREADS {
             assert!(reports.read(|| panic!("a bad row")).await.is_err());
         }
@@ -153,15 +158,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_second_search_waits_for_the_first_then_is_told_busy() {
-        let reports = Reports::start();
+        let reports = reports();
         let first = reports.search_turn().await.expect("the first search's turn");
         let waited = tokio::time::Instant::now();
         assert!(reports.search_turn().await.is_none());
-        assert!(waited.elapsed() >= SEARCH_WAIT);
+        assert!(waited.elapsed() >= WAIT);
         // A search that comes while one runs gets its turn when that one ends.
         let second = async { reports.search_turn().await.is_some() };
         let first_ends = async {
-            tokio::time::sleep(SEARCH_WAIT / 2).await;
+            tokio::time::sleep(WAIT / 2).await;
             drop(first);
         };
         let (second, ()) = tokio::join!(second, first_ends);
@@ -179,15 +184,21 @@ mod tests {
     }
 
     impl Served {
-        async fn start(configure: impl FnOnce(crate::Web) -> crate::Web) -> Served {
+        /// Served with `[web]` settings as `settings` leaves them, the UI as `configure` makes it.
+        async fn start(
+            settings: impl FnOnce(&mut crate::WebSettings),
+            configure: impl FnOnce(crate::Web) -> crate::Web,
+        ) -> Served {
             let dir = tempfile::tempdir().unwrap();
             let store = store::SqliteStore::open(dir.path().join("ringlink.db")).unwrap();
             let telemetry = Arc::new(crate::Telemetry::new("9.9.9"));
-            let settings = crate::WebSettings {
+            let mut web_settings = crate::WebSettings {
                 listen: "127.0.0.1:0".into(),
                 ..crate::WebSettings::default()
             };
-            let web = crate::Web::new(settings, Arc::new(store.clone()), telemetry, crate::Wake::default()).unwrap();
+            settings(&mut web_settings);
+            let web =
+                crate::Web::new(web_settings, Arc::new(store.clone()), telemetry, crate::Wake::default()).unwrap();
             let web = configure(web);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());
@@ -230,12 +241,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_search_while_another_runs_is_told_busy_and_the_plain_list_is_not() {
-        let ui = Served::start(|web| web).await;
+        // web.search_wait_secs: how long a search waits, and what Retry-After says.
+        let ui = Served::start(|web| web.search_wait_secs = 1, |web| web).await;
         ui.journal();
         let running = ui.web.0.reports.search_turn().await.expect("a turn");
         let (status, headers, page) = ui.get("/calls?employee=zq").await;
         assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{page}");
-        assert!(headers.get("retry-after").is_some());
+        assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
         assert!(page.contains("Another journal search is running"), "{page}");
         assert!(page.contains(r#"value="zq""#), "the form keeps the search: {page}");
         // The plain list (and its pages) does not wait for searches.
@@ -248,9 +260,20 @@ mod tests {
         assert!(page.contains("No calls match"), "{page}");
     }
 
+    #[test]
+    fn a_search_limit_of_zero_is_refused_naming_the_key() {
+        let settings = crate::WebSettings {
+            search_limit_secs: 0,
+            ..crate::WebSettings::default()
+        };
+        let error = settings.validate().unwrap_err();
+        assert!(error.contains("web.search_limit_secs"), "{error}");
+    }
+
     #[tokio::test]
     async fn a_search_stopped_by_its_time_limit_says_so_on_the_page() {
-        let ui = Served::start(|web| web.search_limit(Duration::from_nanos(1))).await;
+        // Finer than web.search_limit_secs allows: a limit that every search reaches.
+        let ui = Served::start(|_| {}, |web| web.search_limit(Duration::from_nanos(1))).await;
         ui.journal();
         // No entry holds it: the search would read all 15,000.
         let (status, _, page) = ui.get("/calls?employee=zq").await;

@@ -80,6 +80,7 @@ impl Web {
             None => Some(auth::random_token()[..12].to_owned()),
         };
         let gap_warning = settings.gap_warning();
+        let reports = Reports::start(settings.search_limit(), settings.search_wait());
         Ok(Web(Arc::new(Inner {
             settings,
             store,
@@ -103,7 +104,7 @@ impl Web {
             drafts: Drafts::default(),
             reprocess: None,
             reprocessed: reprocess::Results::default(),
-            reports: Reports::start(),
+            reports,
         })))
     }
 
@@ -155,7 +156,7 @@ impl Web {
         self
     }
 
-    /// How long a journal search may run before it is stopped (default [`crate::reports::SEARCH_LIMIT`]).
+    /// How long a journal search may run before it is stopped (default `web.search_limit_secs`).
     pub fn search_limit(mut self, limit: std::time::Duration) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.reports.search_limit = limit;
@@ -731,7 +732,7 @@ async fn calls_page(
             Some(turn) => Some(turn),
             None => {
                 let page = html_page(pages::calls(&frame, &query, Err(lang.t("search_busy"))));
-                let wait = crate::reports::SEARCH_WAIT.as_secs().to_string();
+                let wait = web.0.reports.search_wait.as_secs().max(1).to_string();
                 return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, wait)], page).into_response();
             }
         }
