@@ -279,6 +279,15 @@ pub struct ClaimOutcome {
     pub followers: Vec<Step>,
 }
 
+impl ClaimOutcome {
+    /// Adds `other`'s steps to this claim (claims made apart that go in one round).
+    pub fn absorb(&mut self, other: ClaimOutcome) {
+        self.claimed.extend(other.claimed);
+        self.followers.extend(other.followers);
+        self.expired.extend(other.expired);
+    }
+}
+
 /// Number of steps in each state, for status pages and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StepCounts {

@@ -65,9 +65,7 @@ impl Handoff {
                 break;
             }
             let Some(next) = claims.pop_front() else { break };
-            round.claimed.extend(next.claimed);
-            round.followers.extend(next.followers);
-            round.expired.extend(next.expired);
+            round.absorb(next);
         }
         Some(round)
     }

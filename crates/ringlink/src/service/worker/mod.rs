@@ -243,9 +243,7 @@ impl Worker {
         };
         let claimed = match (early, more) {
             (Some(mut claimed), Some(more)) => {
-                claimed.claimed.extend(more.claimed);
-                claimed.followers.extend(more.followers);
-                claimed.expired.extend(more.expired);
+                claimed.absorb(more);
                 claimed
             }
             (Some(claimed), None) => claimed,
