@@ -20,7 +20,9 @@
 //! - card pop with the admin UI busy (`ui`): one call at a time, without the UI and with the journal page, a
 //!   search by number and a search no index serves (a text of 2 characters) reloaded in a loop, in alternating
 //!   blocks of 10 calls, 100 calls each (`RINGLINK_BENCH_UI_CARDS`), over a journal of 100,000 earlier calls
-//!   (`RINGLINK_BENCH_UI_CALLS`): p50/p99 of each and their ratio.
+//!   (`RINGLINK_BENCH_UI_CALLS`): p50/p99 of each and their ratio. `RINGLINK_BENCH_UI_PATHS` (comma-separated)
+//!   reloads other pages instead, one path at a time to find which one weighs. The pages are reloaded from a thread
+//!   and runtime of their own, as by a browser: not on the runtime of the emulator, which times each card.
 //!
 //! `cargo bench -p ringlink --bench e2e` (all parts but `sustained`) or with arguments: `latency`, `hooks`,
 //! `requests`, `burst`, `sustained`, `ui`. `RINGLINK_BENCH_BURSTS=50,100,150` chooses the burst sizes,
@@ -659,6 +661,11 @@ async fn ui_load() {
         .build()
         .expect("HTTP client");
     let session = admin_session(&http, &e2e).await;
+    let paths: Arc<Vec<String>> = Arc::new(match std::env::var("RINGLINK_BENCH_UI_PATHS") {
+        Ok(paths) => paths.split(',').map(str::to_owned).collect(),
+        Err(_) => JOURNAL_PATHS.iter().map(|p| p.to_string()).collect(),
+    });
+    println!("  pages reloaded: {}", paths.join(" "));
 
     // Calls a condition, placed in blocks that alternate between the two, so that a change in the machine's
     // load during the run weighs on both alike.
@@ -676,19 +683,12 @@ async fn ui_load() {
         e2e.emu.clear_requests();
         lock(&dials).clear();
         let started = Instant::now();
-        let reloading = loaded.then(|| {
-            tokio::spawn(reload_journal(
-                http.clone(),
-                e2e.web_url(),
-                session.clone(),
-                served.clone(),
-            ))
-        });
+        let reloading =
+            loaded.then(|| Browser::start(e2e.web_url(), session.clone(), paths.clone(), served.clone()));
         single_calls_to_101(&e2e.bed, n, |_| caller(0)).await;
         wait_done(&e2e, FINISH, n, Duration::from_secs(60)).await;
         if let Some(reloading) = reloading {
-            reloading.abort();
-            let _ = reloading.await;
+            reloading.stop().await;
             reloading_time += started.elapsed();
         }
         let (block_overheads, _) = card_overheads(&e2e.emu.requests(), &dials);
@@ -782,18 +782,64 @@ async fn admin_session(http: &reqwest::Client, e2e: &E2e) -> String {
     format!("ringlink_session={session}")
 }
 
-/// Reloads the journal page, a search by number and a search by 2 characters (no index: every entry is read)
-/// one after the other until aborted; says how many pages it got and how fast.
+/// The journal page, a search by number and a search by 2 characters (no index: every entry is read).
+const JOURNAL_PATHS: [&str; 3] = ["/calls", "/calls?number=%2B79000004999", "/calls?employee=x1"];
+
+/// The admin's browser reloading pages: on a thread and runtime of its own, as a browser is a process of its
+/// own, so that receiving pages never delays the emulator's handlers (which time each card's arrival) on the
+/// bench's runtime.
+struct Browser {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Browser {
+    fn start(
+        base: String,
+        session: String,
+        paths: Arc<Vec<String>>,
+        served: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Browser {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the browser's runtime");
+            runtime.block_on(async move {
+                // A client of this runtime: a pooled connection is driven by the runtime that opened it.
+                let http = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .expect("HTTP client");
+                tokio::select! {
+                    () = reload_journal(http, base, session, paths, served) => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        Browser { stop, thread }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("joined")
+            .expect("the browser's thread ended without a panic");
+    }
+}
+
+/// Reloads `paths` one after the other until stopped; counts the pages it got.
 async fn reload_journal(
     http: reqwest::Client,
     base: String,
     session: String,
+    paths: Arc<Vec<String>>,
     served: Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    for path in ["/calls", "/calls?number=%2B79000004999", "/calls?employee=x1"]
-        .iter()
-        .cycle()
-    {
+    for path in paths.iter().cycle() {
         let response = http
             .get(format!("{base}{path}"))
             .header("cookie", &session)
