@@ -84,7 +84,7 @@ pub(crate) async fn save_settings(
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     let saving = web.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = web.blocking(move || {
         let _one_at_a_time = lock(&saving.0.config_lock);
         settings::save(&file, &version, &form)
     })
@@ -370,8 +370,7 @@ pub(crate) struct AcknowledgeForm {
 pub(crate) async fn acknowledge_gap(State(web): State<Web>, Form(form): Form<AcknowledgeForm>) -> Response {
     let store = web.0.store.clone();
     let done =
-        tokio::task::spawn_blocking(move || crate::gaps::acknowledge(store.as_ref(), form.to, store::Timestamp::now()))
-            .await;
+        web.blocking(move || crate::gaps::acknowledge(store.as_ref(), form.to, store::Timestamp::now())).await;
     match done {
         Ok(Ok(true)) => {
             info!("web: the period whose calls may be missing was acknowledged");

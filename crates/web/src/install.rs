@@ -152,7 +152,7 @@ pub(crate) async fn install(State(web): State<Web>, RawQuery(query): RawQuery, b
     };
     let store = web.0.store.clone();
     let portal = request.portal();
-    let saved = tokio::task::spawn_blocking(move || -> store::Result<()> {
+    let saved = web.blocking(move || -> store::Result<()> {
         store.save_tokens(&portal, &tokens, now)?;
         let value = serde_json::to_value(&record).unwrap_or_default();
         store.set_setting(INSTALL_SETTING, &value, now)

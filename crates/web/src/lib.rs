@@ -12,8 +12,10 @@
 //!   stylesheet is compiled into the binary. Russian or English, from the browser's `Accept-Language` or the
 //!   switch in the header.
 //!
-//! The UI never slows calls: its store reads run on two threads of its own at the lowest CPU priority, on the
-//! store's report connections; one journal search runs at a time, each with a time limit (`reports`).
+//! The UI never slows calls: [`serve_apart`] serves and renders it on a thread of its own at the lowest CPU
+//! priority, apart from the service's runtime, and hands its few store writes back to the service; its store
+//! reads run on two threads of its own at the lowest CPU priority, on the store's report connections; one
+//! journal search runs at a time, each with a time limit (`reports`).
 //!
 //! The crate shows what the store and the [`Telemetry`] say; the service reports to the telemetry and hands
 //! over the two [`tokio::sync::Notify`]s that wake its worker and users refresher, and the [`Reprocess`] port
@@ -39,6 +41,7 @@ pub mod gaps;
 mod i18n;
 pub mod install;
 mod logs;
+mod own_thread;
 mod pages;
 mod records;
 mod reports;
@@ -63,6 +66,7 @@ pub use auth::{hash_password, PASSWORD_SETTING};
 pub use logs::{LogBuffer, LogLine, KEPT_LINES};
 pub use records::{PathResolver, RecordLinks, Refused, Signed, LINK_SECRET_SETTING};
 pub use reprocess::{Reprocess, Reprocessed};
+pub use own_thread::serve_apart;
 pub use server::{router, serve, Web};
 pub use settings::SettingsFile;
 pub use status::{AppStatus, Status, Thresholds};

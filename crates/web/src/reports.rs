@@ -9,14 +9,15 @@
 //! - Each search has a time limit (`web.search_limit_secs`): the store stops it and the page says so.
 //!
 //! Only reads run here, never a write: a write holds the store's one writer lock, which the pipeline waits for,
-//! and a low priority would make the pipeline wait longer (the UI's writes stay on tokio's blocking pool).
+//! and a low priority would make the pipeline wait longer (the UI's writes go to the service's blocking pool,
+//! see `own_thread`).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
 /// Threads reading for the UI: as many as the store has report connections (SQLite has two).
@@ -27,7 +28,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The UI's reading threads and its turn for journal searches.
 pub(crate) struct Reports {
     jobs: Mutex<mpsc::Sender<Job>>,
-    searches: Semaphore,
+    searches: Arc<Semaphore>,
     /// How long one search may run.
     pub(crate) search_limit: Duration,
     /// How long a search waits for the one running.
@@ -69,7 +70,7 @@ impl Reports {
         }
         Reports {
             jobs: Mutex::new(jobs),
-            searches: Semaphore::new(1),
+            searches: Arc::new(Semaphore::new(1)),
             search_limit,
             search_wait,
         }
@@ -90,9 +91,10 @@ impl Reports {
     }
 
     /// The turn for a journal search, once the one running (if any) is over; none if that takes longer than
-    /// `search_wait`. The turn ends when the permit is dropped.
-    pub(crate) async fn search_turn(&self) -> Option<SemaphorePermit<'_>> {
-        tokio::time::timeout(self.search_wait, self.searches.acquire())
+    /// `search_wait`. The turn ends when the permit is dropped: the search's read holds it, so that a search
+    /// whose browser went away keeps its turn until the read ends (or reaches its limit).
+    pub(crate) async fn search_turn(&self) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout(self.search_wait, self.searches.clone().acquire_owned())
             .await
             .ok()?
             .ok()
@@ -100,7 +102,7 @@ impl Reports {
 }
 
 /// The calling thread gets the lowest CPU priority (Linux: each thread has its own nice value).
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid has no arguments and cannot fail; setpriority on this thread's own id only changes
@@ -258,6 +260,60 @@ mod tests {
         let (status, _, page) = ui.get("/calls?employee=zq").await;
         assert_eq!(status, reqwest::StatusCode::OK);
         assert!(page.contains("No calls match"), "{page}");
+    }
+
+    #[tokio::test]
+    async fn a_search_whose_browser_went_away_keeps_its_turn_until_its_read_ends() {
+        let ui = Served::start(|web| web.search_wait_secs = 1, |web| web).await;
+        ui.journal();
+        // Both reading threads busy until released: the search's read waits in the queue behind them.
+        let (started, mut reading) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (release, released) = mpsc::channel::<()>();
+        let released = Arc::new(Mutex::new(released));
+        let mut blockers = Vec::new();
+        for _ in 0..THREADS {
+            let (web, started, released) = (ui.web.clone(), started.clone(), released.clone());
+            blockers.push(tokio::spawn(async move {
+                web.0
+                    .reports
+                    .read(move || {
+                        let _ = started.send(());
+                        let _ = released.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    })
+                    .await
+            }));
+        }
+        for _ in 0..THREADS {
+            reading.recv().await.expect("a blocker started");
+        }
+        // The browser gives up before the search is read.
+        let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+        let gone = impatient
+            .get(format!("{}/calls?employee=zq", ui.base))
+            .header("cookie", &ui.cookie)
+            .send()
+            .await;
+        assert!(gone.is_err(), "the search cannot have been read yet: {gone:?}");
+        // Its read still holds the turn: the next search is told busy (given the turn instead, it would wait
+        // behind the blocked reads too).
+        let next = ui
+            .http
+            .get(format!("{}/calls?employee=zq", ui.base))
+            .header("cookie", &ui.cookie)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("the next search is answered at once, not given a turn behind the blocked reads");
+        assert_eq!(next.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        // Once the reads ran, the turn is free again.
+        for _ in 0..THREADS {
+            let _ = release.send(());
+        }
+        for blocker in blockers {
+            blocker.await.unwrap().unwrap();
+        }
+        let (status, _, page) = ui.get("/calls?employee=zq").await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{page}");
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     reprocessed: reprocess::Results,
     /// Where the UI's store reads run (low-priority threads, one journal search at a time).
     pub(crate) reports: Reports,
+    /// The service's runtime, when the UI is served apart from it ([`crate::serve_apart`]).
+    pub(crate) service: crate::own_thread::Service,
 }
 
 impl Web {
@@ -105,6 +107,7 @@ impl Web {
             reprocess: None,
             reprocessed: reprocess::Results::default(),
             reports,
+            service: Default::default(),
         })))
     }
 
@@ -479,14 +482,17 @@ async fn login(
         return (StatusCode::TOO_MANY_REQUESTS, html_page(page)).into_response();
     }
     let store = web.0.store.clone();
+    let hash = web
+        .blocking(move || store.setting(auth::PASSWORD_SETTING).ok().flatten())
+        .await
+        .ok()
+        .flatten()
+        .and_then(|h| h.as_str().map(str::to_owned));
     let password = form.password.clone();
-    let verified = tokio::task::spawn_blocking(move || {
-        let hash = store.setting(auth::PASSWORD_SETTING).ok().flatten();
-        hash.and_then(|h| h.as_str().map(str::to_owned))
-            .is_some_and(|h| auth::verify_password(&password, &h))
-    })
-    .await
-    .unwrap_or(false);
+    // Deliberately slow: on the UI's own threads, never the service's.
+    let verified = tokio::task::spawn_blocking(move || hash.is_some_and(|h| auth::verify_password(&password, &h)))
+        .await
+        .unwrap_or(false);
     if !verified {
         web.0.sessions.failed(peer.ip());
         warn!(peer = %peer.ip(), "web: failed login");
@@ -586,19 +592,19 @@ async fn setup(
     }
     let password = form.password.clone();
     let store = web.0.store.clone();
-    let saved = tokio::task::spawn_blocking(move || {
-        let hash = auth::hash_password(&password)?;
-        store
-            .set_setting(
-                auth::PASSWORD_SETTING,
-                &serde_json::Value::String(hash),
-                Timestamp::now(),
-            )
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
+    // Deliberately slow: hashed on the UI's own threads, stored on the service's.
+    let saved = match tokio::task::spawn_blocking(move || auth::hash_password(&password)).await {
+        Ok(Ok(hash)) => web
+            .blocking(move || {
+                store
+                    .set_setting(auth::PASSWORD_SETTING, &serde_json::Value::String(hash), Timestamp::now())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string())),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(e.to_string()),
+    };
     if let Err(e) = saved {
         return internal(e);
     }
@@ -725,7 +731,7 @@ async fn calls_page(
         time_limit: filter.time_limit,
         ..CallFilter::default()
     };
-    let _turn = if filter == plain {
+    let turn = if filter == plain {
         None
     } else {
         match web.0.reports.search_turn().await {
@@ -738,7 +744,15 @@ async fn calls_page(
         }
     };
     let store = web.0.store.clone();
-    let calls = web.0.reports.read(move || store.find_calls(&filter, PAGE_SIZE)).await;
+    // The turn goes with the read: if the browser goes away, the next search still waits for this one's end.
+    let calls = web
+        .0
+        .reports
+        .read(move || {
+            let _turn = turn;
+            store.find_calls(&filter, PAGE_SIZE)
+        })
+        .await;
     match calls {
         Ok(Ok(calls)) => html_page(pages::calls(&frame, &query, Ok(calls.as_slice()))),
         Ok(Err(store::StoreError::TimedOut { after, .. })) => {
@@ -832,7 +846,11 @@ async fn reprocess_call(
     let Some(port) = web.0.reprocess.clone() else {
         return Redirect::to(&back).into_response();
     };
-    let result = port.reprocess(&key).await;
+    let call = key.clone();
+    let result = match web.on_service(async move { port.reprocess(&call).await }).await {
+        Ok(result) => result,
+        Err(e) => return internal(e.to_string()),
+    };
     match &result {
         Ok(done) => info!(
             call = %key,
@@ -851,7 +869,7 @@ async fn retry_call(State(web): State<Web>, Path(key): Path<String>) -> Response
     let store = web.0.store.clone();
     let call = key.clone();
     let reset =
-        tokio::task::spawn_blocking(move || store.reprocess(&ReprocessScope::Call(call), Timestamp::now())).await;
+        web.blocking(move || store.reprocess(&ReprocessScope::Call(call), Timestamp::now())).await;
     match reset {
         Ok(Ok(n)) => {
             info!(call = %key, steps = n, "web: steps of a call set to be sent again");
@@ -878,7 +896,7 @@ async fn recording(State(web): State<Web>, Path(token): Path<String>, headers: H
         Err(Refused::Invalid) => return refuse("not a valid recording link"),
     };
     let store = web.0.store.clone();
-    let found = tokio::task::spawn_blocking(move || records::recording_path(store.as_ref(), &signed)).await;
+    let found = web.blocking(move || records::recording_path(store.as_ref(), &signed)).await;
     let pbx_path = match found {
         Ok(Ok(Some(path))) => path,
         Ok(Ok(None)) => return refuse("no such recording"),

@@ -174,7 +174,7 @@ async fn save(web: &Web, form: Vec<(String, String)>) -> Result<settings::Saved,
         ));
     };
     let saving = web.clone();
-    tokio::task::spawn_blocking(move || {
+    web.blocking(move || {
         let _one_at_a_time = lock(&saving.0.config_lock);
         let version = settings::view(&file)?.version;
         settings::save(&file, &version, &form)
@@ -370,7 +370,8 @@ pub(crate) struct CrmForm {
 
 async fn installed(web: &Web) -> Option<Installed> {
     let store = web.0.store.clone();
-    let value = tokio::task::spawn_blocking(move || store.setting(INSTALL_SETTING))
+    let value = web
+        .blocking(move || store.setting(INSTALL_SETTING))
         .await
         .ok()?
         .ok()??;
@@ -461,7 +462,7 @@ pub(crate) async fn crm_post(
             };
             let store = web.0.store.clone();
             let portal = install.portal.clone();
-            let tokens = tokio::task::spawn_blocking(move || store.load_tokens(&portal)).await;
+            let tokens = web.blocking(move || store.load_tokens(&portal)).await;
             let tokens = match tokens {
                 Ok(Ok(Some(tokens))) => tokens,
                 Ok(Ok(None)) => {

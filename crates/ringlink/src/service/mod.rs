@@ -273,7 +273,7 @@ async fn admin_ui(
         }
         Err(e) => return error!(error = %e, "the admin UI cannot start"),
     };
-    let listener = match tokio::net::TcpListener::bind(&config.web.listen).await {
+    let listener = match std::net::TcpListener::bind(&config.web.listen) {
         Ok(l) => l,
         Err(e) => {
             return error!(listen = %config.web.listen, error = %e, "the admin UI cannot listen; set [web] listen")
@@ -287,7 +287,8 @@ async fn admin_ui(
     let stopped = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    if let Err(e) = web::serve(listener, ui, stopped).await {
+    // Rendering pages never sits on the threads that pop cards.
+    if let Err(e) = web::serve_apart(listener, ui, stopped).await {
         error!(error = %e, "the admin UI stopped");
     }
 }
@@ -570,7 +571,7 @@ async fn standby_admin_ui(ui: anyhow::Result<web::Web>, listen: String, mut stop
         Ok(ui) => ui,
         Err(e) => return error!(error = %e, "the admin UI cannot start"),
     };
-    let listener = match tokio::net::TcpListener::bind(&listen).await {
+    let listener = match std::net::TcpListener::bind(&listen) {
         Ok(l) => l,
         Err(e) => return error!(listen = %listen, error = %e, "the admin UI cannot listen; set [web] listen"),
     };
@@ -578,7 +579,8 @@ async fn standby_admin_ui(ui: anyhow::Result<web::Web>, listen: String, mut stop
     let stopped = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    if let Err(e) = web::serve(listener, ui, stopped).await {
+    // Rendering pages never sits on the threads that pop cards.
+    if let Err(e) = web::serve_apart(listener, ui, stopped).await {
         error!(error = %e, "the admin UI stopped");
     }
 }
