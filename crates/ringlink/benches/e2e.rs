@@ -683,8 +683,7 @@ async fn ui_load() {
         e2e.emu.clear_requests();
         lock(&dials).clear();
         let started = Instant::now();
-        let reloading =
-            loaded.then(|| Browser::start(e2e.web_url(), session.clone(), paths.clone(), served.clone()));
+        let reloading = loaded.then(|| Browser::start(e2e.web_url(), session.clone(), paths.clone(), served.clone()));
         single_calls_to_101(&e2e.bed, n, |_| caller(0)).await;
         wait_done(&e2e, FINISH, n, Duration::from_secs(60)).await;
         if let Some(reloading) = reloading {

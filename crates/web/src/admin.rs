@@ -84,11 +84,12 @@ pub(crate) async fn save_settings(
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     let saving = web.clone();
-    let result = web.blocking(move || {
-        let _one_at_a_time = lock(&saving.0.config_lock);
-        settings::save(&file, &version, &form)
-    })
-    .await;
+    let result = web
+        .blocking(move || {
+            let _one_at_a_time = lock(&saving.0.config_lock);
+            settings::save(&file, &version, &form)
+        })
+        .await;
     match result {
         Ok(Ok(saved)) => {
             if !saved.applied.is_empty() || !saved.restart.is_empty() {
@@ -369,8 +370,9 @@ pub(crate) struct AcknowledgeForm {
 /// The Status page's Acknowledge: the period whose calls may be missing stays on `/status` but warns no more.
 pub(crate) async fn acknowledge_gap(State(web): State<Web>, Form(form): Form<AcknowledgeForm>) -> Response {
     let store = web.0.store.clone();
-    let done =
-        web.blocking(move || crate::gaps::acknowledge(store.as_ref(), form.to, store::Timestamp::now())).await;
+    let done = web
+        .blocking(move || crate::gaps::acknowledge(store.as_ref(), form.to, store::Timestamp::now()))
+        .await;
     match done {
         Ok(Ok(true)) => {
             info!("web: the period whose calls may be missing was acknowledged");

@@ -152,12 +152,13 @@ pub(crate) async fn install(State(web): State<Web>, RawQuery(query): RawQuery, b
     };
     let store = web.0.store.clone();
     let portal = request.portal();
-    let saved = web.blocking(move || -> store::Result<()> {
-        store.save_tokens(&portal, &tokens, now)?;
-        let value = serde_json::to_value(&record).unwrap_or_default();
-        store.set_setting(INSTALL_SETTING, &value, now)
-    })
-    .await;
+    let saved = web
+        .blocking(move || -> store::Result<()> {
+            store.save_tokens(&portal, &tokens, now)?;
+            let value = serde_json::to_value(&record).unwrap_or_default();
+            store.set_setting(INSTALL_SETTING, &value, now)
+        })
+        .await;
     match saved {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return internal(e.to_string()),

@@ -168,6 +168,9 @@ mod tests {
         assert!(threads().contains(&("ringlink-ui".to_owned(), 19)), "{:?}", threads());
         let _ = stop.send(());
         served.await.unwrap().unwrap();
-        assert!(reqwest::get(format!("http://{address}/login")).await.is_err(), "no longer listening");
+        assert!(
+            reqwest::get(format!("http://{address}/login")).await.is_err(),
+            "no longer listening"
+        );
     }
 }

@@ -287,7 +287,10 @@ mod tests {
             reading.recv().await.expect("a blocker started");
         }
         // The browser gives up before the search is read.
-        let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+        let impatient = reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
         let gone = impatient
             .get(format!("{}/calls?employee=zq", ui.base))
             .header("cookie", &ui.cookie)

@@ -597,7 +597,11 @@ async fn setup(
         Ok(Ok(hash)) => web
             .blocking(move || {
                 store
-                    .set_setting(auth::PASSWORD_SETTING, &serde_json::Value::String(hash), Timestamp::now())
+                    .set_setting(
+                        auth::PASSWORD_SETTING,
+                        &serde_json::Value::String(hash),
+                        Timestamp::now(),
+                    )
                     .map_err(|e| e.to_string())
             })
             .await
@@ -868,8 +872,9 @@ async fn reprocess_call(
 async fn retry_call(State(web): State<Web>, Path(key): Path<String>) -> Response {
     let store = web.0.store.clone();
     let call = key.clone();
-    let reset =
-        web.blocking(move || store.reprocess(&ReprocessScope::Call(call), Timestamp::now())).await;
+    let reset = web
+        .blocking(move || store.reprocess(&ReprocessScope::Call(call), Timestamp::now()))
+        .await;
     match reset {
         Ok(Ok(n)) => {
             info!(call = %key, steps = n, "web: steps of a call set to be sent again");
@@ -896,7 +901,9 @@ async fn recording(State(web): State<Web>, Path(token): Path<String>, headers: H
         Err(Refused::Invalid) => return refuse("not a valid recording link"),
     };
     let store = web.0.store.clone();
-    let found = web.blocking(move || records::recording_path(store.as_ref(), &signed)).await;
+    let found = web
+        .blocking(move || records::recording_path(store.as_ref(), &signed))
+        .await;
     let pbx_path = match found {
         Ok(Ok(Some(path))) => path,
         Ok(Ok(None)) => return refuse("no such recording"),
