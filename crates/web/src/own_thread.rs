@@ -94,15 +94,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-
-    /// This thread's nice value.
-    fn nice() -> i32 {
-        // SAFETY: getpriority only reads; errno is cleared first since -1 is a valid answer.
-        unsafe {
-            *libc::__errno_location() = 0;
-            libc::getpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as libc::id_t)
-        }
-    }
+    use crate::reports::nice;
 
     fn web() -> (Web, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();

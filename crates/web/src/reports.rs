@@ -120,6 +120,16 @@ pub(crate) fn lower_priority() {
     }
 }
 
+/// The calling thread's nice value (for tests of where work runs).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn nice() -> i32 {
+    // SAFETY: getpriority only reads; errno is cleared first since -1 is a valid answer.
+    unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as libc::id_t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,13 +145,6 @@ mod tests {
     #[tokio::test]
     async fn reads_run_at_the_lowest_priority_and_the_caller_keeps_its_own() {
         let reports = reports();
-        let nice = || {
-            // SAFETY: as in lower_priority; getpriority only reads. errno is cleared first: -1 is a valid answer.
-            unsafe {
-                *libc::__errno_location() = 0;
-                libc::getpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as libc::id_t)
-            }
-        };
         let before = nice();
         for _ in 0..2 * THREADS {
             assert_eq!(reports.read(nice).await.unwrap(), 19);
