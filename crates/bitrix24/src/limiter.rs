@@ -191,21 +191,31 @@ impl Limiter {
         }
     }
 
-    /// Waits until one request would fit in the bucket (and any back-off is over), without taking its place:
-    /// a caller that gathers what it sends waits here before gathering when the budget is short, so that what
-    /// it gathers is what is due when the request can go. Returns at once while requests are free.
+    /// Waits until a request asked now would go out at once (any back-off over, and room in the bucket for it
+    /// after every caller already queued), without taking a place: a caller that gathers what it sends waits
+    /// here before gathering when the budget is short, so that what it gathers is what is due when the request
+    /// can go. Returns at once while requests are free and nobody waits.
     pub async fn ready(&self) {
         loop {
+            let turn_changed = self.turn_changed.notified();
+            tokio::pin!(turn_changed);
+            // Register before reading the queue, so a caller leaving it meanwhile is not missed.
+            turn_changed.as_mut().enable();
+            let ahead = self.lock_waiting().len();
             let wait = {
                 let mut state = self.lock_state();
                 let now = Instant::now();
                 self.drain(&mut state, now);
-                self.wait_for_one(&state, now)
+                self.wait_for(&state, now, ahead as f64 + 1.0)
             };
             if wait.is_zero() {
                 return;
             }
-            tokio::time::sleep(wait).await;
+            // Re-read when the time is up, or sooner when a queued caller took its place or gave up.
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = turn_changed => {}
+            }
         }
     }
 
@@ -311,12 +321,17 @@ impl Limiter {
     }
 
     fn wait_for_one(&self, state: &State, now: Instant) -> Duration {
+        self.wait_for(state, now, 1.0)
+    }
+
+    /// How long until `requests` more fit in the bucket and any back-off is over.
+    fn wait_for(&self, state: &State, now: Instant, requests: f64) -> Duration {
         let paused = state
             .paused_until
             .filter(|until| *until > now)
             .map(|until| until - now)
             .unwrap_or_default();
-        let excess = state.level + 1.0 - self.usable_capacity();
+        let excess = state.level + requests - self.usable_capacity();
         let drain_wait = if excess > 0.0 && self.config.drain_per_sec > 0.0 {
             Duration::from_secs_f64(excess / self.config.drain_per_sec)
         } else {
@@ -343,6 +358,7 @@ fn seconds_until(unix: i64) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn small() -> LimiterConfig {
         LimiterConfig {
@@ -420,6 +436,60 @@ mod tests {
         limiter.on_rate_limited();
         limiter.ready().await;
         assert_eq!(Instant::now() - start, Duration::from_millis(1500), "and the back-off");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_counts_the_callers_queued_before_it() {
+        let limiter = Arc::new(Limiter::new(small()));
+        let start = Instant::now();
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        // Two callers queue for the next slots (0.5 s and 1 s from now).
+        let queued: Vec<_> = (0..2)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move { limiter.acquire().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.lock_waiting().len(), 2, "both queued");
+        limiter.ready().await;
+        assert_eq!(
+            Instant::now() - start,
+            Duration::from_millis(1500),
+            "the slot after both queued callers, not the next one they take"
+        );
+        for caller in queued {
+            caller.await.expect("queued caller");
+        }
+        limiter.acquire().await;
+        assert_eq!(
+            Instant::now() - start,
+            Duration::from_millis(1500),
+            "ready's slot is free"
+        );
+
+        // A queued caller that gives up frees its slot for the one who waits in ready.
+        limiter.acquire().await;
+        let gives_up = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.acquire().await })
+        };
+        tokio::task::yield_now().await;
+        let again = Instant::now();
+        let ready = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.ready().await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gives_up.abort();
+        ready.await.expect("ready");
+        assert_eq!(
+            Instant::now() - again,
+            Duration::from_millis(500),
+            "the slot the caller gave up"
+        );
     }
 
     #[tokio::test(start_paused = true)]

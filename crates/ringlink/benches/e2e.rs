@@ -384,8 +384,40 @@ async fn burst() {
 }
 
 /// One second of a sustained run: (seconds since the start, outbox backlog, VmRSS kB, CPU share of a core).
-/// And the keys ringlink remembers of ended calls (`ringlink_held_entries`: the tracker's, the engine's).
-type Sample = (f64, u64, u64, f64, (u64, u64));
+/// And the keys ringlink remembers of ended calls (`ringlink_held_entries`: the tracker's, the engine's), and
+/// where its memory is (`ringlink_memory_bytes`).
+type Sample = (f64, u64, u64, f64, (u64, u64), Memory);
+
+/// `ringlink_memory_bytes` in kB: SQLite's, the allocator's heap in use, free in the heap, mapped apart.
+#[derive(Clone, Copy, Default)]
+struct Memory {
+    sqlite: u64,
+    in_use: u64,
+    free: u64,
+    mapped: u64,
+}
+
+impl Memory {
+    fn scraped(metrics: &str) -> Self {
+        let kb = |what: &str| gauge(metrics, &format!("ringlink_memory_bytes{{what=\"{what}\"}}")) / 1024;
+        Memory {
+            sqlite: kb("sqlite"),
+            in_use: kb("heap_in_use"),
+            free: kb("heap_free"),
+            mapped: kb("heap_mapped"),
+        }
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SQLite {}, heap in use {} / free {} / mapped {}",
+            self.sqlite, self.in_use, self.free, self.mapped
+        )
+    }
+}
 
 /// The sum of the `/metrics` samples whose line starts with `series`.
 fn gauge(metrics: &str, series: &str) -> u64 {
@@ -457,6 +489,7 @@ async fn sustained() {
                     status_kb(pid, "VmRSS:"),
                     load,
                     remembered,
+                    Memory::scraped(&text),
                 ));
             }
         })
@@ -560,17 +593,20 @@ async fn sustained() {
             .iter()
             .find(|s| s.0 >= share * placing.as_secs_f64())
             .or(samples.last());
-        s.map_or("-".to_owned(), |s| format!("{} kB ({} + {} keys)", s.2, s.4 .0, s.4 .1))
+        s.map_or("-".to_owned(), |s| {
+            format!("{} kB ({} + {} keys; kB: {})", s.2, s.4 .0, s.4 .1, s.5)
+        })
     };
-    println!(
-        "  VmRSS (keys remembered of ended calls: tracker + engine) while placing calls: start {}, 1/3 {}, 2/3 {}, \
-         end {}; after the drain {}",
-        at(0.0),
-        at(1.0 / 3.0),
-        at(2.0 / 3.0),
-        at(1.0),
-        at(f64::INFINITY)
-    );
+    println!("  VmRSS (keys remembered of ended calls: tracker + engine; where the memory is) while placing calls:");
+    for (when, share) in [
+        ("start", 0.0),
+        ("1/3", 1.0 / 3.0),
+        ("2/3", 2.0 / 3.0),
+        ("end", 1.0),
+        ("after the drain", f64::INFINITY),
+    ] {
+        println!("    {when}: {}", at(share));
+    }
     e2e.stop().await;
 }
 

@@ -568,6 +568,22 @@ async fn monitoring_by_allow_list_or_token_and_metrics_parse() {
         "{:?}",
         remembered.value
     );
+    // Where the memory is: SQLite's caches (this UI's store is SQLite) and, with glibc, the heap.
+    let memory = |what: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "ringlink_memory_bytes" && s.labels.get("what") == Some(what))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => -1.0,
+            })
+    };
+    assert!(memory("sqlite").is_some_and(|b| b > 0.0), "{text}");
+    if cfg!(target_env = "gnu") {
+        assert!(memory("heap_in_use").is_some_and(|b| b > 0.0), "{text}");
+        assert!(memory("heap_free").is_some_and(|b| b >= 0.0), "{text}");
+    }
     assert_eq!(calls.labels.get("direction"), Some("incoming"));
     assert!(
         matches!(calls.value, prometheus_parse::Value::Counter(v) if v == 1.0),

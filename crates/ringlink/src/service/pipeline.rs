@@ -205,6 +205,7 @@ struct State {
     engine_remembered: usize,
     held: usize,
     waiting: usize,
+    verdicts: usize,
 }
 
 /// Gives the allocator's free pages back to the system. glibc keeps memory freed by ended calls in its arenas
@@ -234,6 +235,19 @@ impl Verdicts {
         if let Ok(mut map) = self.0.lock() {
             map.insert(call.to_owned(), verdict);
         }
+    }
+
+    /// Drops the answer for `call` if the engine never read it (it decides admission only for a call whose
+    /// direction it knows): once the call ended, nobody will, and it would stay for the life of the process.
+    fn forget(&self, call: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(call);
+        }
+    }
+
+    /// Answers waiting for the engine.
+    fn len(&self) -> usize {
+        self.0.lock().map_or(0, |map| map.len())
     }
 }
 
@@ -660,6 +674,7 @@ impl Pipeline {
             engine_remembered,
             held: self.held.len(),
             waiting: self.waiting.len(),
+            verdicts: self.shared.verdicts.len(),
         };
         if state != *said {
             *said = state;
@@ -671,6 +686,7 @@ impl Pipeline {
                 ("engine_remembered", state.engine_remembered as u64),
                 ("held", state.held as u64),
                 ("waiting", state.waiting as u64),
+                ("verdicts", state.verdicts as u64),
             ]);
             debug!(
                 tracker_calls = state.tracker_calls,
@@ -680,6 +696,7 @@ impl Pipeline {
                 engine_remembered = state.engine_remembered,
                 held = state.held,
                 waiting = state.waiting,
+                verdicts = state.verdicts,
                 "service state"
             );
             return true;
@@ -747,6 +764,9 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         let now = super::now();
         let mut plan = self.shared.engine().handle(event, call_full.as_ref(), now);
+        if let CallEvent::CallEnded { call, .. } = event {
+            self.shared.verdicts.forget(call);
+        }
         if let Some(refresh) = &plan.refresh_users {
             if self.registering && refresh.hold && self.waiting.len() < MAX_WAITING_CALLS {
                 // Nobody can say whose phone it is before the directory was ever loaded: wait for it rather
@@ -958,5 +978,23 @@ fn log_outcome(event: &CallEvent) {
             ivr = call_full.is_ivr,
             "call ended"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::RegistrationGate;
+
+    #[test]
+    fn an_answer_is_read_once_and_one_never_read_is_dropped_when_its_call_ends() {
+        let verdicts = Verdicts::default();
+        verdicts.insert("read", Some(false));
+        verdicts.insert("never read", Some(true));
+        assert_eq!(verdicts.need_registration("read", None), Some(false));
+        assert_eq!(verdicts.need_registration("read", None), None, "read once");
+        assert_eq!(verdicts.len(), 1);
+        verdicts.forget("never read");
+        assert_eq!(verdicts.len(), 0);
     }
 }

@@ -163,6 +163,14 @@ impl SqliteStore {
         })
     }
 
+    /// Bytes SQLite holds for every connection of the process (page caches, prepared statements, schema):
+    /// shown by `/metrics` so that a resident size that grows can be told apart from SQLite's caches filling.
+    pub fn memory_in_use() -> u64 {
+        // SAFETY: sqlite3_memory_used only reads SQLite's own counter (it takes the memory mutex).
+        let used = unsafe { rusqlite::ffi::sqlite3_memory_used() };
+        u64::try_from(used).unwrap_or(0)
+    }
+
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64> {
         schema::version(&self.lock())

@@ -911,6 +911,59 @@ mod tests {
         emu.shutdown().await;
     }
 
+    #[tokio::test]
+    async fn with_the_budget_spent_a_round_takes_the_cards_handed_while_it_waits_for_its_slot() {
+        let limits = bitrix24::LimiterConfig {
+            drain_per_sec: 1.0,
+            capacity: 1.0,
+            headroom: 0.0,
+            ..bitrix24::LimiterConfig::default()
+        };
+        let (emu, _dir, mut worker) = worker(limits).await;
+        worker.shared.handoff = super::Handoff::new(true);
+        let store = worker.shared.store.clone();
+        store.enqueue(&[lookup("a")], Timestamp::now()).expect("enqueue");
+        worker.client.limiter().acquire().await;
+        // As the pipeline stores a call's card: in the commit that stores it, claimed and handed to the worker.
+        let card = engine::Step {
+            call: "b".into(),
+            key: "b/0/register".into(),
+            kind: StepKind::Register,
+            method: StepKind::Register.method().into(),
+            params: json!({"USER_ID": 1, "PHONE_NUMBER": "+79001230000", "TYPE": 2, "SHOW": 1}),
+            after: Vec::new(),
+            timing: engine::Timing::Durable,
+            record_path: None,
+        };
+        let handed = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let stored = crate::service::pipeline::new_step(&card, None);
+            let claim = store
+                .enqueue_journaled_and_claim(&[stored], &[], Timestamp::now(), &super::CARDS)
+                .expect("store and claim");
+            assert_eq!(claim.claimed.len(), 1, "the card is claimed as it is stored");
+            worker.shared.handoff.hand(claim);
+        };
+        let (sent, ()) = tokio::join!(worker.round(), handed);
+        assert_eq!(sent.expect("round"), 2, "the handed card and the stored lookup");
+        let requests = emu.requests();
+        let top: Vec<&str> = requests
+            .iter()
+            .filter(|r| r.batch_parent.is_none())
+            .map(|r| r.method.as_str())
+            .collect();
+        assert_eq!(top, ["batch"], "one request: {requests:?}");
+        let registered = requests
+            .iter()
+            .filter(|r| r.batch_parent.is_some() && r.method == "telephony.externalcall.register" && r.is_ok())
+            .count();
+        assert_eq!(registered, 1, "the card went once, in the batch: {requests:?}");
+        // Claimed once, it is not due again: the next round has nothing to send.
+        assert_eq!(worker.round().await.expect("next round"), 0);
+        assert_eq!(emu.requests().len(), requests.len());
+        emu.shutdown().await;
+    }
+
     #[test]
     fn finishing_a_finished_call_counts_as_done() {
         let e = bitrix24::Error::Method {
