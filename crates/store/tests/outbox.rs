@@ -653,6 +653,60 @@ fn a_reopened_sqlite_file_passes_the_integrity_check() {
 }
 
 #[test]
+fn postgres_stores_steps_while_another_transaction_that_moved_counts_is_open() {
+    let server = Arc::new(backends::start_postgres());
+    let url = server.create_database("ringlink").unwrap();
+    let store = store::PgStore::open(&url, store::PgOptions::new("office")).unwrap();
+    store.enqueue(&[step("a", "register")], at(0)).unwrap();
+    // Another transaction (the worker recording a round, say) moves a step to another state and stays open.
+    let open = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            let sql = "BEGIN; UPDATE steps SET state = 'in_flight' WHERE idempotency_key = 'a/register';
+                       SELECT pg_sleep(5); COMMIT;";
+            server.psql("ringlink", sql)
+        })
+    };
+    let sleeping = || {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(5)%'
+                   AND pid <> pg_backend_pid()";
+        server.psql("ringlink", sql).unwrap().trim() == "1"
+    };
+    while !sleeping() {
+        assert!(
+            !open.is_finished(),
+            "the other transaction ended early: {:?}",
+            open.join()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // With one row per count, this waited for that transaction's commit (the row of the pending count).
+    store.enqueue(&[step("b", "register")], at(1)).unwrap();
+    assert!(!open.is_finished(), "stored while the other transaction is still open");
+    open.join().unwrap().unwrap();
+    let counts = store.step_counts().unwrap();
+    assert_eq!((counts.pending, counts.in_flight), (1, 1), "{counts:?}");
+    // Each statement added rows of changes; a claim folds them into one row per state, with the same sums.
+    let rows = || -> Vec<String> {
+        let sql = "SELECT state || '=' || n FROM step_counts ORDER BY state, n";
+        server
+            .psql("ringlink", sql)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    // a added, a moved (two rows), b added.
+    assert_eq!(rows(), ["in_flight=1", "pending=-1", "pending=1", "pending=1"]);
+    let claimed = store.claim_due(at(2), 10, LEASE).unwrap().claimed;
+    assert_eq!(keys(&claimed), ["b/register"]);
+    // Folded into one row per state before the claim, which added its own change after.
+    assert_eq!(rows(), ["in_flight=1", "in_flight=1", "pending=-1", "pending=1"]);
+    let counts = store.step_counts().unwrap();
+    assert_eq!((counts.pending, counts.in_flight), (0, 2), "{counts:?}");
+}
+
+#[test]
 fn a_postgres_claim_analyses_an_outbox_that_outgrew_its_statistics() {
     // Autovacuum off: only the store analyses the table here.
     let options = testbed::postgres::PostgresOptions {

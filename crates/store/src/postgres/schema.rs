@@ -213,6 +213,36 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX steps_open;
     CREATE STATISTICS steps_tenant_state (mcv) ON tenant, state FROM steps;
     ",
+    // 7: the counts by state as rows of changes, summed when read. Each count kept in one row made every
+    // transaction that stores, claims or settles steps lock that row until its commit: the pipeline storing a
+    // call's card waited for the worker recording the last round, one commit after the other. A statement now
+    // adds its own rows, which no other transaction waits for; [`super::outbox::fold_counts`] sums them up now
+    // and then.
+    "
+    ALTER TABLE step_counts DROP CONSTRAINT step_counts_pkey;
+    CREATE INDEX step_counts_by_tenant ON step_counts (tenant, state);
+    CREATE OR REPLACE FUNCTION ringlink_steps_added() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+        INSERT INTO step_counts (tenant, state, n)
+            SELECT tenant, state, COUNT(*) FROM added GROUP BY tenant, state;
+        RETURN NULL;
+    END $f$;
+    CREATE OR REPLACE FUNCTION ringlink_steps_moved() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+        INSERT INTO step_counts (tenant, state, n)
+            SELECT tenant, state, SUM(d) FROM (
+                SELECT tenant, state, -1 AS d FROM before_update
+                UNION ALL SELECT tenant, state, 1 FROM after_update
+            ) AS moves GROUP BY tenant, state HAVING SUM(d) <> 0;
+        RETURN NULL;
+    END $f$;
+    CREATE OR REPLACE FUNCTION ringlink_steps_removed() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+        INSERT INTO step_counts (tenant, state, n)
+            SELECT tenant, state, -COUNT(*) FROM removed GROUP BY tenant, state;
+        RETURN NULL;
+    END $f$;
+    ",
 ];
 
 /// The schema version this build writes.
