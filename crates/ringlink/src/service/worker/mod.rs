@@ -877,16 +877,31 @@ mod tests {
         crate::service::pipeline::new_step(&step, None)
     }
 
-    #[tokio::test]
-    async fn with_the_budget_spent_a_round_takes_what_is_stored_while_it_waits_for_its_slot() {
-        // One request in the bucket, one more each second.
-        let limits = bitrix24::LimiterConfig {
+    /// One request in the bucket, one more each second.
+    fn one_per_second() -> bitrix24::LimiterConfig {
+        bitrix24::LimiterConfig {
             drain_per_sec: 1.0,
             capacity: 1.0,
             headroom: 0.0,
             ..bitrix24::LimiterConfig::default()
-        };
-        let (emu, _dir, worker) = worker(limits).await;
+        }
+    }
+
+    /// What the emulator received, checked to be one `batch` request.
+    fn one_batch(emu: &b24emu::Emulator) -> Vec<b24emu::RecordedRequest> {
+        let requests = emu.requests();
+        let top: Vec<&str> = requests
+            .iter()
+            .filter(|r| r.batch_parent.is_none())
+            .map(|r| r.method.as_str())
+            .collect();
+        assert_eq!(top, ["batch"], "one request: {requests:?}");
+        requests
+    }
+
+    #[tokio::test]
+    async fn with_the_budget_spent_a_round_takes_what_is_stored_while_it_waits_for_its_slot() {
+        let (emu, _dir, worker) = worker(one_per_second()).await;
         let store = worker.shared.store.clone();
         store.enqueue(&[lookup("a")], Timestamp::now()).expect("enqueue");
         worker.client.limiter().acquire().await;
@@ -896,13 +911,7 @@ mod tests {
         };
         let (sent, ()) = tokio::join!(worker.round(), later);
         assert_eq!(sent.expect("round"), 2, "both calls' steps in the round");
-        let requests = emu.requests();
-        let top: Vec<&str> = requests
-            .iter()
-            .filter(|r| r.batch_parent.is_none())
-            .map(|r| r.method.as_str())
-            .collect();
-        assert_eq!(top, ["batch"], "one request: {requests:?}");
+        let requests = one_batch(&emu);
         let batched = requests
             .iter()
             .filter(|r| r.batch_parent.is_some() && r.method == "telephony.externalcall.searchcrmentities")
@@ -913,13 +922,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_the_budget_spent_a_round_takes_the_cards_handed_while_it_waits_for_its_slot() {
-        let limits = bitrix24::LimiterConfig {
-            drain_per_sec: 1.0,
-            capacity: 1.0,
-            headroom: 0.0,
-            ..bitrix24::LimiterConfig::default()
-        };
-        let (emu, _dir, mut worker) = worker(limits).await;
+        let (emu, _dir, mut worker) = worker(one_per_second()).await;
         worker.shared.handoff = super::Handoff::new(true);
         let store = worker.shared.store.clone();
         store.enqueue(&[lookup("a")], Timestamp::now()).expect("enqueue");
@@ -946,13 +949,7 @@ mod tests {
         };
         let (sent, ()) = tokio::join!(worker.round(), handed);
         assert_eq!(sent.expect("round"), 2, "the handed card and the stored lookup");
-        let requests = emu.requests();
-        let top: Vec<&str> = requests
-            .iter()
-            .filter(|r| r.batch_parent.is_none())
-            .map(|r| r.method.as_str())
-            .collect();
-        assert_eq!(top, ["batch"], "one request: {requests:?}");
+        let requests = one_batch(&emu);
         let registered = requests
             .iter()
             .filter(|r| r.batch_parent.is_some() && r.method == "telephony.externalcall.register" && r.is_ok())
